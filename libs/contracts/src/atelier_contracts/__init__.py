@@ -1,0 +1,1 @@
+"""Atelier's contracts: the only code services share about each other."""

@@ -1,0 +1,5 @@
+"""S3-compatible object storage on the MinIO SDK (MinIO in production, SeaweedFS locally)."""
+
+from atelier_storage.store import ObjectStore
+
+__all__ = ["ObjectStore"]

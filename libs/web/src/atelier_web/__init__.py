@@ -1,0 +1,5 @@
+"""FastAPI pieces every service shares: error shape, health routes, the service app, the server."""
+
+from atelier_web.app import ReadinessCheck, create_service_app, error_body, serve
+
+__all__ = ["ReadinessCheck", "create_service_app", "error_body", "serve"]

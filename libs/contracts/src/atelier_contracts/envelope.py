@@ -1,0 +1,32 @@
+"""The envelope every event carries (STYLE.md: event id, type, version, time, trace context)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from uuid import UUID, uuid4
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Event(BaseModel):
+    """Base of every event published on NATS.
+
+    Subclasses fix `type` with a `Literal`; `event_id` doubles as JetStream's `Nats-Msg-Id`, so a
+    publish repeated inside the stream's duplicate window is stored once.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    event_id: UUID = Field(default_factory=uuid4, description="Unique id; the dedup key")
+    type: str = Field(description="Event type, equal to its subject family")
+    version: int = Field(default=1, description="Schema version of this event type")
+    occurred_at: datetime = Field(default_factory=utcnow, description="When it happened (UTC)")
+    trace_context: dict[str, str] = Field(
+        default_factory=dict,
+        description="W3C trace context (`traceparent`, `tracestate`) of the publishing span",
+        examples=[{"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}],
+    )

@@ -1,0 +1,184 @@
+"""A generation job: the user's request, its enrichment and its lifecycle."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, model_validator
+
+from atelier_contracts.envelope import Event
+from atelier_contracts.errors import ErrorInfo
+from atelier_contracts.profiles import ProfileSnapshot
+from atelier_contracts.subjects import PROJECT_ID_PATTERN
+
+
+class ElementImage(BaseModel):
+    """Where an element's picture comes from: exactly one of the three."""
+
+    media_id: str | None = None
+    url: str | None = Field(default=None, max_length=2048)
+    data_url: str | None = Field(default=None, max_length=20_000_000)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ElementImage:
+        given = [x for x in (self.media_id, self.url, self.data_url) if x]
+        if len(given) != 1:
+            raise ValueError("an element image needs exactly one of media_id, url or data_url")
+        return self
+
+
+class SendToggles(BaseModel):
+    image: bool = True
+    description: bool = True
+    data: bool = True
+
+
+class ContextElement(BaseModel):
+    """A worldbuilding element (character, location...) picked as context in the dialog."""
+
+    id: str = Field(min_length=1, max_length=200)
+    name: str = Field(min_length=1, max_length=300, examples=["Mara Vell"])
+    type: str = Field(default="element", max_length=60, examples=["character"])
+    description: str | None = Field(default=None, max_length=20_000)
+    data: dict[str, Any] = Field(default_factory=dict)
+    image: ElementImage | None = None
+    send: SendToggles = Field(default_factory=SendToggles)
+
+
+class GenerationContext(BaseModel):
+    elements: list[ContextElement] = Field(default_factory=list, max_length=16)
+
+
+class Target(BaseModel):
+    """Where the result is meant to go; every image lands in the media library regardless."""
+
+    kind: Literal["media", "cover", "element"] = "media"
+    element_id: str | None = None
+
+    @model_validator(mode="after")
+    def _element_needs_id(self) -> Target:
+        if self.kind == "element" and not self.element_id:
+            raise ValueError("target kind 'element' needs an element_id")
+        return self
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    ENRICHING = "enriching"
+    DISPATCHED = "dispatched"
+    GENERATING = "generating"
+    LANDING = "landing"
+    COMPLETED = "completed"
+    PARTIAL = "partial"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+FINAL_STATUSES = frozenset(
+    {JobStatus.COMPLETED, JobStatus.PARTIAL, JobStatus.FAILED, JobStatus.CANCELLED}
+)
+
+
+class JobRequested(Event):
+    """Published by the gateway once a request passed validation."""
+
+    type: Literal["jobs.requested"] = "jobs.requested"
+    job_id: str
+    user_id: str
+    project: str = Field(pattern=PROJECT_ID_PATTERN)
+    profile: ProfileSnapshot
+    prompt: str
+    size: str
+    count: int
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="Options after defaults were applied"
+    )
+    context: GenerationContext = Field(default_factory=GenerationContext)
+    target: Target = Field(default_factory=Target)
+    idempotency_key: str | None = None
+
+
+class AssembledPrompt(BaseModel):
+    """What the model is sent, stored on the job and shown to the user: nothing hidden."""
+
+    prompt: str
+    negative_prompt: str | None = None
+    elements_used: list[str] = Field(default_factory=list, description="Element ids used")
+    notes: list[str] = Field(
+        default_factory=list, description="What was left out or trimmed, and why"
+    )
+
+
+class JobEnriched(Event):
+    """Published by the context service; carries the request so order of arrival never matters."""
+
+    type: Literal["jobs.enriched"] = "jobs.enriched"
+    request: JobRequested
+    assembled: AssembledPrompt
+
+
+class JobImage(BaseModel):
+    media_id: str
+    index: int
+    width: int
+    height: int
+    content_type: str
+
+
+class JobProgress(BaseModel):
+    total: int = Field(description="Images asked for")
+    landed: int = 0
+    failed: int = 0
+
+
+class JobView(BaseModel):
+    """A job as the gateway shows it."""
+
+    id: str
+    project: str
+    user_id: str
+    profile_id: str
+    profile_name: str
+    provider: str
+    model: str
+    status: JobStatus
+    prompt: str
+    assembled_prompt: str | None = None
+    assembly_notes: list[str] = Field(default_factory=list)
+    size: str
+    count: int
+    options: dict[str, Any] = Field(default_factory=dict)
+    target: Target = Field(default_factory=Target)
+    progress: JobProgress
+    images: list[JobImage] = Field(default_factory=list)
+    error: ErrorInfo | None = None
+    created_at: datetime
+    updated_at: datetime
+
+
+class JobStatusChanged(Event):
+    """Published by dispatch on every transition, to `jobs.status.<project>.<job_id>`."""
+
+    type: Literal["jobs.status"] = "jobs.status"
+    job: JobView
+
+
+# Request/reply queries answered by dispatch.
+class JobQuery(BaseModel):
+    job_id: str
+
+
+class JobReply(BaseModel):
+    job: JobView | None
+
+
+class JobListQuery(BaseModel):
+    project: str
+    active_only: bool = True
+    limit: int = Field(default=50, ge=1, le=500)
+
+
+class JobListReply(BaseModel):
+    jobs: list[JobView]

@@ -1,0 +1,126 @@
+"""Model profiles and the global generation switch, as other services see them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from atelier_contracts.envelope import Event
+from atelier_contracts.subjects import PROVIDER_PATTERN
+
+ALLOWED_COUNTS = (1, 2, 4)
+SIZE_PATTERN = r"^[1-9][0-9]{1,4}x[1-9][0-9]{1,4}$"
+
+
+class OptionSpec(BaseModel):
+    """One option a profile's model accepts (quality, style, negative_prompt, seed...)."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,39}$", examples=["quality"])
+    kind: Literal["enum", "string", "integer", "number", "boolean"] = Field(
+        default="enum", description="Value type; `enum` takes one of `values`"
+    )
+    values: list[str] | None = Field(default=None, examples=[["low", "medium", "high"]])
+    default: Any = Field(default=None, description="Used when the request leaves it out")
+    minimum: float | None = None
+    maximum: float | None = None
+    max_length: int | None = Field(default=None, description="For `string` options")
+    description: str | None = None
+
+
+class ProfileFields(BaseModel):
+    """What an admin sets on a profile."""
+
+    name: str = Field(min_length=1, max_length=120, examples=["Sketch (offline)"])
+    provider: str = Field(pattern=PROVIDER_PATTERN, examples=["offline"])
+    model: str = Field(min_length=1, max_length=200, examples=["offline-sketch"])
+    enabled: bool = True
+    sizes: list[str] = Field(
+        min_length=1, description="Allowed `WxH` sizes", examples=[["1024x1024", "512x512"]]
+    )
+    default_size: str = Field(pattern=SIZE_PATTERN, examples=["1024x1024"])
+    counts: list[int] = Field(default=[1], description="Allowed image counts, a subset of 1, 2, 4")
+    options: list[OptionSpec] = Field(default_factory=list)
+    max_reference_images: int = Field(default=0, ge=0, le=16)
+    prompt_max_length: int = Field(default=4000, ge=1, le=32000)
+    timeout_s: float = Field(default=120.0, gt=0, le=3600)
+    sort_order: int = 0
+    credit_cost: float = Field(default=1.0, ge=0, description="Credits per image")
+    base_url: str | None = Field(
+        default=None,
+        description="Provider API base URL (proxies, self-hosted, regional); default is the "
+        "provider's public endpoint",
+        examples=["https://api.openai.com/v1"],
+    )
+    provider_config: dict[str, Any] = Field(
+        default_factory=dict, description="Provider-specific settings (never secrets)"
+    )
+
+
+class Profile(ProfileFields):
+    id: str = Field(examples=["4f1c2a9e-3b7d-4c55-9a43-1d2e3f4a5b6c"])
+    created_at: datetime
+    updated_at: datetime
+
+
+class ProfileSnapshot(BaseModel):
+    """The part of a profile a job needs, frozen at submission so later edits don't change it."""
+
+    id: str
+    name: str
+    provider: str
+    model: str
+    timeout_s: float
+    prompt_max_length: int
+    max_reference_images: int
+    credit_cost: float
+    base_url: str | None = None
+    provider_config: dict[str, Any] = Field(default_factory=dict)
+
+    @classmethod
+    def of(cls, profile: Profile) -> ProfileSnapshot:
+        return cls(
+            id=profile.id,
+            name=profile.name,
+            provider=profile.provider,
+            model=profile.model,
+            timeout_s=profile.timeout_s,
+            prompt_max_length=profile.prompt_max_length,
+            max_reference_images=profile.max_reference_images,
+            credit_cost=profile.credit_cost,
+            base_url=profile.base_url,
+            provider_config=profile.provider_config,
+        )
+
+
+class GenerationSettings(BaseModel):
+    enabled: bool = Field(description="Global switch: is image generation on")
+    reason: str | None = Field(
+        default=None, description="Shown to users while generation is off",
+        examples=["Image generation is paused for maintenance."],
+    )
+
+
+class ProfilesChanged(Event):
+    type: Literal["profiles.changed"] = "profiles.changed"
+    profile_id: str | None = Field(default=None, description="None when the settings changed")
+    action: Literal["created", "updated", "deleted", "settings"]
+
+
+# Request/reply queries answered by the profiles service.
+class ProfileQuery(BaseModel):
+    profile_id: str
+
+
+class ProfileReply(BaseModel):
+    profile: Profile | None
+
+
+class ProfilesListQuery(BaseModel):
+    include_disabled: bool = False
+
+
+class ProfilesListReply(BaseModel):
+    settings: GenerationSettings
+    profiles: list[Profile]

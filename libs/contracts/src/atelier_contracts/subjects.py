@@ -1,0 +1,98 @@
+"""Every NATS subject, stream and durable consumer name, defined once.
+
+Handlers never type a subject string: they take it from here.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Subject(StrEnum):
+    # Durable events (JetStream).
+    JOBS_REQUESTED = "jobs.requested"
+    JOBS_ENRICHED = "jobs.enriched"
+    GEN_STARTED = "gen.started"
+    GEN_COMPLETED = "gen.completed"
+    GEN_FAILED = "gen.failed"
+    MEDIA_LANDED = "media.landed"
+    MEDIA_ASSIGNED = "media.assigned"
+    PROFILES_CHANGED = "profiles.changed"
+    # Queries (core NATS request/reply).
+    PROFILES_GET = "profiles.query.get"
+    PROFILES_LIST = "profiles.query.list"
+    SETTINGS_GET = "profiles.query.settings"
+    JOBS_GET = "jobs.query.get"
+    JOBS_LIST = "jobs.query.list"
+    MEDIA_GET = "media.query.get"
+    MEDIA_LIST = "media.query.list"
+
+
+# Project ids become one subject token, so they are restricted to token-safe characters.
+PROJECT_ID_PATTERN = r"^[A-Za-z0-9_-]{1,100}$"
+PROVIDER_PATTERN = r"^[a-z0-9-]{1,40}$"
+_PROJECT_RE = re.compile(PROJECT_ID_PATTERN)
+
+
+def gen_requested(provider: str) -> str:
+    """The work queue of one provider's workers."""
+    return f"gen.{provider}.requested"
+
+
+def job_status(project: str, job_id: str) -> str:
+    """Status events of one job; `job_status_of_project` subscribes to a whole project."""
+    if not _PROJECT_RE.match(project):
+        raise ValueError(f"project id {project!r} is not subject-safe")
+    return f"jobs.status.{project}.{job_id}"
+
+
+def job_status_of_project(project: str) -> str:
+    return f"jobs.status.{project}.*"
+
+
+JOB_STATUS_ALL = "jobs.status.>"
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    name: str
+    subjects: tuple[str, ...]
+    work_queue: bool = False
+    max_age_s: float = 7 * 24 * 3600
+    duplicate_window_s: float = 120.0
+
+
+JOBS_STREAM = StreamSpec("ATELIER_JOBS", (Subject.JOBS_REQUESTED, Subject.JOBS_ENRICHED))
+TASKS_STREAM = StreamSpec("ATELIER_TASKS", ("gen.*.requested",), work_queue=True)
+RESULTS_STREAM = StreamSpec(
+    "ATELIER_RESULTS", (Subject.GEN_STARTED, Subject.GEN_COMPLETED, Subject.GEN_FAILED)
+)
+MEDIA_STREAM = StreamSpec("ATELIER_MEDIA", (Subject.MEDIA_LANDED, Subject.MEDIA_ASSIGNED))
+STATUS_STREAM = StreamSpec("ATELIER_STATUS", (JOB_STATUS_ALL,), max_age_s=24 * 3600)
+PROFILES_STREAM = StreamSpec("ATELIER_PROFILES", (Subject.PROFILES_CHANGED,))
+
+ALL_STREAMS: tuple[StreamSpec, ...] = (
+    JOBS_STREAM,
+    TASKS_STREAM,
+    RESULTS_STREAM,
+    MEDIA_STREAM,
+    STATUS_STREAM,
+    PROFILES_STREAM,
+)
+
+
+class Durable(StrEnum):
+    """Durable consumer names: processes sharing one durable split its messages."""
+
+    CONTEXT_JOBS = "context-jobs-requested"
+    DISPATCH_JOBS_REQUESTED = "dispatch-jobs-requested"
+    DISPATCH_JOBS_ENRICHED = "dispatch-jobs-enriched"
+    DISPATCH_RESULTS = "dispatch-gen-results"
+    DISPATCH_MEDIA_LANDED = "dispatch-media-landed"
+    MEDIA_GEN_COMPLETED = "media-gen-completed"
+
+
+def worker_durable(provider: str) -> str:
+    return f"worker-{provider}"

@@ -1,0 +1,1 @@
+"""Fake provider servers speaking real wire formats, for tests and offline development."""

@@ -1,0 +1,182 @@
+"""How every service talks to NATS.
+
+- Streams are declared idempotently at start-up by whoever starts first (`ensure_streams`).
+- Every publish goes through `publish_event`: the event id becomes `Nats-Msg-Id` (JetStream drops
+  duplicates inside the window), the current trace context is copied into the envelope, and the
+  call waits for JetStream's ack, so "published" means "stored".
+- Every JetStream subscriber is a durable pull consumer with explicit acks (`durable_subscriber`);
+  a handler that raises gets its message redelivered later with exponential backoff.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import nats
+from faststream import AckPolicy, BaseMiddleware, StreamMessage
+from faststream.nats import ConsumerConfig, JStream, NatsBroker, PullSub
+from faststream.nats.opentelemetry import NatsTelemetryMiddleware
+from nats.js.api import RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import BadRequestError
+from opentelemetry import propagate
+from pydantic import BaseModel
+
+from atelier_contracts.envelope import Event
+from atelier_contracts.subjects import ALL_STREAMS, StreamSpec
+
+log = logging.getLogger("atelier.messaging")
+
+E = TypeVar("E", bound=Event)
+R = TypeVar("R", bound=BaseModel)
+
+
+def _subject_matches(pattern: str, subject: str) -> bool:
+    p, s = pattern.split("."), subject.split(".")
+    for i, token in enumerate(p):
+        if token == ">":
+            return len(s) > i
+        if i >= len(s) or (token != "*" and token != s[i]):
+            return False
+    return len(p) == len(s)
+
+
+def stream_for_subject(subject: str) -> StreamSpec:
+    for spec in ALL_STREAMS:
+        if any(_subject_matches(pattern, subject) for pattern in spec.subjects):
+            return spec
+    raise LookupError(f"no stream stores subject {subject!r}")
+
+
+def delivery_attempt(msg: StreamMessage[Any]) -> int:
+    """1 on first delivery; JetStream counts redeliveries in the message metadata."""
+    raw = msg.raw_message
+    try:
+        return int(raw.metadata.num_delivered)
+    except Exception:  # core NATS message or in-memory test broker: no metadata
+        return 1
+
+
+class RedeliveryBackoffMiddleware(BaseMiddleware):
+    """Naks a failed JetStream message with a growing delay instead of at once.
+
+    Without it a handler failing on a dependency outage (object storage down for 10 s) burns all
+    of `max_deliver` in milliseconds and the message is gone.
+    """
+
+    base_delay_s = 0.5
+    max_delay_s = 30.0
+
+    async def consume_scope(self, call_next: Callable[..., Awaitable[Any]], msg: Any) -> Any:
+        try:
+            return await call_next(msg)
+        except Exception:
+            if _is_jetstream(msg):
+                attempt = delivery_attempt(msg)
+                delay = min(self.max_delay_s, self.base_delay_s * 2 ** (attempt - 1))
+                log.exception(
+                    "handler failed; redelivering",
+                    extra={"subject": msg.raw_message.subject, "attempt": attempt, "delay": delay},
+                )
+                await msg.nack(delay=delay)
+            raise
+
+
+def _is_jetstream(msg: Any) -> bool:
+    raw = getattr(msg, "raw_message", None)
+    reply = getattr(raw, "reply", "") or ""
+    return isinstance(reply, str) and reply.startswith("$JS.ACK.")
+
+
+def make_broker(nats_url: str, service: str) -> NatsBroker:
+    return NatsBroker(
+        nats_url,
+        name=f"atelier-{service}",
+        middlewares=[NatsTelemetryMiddleware(), RedeliveryBackoffMiddleware],
+        # Keep reconnecting through a NATS restart instead of giving up after two minutes.
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=1,
+        graceful_timeout=15.0,
+        logger=logging.getLogger(f"atelier.{service}.broker"),
+    )
+
+
+async def ensure_streams(nats_url: str, replicas: int = 1) -> None:
+    """Create or update every stream; safe to run from many processes at once."""
+    nc = await nats.connect(nats_url, connect_timeout=5)
+    try:
+        js = nc.jetstream()
+        for spec in ALL_STREAMS:
+            config = StreamConfig(
+                name=spec.name,
+                subjects=list(spec.subjects),
+                retention=RetentionPolicy.WORK_QUEUE if spec.work_queue else RetentionPolicy.LIMITS,
+                storage=StorageType.FILE,
+                num_replicas=replicas,
+                max_age=spec.max_age_s,
+                duplicate_window=spec.duplicate_window_s,
+            )
+            try:
+                await js.add_stream(config)
+            except BadRequestError:
+                await js.update_stream(config)
+    finally:
+        await nc.close()
+
+
+async def publish_event(broker: NatsBroker, event: Event, subject: str) -> None:
+    """Publish durably: returns once JetStream has stored the event (or raises)."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    if carrier:
+        event = event.model_copy(update={"trace_context": carrier})
+    await broker.publish(
+        event,
+        subject,
+        headers={"Nats-Msg-Id": str(event.event_id)},
+        stream=stream_for_subject(subject).name,
+        timeout=10.0,
+    )
+
+
+async def query(
+    broker: NatsBroker, subject: str, request: BaseModel, reply_type: type[R], timeout: float = 3.0
+) -> R:
+    """Core NATS request/reply with typed request and answer."""
+    response = await broker.request(request, subject, timeout=timeout)
+    return reply_type.model_validate_json(response.body)
+
+
+def durable_subscriber(
+    broker: NatsBroker,
+    subject: str,
+    durable: str,
+    *,
+    max_deliver: int = 20,
+    ack_wait_s: float = 60.0,
+    max_workers: int = 1,
+    batch_size: int = 1,
+) -> Any:
+    """A durable pull consumer with explicit acks.
+
+    Ack policy: ack on success; on an exception the backoff middleware naks with a delay (retry);
+    after `max_deliver` deliveries JetStream stops and handlers see it coming via
+    `delivery_attempt`, so they can end the job with a reason instead of dropping it.
+    Processes sharing `durable` split the messages: that is how we scale out.
+    """
+    spec = stream_for_subject(subject)
+    return broker.subscriber(
+        subject,
+        stream=JStream(name=spec.name, declare=False),
+        durable=durable,
+        pull_sub=PullSub(batch_size=batch_size, timeout=5.0),
+        config=ConsumerConfig(
+            durable_name=durable,
+            max_deliver=max_deliver,
+            ack_wait=ack_wait_s,
+            filter_subject=subject,
+        ),
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        max_workers=max_workers,
+    )

@@ -1,0 +1,107 @@
+"""A small async face over the (synchronous) MinIO SDK.
+
+The SDK blocks, so each call runs in a worker thread; the SDK's urllib3 pool is thread-safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from datetime import timedelta
+
+from minio import Minio
+from minio.error import S3Error
+
+from atelier_settings import BaseServiceSettings
+
+
+class ObjectStore:
+    def __init__(
+        self,
+        endpoint: str,
+        access_key: str,
+        secret_key: str,
+        *,
+        secure: bool = False,
+        region: str = "us-east-1",
+    ) -> None:
+        self.client = Minio(
+            endpoint, access_key=access_key, secret_key=secret_key, secure=secure, region=region
+        )
+
+    @classmethod
+    def from_settings(cls, settings: BaseServiceSettings) -> ObjectStore:
+        return cls(
+            settings.s3_endpoint,
+            settings.s3_access_key,
+            settings.s3_secret_key,
+            secure=settings.s3_secure,
+            region=settings.s3_region,
+        )
+
+    async def ensure_bucket(self, bucket: str) -> None:
+        def make() -> None:
+            if not self.client.bucket_exists(bucket):
+                try:
+                    self.client.make_bucket(bucket)
+                except S3Error as exc:  # another process made it first
+                    if exc.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                        raise
+
+        await asyncio.to_thread(make)
+
+    async def put_bytes(
+        self,
+        bucket: str,
+        key: str,
+        data: bytes,
+        content_type: str,
+        metadata: dict[str, str] | None = None,
+    ) -> None:
+        await asyncio.to_thread(
+            self.client.put_object,
+            bucket,
+            key,
+            io.BytesIO(data),
+            len(data),
+            content_type=content_type,
+            metadata=metadata,  # type: ignore[arg-type]
+        )
+
+    async def get_bytes(self, bucket: str, key: str) -> bytes:
+        def get() -> bytes:
+            response = self.client.get_object(bucket, key)
+            try:
+                return response.read()
+            finally:
+                response.close()
+                response.release_conn()
+
+        return await asyncio.to_thread(get)
+
+    async def exists(self, bucket: str, key: str) -> bool:
+        def stat() -> bool:
+            try:
+                self.client.stat_object(bucket, key)
+                return True
+            except S3Error as exc:
+                if exc.code in ("NoSuchKey", "NoSuchObject", "NotFound"):
+                    return False
+                raise
+
+        return await asyncio.to_thread(stat)
+
+    async def remove(self, bucket: str, key: str) -> None:
+        await asyncio.to_thread(self.client.remove_object, bucket, key)
+
+    async def presigned_get(self, bucket: str, key: str, expires_s: int = 300) -> str:
+        return await asyncio.to_thread(
+            self.client.presigned_get_object, bucket, key, timedelta(seconds=expires_s)
+        )
+
+    async def ping(self) -> bool:
+        try:
+            await asyncio.to_thread(self.client.list_buckets)
+            return True
+        except Exception:
+            return False

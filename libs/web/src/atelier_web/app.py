@@ -1,0 +1,128 @@
+"""Every service is a FastAPI app: HTTP APIs where it has them, `/healthz` and `/readyz` always.
+
+The broker starts and stops with the app's lifespan, so an event-only service (context, dispatch,
+workers, media) has the same shape and the same probes as the HTTP ones.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from atelier_contracts.errors import AtelierError
+
+log = logging.getLogger("atelier.web")
+
+ReadinessCheck = Callable[[], Awaitable[bool]]
+Hook = Callable[[], Awaitable[None]]
+
+
+def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, **extra}}
+
+
+def _describe_validation_error(err: dict[str, Any]) -> str:
+    loc = [str(p) for p in err.get("loc", ()) if p not in ("body",)]
+    where = ".".join(loc) or "request body"
+    return f"{where}: {err.get('msg', 'is invalid')}"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(AtelierError)
+    async def _atelier_error(_: Request, exc: AtelierError) -> JSONResponse:
+        return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        if any(e.get("type") == "json_invalid" for e in errors):
+            return JSONResponse(
+                error_body("malformed_json", "The request body is not valid JSON."),
+                status_code=400,
+            )
+        messages = [_describe_validation_error(e) for e in errors]
+        return JSONResponse(
+            error_body("invalid_input", "; ".join(messages), fields=messages), status_code=422
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse(
+            error_body(code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        return JSONResponse(
+            error_body("internal", "Something went wrong inside Atelier; it was logged."),
+            status_code=500,
+        )
+
+
+def create_service_app(
+    title: str,
+    *,
+    broker: Any | None = None,
+    readiness: Sequence[ReadinessCheck] = (),
+    on_startup: Sequence[Hook] = (),
+    on_shutdown: Sequence[Hook] = (),
+    description: str = "",
+    version: str = "0.1.0",
+) -> FastAPI:
+    """on_startup hooks run before the broker starts consuming (e.g. create tables)."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        for hook in on_startup:
+            await hook()
+        if broker is not None:
+            await broker.start()
+        try:
+            yield
+        finally:
+            if broker is not None:
+                await broker.stop()
+            for hook in on_shutdown:
+                await hook()
+
+    app = FastAPI(title=title, description=description, version=version, lifespan=lifespan)
+    install_error_handlers(app)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> JSONResponse:
+        checks = list(readiness)
+        if broker is not None:
+            checks.insert(0, _broker_ready(broker))
+        results = [await check() for check in checks]
+        ok = all(results)
+        return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
+
+    return app
+
+
+def _broker_ready(broker: Any) -> ReadinessCheck:
+    async def check() -> bool:
+        try:
+            return bool(await broker.ping(timeout=2.0))
+        except Exception:
+            return False
+
+    return check
+
+
+def serve(app: FastAPI, host: str, port: int, log_level: str = "info") -> None:
+    uvicorn.run(app, host=host, port=port, log_level=log_level.lower(), access_log=False)

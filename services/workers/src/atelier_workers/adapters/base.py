@@ -1,0 +1,158 @@
+"""What every provider adapter takes, returns and raises.
+
+An adapter turns one `ImageRequest` into one provider call (plus any downloads the provider's
+answer requires) and either returns decoded images or raises `ProviderError` carrying a
+normalized `ErrorInfo` (providers.md A.11). Batching, retries and fallbacks live above this layer.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import httpx
+from atelier_contracts.errors import USER_MESSAGES, ErrorClass, ErrorInfo
+from PIL import Image, UnidentifiedImageError
+
+# The largest image we accept from a provider. OpenAI tops out at 3840x2160 and local backends
+# rarely exceed 4096x4096; 8192x8192 leaves room for upscalers while still refusing decompression
+# bombs. Set process-wide on purpose: every Pillow decode in the worker should obey it.
+MAX_IMAGE_PIXELS = 8192 * 8192
+Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+
+_SIZE_RE = re.compile(r"^\s*(\d{1,5})\s*[xX×]\s*(\d{1,5})\s*$")
+
+# Provider error texts sometimes echo a (partly masked) key back, e.g. OpenAI's
+# "Incorrect API key provided: sk-abc***xyz". Such text must not reach logs or users.
+_KEY_LIKE_RE = re.compile(r"\b(?:sk|pk|rk|key)-[A-Za-z0-9_\-*.]{3,}")
+
+
+@dataclass(frozen=True)
+class ImageRequest:
+    """One provider call's worth of work: at most `max_images_per_call(model)` images."""
+
+    model: str
+    prompt: str
+    size: str  # "WxH"; providers that only take aspect ratios map it themselves
+    n: int = 1
+    options: dict[str, Any] = field(default_factory=dict)
+    seed: int | None = None
+    negative_prompt: str | None = None
+    base_url: str | None = None
+    # Kept out of repr so a logged request never shows the secret.
+    api_key: str | None = field(default=None, repr=False)
+    timeout_s: float = 120.0
+
+
+@dataclass(frozen=True)
+class GeneratedImageData:
+    data: bytes = field(repr=False)
+    content_type: str
+    width: int
+    height: int
+    seed: int | None = None
+    revised_prompt: str | None = None
+
+
+@dataclass(frozen=True)
+class GenerationOutput:
+    images: list[GeneratedImageData]
+    usage: dict[str, Any] = field(default_factory=dict)
+    provider_request_id: str | None = None
+
+
+class ProviderError(Exception):
+    """A provider call failed; `info` says why in the shared taxonomy."""
+
+    def __init__(self, info: ErrorInfo) -> None:
+        super().__init__(f"{info.error_class.value}: {info.detail or info.message}")
+        self.info = info
+
+    @classmethod
+    def of(
+        cls,
+        error_class: ErrorClass,
+        detail: str | None = None,
+        *,
+        stage: str | None = None,
+        retry_after_s: float | None = None,
+        secrets: tuple[str | None, ...] = (),
+    ) -> ProviderError:
+        """Build an error with the plain user message for its class and a redacted detail."""
+        return cls(
+            ErrorInfo(
+                error_class=error_class,
+                message=USER_MESSAGES[error_class],
+                detail=redact(detail, *secrets) if detail is not None else None,
+                stage=stage,
+                retry_after_s=retry_after_s,
+            )
+        )
+
+    @property
+    def error_class(self) -> ErrorClass:
+        return self.info.error_class
+
+
+class ProviderAdapter(Protocol):
+    """The seam between the worker and one provider's HTTP API."""
+
+    name: str
+
+    def max_images_per_call(self, model: str) -> int:
+        """How many images one `generate` call may ask for; callers split larger jobs."""
+        ...
+
+    async def generate(self, request: ImageRequest, client: httpx.AsyncClient) -> GenerationOutput:
+        """Make the images or raise `ProviderError`; never any other exception for provider
+        trouble (bugs may still surface as themselves)."""
+        ...
+
+
+def redact(text: str, *secrets: str | None) -> str:
+    """Remove the given secrets and anything shaped like an API key from `text`."""
+    for secret in secrets:
+        # Very short "secrets" would shred ordinary words; real keys are long.
+        if secret and len(secret) >= 6:
+            text = text.replace(secret, "[redacted]")
+    return _KEY_LIKE_RE.sub("[redacted]", text)
+
+
+def parse_size(size: str) -> tuple[int, int]:
+    """`"1024x768"` → `(1024, 768)`; anything else is the caller's mistake, not the provider's."""
+    match = _SIZE_RE.match(size)
+    if match is None:
+        raise ProviderError.of(ErrorClass.INVALID_REQUEST, f"size {size!r} is not WIDTHxHEIGHT")
+    width, height = int(match.group(1)), int(match.group(2))
+    if width < 1 or height < 1 or width * height > MAX_IMAGE_PIXELS:
+        raise ProviderError.of(ErrorClass.INVALID_REQUEST, f"size {size!r} is out of range")
+    return width, height
+
+
+def image_size_of(data: bytes) -> tuple[str, int, int]:
+    """Sniff `(content_type, width, height)` from encoded image bytes.
+
+    Providers sometimes answer 200 with an HTML page, a truncated file or an empty string where
+    the image should be; all of those become `no_image_returned`, which may be retried once.
+    """
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            width, height = img.size
+            image_format = img.format
+            # Image.open only reads the header; verify() walks the rest (chunk CRCs for PNG) so
+            # a truncated download is caught here rather than when a thumbnail is made later.
+            img.verify()
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError) as exc:
+        raise ProviderError.of(
+            ErrorClass.NO_IMAGE_RETURNED,
+            f"provider returned {len(data)} bytes that are not a usable image: {exc}",
+        ) from exc
+    # Pillow only warns between MAX_IMAGE_PIXELS and twice that; we refuse outright.
+    if width * height > MAX_IMAGE_PIXELS:
+        raise ProviderError.of(
+            ErrorClass.NO_IMAGE_RETURNED, f"image of {width}x{height} exceeds the pixel limit"
+        )
+    content_type = Image.MIME.get(image_format or "", "application/octet-stream")
+    return content_type, width, height
