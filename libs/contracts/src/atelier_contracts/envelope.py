@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from uuid import UUID, uuid4
+from uuid import UUID, uuid4, uuid5
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -30,3 +30,12 @@ class Event(BaseModel):
         description="W3C trace context (`traceparent`, `tracestate`) of the publishing span",
         examples=[{"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}],
     )
+
+
+def derived_event_id(source: UUID | str, purpose: str) -> UUID:
+    """A stable id for an event caused by another one.
+
+    A handler that runs twice for one input (redelivery) publishes the same id twice, and
+    JetStream's duplicate window keeps one copy.
+    """
+    return uuid5(UUID(str(source)), purpose)

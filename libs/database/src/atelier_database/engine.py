@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -42,9 +42,25 @@ class Database:
             self.engine, class_=AsyncSession, expire_on_commit=False
         )
 
-    async def create_tables(self, metadata: Any = None) -> None:
+    async def create_tables(self, tables: Sequence[type[SQLModel]]) -> None:
+        """Create this service's tables only: in one process (tests) SQLModel's shared metadata
+        holds every service's tables, and a service must not create another's."""
+        objects = [model.__table__ for model in tables]  # type: ignore[attr-defined]
+
+        def create(conn: Any) -> None:
+            SQLModel.metadata.create_all(conn, tables=objects)
+
         async with self.engine.begin() as conn:
-            await conn.run_sync((metadata or SQLModel.metadata).create_all)
+            await conn.run_sync(create)
+
+    async def drop_tables(self, tables: Sequence[type[SQLModel]]) -> None:
+        objects = [model.__table__ for model in tables]  # type: ignore[attr-defined]
+
+        def drop(conn: Any) -> None:
+            SQLModel.metadata.drop_all(conn, tables=objects)
+
+        async with self.engine.begin() as conn:
+            await conn.run_sync(drop)
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:

@@ -26,7 +26,7 @@ _SIZE_RE = re.compile(r"^\s*(\d{1,5})\s*[xX×]\s*(\d{1,5})\s*$")
 
 # Provider error texts sometimes echo a (partly masked) key back, e.g. OpenAI's
 # "Incorrect API key provided: sk-abc***xyz". Such text must not reach logs or users.
-_KEY_LIKE_RE = re.compile(r"\b(?:sk|pk|rk|key)-[A-Za-z0-9_\-*.]{3,}")
+_KEY_LIKE_RE = re.compile(r"\b(?:sk|pk|rk)-[A-Za-z0-9_\-*.]{3,}")
 
 
 @dataclass(frozen=True)

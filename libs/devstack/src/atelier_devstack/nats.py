@@ -1,0 +1,77 @@
+"""A nats-server with JetStream, on loopback, for local runs and integration tests."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from atelier_devstack.binaries import venv_binary
+from atelier_devstack.ports import LOOPBACK, free_port
+from atelier_devstack.processes import ManagedProcess, Supervisor, wait_http_ok
+
+# JetStream sizes its limits from the host (a share of RAM and disk) unless told otherwise;
+# a dev server has no business reserving that much, and caps make tests behave the same everywhere.
+JETSTREAM_MAX_MEM = "256MB"
+JETSTREAM_MAX_FILE = "2GB"
+
+
+@dataclass(frozen=True)
+class NatsInfo:
+    url: str
+    monitor_url: str
+    port: int
+    store_dir: Path
+
+
+def write_nats_config(path: Path, *, port: int, monitor_port: int, store_dir: Path) -> None:
+    # json.dumps quotes the path the way the NATS config syntax expects (it accepts JSON strings).
+    path.write_text(
+        f"""# Written by atelier_devstack; rewritten at every start.
+listen: "{LOOPBACK}:{port}"
+http: "{LOOPBACK}:{monitor_port}"
+jetstream {{
+  store_dir: {json.dumps(str(store_dir))}
+  max_mem: {JETSTREAM_MAX_MEM}
+  max_file: {JETSTREAM_MAX_FILE}
+}}
+"""
+    )
+
+
+def start_nats(
+    sup: Supervisor,
+    data_dir: Path,
+    port: int | None = None,
+    *,
+    name: str = "nats",
+    timeout: float = 10.0,
+) -> NatsInfo:
+    """Start nats-server under `sup` with JetStream stored in `data_dir`; return once healthy.
+
+    `port=None` picks a free port. A given port is used as is: if it is taken the server fails
+    and the error shows its log (use `ports.pick_port` to fall back instead). The monitoring
+    port is always picked free. Restarting the process (`sup.restart(name)`) keeps both ports
+    and the stored streams.
+    """
+    data_dir = data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    client_port = port if port is not None else free_port()
+    monitor_port = free_port()
+    config_path = data_dir / "nats-server.conf"
+    write_nats_config(config_path, port=client_port, monitor_port=monitor_port, store_dir=data_dir)
+
+    monitor_url = f"http://{LOOPBACK}:{monitor_port}"
+
+    def healthy(process: ManagedProcess) -> None:
+        # js-enabled-only: healthy means JetStream is up, not merely that clients can connect.
+        wait_http_ok(f"{monitor_url}/healthz?js-enabled-only=true", timeout, process=process)
+
+    sup.start(name, [venv_binary("nats-server"), "-c", config_path], cwd=data_dir, ready=healthy)
+    return NatsInfo(
+        url=f"nats://{LOOPBACK}:{client_port}",
+        monitor_url=monitor_url,
+        port=client_port,
+        # nats-server keeps its streams in a "jetstream" folder inside the configured store_dir.
+        store_dir=data_dir / "jetstream",
+    )

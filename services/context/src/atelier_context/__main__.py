@@ -1,0 +1,3 @@
+from atelier_context.main import cli
+
+cli()

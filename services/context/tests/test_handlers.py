@@ -1,0 +1,32 @@
+from datetime import UTC, datetime
+
+from faststream.nats import TestNatsBroker
+
+from atelier_contracts.jobs import JobEnriched, JobRequested
+from atelier_contracts.profiles import ProfileSnapshot
+from atelier_contracts.subjects import Subject
+
+from atelier_context.main import create_app
+from atelier_context.settings import Settings
+
+
+async def test_requested_job_is_enriched_and_published() -> None:
+    app = create_app(Settings(run_startup_hooks=False))
+    broker = app.state.broker
+    received: list[JobEnriched] = []
+
+    @broker.subscriber(Subject.JOBS_ENRICHED, stream="ATELIER_JOBS")
+    async def capture(event: JobEnriched) -> None:
+        received.append(event)
+
+    profile = ProfileSnapshot(id="p", name="P", provider="offline", model="m", timeout_s=60,
+                              prompt_max_length=100, max_reference_images=0, credit_cost=1)
+    request = JobRequested(job_id="j1", user_id="u", project="proj", profile=profile,
+                           prompt="A lighthouse", size="256x256", count=1,
+                           occurred_at=datetime.now(UTC))
+    async with TestNatsBroker(broker) as test_broker:
+        await test_broker.publish(request, Subject.JOBS_REQUESTED)
+    assert len(received) == 1
+    assert received[0].request.job_id == "j1"
+    assert received[0].assembled.prompt == "A lighthouse"
+    assert received[0].event_id != request.event_id

@@ -1,0 +1,3 @@
+from atelier_dispatch.main import cli
+
+cli()

@@ -1,0 +1,60 @@
+"""Dispatch's subscriptions: thin wrappers that parse a contract and call the service."""
+
+from __future__ import annotations
+
+from faststream.nats import NatsBroker
+
+from atelier_contracts.generation import GenerationCompleted, GenerationFailed, GenerationStarted
+from atelier_contracts.jobs import JobEnriched, JobListQuery, JobListReply, JobQuery, JobReply
+from atelier_contracts.jobs import JobRequested
+from atelier_contracts.media import MediaLanded
+from atelier_contracts.subjects import Durable, Subject
+from atelier_messaging import durable_subscriber
+
+from atelier_dispatch.service import DispatchService
+
+
+def register_handlers(broker: NatsBroker, service: DispatchService) -> None:
+    # Ack policy for every durable consumer below: ack after the job's transaction committed and
+    # its events were stored; on error, redeliver with backoff (handlers are idempotent: state is
+    # recounted from rows and event ids are derived). A job that still never settles is ended by
+    # the deadline sweeper, so nothing waits forever.
+
+    @durable_subscriber(broker, Subject.JOBS_REQUESTED, Durable.DISPATCH_JOBS_REQUESTED,
+                        max_workers=8, max_deliver=50)
+    async def record_requested_job(event: JobRequested) -> None:
+        await service.record_request(event)
+
+    @durable_subscriber(broker, Subject.JOBS_ENRICHED, Durable.DISPATCH_JOBS_ENRICHED,
+                        max_workers=8, max_deliver=50)
+    async def dispatch_enriched_job(event: JobEnriched) -> None:
+        await service.dispatch_enriched(event)
+
+    @durable_subscriber(broker, Subject.GEN_STARTED, f"{Durable.DISPATCH_RESULTS}-started",
+                        max_workers=8, max_deliver=50)
+    async def record_task_started(event: GenerationStarted) -> None:
+        await service.task_started(event)
+
+    @durable_subscriber(broker, Subject.GEN_COMPLETED, f"{Durable.DISPATCH_RESULTS}-completed",
+                        max_workers=8, max_deliver=50)
+    async def record_task_completed(event: GenerationCompleted) -> None:
+        await service.task_completed(event)
+
+    @durable_subscriber(broker, Subject.GEN_FAILED, f"{Durable.DISPATCH_RESULTS}-failed",
+                        max_workers=8, max_deliver=50)
+    async def record_task_failed(event: GenerationFailed) -> None:
+        await service.task_failed(event)
+
+    @durable_subscriber(broker, Subject.MEDIA_LANDED, Durable.DISPATCH_MEDIA_LANDED,
+                        max_workers=8, max_deliver=50)
+    async def record_landed_images(event: MediaLanded) -> None:
+        await service.images_landed(event)
+
+    # Queries (core NATS request/reply, queue group: any replica answers).
+    @broker.subscriber(Subject.JOBS_GET, queue="dispatch")
+    async def get_job(query: JobQuery) -> JobReply:
+        return JobReply(job=await service.get_job(query.job_id))
+
+    @broker.subscriber(Subject.JOBS_LIST, queue="dispatch")
+    async def list_jobs(query: JobListQuery) -> JobListReply:
+        return JobListReply(jobs=await service.list_jobs(query))

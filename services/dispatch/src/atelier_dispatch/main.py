@@ -1,0 +1,88 @@
+"""Composition root of the dispatch service."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+
+from fastapi import FastAPI
+
+from atelier_contracts.envelope import Event
+from atelier_database import Database
+from atelier_messaging import ensure_streams, make_broker, publish_event
+from atelier_telemetry import configure_telemetry
+from atelier_web import create_service_app, serve
+
+from atelier_dispatch.handlers import register_handlers
+from atelier_dispatch.repository import TABLES
+from atelier_dispatch.service import DispatchService
+from atelier_dispatch.settings import Settings
+
+log = logging.getLogger("atelier.dispatch")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    broker = make_broker(settings.nats_url, "dispatch")
+    db = Database(settings.database_url)
+
+    async def publish(event: Event, subject: str) -> None:
+        await publish_event(broker, event, subject)
+
+    service = DispatchService(db, publish, deadline_slack_s=settings.deadline_slack_s)
+    register_handlers(broker, service)
+    sweeper: list[asyncio.Task[None]] = []
+
+    async def sweep_forever() -> None:
+        while True:
+            await asyncio.sleep(settings.sweep_interval_s)
+            try:
+                await service.end_overdue_jobs()
+            except Exception:
+                log.exception("sweep failed; trying again next round")
+
+    async def prepare() -> None:
+        await ensure_streams(settings.nats_url, settings.stream_replicas)
+        await db.create_tables(TABLES)
+        sweeper.append(asyncio.create_task(sweep_forever()))
+
+    async def stop() -> None:
+        for task in sweeper:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await db.dispose()
+
+    app = create_service_app(
+        "Atelier dispatch",
+        broker=broker,
+        readiness=[db.ping],
+        on_startup=[prepare] if settings.run_startup_hooks else [],
+        on_shutdown=[stop],
+        description="Owns generation jobs: state machine, tasks per provider, final outcome.",
+    )
+    app.state.broker = broker
+    app.state.service = service
+    app.state.db = db
+    return app
+
+
+def cli() -> None:
+    parser = argparse.ArgumentParser(
+        prog="atelier-dispatch",
+        description="Atelier dispatch service: owns jobs and their state machine. Settings come "
+        "from ATELIER_* / ATELIER_DISPATCH_* environment variables.",
+    )
+    parser.add_argument("--host", help="bind address of the health port")
+    parser.add_argument("--port", type=int, help="health port (ATELIER_DISPATCH_PORT)")
+    args = parser.parse_args()
+    settings = Settings()
+    configure_telemetry(
+        "dispatch",
+        level=settings.log_level,
+        json_logs=settings.log_json,
+        otlp_endpoint=settings.otlp_endpoint,
+    )
+    serve(create_app(settings), args.host or settings.host, args.port or settings.port)

@@ -1,0 +1,16 @@
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from atelier_settings import BaseServiceSettings, default_database_url
+
+
+class Settings(BaseServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="ATELIER_DISPATCH_", extra="ignore")
+
+    port: int = 8083
+    database_url: str = Field(default_factory=lambda: default_database_url("dispatch"))
+    sweep_interval_s: float = Field(default=5.0, gt=0, description="How often overdue jobs end")
+    deadline_slack_s: float = Field(
+        default=300.0, ge=0, description="Added to a job's profile timeout for queueing time"
+    )
+    run_startup_hooks: bool = True

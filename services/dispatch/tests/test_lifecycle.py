@@ -1,0 +1,189 @@
+"""The job state machine on a real database, without a broker."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from uuid import uuid4
+
+import pytest
+
+from atelier_contracts.envelope import Event
+from atelier_contracts.errors import ErrorClass, ErrorInfo
+from atelier_contracts.generation import (
+    GenerationCompleted,
+    GenerationFailed,
+    GenerationStarted,
+    GenerationTask,
+    StagedImage,
+)
+from atelier_contracts.jobs import (
+    AssembledPrompt,
+    JobEnriched,
+    JobRequested,
+    JobStatus,
+    JobStatusChanged,
+)
+from atelier_contracts.media import MediaItem, MediaLanded
+from atelier_contracts.profiles import ProfileSnapshot
+from atelier_database import Database
+
+from atelier_dispatch.repository import TABLES
+from atelier_dispatch.service import DispatchService, split_into_tasks
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[tuple[Event, str]] = []
+
+    async def __call__(self, event: Event, subject: str) -> None:
+        self.events.append((event, subject))
+
+    def tasks(self) -> list[GenerationTask]:
+        return [e for e, _ in self.events if isinstance(e, GenerationTask)]
+
+    def statuses(self) -> list[JobStatus]:
+        return [e.job.status for e, _ in self.events if isinstance(e, JobStatusChanged)]
+
+
+@pytest.fixture
+async def service(database_url: str) -> AsyncIterator[tuple[DispatchService, Recorder]]:
+    db = Database(database_url)
+    await db.create_tables(TABLES)
+    recorder = Recorder()
+    yield DispatchService(db, recorder), recorder
+    await db.dispose()
+
+
+def _request(count: int = 2, provider: str = "offline", model: str = "sketch") -> JobRequested:
+    profile = ProfileSnapshot(id="p1", name="Sketch", provider=provider, model=model,
+                              timeout_s=60, prompt_max_length=1000, max_reference_images=0,
+                              credit_cost=1)
+    return JobRequested(job_id=str(uuid4()), user_id="u1", project="proj", profile=profile,
+                        prompt="A lighthouse", size="256x256", count=count, options={"seed": 7})
+
+
+def _enriched(request: JobRequested) -> JobEnriched:
+    return JobEnriched(request=request, assembled=AssembledPrompt(prompt=request.prompt + "!"))
+
+
+def _landed(task: GenerationTask, index: int) -> MediaLanded:
+    item = MediaItem(
+        id=f"m-{task.task_id}-{index}", project=task.project, job_id=task.job_id,
+        task_id=task.task_id, index=index, content_type="image/png", width=256, height=256,
+        size_bytes=10, sha256="ab", original_key="o", thumbnail_key="t", profile_id="p1",
+        provider="offline", model="sketch", prompt=task.prompt, size=task.size,
+        created_at=datetime.now(UTC),
+    )
+    return MediaLanded(job_id=task.job_id, task_id=task.task_id, project=task.project,
+                       media=[item])
+
+
+def _completed(task: GenerationTask) -> GenerationCompleted:
+    return GenerationCompleted(task=task, images=[
+        StagedImage(index=task.first_index, staging_key="k", content_type="image/png",
+                    width=256, height=256, size_bytes=10)])
+
+
+def test_split_into_tasks() -> None:
+    assert split_into_tasks(4, 1) == [(0, 1), (1, 1), (2, 1), (3, 1)]
+    assert split_into_tasks(4, 10) == [(0, 4)]
+    assert split_into_tasks(4, 3) == [(0, 3), (3, 1)]
+
+
+async def test_happy_path_walks_every_stage(service: tuple[DispatchService, Recorder]) -> None:
+    svc, rec = service
+    request = _request(count=2)
+    await svc.record_request(request)
+    await svc.dispatch_enriched(_enriched(request))
+    tasks = rec.tasks()
+    assert [(t.first_index, t.n) for t in tasks] == [(0, 1), (1, 1)]
+    assert tasks[0].prompt == "A lighthouse!"
+    assert [t.seed for t in tasks] == [7, 8]  # a given seed varies per image
+    for task in tasks:
+        await svc.task_started(GenerationStarted(task_id=task.task_id, job_id=task.job_id,
+                                                 project="proj", provider="offline"))
+        await svc.task_completed(_completed(task))
+        await svc.images_landed(_landed(task, task.first_index))
+    job = await svc.get_job(request.job_id)
+    assert job is not None
+    assert job.status == JobStatus.COMPLETED
+    assert [i.index for i in job.images] == [0, 1]
+    assert job.progress.landed == 2 and job.progress.failed == 0
+    statuses = rec.statuses()
+    for stage in (JobStatus.QUEUED, JobStatus.ENRICHING, JobStatus.DISPATCHED,
+                  JobStatus.GENERATING, JobStatus.LANDING, JobStatus.COMPLETED):
+        assert stage in statuses
+    assert statuses[-1] == JobStatus.COMPLETED
+
+
+async def test_redelivered_events_change_nothing(service: tuple[DispatchService, Recorder]) -> None:
+    svc, rec = service
+    request = _request(count=1)
+    await svc.record_request(request)
+    await svc.dispatch_enriched(_enriched(request))
+    await svc.dispatch_enriched(_enriched(request))  # redelivery: same task, same event id
+    task_ids = {t.event_id for t in rec.tasks()}
+    assert len(task_ids) == 1
+    task = rec.tasks()[0]
+    await svc.images_landed(_landed(task, 0))
+    await svc.images_landed(_landed(task, 0))
+    job = await svc.get_job(request.job_id)
+    assert job is not None and job.status == JobStatus.COMPLETED and len(job.images) == 1
+
+
+async def test_enriched_before_requested_still_works(
+    service: tuple[DispatchService, Recorder],
+) -> None:
+    svc, rec = service
+    request = _request(count=1)
+    await svc.dispatch_enriched(_enriched(request))
+    await svc.record_request(request)
+    job = await svc.get_job(request.job_id)
+    assert job is not None and job.status == JobStatus.DISPATCHED
+    assert len(rec.tasks()) == 1
+
+
+async def test_some_failed_is_partial_all_failed_is_failed(
+    service: tuple[DispatchService, Recorder],
+) -> None:
+    svc, rec = service
+    request = _request(count=2)
+    await svc.record_request(request)
+    await svc.dispatch_enriched(_enriched(request))
+    first, second = rec.tasks()
+    await svc.images_landed(_landed(first, 0))
+    blocked = ErrorInfo.of(ErrorClass.CONTENT_BLOCKED)
+    await svc.task_failed(GenerationFailed(task=second, error=blocked))
+    job = await svc.get_job(request.job_id)
+    assert job is not None and job.status == JobStatus.PARTIAL
+    assert job.error is not None and job.error.error_class == ErrorClass.CONTENT_BLOCKED
+
+    other = _request(count=1)
+    await svc.record_request(other)
+    await svc.dispatch_enriched(_enriched(other))
+    await svc.task_failed(GenerationFailed(task=rec.tasks()[-1], error=blocked))
+    failed = await svc.get_job(other.job_id)
+    assert failed is not None and failed.status == JobStatus.FAILED
+    assert failed.error is not None and failed.error.message
+
+
+async def test_overdue_jobs_end_with_a_reason(service: tuple[DispatchService, Recorder]) -> None:
+    svc, _ = service
+    request = _request(count=1)
+    await svc.record_request(request)
+    await svc.dispatch_enriched(_enriched(request))
+    ended = await svc.end_overdue_jobs(now=datetime.now(UTC) + timedelta(days=1))
+    assert ended == 1
+    job = await svc.get_job(request.job_id)
+    assert job is not None and job.status == JobStatus.FAILED
+    assert job.error is not None and job.error.error_class == ErrorClass.TIMEOUT
+
+
+async def test_openai_jobs_go_out_as_one_call(service: tuple[DispatchService, Recorder]) -> None:
+    svc, rec = service
+    request = _request(count=4, provider="openai", model="gpt-image-1")
+    await svc.record_request(request)
+    await svc.dispatch_enriched(_enriched(request))
+    sent = [(e.n, subject) for e, subject in rec.events if isinstance(e, GenerationTask)]
+    assert sent == [(4, "gen.openai.requested")]

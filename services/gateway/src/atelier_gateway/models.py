@@ -1,0 +1,261 @@
+"""The gateway's HTTP contract: request and response bodies of the public API.
+
+These are deliberately separate from the NATS contracts they are built from (`JobView`,
+`MediaItem`...): an internal field added there (object keys, provider detail for admins) must not
+appear in the public API by accident, so every public field is listed here on purpose.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from atelier_contracts.errors import ErrorClass, ErrorInfo
+from atelier_contracts.jobs import (
+    GenerationContext,
+    JobImage,
+    JobProgress,
+    JobStatus,
+    JobView,
+    Target,
+)
+from atelier_contracts.media import MediaItem
+from atelier_contracts.profiles import OptionSpec, Profile
+from atelier_contracts.subjects import PROJECT_ID_PATTERN
+
+PROMPT_MAX_LENGTH = 32_000
+
+
+def generation_url(job_id: str) -> str:
+    return f"/v1/generations/{job_id}"
+
+
+def generation_events_url(job_id: str) -> str:
+    return f"/v1/generations/{job_id}/events"
+
+
+def media_content_url(media_id: str) -> str:
+    return f"/v1/media/{media_id}/content"
+
+
+def media_thumbnail_url(media_id: str) -> str:
+    return f"/v1/media/{media_id}/thumbnail"
+
+
+class GenerationRequestBody(BaseModel):
+    """`POST /v1/generations` (and, later, `POST /v1/context/preview`)."""
+
+    # A misspelt field ("sizes", "promt") would otherwise be ignored silently and the user would
+    # get defaults they did not ask for.
+    model_config = ConfigDict(extra="forbid")
+
+    project: str = Field(pattern=PROJECT_ID_PATTERN, examples=["my-novel"])
+    profile_id: str = Field(min_length=1, max_length=200)
+    prompt: str = Field(max_length=PROMPT_MAX_LENGTH, examples=["A lighthouse in a storm"])
+    size: str | None = Field(
+        default=None, description="`WxH`; the profile's default size when left out"
+    )
+    # Not range-checked here: the profile says which counts it allows, and its error lists them.
+    count: int = 1
+    options: dict[str, Any] = Field(default_factory=dict, examples=[{"quality": "high"}])
+    context: GenerationContext = Field(default_factory=GenerationContext)
+    target: Target = Field(default_factory=Target)
+
+
+class Links(BaseModel):
+    self: str
+    events: str
+
+
+class GenerationAccepted(BaseModel):
+    id: str
+    status: JobStatus
+    project: str
+    links: Links
+
+
+class FeatureProfile(BaseModel):
+    id: str
+    name: str
+    provider: str
+    model: str
+    sizes: list[str]
+    default_size: str
+    counts: list[int]
+    options: list[OptionSpec]
+    max_reference_images: int
+    supports_reference_images: bool
+    prompt_max_length: int
+
+    @classmethod
+    def of(cls, profile: Profile) -> FeatureProfile:
+        return cls(
+            id=profile.id,
+            name=profile.name,
+            provider=profile.provider,
+            model=profile.model,
+            sizes=profile.sizes,
+            default_size=profile.default_size,
+            counts=profile.counts,
+            options=profile.options,
+            max_reference_images=profile.max_reference_images,
+            supports_reference_images=profile.max_reference_images > 0,
+            prompt_max_length=profile.prompt_max_length,
+        )
+
+
+class Features(BaseModel):
+    enabled: bool
+    reason: str | None = None
+    profiles: list[FeatureProfile]
+
+
+class JobError(BaseModel):
+    """What went wrong, for the user; the provider's own detail stays in the admin audit."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    error_class: ErrorClass = Field(serialization_alias="class", examples=["content_blocked"])
+    message: str
+    stage: str | None = None
+    retry_after_s: float | None = None
+
+    @classmethod
+    def of(cls, error: ErrorInfo) -> JobError:
+        return cls(
+            error_class=error.error_class,
+            message=error.message,
+            stage=error.stage,
+            retry_after_s=error.retry_after_s,
+        )
+
+
+class JobImageOut(BaseModel):
+    media_id: str
+    index: int
+    width: int
+    height: int
+    content_type: str
+    content_url: str
+    thumbnail_url: str
+
+    @classmethod
+    def of(cls, image: JobImage) -> JobImageOut:
+        return cls(
+            media_id=image.media_id,
+            index=image.index,
+            width=image.width,
+            height=image.height,
+            content_type=image.content_type,
+            content_url=media_content_url(image.media_id),
+            thumbnail_url=media_thumbnail_url(image.media_id),
+        )
+
+
+class JobOut(BaseModel):
+    id: str
+    project: str
+    user_id: str
+    profile_id: str
+    profile_name: str
+    provider: str
+    model: str
+    status: JobStatus
+    prompt: str
+    assembled_prompt: str | None
+    assembly_notes: list[str]
+    size: str
+    count: int
+    options: dict[str, Any]
+    target: Target
+    progress: JobProgress
+    images: list[JobImageOut]
+    error: JobError | None
+    created_at: datetime
+    updated_at: datetime
+    links: Links
+
+    @classmethod
+    def of(cls, job: JobView) -> JobOut:
+        return cls(
+            id=job.id,
+            project=job.project,
+            user_id=job.user_id,
+            profile_id=job.profile_id,
+            profile_name=job.profile_name,
+            provider=job.provider,
+            model=job.model,
+            status=job.status,
+            prompt=job.prompt,
+            assembled_prompt=job.assembled_prompt,
+            assembly_notes=job.assembly_notes,
+            size=job.size,
+            count=job.count,
+            options=job.options,
+            target=job.target,
+            progress=job.progress,
+            images=[JobImageOut.of(image) for image in job.images],
+            error=JobError.of(job.error) if job.error else None,
+            created_at=job.created_at,
+            updated_at=job.updated_at,
+            links=Links(self=generation_url(job.id), events=generation_events_url(job.id)),
+        )
+
+
+class JobList(BaseModel):
+    jobs: list[JobOut]
+
+
+class MediaOut(BaseModel):
+    """A landed image and its provenance; storage keys stay inside Atelier."""
+
+    id: str
+    project: str
+    job_id: str
+    index: int
+    content_type: str
+    width: int
+    height: int
+    size_bytes: int
+    sha256: str
+    profile_id: str
+    provider: str
+    model: str
+    prompt: str
+    size: str
+    seed: int | None
+    revised_prompt: str | None
+    created_at: datetime
+    content_url: str
+    thumbnail_url: str
+
+    @classmethod
+    def of(cls, item: MediaItem) -> MediaOut:
+        return cls(
+            id=item.id,
+            project=item.project,
+            job_id=item.job_id,
+            index=item.index,
+            content_type=item.content_type,
+            width=item.width,
+            height=item.height,
+            size_bytes=item.size_bytes,
+            sha256=item.sha256,
+            profile_id=item.profile_id,
+            provider=item.provider,
+            model=item.model,
+            prompt=item.prompt,
+            size=item.size,
+            seed=item.seed,
+            revised_prompt=item.revised_prompt,
+            created_at=item.created_at,
+            content_url=media_content_url(item.id),
+            thumbnail_url=media_thumbnail_url(item.id),
+        )
+
+
+class MediaPage(BaseModel):
+    items: list[MediaOut]
+    total: int

@@ -1,0 +1,49 @@
+"""Media's NATS subscribers: parse the contract, call the service, return or publish the result."""
+
+from __future__ import annotations
+
+from atelier_contracts.generation import GenerationCompleted
+from atelier_contracts.media import (
+    MediaLanded,
+    MediaListQuery,
+    MediaListReply,
+    MediaQuery,
+    MediaReply,
+)
+from atelier_contracts.subjects import Durable, Subject
+from atelier_messaging import durable_subscriber, publish_event
+from faststream.nats import NatsBroker
+
+from atelier_media.service import MediaService, PublishLanded
+
+# Request/reply subscribers share this queue group: replicas split the queries, one answer each.
+QUEUE = "media"
+
+
+def media_landed_publisher(broker: NatsBroker) -> PublishLanded:
+    """The service's `publish`: durable (waits for JetStream's ack) and deduplicated by event id."""
+
+    async def publish(event: MediaLanded) -> None:
+        await publish_event(broker, event, Subject.MEDIA_LANDED)
+
+    return publish
+
+
+def register_handlers(broker: NatsBroker, service: MediaService) -> None:
+    # Ack policy: the message is acked only once the images are stored, the rows committed and
+    # `media.landed` stored by JetStream. Any exception (S3 or database down, staged bytes missing)
+    # naks it with a growing delay (RedeliveryBackoffMiddleware) up to `max_deliver`; redelivery
+    # is safe because landing is idempotent per task and image index.
+    # (durable_subscriber is typed `Any` in atelier_messaging, hence the ignore.)
+    @durable_subscriber(broker, Subject.GEN_COMPLETED, Durable.MEDIA_GEN_COMPLETED)  # type: ignore[untyped-decorator]
+    async def land_generated_images(event: GenerationCompleted) -> None:
+        await service.land_generated_images(event)
+
+    # Core NATS request/reply: nothing to ack; if we fail the requester times out and may ask again.
+    @broker.subscriber(Subject.MEDIA_GET, queue=QUEUE)
+    async def get_media(query: MediaQuery) -> MediaReply:
+        return await service.get_media(query.media_id)
+
+    @broker.subscriber(Subject.MEDIA_LIST, queue=QUEUE)
+    async def list_media(query: MediaListQuery) -> MediaListReply:
+        return await service.list_media(query)

@@ -1,0 +1,96 @@
+"""Composition root: settings → database, object store, broker → service → handlers → app."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from collections.abc import Sequence
+
+from atelier_database import Database
+from atelier_messaging import ensure_streams, make_broker
+from atelier_storage import ObjectStore
+from atelier_telemetry import configure_telemetry, instrument_fastapi
+from atelier_web import ReadinessCheck, create_service_app, serve
+from fastapi import FastAPI
+
+from atelier_media.handlers import media_landed_publisher, register_handlers
+from atelier_media.repository import MediaRepository
+from atelier_media.service import MediaService
+from atelier_media.settings import Settings
+
+SERVICE = "media"
+# A probe must answer before the orchestrator's own timeout, even when a dependency hangs
+# (the MinIO SDK retries for a long time by default).
+READINESS_TIMEOUT_S = 2.0
+
+
+def _bounded(check: ReadinessCheck) -> ReadinessCheck:
+    async def bounded() -> bool:
+        try:
+            return await asyncio.wait_for(check(), READINESS_TIMEOUT_S)
+        except TimeoutError:
+            return False
+
+    return bounded
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    broker = make_broker(settings.nats_url, SERVICE)
+    db = Database(settings.database_url)
+    repo = MediaRepository(db)
+    store = ObjectStore.from_settings(settings)
+    service = MediaService(
+        repo,
+        store,
+        settings.staging_bucket,
+        settings.media_bucket,
+        media_landed_publisher(broker),
+        thumbnail_max_px=settings.thumbnail_max_px,
+        presign_ttl_s=settings.presign_ttl_s,
+    )
+    register_handlers(broker, service)
+
+    async def declare_streams() -> None:
+        await ensure_streams(settings.nats_url, settings.stream_replicas)
+
+    async def prepare_storage() -> None:
+        await repo.create_tables()
+        # Workers create the staging bucket too; whoever starts first wins, both are idempotent.
+        await store.ensure_bucket(settings.staging_bucket)
+        await store.ensure_bucket(settings.media_bucket)
+
+    return create_service_app(
+        "Atelier media",
+        description="Lands generated images: originals, thumbnails, provenance, presigned URLs.",
+        broker=broker,
+        readiness=[_bounded(db.ping), _bounded(store.ping)],
+        on_startup=[declare_streams, prepare_storage],
+        on_shutdown=[db.dispose],
+    )
+
+
+def cli(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="atelier-media",
+        description="Atelier media service: lands generated images (settings: ATELIER_MEDIA_*).",
+    )
+    parser.add_argument("--host", help="interface to listen on (default: ATELIER_MEDIA_HOST)")
+    parser.add_argument(
+        "--port", type=int, help="HTTP port for /healthz and /readyz (default: 8084)"
+    )
+    args = parser.parse_args(argv)
+
+    settings = Settings()
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    if overrides:
+        settings = settings.model_copy(update=overrides)
+    configure_telemetry(
+        SERVICE,
+        level=settings.log_level,
+        json_logs=settings.log_json,
+        otlp_endpoint=settings.otlp_endpoint,
+    )
+    app = create_app(settings)
+    instrument_fastapi(app)
+    serve(app, settings.host, settings.port, settings.log_level)

@@ -1,0 +1,132 @@
+"""All of media's SQL: the `media_items` table and the few queries the service needs.
+
+The service only ever sees `MediaItem` (the contract), never a row: the table can change without
+touching the logic, and no ORM object leaks into a message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from atelier_contracts.media import MediaItem
+from atelier_database import Database
+from sqlalchemy import Column, DateTime, Index, Text, func
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.expression import Executable
+from sqlmodel import Field, SQLModel, col, select
+
+
+class MediaRow(SQLModel, table=True):
+    """One landed image and its provenance; mirrors `MediaItem` field for field."""
+
+    __tablename__ = "media_items"
+    # The library lists a project's media newest first: one index serves filter and order.
+    __table_args__ = (Index("ix_media_items_project_created_at", "project", "created_at"),)
+
+    id: str = Field(primary_key=True)
+    project: str
+    job_id: str = Field(index=True)
+    task_id: str
+    index: int
+    content_type: str
+    width: int
+    height: int
+    size_bytes: int
+    sha256: str
+    original_key: str
+    thumbnail_key: str
+    profile_id: str
+    provider: str
+    model: str
+    # Prompts can be long; TEXT avoids a length limit PostgreSQL would enforce on VARCHAR(n).
+    prompt: str = Field(sa_column=Column(Text, nullable=False))
+    size: str
+    seed: int | None = None
+    revised_prompt: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+def _to_item(row: MediaRow) -> MediaItem:
+    item = MediaItem.model_validate(row.model_dump())
+    # SQLite stores no time zone; every timestamp we write is UTC.
+    if item.created_at.tzinfo is None:
+        item.created_at = item.created_at.replace(tzinfo=UTC)
+    return item
+
+
+class MediaRepository:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def create_tables(self) -> None:
+        # Only media's own table: another service's models imported in the same process (tests)
+        # must not end up in media's database.
+        table = MediaRow.__table__  # type: ignore[attr-defined]
+        async with self.db.engine.begin() as conn:
+            await conn.run_sync(lambda sync_conn: table.create(sync_conn, checkfirst=True))
+
+    async def ping(self) -> bool:
+        return await self.db.ping()
+
+    async def get(self, media_id: str) -> MediaItem | None:
+        async with self.db.session() as session:
+            row = await session.get(MediaRow, media_id)
+            return _to_item(row) if row is not None else None
+
+    async def get_many(self, media_ids: Sequence[str]) -> dict[str, MediaItem]:
+        if not media_ids:
+            return {}
+        async with self.db.session() as session:
+            rows = await session.exec(select(MediaRow).where(col(MediaRow.id).in_(media_ids)))
+            return {row.id: _to_item(row) for row in rows}
+
+    async def insert_if_absent(self, items: Sequence[MediaItem]) -> list[MediaItem]:
+        """Insert the items whose id is new, in one transaction; return what is stored.
+
+        `ON CONFLICT DO NOTHING` rather than read-then-insert: two consumers landing the same
+        redelivered event at once both succeed, and both return the rows that won.
+        """
+        if not items:
+            return []
+        values = [item.model_dump() for item in items]
+        dialect = self.db.engine.dialect.name
+        stmt: Executable
+        if dialect == "postgresql":
+            stmt = (
+                postgresql.insert(MediaRow)
+                .values(values)
+                .on_conflict_do_nothing(index_elements=["id"])
+            )
+        elif dialect == "sqlite":
+            stmt = (
+                sqlite.insert(MediaRow).values(values).on_conflict_do_nothing(index_elements=["id"])
+            )
+        else:  # pragma: no cover - we deploy on SQLite and PostgreSQL only
+            raise RuntimeError(f"insert-if-absent is not implemented for {dialect}")
+        async with self.db.session() as session:
+            await session.execute(stmt)
+            await session.commit()
+        stored = await self.get_many([item.id for item in items])
+        return [stored[item_id] for item_id in dict.fromkeys(item.id for item in items)]
+
+    async def list_by_project(
+        self, project: str, *, limit: int, offset: int
+    ) -> tuple[list[MediaItem], int]:
+        """A page of the project's media, newest first, and how many it has in all."""
+        async with self.db.session() as session:
+            rows = await session.exec(
+                select(MediaRow)
+                .where(MediaRow.project == project)
+                # Images of one task share a landing time: keep them in their generation order.
+                .order_by(
+                    col(MediaRow.created_at).desc(), col(MediaRow.task_id), col(MediaRow.index)
+                )
+                .offset(offset)
+                .limit(limit)
+            )
+            items = [_to_item(row) for row in rows]
+            total = await session.exec(
+                select(func.count()).select_from(MediaRow).where(MediaRow.project == project)
+            )
+            return items, int(total.one())

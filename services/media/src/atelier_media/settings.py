@@ -1,0 +1,25 @@
+"""Media's settings: `ATELIER_MEDIA_*`, on top of the shared `ATELIER_*` fields."""
+
+from __future__ import annotations
+
+from atelier_settings import BaseServiceSettings, default_database_url
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+
+class Settings(BaseServiceSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="ATELIER_MEDIA_", extra="ignore", env_file=".env", populate_by_name=True
+    )
+
+    port: int = 8084
+    database_url: str = Field(
+        default_factory=lambda: default_database_url("media"),
+        description="SQLAlchemy URL; a SQLite file under var/ unless DATABASE_URL is set",
+    )
+    thumbnail_max_px: int = Field(
+        default=256, ge=16, le=4096, description="Longest side of a thumbnail, in pixels"
+    )
+    presign_ttl_s: int = Field(
+        default=300, ge=1, le=7 * 24 * 3600, description="Lifetime of presigned GET URLs"
+    )

@@ -1,0 +1,3 @@
+from atelier_profiles.main import cli
+
+cli()

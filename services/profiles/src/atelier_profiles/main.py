@@ -1,0 +1,94 @@
+"""Composition root: wires settings, database, broker, service, handlers and the admin API."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Awaitable, Callable, Sequence
+
+from atelier_contracts.profiles import ProfilesChanged
+from atelier_contracts.subjects import Subject
+from atelier_database import Database
+from atelier_messaging import ensure_streams, make_broker, publish_event
+from atelier_telemetry import configure_telemetry, instrument_fastapi
+from atelier_web import create_service_app, serve
+from fastapi import FastAPI
+
+from atelier_profiles.api import build_admin_router
+from atelier_profiles.handlers import register_handlers
+from atelier_profiles.repository import ProfileRepository
+from atelier_profiles.service import ProfileService
+from atelier_profiles.settings import Settings
+
+SERVICE = "profiles"
+
+DESCRIPTION = """\
+The admin API of Atelier: the global on/off switch for image generation and the model profiles
+users choose from. Other services read the same data over NATS request/reply
+(`profiles.query.*`) and hear about changes on `profiles.changed`.
+
+Every route needs `Authorization: Bearer <admin token>`.
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The app, its broker (`app.state.broker`), database and service (`app.state.*`)."""
+    settings = settings or Settings()
+    broker = make_broker(settings.nats_url, SERVICE)
+    database = Database(settings.database_url)
+    repository = ProfileRepository(database)
+
+    async def publish_change(event: ProfilesChanged) -> None:
+        await publish_event(broker, event, Subject.PROFILES_CHANGED)
+
+    service = ProfileService(repository, publish_change)
+    register_handlers(broker, service)
+
+    async def declare_streams() -> None:
+        await ensure_streams(settings.nats_url, settings.stream_replicas)
+
+    on_startup: list[Callable[[], Awaitable[None]]] = []
+    if settings.declare_streams:
+        on_startup.append(declare_streams)
+    on_startup.append(repository.create_tables)
+
+    app = create_service_app(
+        "Atelier profiles",
+        broker=broker,
+        readiness=[database.ping],
+        on_startup=on_startup,
+        on_shutdown=[database.dispose],
+        description=DESCRIPTION,
+    )
+    app.include_router(build_admin_router(service, settings.admin_token))
+    app.state.settings = settings
+    app.state.broker = broker
+    app.state.database = database
+    app.state.service = service
+    return app
+
+
+def cli(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="atelier-profiles",
+        description="Atelier profiles service: admin API and profile lookups over NATS. "
+        "Configured by ATELIER_* / ATELIER_PROFILES_* environment variables (see README).",
+    )
+    parser.add_argument("--host", help="interface to listen on (default: settings, 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port to listen on (default: settings, 8081)")
+    args = parser.parse_args(argv)
+
+    settings = Settings()
+    configure_telemetry(
+        SERVICE,
+        level=settings.log_level,
+        json_logs=settings.log_json,
+        otlp_endpoint=settings.otlp_endpoint,
+    )
+    app = create_app(settings)
+    instrument_fastapi(app)
+    serve(
+        app,
+        host=args.host or settings.host,
+        port=args.port if args.port is not None else settings.port,
+        log_level=settings.log_level,
+    )

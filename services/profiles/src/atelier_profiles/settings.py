@@ -1,0 +1,36 @@
+"""Settings of the profiles service: `ATELIER_PROFILES_*` (shared ones are `ATELIER_*`)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from atelier_settings import BaseServiceSettings, default_database_url
+from atelier_settings.base import LOCAL_ONLY_SECRET
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+
+class Settings(BaseServiceSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="ATELIER_PROFILES_", extra="ignore", env_file=".env", populate_by_name=True
+    )
+
+    # Outside `local`/`test` these may not keep their defaults. Only the admin token: this
+    # service never talks to object storage, so it should not need (or be given) the S3 secret.
+    secret_fields: ClassVar[tuple[str, ...]] = ("admin_token",)
+
+    port: int = 8081
+    database_url: str = Field(
+        default_factory=lambda: default_database_url("profiles"),
+        description="SQLAlchemy URL; a SQLite file under var/ unless DATABASE_URL is set",
+    )
+    admin_token: str = Field(
+        default=LOCAL_ONLY_SECRET,
+        min_length=1,
+        description="Bearer token the admin API requires",
+    )
+    declare_streams: bool = Field(
+        default=True,
+        description="Declare the JetStream streams at start-up. Turn off where an init job "
+        "declares them, or in tests on FastStream's in-memory broker (no server to declare on).",
+    )

@@ -1,0 +1,3 @@
+from atelier_workers.main import cli
+
+cli()

@@ -1,0 +1,112 @@
+"""Runs one generation task against one provider and stages the bytes.
+
+No broker here: the handler hands in a task and publishes whatever comes back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import httpx
+
+from atelier_contracts.envelope import derived_event_id
+from atelier_contracts.errors import ErrorClass, ErrorInfo
+from atelier_contracts.generation import (
+    GenerationCompleted,
+    GenerationFailed,
+    GenerationTask,
+    StagedImage,
+)
+from atelier_storage import ObjectStore
+
+from atelier_workers.adapters.base import ImageRequest, ProviderAdapter, ProviderError
+
+log = logging.getLogger("atelier.workers")
+
+_EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/gif": "gif"}
+
+
+def staging_key(task: GenerationTask, index: int, content_type: str) -> str:
+    return f"{task.job_id}/{task.task_id}/{index}.{_EXTENSIONS.get(content_type, 'bin')}"
+
+
+@dataclass
+class WorkerService:
+    adapter: ProviderAdapter
+    store: ObjectStore
+    staging_bucket: str
+    client: httpx.AsyncClient
+    api_key: str | None = None
+
+    def failed(self, task: GenerationTask, error: ErrorInfo) -> GenerationFailed:
+        return GenerationFailed(
+            event_id=derived_event_id(task.event_id, f"failed:{task.attempt}"),
+            task=task,
+            error=error,
+        )
+
+    async def run_task(self, task: GenerationTask) -> GenerationCompleted | GenerationFailed:
+        remaining = (task.deadline_at - datetime.now(UTC)).total_seconds()
+        if remaining <= 0:
+            return self.failed(task, ErrorInfo.of(ErrorClass.TIMEOUT, "deadline passed in queue"))
+        timeout = min(task.profile.timeout_s, remaining)
+        request = ImageRequest(
+            model=task.profile.model,
+            prompt=task.prompt,
+            size=task.size,
+            n=task.n,
+            options=task.options,
+            seed=task.seed,
+            negative_prompt=task.negative_prompt,
+            base_url=task.profile.base_url,
+            api_key=self.api_key,
+            timeout_s=timeout,
+        )
+        try:
+            output = await asyncio.wait_for(self.adapter.generate(request, self.client), timeout)
+        except ProviderError as exc:
+            log.info(
+                "provider refused task",
+                extra={"job_id": task.job_id, "task_id": task.task_id, "class": exc.error_class},
+            )
+            return self.failed(task, exc.info)
+        except TimeoutError:
+            return self.failed(
+                task, ErrorInfo.of(ErrorClass.TIMEOUT, f"no answer within {timeout:.0f} s")
+            )
+        if not output.images:
+            return self.failed(task, ErrorInfo.of(ErrorClass.NO_IMAGE_RETURNED))
+
+        staged: list[StagedImage] = []
+        # A provider may return fewer images than asked; extra ones are ignored.
+        for offset, image in enumerate(output.images[: task.n]):
+            index = task.first_index + offset
+            key = staging_key(task, index, image.content_type)
+            await self.store.put_bytes(self.staging_bucket, key, image.data, image.content_type)
+            staged.append(
+                StagedImage(
+                    index=index,
+                    staging_key=key,
+                    content_type=image.content_type,
+                    width=image.width,
+                    height=image.height,
+                    size_bytes=len(image.data),
+                    seed=image.seed,
+                    revised_prompt=image.revised_prompt,
+                )
+            )
+        if len(staged) < task.n:
+            log.warning(
+                "provider returned fewer images than asked",
+                extra={"job_id": task.job_id, "asked": task.n, "got": len(staged)},
+            )
+        return GenerationCompleted(
+            event_id=derived_event_id(task.event_id, f"completed:{task.attempt}"),
+            task=task,
+            images=staged,
+            usage=output.usage,
+            provider_request_id=output.provider_request_id,
+        )

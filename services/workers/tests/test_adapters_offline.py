@@ -1,0 +1,135 @@
+"""The offline adapter: deterministic, fast, no network, scriptable failures."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from atelier_contracts.errors import ErrorClass
+
+from atelier_workers.adapters import ImageRequest, OfflineAdapter, ProviderError, image_size_of
+from atelier_workers.adapters.offline import render_placeholder_png, seed_from_prompt
+
+ADAPTER = OfflineAdapter()
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    # A transport that fails any request proves the adapter never touches the network.
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise AssertionError(f"offline adapter made a request to {request.url}")
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(refuse)) as client:
+        yield client
+
+
+def _request(**overrides: Any) -> ImageRequest:
+    values: dict[str, Any] = {
+        "model": "placeholder",
+        "prompt": "a lighthouse on a cliff at dusk",
+        "size": "256x192",
+        "n": 1,
+        "seed": 7,
+    }
+    return ImageRequest(**{**values, **overrides})
+
+
+async def test_same_inputs_give_identical_bytes(client: httpx.AsyncClient) -> None:
+    first = await ADAPTER.generate(_request(), client)
+    second = await ADAPTER.generate(_request(), client)
+    assert first.images[0].data == second.images[0].data
+
+
+async def test_different_seeds_or_prompts_give_different_images(
+    client: httpx.AsyncClient,
+) -> None:
+    base = (await ADAPTER.generate(_request(), client)).images[0].data
+    other_seed = (await ADAPTER.generate(_request(seed=8), client)).images[0].data
+    other_prompt = (await ADAPTER.generate(_request(prompt="a fox"), client)).images[0].data
+    assert len({base, other_seed, other_prompt}) == 3
+
+
+async def test_output_is_a_png_of_the_requested_size(client: httpx.AsyncClient) -> None:
+    image = (await ADAPTER.generate(_request(size="320x200"), client)).images[0]
+    assert (image.content_type, image.width, image.height) == ("image/png", 320, 200)
+    assert image_size_of(image.data) == ("image/png", 320, 200)
+
+
+async def test_n_images_with_consecutive_seeds(client: httpx.AsyncClient) -> None:
+    output = await ADAPTER.generate(_request(n=4, seed=100), client)
+    assert [image.seed for image in output.images] == [100, 101, 102, 103]
+    assert len({image.data for image in output.images}) == 4
+    # An image's reported seed reproduces it alone.
+    again = await ADAPTER.generate(_request(n=1, seed=102), client)
+    assert again.images[0].data == output.images[2].data
+    assert output.usage == {"images": 4}
+
+
+async def test_missing_seed_is_derived_from_prompt_and_reported(
+    client: httpx.AsyncClient,
+) -> None:
+    first = await ADAPTER.generate(_request(seed=None), client)
+    second = await ADAPTER.generate(_request(seed=None), client)
+    assert first.images[0].seed == seed_from_prompt("a lighthouse on a cliff at dusk")
+    assert first.images[0].data == second.images[0].data
+
+
+async def test_n_beyond_the_limit_is_invalid(client: httpx.AsyncClient) -> None:
+    assert ADAPTER.max_images_per_call("anything") == 4
+    for n in (0, 5):
+        with pytest.raises(ProviderError) as caught:
+            await ADAPTER.generate(_request(n=n), client)
+        assert caught.value.error_class is ErrorClass.INVALID_REQUEST
+
+
+async def test_bad_size_is_invalid(client: httpx.AsyncClient) -> None:
+    with pytest.raises(ProviderError) as caught:
+        await ADAPTER.generate(_request(size="big"), client)
+    assert caught.value.error_class is ErrorClass.INVALID_REQUEST
+
+
+@pytest.mark.parametrize("error_class", list(ErrorClass))
+async def test_fail_marker_raises_that_class(
+    client: httpx.AsyncClient, error_class: ErrorClass
+) -> None:
+    with pytest.raises(ProviderError) as caught:
+        await ADAPTER.generate(_request(prompt=f"a cat [fail:{error_class.value}]"), client)
+    info = caught.value.info
+    assert info.error_class is error_class
+    assert info.stage == ("input" if error_class is ErrorClass.CONTENT_BLOCKED else None)
+    assert (info.retry_after_s is not None) == (error_class is ErrorClass.RATE_LIMITED)
+
+
+async def test_fail_marker_with_stage(client: httpx.AsyncClient) -> None:
+    with pytest.raises(ProviderError) as caught:
+        await ADAPTER.generate(_request(prompt="x [fail:content_blocked:output]"), client)
+    assert caught.value.info.stage == "output"
+
+
+async def test_unknown_fail_marker_is_invalid_request(client: httpx.AsyncClient) -> None:
+    with pytest.raises(ProviderError) as caught:
+        await ADAPTER.generate(_request(prompt="x [fail:exploded]"), client)
+    assert caught.value.error_class is ErrorClass.INVALID_REQUEST
+
+
+async def test_delay_option_sleeps_first(client: httpx.AsyncClient) -> None:
+    started = time.perf_counter()
+    await ADAPTER.generate(_request(options={"delay_s": 0.2}), client)
+    assert time.perf_counter() - started >= 0.2
+    with pytest.raises(ProviderError):
+        await ADAPTER.generate(_request(options={"delay_s": "soon"}), client)
+
+
+def test_large_image_renders_fast() -> None:
+    render_placeholder_png("warm-up", 1, 64, 64)  # font loading is a one-off cost
+    best = min(_timed_render() for _ in range(3))
+    assert best < 0.1, f"1024x1024 took {best * 1000:.0f} ms"
+
+
+def _timed_render() -> float:
+    started = time.perf_counter()
+    render_placeholder_png("a long prompt about a dragon over a city " * 5, 42, 1024, 1024)
+    return time.perf_counter() - started
