@@ -8,8 +8,9 @@ from atelier_devstack.postgres import throwaway_database
 
 pytestmark = pytest.mark.integration
 
+# The same variable the workspace conftest reads; the default is the machine's own server.
 ADMIN_URL = os.environ.get(
-    "ATELIER_TEST_POSTGRES_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+    "ATELIER_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
 
 

@@ -6,8 +6,6 @@ import io
 
 import pytest
 from atelier_contracts.errors import ErrorClass
-from PIL import Image
-
 from atelier_workers.adapters import (
     ADAPTERS,
     ImageRequest,
@@ -19,6 +17,7 @@ from atelier_workers.adapters import (
     image_size_of,
 )
 from atelier_workers.adapters.base import MAX_IMAGE_PIXELS, parse_size, redact
+from PIL import Image
 
 
 def _encoded(fmt: str, size: tuple[int, int] = (40, 30)) -> bytes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -10,10 +11,8 @@ from typing import Any
 import httpx
 import pytest
 from atelier_contracts.errors import ErrorClass
-from atelier_fakes import DEFAULT_SPEC_PATH, FakeOpenAIState, create_openai_fake
-from atelier_fakes import run_fake_in_thread
+from atelier_fakes import DEFAULT_SPEC_PATH, FakeOpenAIState, create_openai_fake, run_fake_in_thread
 from atelier_fakes.openai import load_request_schema
-
 from atelier_workers.adapters import ImageRequest, OpenAIAdapter, ProviderError
 from atelier_workers.adapters.openai import retry_after_of
 
@@ -160,10 +159,12 @@ async def test_url_expires_after_ttl(
     fake: FakeOpenAIState, base_url: str, client: httpx.AsyncClient
 ) -> None:
     fake.url_ttl_s = 0.3
-    request = _request(base_url, model="dall-e-2", size="256x256", options={"response_format": "url"})
+    request = _request(
+        base_url, model="dall-e-2", size="256x256", options={"response_format": "url"}
+    )
     await ADAPTER.generate(request, client)  # downloads at once, inside the TTL
     url = f"{base_url.removesuffix('/v1')}{fake.downloads[0].path}"
-    time.sleep(0.4)
+    await asyncio.sleep(0.4)
     assert (await client.get(url)).status_code == 410
 
 
@@ -211,7 +212,9 @@ async def test_error_modes_map_to_the_taxonomy(
     retry_after: float | None,
 ) -> None:
     size = "1024x1024"
-    error = await _fail(_request(base_url, model=model, size=size, prompt=f"x [openai:{marker}]"), client)
+    error = await _fail(
+        _request(base_url, model=model, size=size, prompt=f"x [openai:{marker}]"), client
+    )
     info = error.info
     assert (info.error_class, info.stage, info.retry_after_s) == (error_class, stage, retry_after)
     assert info.message  # plain text for the writer
@@ -284,7 +287,11 @@ def test_retry_after_parsing() -> None:
     ],
 )
 async def test_fake_rejects_bodies_that_violate_the_schema(
-    fake: FakeOpenAIState, base_url: str, client: httpx.AsyncClient, body: dict[str, Any], param: str
+    fake: FakeOpenAIState,
+    base_url: str,
+    client: httpx.AsyncClient,
+    body: dict[str, Any],
+    param: str,
 ) -> None:
     headers = {"Authorization": f"Bearer {API_KEY}", RAW_HEADER: "1"}
     response = await client.post(f"{base_url}/images/generations", json=body, headers=headers)

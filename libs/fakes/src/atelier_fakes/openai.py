@@ -30,9 +30,7 @@ from atelier_fakes.images import CONTENT_TYPES, render_image
 log = logging.getLogger(__name__)
 
 # libs/fakes/src/atelier_fakes/openai.py → the repo's parent, where shared/ sits beside main/.
-DEFAULT_SPEC_PATH = (
-    Path(__file__).parents[4].parent / "shared/reference/openai-images-openapi.json"
-)
+DEFAULT_SPEC_PATH = Path(__file__).parents[4].parent / "shared/reference/openai-images-openapi.json"
 
 MARKERS: dict[str, str] = {
     "401": "401 invalid_api_key, whatever the key",
@@ -151,7 +149,9 @@ def create_openai_fake(state: FakeOpenAIState | None = None) -> FastAPI:
 
     @app.get("/files/{file_id}")
     async def get_file(file_id: str, request: Request) -> Response:
-        state.downloads.append(RecordedRequest("GET", request.url.path, dict(request.headers), None))
+        state.downloads.append(
+            RecordedRequest("GET", request.url.path, dict(request.headers), None)
+        )
         stored = state.files.get(file_id)
         if stored is None:
             return Response("The specified blob does not exist.", status_code=404)
@@ -247,9 +247,7 @@ def _validated(
         return body
     for key in body:
         if key not in known_params:
-            raise _Reject(
-                400, f"Unknown parameter: '{key}'.", param=key, code="unknown_parameter"
-            )
+            raise _Reject(400, f"Unknown parameter: '{key}'.", param=key, code="unknown_parameter")
     error = best_match(validator.iter_errors(body))
     if error is not None:
         raise _schema_rejection(error)
@@ -332,7 +330,9 @@ def _scripted(
         return _json(200, {"created": int(time.time()), "data": []}, request_id)
     if marker == "garbage-image":
         garbage = base64.b64encode(b"<html>definitely not a png</html>").decode()
-        return _json(200, {"created": int(time.time()), "data": [{"b64_json": garbage}]}, request_id)
+        return _json(
+            200, {"created": int(time.time()), "data": [{"b64_json": garbage}]}, request_id
+        )
     if marker == "502-html":
         html = "<html><body><h1>502 Bad Gateway</h1></body></html>"
         return Response(html, 502, {"x-request-id": request_id}, media_type="text/html")
@@ -433,9 +433,17 @@ def _check_model_rules(body: dict[str, Any], model: str) -> None:
             param="prompt",
             code="string_above_max_length",
         )
-    size = body.get("size") or "auto"
+    size = _size_of(body, model)
     if not _size_allowed(model, size):
         raise _size_rejection(size, _FIXED_SIZES.get(model, _GPT_IMAGE_SIZES))
+
+
+def _size_of(body: dict[str, Any], model: str) -> str:
+    size = body.get("size")
+    if size:
+        return str(size)
+    # Omitted: DALL·E models make 1024x1024; GPT-image models choose for themselves.
+    return "1024x1024" if model in _FIXED_SIZES else "auto"
 
 
 def _size_allowed(model: str, size: str) -> bool:
@@ -490,7 +498,7 @@ async def _success(
     expire_now: bool,
 ) -> Response:
     n = body.get("n") or 1
-    size = body.get("size") or "auto"
+    size = _size_of(body, model)
     width, height = _dimensions(size)
     gpt_image = model.startswith(("gpt-image", "chatgpt-image"))
     output_format = (body.get("output_format") or "png") if gpt_image else "png"

@@ -10,8 +10,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from atelier_contracts.errors import ErrorClass, ErrorInfo
 from atelier_contracts.jobs import (
     GenerationContext,
@@ -24,6 +22,7 @@ from atelier_contracts.jobs import (
 from atelier_contracts.media import MediaItem
 from atelier_contracts.profiles import OptionSpec, Profile
 from atelier_contracts.subjects import PROJECT_ID_PATTERN
+from pydantic import BaseModel, ConfigDict, Field
 
 PROMPT_MAX_LENGTH = 32_000
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
-
-from pydantic import Field
-from pydantic_settings import SettingsConfigDict
+from typing import ClassVar, Self
 
 from atelier_settings import BaseServiceSettings
 from atelier_settings.base import LOCAL_ONLY_SECRET
+from pydantic import Field, model_validator
+from pydantic_settings import SettingsConfigDict
 
 
 class Settings(BaseServiceSettings):
@@ -53,3 +52,10 @@ class Settings(BaseServiceSettings):
     run_startup_hooks: bool = Field(
         default=True, description="Declare streams at start-up (off only in in-memory tests)"
     )
+
+    @model_validator(mode="after")
+    def _strong_jwt_secret_outside_local(self) -> Self:
+        # RFC 7518 §3.2: an HS256 key shorter than the hash is guessable offline from one token.
+        if self.environment not in ("local", "test") and len(self.jwt_secret.encode()) < 32:
+            raise ValueError("ATELIER_GATEWAY_JWT_SECRET must be at least 32 bytes long")
+        return self

@@ -14,7 +14,7 @@ from atelier_web import ReadinessCheck, create_service_app, serve
 from fastapi import FastAPI
 
 from atelier_media.handlers import media_landed_publisher, register_handlers
-from atelier_media.repository import MediaRepository
+from atelier_media.repository import TABLES, MediaRepository
 from atelier_media.service import MediaService
 from atelier_media.settings import Settings
 
@@ -51,23 +51,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     register_handlers(broker, service)
 
-    async def declare_streams() -> None:
+    async def prepare() -> None:
         await ensure_streams(settings.nats_url, settings.stream_replicas)
-
-    async def prepare_storage() -> None:
-        await repo.create_tables()
+        await db.create_tables(TABLES)
         # Workers create the staging bucket too; whoever starts first wins, both are idempotent.
         await store.ensure_bucket(settings.staging_bucket)
         await store.ensure_bucket(settings.media_bucket)
 
-    return create_service_app(
+    app = create_service_app(
         "Atelier media",
         description="Lands generated images: originals, thumbnails, provenance, presigned URLs.",
         broker=broker,
         readiness=[_bounded(db.ping), _bounded(store.ping)],
-        on_startup=[declare_streams, prepare_storage],
+        on_startup=[prepare] if settings.run_startup_hooks else [],
         on_shutdown=[db.dispose],
     )
+    # For tests: the in-memory broker wraps this broker; fixtures prepare tables and buckets.
+    app.state.broker = broker
+    app.state.service = service
+    app.state.db = db
+    return app
 
 
 def cli(argv: Sequence[str] | None = None) -> None:

@@ -47,6 +47,10 @@ class MediaRow(SQLModel, table=True):
     created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
 
 
+# What `Database.create_tables` creates for media: its own table and nothing else.
+TABLES = (MediaRow,)
+
+
 def _to_item(row: MediaRow) -> MediaItem:
     item = MediaItem.model_validate(row.model_dump())
     # SQLite stores no time zone; every timestamp we write is UTC.
@@ -58,13 +62,6 @@ def _to_item(row: MediaRow) -> MediaItem:
 class MediaRepository:
     def __init__(self, db: Database) -> None:
         self.db = db
-
-    async def create_tables(self) -> None:
-        # Only media's own table: another service's models imported in the same process (tests)
-        # must not end up in media's database.
-        table = MediaRow.__table__  # type: ignore[attr-defined]
-        async with self.db.engine.begin() as conn:
-            await conn.run_sync(lambda sync_conn: table.create(sync_conn, checkfirst=True))
 
     async def ping(self) -> bool:
         return await self.db.ping()
@@ -104,9 +101,9 @@ class MediaRepository:
             )
         else:  # pragma: no cover - we deploy on SQLite and PostgreSQL only
             raise RuntimeError(f"insert-if-absent is not implemented for {dialect}")
-        async with self.db.session() as session:
-            await session.execute(stmt)
-            await session.commit()
+        # A Core statement: a connection in a transaction is all it needs, no ORM session.
+        async with self.db.engine.begin() as conn:
+            await conn.execute(stmt)
         stored = await self.get_many([item.id for item in items])
         return [stored[item_id] for item_id in dict.fromkeys(item.id for item in items)]
 

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from atelier_contracts.envelope import utcnow
+from atelier_contracts.envelope import derived_event_id, utcnow
 from atelier_contracts.errors import InvalidInput, NotFound
 from atelier_contracts.generation import GenerationCompleted, StagedImage
 from atelier_contracts.media import (
@@ -84,8 +84,10 @@ def media_id_for(task_id: str, index: int) -> str:
 
 
 def landed_event_id(task_id: str) -> uuid.UUID:
-    # Deterministic, so a republish inside JetStream's duplicate window is stored once.
-    return uuid.uuid5(MEDIA_NAMESPACE, f"media.landed:{task_id}")
+    # Deterministic, so a republish inside JetStream's duplicate window is stored once. From the
+    # task id, not gen.completed's event id: a re-sent completion of the same task is the same
+    # landing.
+    return derived_event_id(MEDIA_NAMESPACE, f"media.landed:{task_id}")
 
 
 def original_key(sha256: str, extension: str) -> str:
@@ -206,6 +208,11 @@ class MediaService:
     ) -> MediaItem:
         task = event.task
         if not await self.store.exists(self.staging_bucket, image.staging_key):
+            # Staging is deleted only after the rows are committed, so a concurrent landing of
+            # the same event (a redelivery racing a slow first delivery) has its row by now.
+            landed_meanwhile = await self.repo.get(media_id)
+            if landed_meanwhile is not None:
+                return landed_meanwhile
             raise StagedImageMissing(
                 f"staged image {image.staging_key!r} of task {task.task_id} (index {image.index}) "
                 f"is missing from bucket {self.staging_bucket!r} and was never landed"

@@ -8,9 +8,7 @@ from pydantic_settings import SettingsConfigDict
 
 
 class Settings(BaseServiceSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="ATELIER_MEDIA_", extra="ignore", env_file=".env", populate_by_name=True
-    )
+    model_config = SettingsConfigDict(env_prefix="ATELIER_MEDIA_", extra="ignore")
 
     port: int = 8084
     database_url: str = Field(
@@ -23,3 +21,5 @@ class Settings(BaseServiceSettings):
     presign_ttl_s: int = Field(
         default=300, ge=1, le=7 * 24 * 3600, description="Lifetime of presigned GET URLs"
     )
+    # Off in handler tests on the in-memory broker: declaring streams needs a real nats-server.
+    run_startup_hooks: bool = True

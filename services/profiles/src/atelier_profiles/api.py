@@ -32,46 +32,57 @@ class ErrorResponse(BaseModel):
     error: ErrorDetail
 
 
-def _error(description: str) -> dict[str, Any]:
-    return {"model": ErrorResponse, "description": description}
+_ERROR_MEANINGS = {
+    401: "The admin token is missing or wrong",
+    404: "No profile has this id",
+    409: "Another profile already has this name",
+    422: "The input breaks a rule; the message says which and how to fix it",
+}
 
 
-_UNAUTHORIZED = {401: _error("The admin token is missing or wrong")}
-_NOT_FOUND = {404: _error("No profile has this id")}
-_INVALID = {422: _error("The input breaks a rule; the message says which and how to fix it")}
-_CONFLICT = {409: _error("Another profile already has this name")}
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the error answers a route can give (all in the one error shape)."""
+    return {code: {"model": ErrorResponse, "description": _ERROR_MEANINGS[code]} for code in codes}
+
 
 ProfileId = Annotated[
     str, Path(description="The profile's id", examples=["4f1c2a9e-3b7d-4c55-9a43-1d2e3f4a5b6c"])
 ]
 
 
-def _admin_guard(admin_token: str) -> Any:
-    bearer = HTTPBearer(
-        auto_error=False,
-        scheme_name="AdminToken",
-        description="The admin token (`ATELIER_PROFILES_ADMIN_TOKEN`)",
-    )
-    expected = admin_token.encode()
+_bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="AdminToken",
+    description="The admin token (`ATELIER_PROFILES_ADMIN_TOKEN`)",
+)
 
-    async def require_admin(
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+
+class AdminGuard:
+    """Dependency admitting only requests that carry the admin token.
+
+    A class at module level rather than a closure: FastAPI resolves the string annotations
+    (`from __future__ import annotations`) in the module's namespace.
+    """
+
+    def __init__(self, admin_token: str) -> None:
+        self._expected = admin_token.encode()
+
+    async def __call__(
+        self, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
     ) -> None:
         # Missing and wrong tokens get the same answer, so a caller learns nothing from it;
         # compare_digest keeps the comparison time independent of how much of the token matched.
         if credentials is None or not hmac.compare_digest(
-            credentials.credentials.encode(), expected
+            credentials.credentials.encode(), self._expected
         ):
             raise Unauthorized(
                 "A valid admin token is required: send 'Authorization: Bearer <admin token>'."
             )
 
-    return Depends(require_admin)
-
 
 def build_admin_router(service: ProfileService, admin_token: str) -> APIRouter:
     router = APIRouter(
-        prefix=PREFIX, dependencies=[_admin_guard(admin_token)], responses=_UNAUTHORIZED
+        prefix=PREFIX, dependencies=[Depends(AdminGuard(admin_token))], responses=_errors(401)
     )
 
     @router.get(
@@ -87,7 +98,7 @@ def build_admin_router(service: ProfileService, admin_token: str) -> APIRouter:
         tags=["settings"],
         summary="Turn image generation on or off for everyone",
         description="While `enabled` is false, users see `reason` and cannot start generations.",
-        responses=_INVALID,
+        responses=_errors(422),
     )
     async def put_settings(settings: GenerationSettings) -> GenerationSettings:
         return await service.set_settings(settings)
@@ -97,6 +108,7 @@ def build_admin_router(service: ProfileService, admin_token: str) -> APIRouter:
         tags=["profiles"],
         summary="List model profiles",
         description="Ordered by `sort_order`, then name.",
+        responses=_errors(422),
     )
     async def list_profiles(
         include_disabled: Annotated[
@@ -110,7 +122,7 @@ def build_admin_router(service: ProfileService, admin_token: str) -> APIRouter:
         tags=["profiles"],
         summary="Create a model profile",
         status_code=status.HTTP_201_CREATED,
-        responses={**_INVALID, **_CONFLICT},
+        responses=_errors(409, 422),
     )
     async def create_profile(fields: ProfileFields, response: Response) -> Profile:
         profile = await service.create_profile(fields)
@@ -121,7 +133,7 @@ def build_admin_router(service: ProfileService, admin_token: str) -> APIRouter:
         "/profiles/{profile_id}",
         tags=["profiles"],
         summary="Read one model profile",
-        responses=_NOT_FOUND,
+        responses=_errors(404, 422),
     )
     async def get_profile(profile_id: ProfileId) -> Profile:
         return await service.get_profile(profile_id)
@@ -131,7 +143,7 @@ def build_admin_router(service: ProfileService, admin_token: str) -> APIRouter:
         tags=["profiles"],
         summary="Replace a model profile",
         description="Every field is set from the body; fields left out take their defaults.",
-        responses={**_NOT_FOUND, **_INVALID, **_CONFLICT},
+        responses=_errors(404, 409, 422),
     )
     async def replace_profile(profile_id: ProfileId, fields: ProfileFields) -> Profile:
         return await service.replace_profile(profile_id, fields)
@@ -142,7 +154,7 @@ def build_admin_router(service: ProfileService, admin_token: str) -> APIRouter:
         summary="Change some fields of a model profile",
         description="Only the fields in the body change; the result must still be a valid "
         "profile (e.g. `default_size` one of `sizes`).",
-        responses={**_NOT_FOUND, **_INVALID, **_CONFLICT},
+        responses=_errors(404, 409, 422),
     )
     async def patch_profile(profile_id: ProfileId, patch: ProfilePatch) -> Profile:
         return await service.patch_profile(profile_id, patch)
@@ -153,7 +165,7 @@ def build_admin_router(service: ProfileService, admin_token: str) -> APIRouter:
         summary="Delete a model profile",
         description="Jobs already submitted keep the snapshot they were given.",
         status_code=status.HTTP_204_NO_CONTENT,
-        responses=_NOT_FOUND,
+        responses=_errors(404, 422),
     )
     async def delete_profile(profile_id: ProfileId) -> None:
         await service.delete_profile(profile_id)

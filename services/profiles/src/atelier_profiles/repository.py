@@ -25,9 +25,10 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def _aware(value: datetime) -> datetime:
-    # SQLite hands timestamps back without a zone; everything we store is UTC.
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+def _as_utc(value: datetime) -> datetime:
+    # SQLite hands timestamps back without a zone (we store UTC); PostgreSQL in the session's
+    # zone. Answers always use UTC.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _timestamp_column() -> Any:
@@ -92,8 +93,8 @@ def _row_values(fields: ProfileFields) -> dict[str, Any]:
 
 def _to_profile(row: ProfileRow) -> Profile:
     data = row.model_dump()
-    data["created_at"] = _aware(row.created_at)
-    data["updated_at"] = _aware(row.updated_at)
+    data["created_at"] = _as_utc(row.created_at)
+    data["updated_at"] = _as_utc(row.updated_at)
     return Profile.model_validate(data)
 
 
@@ -175,7 +176,7 @@ class ProfileRepository:
         return GenerationSettings(enabled=row.enabled, reason=row.reason)
 
     async def save_settings(self, settings: GenerationSettings) -> GenerationSettings:
-        values = {"enabled": settings.enabled, "reason": settings.reason, "updated_at": _utcnow()}
+        now = _utcnow()
         # Update first, insert when the row does not exist yet; if another replica inserted it
         # in between, the insert fails on the primary key and the update then succeeds.
         for attempt in range(2):
@@ -183,12 +184,19 @@ class ProfileRepository:
                 result = await session.exec(
                     update(GenerationSettingsRow)
                     .where(col(GenerationSettingsRow.id) == _SETTINGS_ROW_ID)
-                    .values(**values)
+                    .values(enabled=settings.enabled, reason=settings.reason, updated_at=now)
                 )
                 if result.rowcount:
                     await session.commit()
                     break
-                session.add(GenerationSettingsRow(id=_SETTINGS_ROW_ID, **values))
+                session.add(
+                    GenerationSettingsRow(
+                        id=_SETTINGS_ROW_ID,
+                        enabled=settings.enabled,
+                        reason=settings.reason,
+                        updated_at=now,
+                    )
+                )
                 try:
                     await session.commit()
                     break

@@ -94,9 +94,10 @@ def _option_problems(option: OptionSpec) -> list[str]:
         if low is not None and high is not None and low > high:
             problems.append(f"{where}: minimum {low:g} is above maximum {high:g}")
         if default is not None:
+            wanted = "a whole number" if option.kind == "integer" else "a number"
             integral = isinstance(default, int) or option.kind == "number"
             if not _is_number(default) or not integral:
-                problems.append(f"{where}: default {default!r} is not an {option.kind}")
+                problems.append(f"{where}: default {default!r} is not {wanted}")
             elif low is not None and default < low:
                 problems.append(f"{where}: default {default!r} is below the minimum {low:g}")
             elif high is not None and default > high:

@@ -22,7 +22,7 @@ from PIL import Image, UnidentifiedImageError
 MAX_IMAGE_PIXELS = 8192 * 8192
 Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
 
-_SIZE_RE = re.compile(r"^\s*(\d{1,5})\s*[xX×]\s*(\d{1,5})\s*$")
+_SIZE_RE = re.compile(r"^\s*(\d{1,5})\s*[xX]\s*(\d{1,5})\s*$")
 
 # Provider error texts sometimes echo a (partly masked) key back, e.g. OpenAI's
 # "Incorrect API key provided: sk-abc***xyz". Such text must not reach logs or users.

@@ -230,9 +230,7 @@ async def _download(url: str, client: httpx.AsyncClient, timeout_s: float) -> by
     No Authorization header: result URLs are pre-signed and usually on another host (blob
     storage), which must never see the API key. For the same reason following redirects is safe.
     """
-    response = await _send(
-        lambda: client.get(url, timeout=timeout_s, follow_redirects=True), ()
-    )
+    response = await _send(lambda: client.get(url, timeout=timeout_s, follow_redirects=True), ())
     shown = url.split("?", 1)[0]  # the query string is the signature; keep it out of logs
     if response.status_code in _GONE:
         raise ProviderError.of(
@@ -245,9 +243,7 @@ async def _download(url: str, client: httpx.AsyncClient, timeout_s: float) -> by
             if response.status_code >= 500
             else ErrorClass.NO_IMAGE_RETURNED
         )
-        raise ProviderError.of(
-            error_class, f"result URL {shown} answered {response.status_code}"
-        )
+        raise ProviderError.of(error_class, f"result URL {shown} answered {response.status_code}")
     return response.content
 
 
@@ -336,7 +332,8 @@ def _checked_option(key: str, value: Any) -> Any:
         low, high = _INT_OPTIONS[key]
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
             raise ProviderError.of(
-                ErrorClass.INVALID_REQUEST, f"option {key}={value!r} must be an integer {low}-{high}"
+                ErrorClass.INVALID_REQUEST,
+                f"option {key}={value!r} must be an integer {low}-{high}",
             )
         return value
     allowed = _ENUMS[key]

@@ -1,0 +1,39 @@
+# Atelier — the commands a developer needs. Every target installs what it needs first.
+# uv is the only tool assumed; `make` installs it with pip when it is missing.
+
+UV := $(shell command -v uv 2>/dev/null)
+ifeq ($(UV),)
+UV := python3 -m uv
+endif
+
+.PHONY: run test test-fast lint fmt typecheck contracts bench deps help
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+deps:  ## install uv (if missing) and every workspace package into .venv
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
+	@$(UV) sync --all-packages --quiet
+
+run: deps  ## start the whole system locally (NATS, object storage, every service, offline provider)
+	$(UV) run atelier-dev run
+
+test: deps  ## every test: unit, integration (real nats-server + SeaweedFS) and end-to-end
+	$(UV) run pytest
+
+test-fast: deps  ## unit tests only
+	$(UV) run pytest -m "not integration and not e2e"
+
+lint: deps  ## ruff lint and format check
+	$(UV) run ruff check .
+	$(UV) run ruff format --check .
+
+fmt: deps  ## format the code
+	$(UV) run ruff check --fix .
+	$(UV) run ruff format .
+
+typecheck: deps  ## mypy over libs and services
+	$(UV) run mypy libs/*/src services/*/src
+
+contracts: deps  ## write the JSON Schema of every message to docs/contracts/
+	$(UV) run python -m atelier_contracts.export docs/contracts

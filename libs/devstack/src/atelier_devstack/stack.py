@@ -1,0 +1,279 @@
+"""The whole system on one machine: NATS, SeaweedFS and every service as its own process.
+
+Used by `atelier-dev run` (the README's first command) and by the end-to-end tests, so both run
+exactly the same processes. Services are started as `python -m atelier_<name>`: this library
+never imports a service.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from atelier_devstack.nats import NatsInfo, start_nats
+from atelier_devstack.ports import pick_port
+from atelier_devstack.processes import Supervisor, wait_http_ok
+from atelier_devstack.s3 import S3Info, start_seaweed
+from atelier_devstack.tokens import mint_user_token
+
+STAGING_BUCKET = "atelier-staging"
+MEDIA_BUCKET = "atelier-media"
+
+# Preferred ports for a local run; any taken one is replaced by a free one (and reported).
+PREFERRED_PORTS = {
+    "nats": 4222,
+    "s3": 8333,
+    "gateway": 8080,
+    "profiles": 8081,
+    "context": 8082,
+    "dispatch": 8083,
+    "media": 8084,
+    "worker-offline": 8090,
+}
+
+DEMO_PROFILE: dict[str, Any] = {
+    "name": "Sketch (offline)",
+    "provider": "offline",
+    "model": "offline-sketch",
+    "enabled": True,
+    "sizes": ["256x256", "512x512", "768x768", "1024x1024", "1024x1536", "1536x1024"],
+    "default_size": "512x512",
+    "counts": [1, 2, 4],
+    "options": [
+        {"name": "seed", "kind": "integer", "minimum": 0, "maximum": 2147483647,
+         "description": "Same prompt and seed give the same image"},
+        {"name": "negative_prompt", "kind": "string", "max_length": 1000,
+         "description": "What the image should not show"},
+        {"name": "delay_s", "kind": "number", "minimum": 0, "maximum": 60, "default": 0,
+         "description": "Pretend the provider takes this long (for trying progress and cancel)"},
+    ],
+    "max_reference_images": 0,
+    "prompt_max_length": 4000,
+    "timeout_s": 120,
+    "sort_order": 0,
+    "credit_cost": 0,
+}
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    provider: str
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class StackConfig:
+    var_dir: Path
+    prefer_standard_ports: bool = True
+    workers: list[WorkerSpec] = field(default_factory=lambda: [WorkerSpec("offline")])
+    database_url: str | None = None  # shared PostgreSQL; None → one SQLite file per service
+    extra_env: dict[str, str] = field(default_factory=dict)
+    seed_demo_profile: bool = True
+    json_logs: bool = True
+
+
+@dataclass
+class RunInfo:
+    gateway_url: str
+    admin_url: str
+    user_token: str
+    admin_token: str
+    second_user_token: str
+    nats_url: str
+    s3_endpoint: str
+    projects: dict[str, str]
+    profile_id: str | None
+    replaced_ports: dict[str, tuple[int, int]]
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "gateway_url": self.gateway_url,
+            "admin_url": self.admin_url,
+            "user_token": self.user_token,
+            "admin_token": self.admin_token,
+            "second_user_token": self.second_user_token,
+            "nats_url": self.nats_url,
+            "s3_endpoint": self.s3_endpoint,
+            "projects": self.projects,
+            "profile_id": self.profile_id,
+        }
+
+
+def _local_secrets(var_dir: Path) -> dict[str, str]:
+    """Random secrets made once per var/ directory, so a local run never uses a known default."""
+    path = var_dir / "secrets.json"
+    if path.exists():
+        loaded: dict[str, str] = json.loads(path.read_text())
+        return loaded
+    values = {
+        "jwt_secret": secrets.token_urlsafe(32),
+        "admin_token": secrets.token_urlsafe(24),
+        "s3_access_key": "atelier",
+        "s3_secret_key": secrets.token_urlsafe(24),
+    }
+    path.write_text(json.dumps(values, indent=2))
+    path.chmod(0o600)
+    return values
+
+
+class Stack:
+    SERVICES = ("profiles", "context", "dispatch", "media", "gateway")
+
+    def __init__(self, config: StackConfig) -> None:
+        self.config = config
+        self.var_dir = config.var_dir.resolve()
+        self.var_dir.mkdir(parents=True, exist_ok=True)
+        self.supervisor = Supervisor(log_dir=self.var_dir / "logs")
+        self.secrets = _local_secrets(self.var_dir)
+        self.ports: dict[str, int] = {}
+        self.replaced: dict[str, tuple[int, int]] = {}
+        self.nats: NatsInfo | None = None
+        self.s3: S3Info | None = None
+        self.info: RunInfo | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def _port(self, name: str) -> int:
+        preferred = PREFERRED_PORTS.get(name, 0) if self.config.prefer_standard_ports else 0
+        port, replaced = pick_port(preferred) if preferred else pick_port(0)
+        if replaced and preferred:
+            self.replaced[name] = (preferred, port)
+        self.ports[name] = port
+        return port
+
+    def start(self) -> RunInfo:
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> RunInfo:
+        self.nats = start_nats(self.supervisor, self.var_dir / "nats", self._port("nats"))
+        self.s3 = self._start_s3()
+        self.service_env = self._service_env()
+        for name in self.SERVICES:
+            self._start_service(name, f"atelier_{name}", self._port(name))
+        for worker in self.config.workers:
+            self._start_worker(worker)
+        for name in self.supervisor.names():
+            if name in self.SERVICES or name.startswith("worker-"):
+                wait_http_ok(
+                    f"http://127.0.0.1:{self.ports[name]}/readyz",
+                    timeout=60,
+                    process=self.supervisor.process(name),
+                )
+        profile_id = self._seed_profile() if self.config.seed_demo_profile else None
+        self.info = self._run_info(profile_id)
+        (self.var_dir / "run.json").write_text(json.dumps(self.info.public(), indent=2) + "\n")
+        return self.info
+
+    def _start_s3(self) -> S3Info:
+        # weed mini picks its other ports itself; only the S3 port is ours to prefer.
+        return start_seaweed(
+            self.supervisor,
+            self.var_dir / "s3",
+            self.secrets["s3_access_key"],
+            self.secrets["s3_secret_key"],
+            [STAGING_BUCKET, MEDIA_BUCKET],
+        )
+
+    def _service_env(self) -> dict[str, str]:
+        assert self.nats is not None and self.s3 is not None
+        env = {
+            "ATELIER_ENVIRONMENT": "local",
+            "ATELIER_VAR_DIR": str(self.var_dir),
+            "ATELIER_NATS_URL": self.nats.url,
+            "ATELIER_S3_ENDPOINT": self.s3.endpoint,
+            "ATELIER_S3_ACCESS_KEY": self.s3.access_key,
+            "ATELIER_S3_SECRET_KEY": self.s3.secret_key,
+            "ATELIER_STAGING_BUCKET": STAGING_BUCKET,
+            "ATELIER_MEDIA_BUCKET": MEDIA_BUCKET,
+            "ATELIER_LOG_JSON": "true" if self.config.json_logs else "false",
+            "ATELIER_GATEWAY_JWT_SECRET": self.secrets["jwt_secret"],
+            "ATELIER_PROFILES_ADMIN_TOKEN": self.secrets["admin_token"],
+            "PYTHONUNBUFFERED": "1",
+        }
+        if self.config.database_url:
+            env["DATABASE_URL"] = self.config.database_url
+        env.update(self.config.extra_env)
+        return env
+
+    def _start_service(self, name: str, module: str, port: int, extra: dict[str, str] | None = None) -> None:
+        prefix = "WORKERS" if name.startswith("worker-") else name.upper()
+        env = {**self.service_env, f"ATELIER_{prefix}_PORT": str(port), **(extra or {})}
+        self.supervisor.start(name, [sys.executable, "-m", module], env=env, cwd=self.var_dir)
+
+    def _start_worker(self, worker: WorkerSpec) -> None:
+        name = f"worker-{worker.provider}"
+        extra = {"ATELIER_WORKERS_PROVIDER": worker.provider, **worker.env}
+        self._start_service(name, "atelier_workers", self._port(name), extra)
+
+    def stop(self) -> None:
+        self.supervisor.stop_all()
+
+    def __enter__(self) -> Stack:
+        self.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    # -- chaos helpers for tests ---------------------------------------------------------------
+
+    def kill(self, name: str) -> None:
+        self.supervisor.kill(name)
+
+    def restart(self, name: str) -> None:
+        self.supervisor.restart(name)
+        if name in self.ports and name != "nats":
+            wait_http_ok(f"http://127.0.0.1:{self.ports[name]}/readyz", timeout=60,
+                         process=self.supervisor.process(name))
+
+    # -- URLs, tokens, seed --------------------------------------------------------------------
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.ports[name]}"
+
+    def _seed_profile(self) -> str:
+        headers = {"Authorization": f"Bearer {self.secrets['admin_token']}"}
+        with httpx.Client(base_url=self.url("profiles"), headers=headers, timeout=10) as client:
+            listed = client.get("/admin/v1/profiles")
+            listed.raise_for_status()
+            for profile in listed.json():
+                if profile["name"] == DEMO_PROFILE["name"]:
+                    return str(profile["id"])
+            created = client.post("/admin/v1/profiles", json=DEMO_PROFILE)
+            created.raise_for_status()
+            return str(created.json()["id"])
+
+    def _run_info(self, profile_id: str | None) -> RunInfo:
+        assert self.nats is not None and self.s3 is not None
+        secret = self.secrets["jwt_secret"]
+        projects = {"user": "demo-project", "second_user": "second-project"}
+        return RunInfo(
+            gateway_url=self.url("gateway"),
+            admin_url=self.url("profiles"),
+            user_token=mint_user_token(secret, "demo-user", [projects["user"]]),
+            admin_token=self.secrets["admin_token"],
+            second_user_token=mint_user_token(secret, "second-user", [projects["second_user"]]),
+            nats_url=self.nats.url,
+            s3_endpoint=self.s3.endpoint,
+            projects=projects,
+            profile_id=profile_id,
+            replaced_ports=dict(self.replaced),
+        )
+
+    def mint_token(self, user_id: str, projects: list[str]) -> str:
+        return mint_user_token(self.secrets["jwt_secret"], user_id, projects)
+
+
+def default_var_dir() -> Path:
+    return Path(os.environ.get("ATELIER_VAR_DIR", "var"))

@@ -1,0 +1,4 @@
+from atelier_gateway.main import cli
+
+if __name__ == "__main__":
+    cli()

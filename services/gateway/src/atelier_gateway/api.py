@@ -1,0 +1,255 @@
+"""The public HTTP API (DESIGN.md §6): thin routes over `GatewayService`.
+
+Every route needs a bearer token. Reads of something in a project the token does not grant answer
+404, the same as for something that does not exist; only submitting to such a project says 403,
+because there the user named the project themselves.
+"""
+
+# No `from __future__ import annotations` here: FastAPI must resolve the route annotations at
+# run time, and `CurrentUser` is local to `create_router`.
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
+
+from atelier_contracts.media import MediaItem
+from atelier_web import error_body
+from fastapi import (
+    APIRouter,
+    Depends,
+    FastAPI,
+    Header,
+    Query,
+    Request,
+    Response,
+    Security,
+    status,
+)
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.background import BackgroundTask
+from starlette.responses import StreamingResponse
+
+from atelier_gateway.auth import TokenRejected, User, authenticate
+from atelier_gateway.backends import MediaFetcher
+from atelier_gateway.models import (
+    Features,
+    GenerationAccepted,
+    GenerationRequestBody,
+    JobList,
+    JobOut,
+    MediaOut,
+    MediaPage,
+)
+from atelier_gateway.service import GatewayService, JobStream
+from atelier_gateway.settings import Settings
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "No, expired or invalid bearer token"},
+    503: {"description": "A service the gateway asks is not answering"},
+}
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"description": "Unknown, or in a project the token does not grant"}
+}
+
+
+def create_router(settings: Settings, service: GatewayService, fetcher: MediaFetcher) -> APIRouter:
+    bearer = HTTPBearer(auto_error=False, description="JWT with `sub` and `projects` claims")
+
+    async def current_user(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
+    ) -> User:
+        return authenticate(
+            credentials.credentials if credentials else None,
+            secret=settings.jwt_secret,
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+            leeway_s=settings.jwt_leeway_s,
+        )
+
+    CurrentUser = Annotated[User, Depends(current_user)]
+    router = APIRouter(prefix="/v1", responses=_ERRORS)
+
+    @router.get("/features", tags=["generation"])
+    async def get_features(user: CurrentUser) -> Features:
+        """Is generation on, and which profiles (sizes, counts, options) may be used."""
+        return await service.features()
+
+    @router.post(
+        "/generations",
+        status_code=status.HTTP_202_ACCEPTED,
+        tags=["generation"],
+        responses={
+            200: {"description": "Idempotency-Key seen before: the job it made"},
+            403: {"description": "`project_not_granted` or `generation_disabled`"},
+            409: {"description": "`idempotency_key_reused` with a different request"},
+            422: {"description": "The request does not fit the profile"},
+        },
+    )
+    async def create_generation(
+        body: GenerationRequestBody,
+        user: CurrentUser,
+        response: Response,
+        idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    ) -> GenerationAccepted:
+        """Validate against the profile and queue the job; answers before any image exists."""
+        submission = await service.submit(body, user, idempotency_key)
+        response.headers["Location"] = submission.response.links.self
+        if not submission.created:
+            response.status_code = status.HTTP_200_OK
+        return submission.response
+
+    @router.get("/generations/{job_id}", tags=["generation"], responses=_NOT_FOUND)
+    async def get_generation(job_id: str, user: CurrentUser) -> JobOut:
+        return JobOut.of(await service.job(user, job_id))
+
+    @router.get(
+        "/generations/{job_id}/events",
+        tags=["generation"],
+        responses=_NOT_FOUND,
+        response_class=EventSourceResponse,
+    )
+    async def generation_events(job_id: str, user: CurrentUser) -> EventSourceResponse:
+        """SSE: the current state first, then every change; ends after the final state.
+
+        A reconnecting client gets the current state again, which is what `Last-Event-ID`
+        would resume to, so it needs no replay.
+        """
+        return _event_stream(await service.open_job_stream(user, job_id), settings.sse_ping_s)
+
+    @router.get("/projects/{project}/generations", tags=["generation"], responses=_NOT_FOUND)
+    async def list_generations(
+        project: str,
+        user: CurrentUser,
+        active: Annotated[bool, Query(description="Only jobs still running")] = True,
+    ) -> JobList:
+        jobs = await service.jobs(user, project, active_only=active)
+        return JobList(jobs=[JobOut.of(job) for job in jobs])
+
+    @router.get(
+        "/projects/{project}/generations/events",
+        tags=["generation"],
+        responses=_NOT_FOUND,
+        response_class=EventSourceResponse,
+    )
+    async def project_generation_events(project: str, user: CurrentUser) -> EventSourceResponse:
+        """SSE: the project's active jobs, then every change of any of its jobs; never ends."""
+        return _event_stream(await service.open_project_stream(user, project), settings.sse_ping_s)
+
+    @router.get("/projects/{project}/media", tags=["media"], responses=_NOT_FOUND)
+    async def list_media(
+        project: str,
+        user: CurrentUser,
+        limit: Annotated[int, Query(ge=1, le=500)] = 100,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> MediaPage:
+        page = await service.media_page(user, project, limit=limit, offset=offset)
+        return MediaPage(items=[MediaOut.of(item) for item in page.items], total=page.total)
+
+    @router.get("/media/{media_id}", tags=["media"], responses=_NOT_FOUND)
+    async def get_media(media_id: str, user: CurrentUser) -> MediaOut:
+        reply = await service.media(user, media_id)
+        assert reply.media is not None  # service.media raised otherwise
+        return MediaOut.of(reply.media)
+
+    async def image(
+        media_id: str, user: User, request: Request, variant: Literal["content", "thumbnail"]
+    ) -> Response:
+        item, url = await service.media_source(user, media_id, variant)
+        return await _image_response(item, url, variant, request, fetcher, settings)
+
+    @router.get(
+        "/media/{media_id}/content",
+        tags=["media"],
+        responses=_NOT_FOUND,
+        response_class=StreamingResponse,
+    )
+    async def media_content(media_id: str, user: CurrentUser, request: Request) -> Response:
+        """The original image, byte for byte."""
+        return await image(media_id, user, request, "content")
+
+    @router.get(
+        "/media/{media_id}/thumbnail",
+        tags=["media"],
+        responses=_NOT_FOUND,
+        response_class=StreamingResponse,
+    )
+    async def media_thumbnail(media_id: str, user: CurrentUser, request: Request) -> Response:
+        return await image(media_id, user, request, "thumbnail")
+
+    return router
+
+
+def _event_stream(stream: JobStream, ping_s: float) -> EventSourceResponse:
+    async def events() -> AsyncIterator[ServerSentEvent]:
+        try:
+            async for update in stream.updates:
+                yield ServerSentEvent(
+                    data=JobOut.of(update.job).model_dump_json(by_alias=True),
+                    event="status",
+                    id=update.event_id,
+                )
+        finally:
+            await stream.updates.aclose()
+            await stream.subscription.close()
+
+    # The background task also closes the subscription when the client left before the first
+    # event, in which case the generator above never ran and its `finally` never will.
+    return EventSourceResponse(
+        events(),
+        ping=ping_s,
+        headers={"Cache-Control": "no-store"},
+        background=BackgroundTask(stream.subscription.close),
+    )
+
+
+async def _image_response(
+    item: MediaItem,
+    url: str,
+    variant: Literal["content", "thumbnail"],
+    request: Request,
+    fetcher: MediaFetcher,
+    settings: Settings,
+) -> Response:
+    # The original's hash is its identity; the thumbnail is derived from it.
+    etag = f'"{item.sha256}"' if variant == "content" else f'"{item.sha256}-thumb"'
+    headers = {
+        # private: the bytes are only for this user, so shared caches must not keep them.
+        "Cache-Control": f"private, max-age={settings.media_cache_max_age_s}",
+        "ETag": etag,
+        # Generated bytes are untrusted: the browser must not guess them into HTML.
+        "X-Content-Type-Options": "nosniff",
+    }
+    if etag in request.headers.get("if-none-match", ""):
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
+
+    upstream = await fetcher.open(url)
+    if variant == "content":
+        media_type = item.content_type
+    else:
+        stored = upstream.headers.get("content-type", "")
+        media_type = stored if stored.startswith("image/") else "image/webp"
+    if "content-length" in upstream.headers and "content-encoding" not in upstream.headers:
+        headers["Content-Length"] = upstream.headers["content-length"]
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            async for chunk in upstream.aiter_bytes():
+                yield chunk
+        finally:
+            await upstream.aclose()
+
+    return StreamingResponse(
+        body(), media_type=media_type, headers=headers, background=BackgroundTask(upstream.aclose)
+    )
+
+
+def install_auth_error_handler(app: FastAPI) -> None:
+    """401s carry the challenge RFC 6750 asks for, so clients know to send a bearer token."""
+
+    @app.exception_handler(TokenRejected)
+    async def _token_rejected(_: Request, exc: TokenRejected) -> JSONResponse:
+        return JSONResponse(
+            error_body(exc.code, exc.message),
+            status_code=exc.status_code,
+            headers={"WWW-Authenticate": 'Bearer realm="atelier"'},
+        )

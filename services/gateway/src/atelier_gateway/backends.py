@@ -1,0 +1,187 @@
+"""The gateway's way to the rest of Atelier; it plays the part `repository.py` plays elsewhere.
+
+The gateway owns no data. Reads are core NATS request/reply to the service that owns the data
+(profiles, dispatch, media), a new job is one durable `jobs.requested` event, status streams are
+core NATS subscriptions to the status subjects, and image bytes come over HTTP from the presigned
+URLs the media service hands out. A service that does not answer becomes a 503 with a message
+naming it, never a hanging request or a stack trace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from typing import TypeVar
+
+import httpx
+import nats.errors
+from atelier_contracts.errors import AtelierError, NotFound, Unavailable
+from atelier_contracts.jobs import (
+    JobListQuery,
+    JobListReply,
+    JobQuery,
+    JobReply,
+    JobRequested,
+    JobStatusChanged,
+    JobView,
+)
+from atelier_contracts.media import MediaListQuery, MediaListReply, MediaQuery, MediaReply
+from atelier_contracts.profiles import ProfilesListQuery, ProfilesListReply
+from atelier_contracts.subjects import Subject
+from atelier_messaging import publish_event, query
+from faststream.exceptions import SubscriberNotFound
+from faststream.nats import NatsBroker
+from nats.aio.subscription import Subscription
+from pydantic import BaseModel, ValidationError
+
+from atelier_gateway.service import FeedClosed, StatusUpdate
+
+log = logging.getLogger("atelier.gateway.backends")
+
+R = TypeVar("R", bound=BaseModel)
+
+# What "nobody answered" looks like: a timeout, no responders (or no connection) from nats-py,
+# and, on FastStream's in-memory test broker, no subscriber.
+_NOT_ANSWERING = (TimeoutError, nats.errors.Error, SubscriberNotFound)
+
+
+def not_answering(service: str) -> Unavailable:
+    return Unavailable(f"The {service} service is not answering; try again shortly.")
+
+
+class NatsBackends:
+    def __init__(self, broker: NatsBroker, *, query_timeout_s: float = 3.0) -> None:
+        self._broker = broker
+        self._timeout = query_timeout_s
+
+    async def _ask(
+        self, service: str, subject: Subject, request: BaseModel, reply_type: type[R]
+    ) -> R:
+        try:
+            return await query(self._broker, subject, request, reply_type, self._timeout)
+        except _NOT_ANSWERING as exc:
+            log.warning(
+                "query not answered",
+                extra={"subject": str(subject), "error": type(exc).__name__},
+            )
+            raise not_answering(service) from exc
+
+    async def profiles(self, *, include_disabled: bool) -> ProfilesListReply:
+        return await self._ask(
+            "profiles",
+            Subject.PROFILES_LIST,
+            ProfilesListQuery(include_disabled=include_disabled),
+            ProfilesListReply,
+        )
+
+    async def job(self, job_id: str) -> JobView | None:
+        reply = await self._ask("dispatch", Subject.JOBS_GET, JobQuery(job_id=job_id), JobReply)
+        return reply.job
+
+    async def jobs(self, query: JobListQuery) -> list[JobView]:
+        reply = await self._ask("dispatch", Subject.JOBS_LIST, query, JobListReply)
+        return reply.jobs
+
+    async def media(self, media_id: str) -> MediaReply:
+        return await self._ask(
+            "media", Subject.MEDIA_GET, MediaQuery(media_id=media_id), MediaReply
+        )
+
+    async def media_page(self, query: MediaListQuery) -> MediaListReply:
+        return await self._ask("media", Subject.MEDIA_LIST, query, MediaListReply)
+
+    async def publish_job_requested(self, event: JobRequested) -> None:
+        # Returns once JetStream stored the event: the 202 promises the job will not be lost.
+        try:
+            await publish_event(self._broker, event, Subject.JOBS_REQUESTED)
+        except (TimeoutError, nats.errors.Error) as exc:
+            log.warning("jobs.requested not stored", extra={"job_id": event.job_id})
+            raise Unavailable("The job queue is not answering; try again shortly.") from exc
+
+    async def subscribe_status(self, subject: str) -> NatsStatusSubscription:
+        # The broker's own connection: one connection per process, and it reconnects by itself
+        # (subscriptions are restored after a reconnect).
+        connection = self._broker.connection
+        try:
+            subscription = await connection.subscribe(subject)
+            # SUB is sent asynchronously; until the server has it, an event published now would
+            # not reach us. The round trip makes "subscribe, then read the state" hold.
+            await connection.flush(timeout=math.ceil(self._timeout))
+        except _NOT_ANSWERING as exc:
+            raise Unavailable("Job status updates are not available; try again shortly.") from exc
+        return NatsStatusSubscription(subscription)
+
+
+class NatsStatusSubscription:
+    """`JobStatusChanged` events of one core NATS subscription, as `StatusUpdate`s."""
+
+    def __init__(self, subscription: Subscription) -> None:
+        self._subscription = subscription
+
+    async def next_update(self, wait_s: float) -> StatusUpdate | None:
+        while True:
+            try:
+                msg = await self._subscription.next_msg(timeout=wait_s)
+            except nats.errors.TimeoutError:
+                return None
+            except nats.errors.Error as exc:  # connection closed: the app is stopping
+                raise FeedClosed from exc
+            try:
+                event = JobStatusChanged.model_validate_json(msg.data)
+            except ValidationError:
+                log.warning("ignored a malformed status event", extra={"subject": msg.subject})
+                continue
+            return StatusUpdate(event.job, str(event.event_id))
+
+    async def close(self) -> None:
+        # Called from both the stream's end and the response's background task: once is enough.
+        with contextlib.suppress(nats.errors.Error):
+            await self._subscription.unsubscribe()
+
+
+class MediaFetcher:
+    """Fetches image bytes from presigned URLs with one pooled client per process."""
+
+    def __init__(
+        self,
+        *,
+        connect_timeout_s: float = 3.0,
+        read_timeout_s: float = 30.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._timeout = httpx.Timeout(read_timeout_s, connect=connect_timeout_s)
+        self._transport = transport  # tests pass an httpx.MockTransport
+        self._client: httpx.AsyncClient | None = None
+
+    async def start(self) -> None:
+        # Presigned URLs point straight at the object; a redirect would be a surprise.
+        self._client = httpx.AsyncClient(
+            timeout=self._timeout, follow_redirects=False, transport=self._transport
+        )
+
+    async def stop(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def open(self, url: str) -> httpx.Response:
+        """A streaming response whose body the caller reads and then closes."""
+        if self._client is None:
+            raise RuntimeError("MediaFetcher.start() was not called (app lifespan not run?)")
+        try:
+            response = await self._client.send(self._client.build_request("GET", url), stream=True)
+        except httpx.HTTPError as exc:
+            log.warning("media store unreachable", extra={"error": type(exc).__name__})
+            raise Unavailable("The media store is not answering; try again shortly.") from exc
+        if response.is_success:
+            return response
+        await response.aclose()
+        if response.status_code == 404:
+            raise NotFound("The image's bytes are missing from storage.")
+        log.warning("media store refused", extra={"status": response.status_code})
+        raise AtelierError(
+            "The media store refused to hand out this image; try again shortly.",
+            code="storage_error",
+            status_code=502,
+        )

@@ -1,0 +1,81 @@
+"""Composition root: settings → broker → backends → service → routes → app."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+import httpx
+from atelier_messaging import ensure_streams, make_broker
+from atelier_telemetry import configure_telemetry, instrument_fastapi
+from atelier_web import create_service_app, serve
+from fastapi import FastAPI
+
+from atelier_gateway.api import create_router, install_auth_error_handler
+from atelier_gateway.backends import MediaFetcher, NatsBackends
+from atelier_gateway.service import GatewayService
+from atelier_gateway.settings import Settings
+
+SERVICE = "gateway"
+
+
+def create_app(
+    settings: Settings | None = None, *, media_transport: httpx.AsyncBaseTransport | None = None
+) -> FastAPI:
+    """`media_transport` replaces the network for image bytes (tests: `httpx.MockTransport`)."""
+    settings = settings or Settings()
+    broker = make_broker(settings.nats_url, SERVICE)
+    # No subscribers are registered on the broker: the gateway consumes nothing durable (see
+    # README); it only asks, publishes, and follows status subjects on the broker's connection.
+    backends = NatsBackends(broker, query_timeout_s=settings.query_timeout_s)
+    service = GatewayService(
+        backends, job_lookup_grace_s=settings.job_lookup_grace_s, resync_s=settings.sse_resync_s
+    )
+    fetcher = MediaFetcher(
+        connect_timeout_s=settings.media_connect_timeout_s,
+        read_timeout_s=settings.media_read_timeout_s,
+        transport=media_transport,
+    )
+
+    async def declare_streams() -> None:
+        # jobs.requested must have its stream before the first 202 promises it was stored.
+        await ensure_streams(settings.nats_url, settings.stream_replicas)
+
+    app = create_service_app(
+        "Atelier gateway",
+        description="The app frontend's API: features, generations, their progress, media.",
+        broker=broker,
+        on_startup=[*([declare_streams] if settings.run_startup_hooks else []), fetcher.start],
+        on_shutdown=[fetcher.stop],
+    )
+    install_auth_error_handler(app)
+    app.include_router(create_router(settings, service, fetcher))
+    instrument_fastapi(app)
+    app.state.broker = broker
+    app.state.service = service
+    app.state.settings = settings
+    app.state.backends = backends
+    return app
+
+
+def cli(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="atelier-gateway",
+        description="Atelier gateway: the app frontend's public API. Settings come from "
+        "ATELIER_* / ATELIER_GATEWAY_* environment variables.",
+    )
+    parser.add_argument("--host", help="interface to listen on (ATELIER_GATEWAY_HOST)")
+    parser.add_argument("--port", type=int, help="HTTP port (ATELIER_GATEWAY_PORT, default 8080)")
+    args = parser.parse_args(argv)
+
+    settings = Settings()
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    if overrides:
+        settings = settings.model_copy(update=overrides)
+    configure_telemetry(
+        SERVICE,
+        level=settings.log_level,
+        json_logs=settings.log_json,
+        otlp_endpoint=settings.otlp_endpoint,
+    )
+    serve(create_app(settings), settings.host, settings.port, settings.log_level)

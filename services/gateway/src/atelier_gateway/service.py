@@ -1,0 +1,571 @@
+"""What the gateway decides: validation, access, idempotency, and the order of status events.
+
+No broker and no HTTP here: the services the gateway asks (profiles, dispatch, media) and the
+status events it follows come in through the `Backends` protocol, so all of this is tested with
+plain fakes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+import time
+from collections import OrderedDict
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal, Protocol
+from uuid import UUID, uuid4, uuid5
+
+from atelier_contracts.errors import Conflict, Forbidden, InvalidInput, NotFound, Unavailable
+from atelier_contracts.jobs import (
+    FINAL_STATUSES,
+    JobListQuery,
+    JobRequested,
+    JobStatus,
+    JobView,
+)
+from atelier_contracts.media import MediaItem, MediaListQuery, MediaListReply, MediaReply
+from atelier_contracts.profiles import (
+    GenerationSettings,
+    OptionSpec,
+    Profile,
+    ProfilesListReply,
+    ProfileSnapshot,
+)
+from atelier_contracts.subjects import job_status, job_status_of_project
+
+from atelier_gateway.auth import User
+from atelier_gateway.models import (
+    FeatureProfile,
+    Features,
+    GenerationAccepted,
+    GenerationRequestBody,
+    Links,
+    generation_events_url,
+    generation_url,
+)
+
+# Fixed forever: changing it would give every retried request a new job id.
+IDEMPOTENCY_NAMESPACE = UUID("e8c86d62-46f0-4a31-b9bb-893879e0e384")
+IDEMPOTENCY_KEY_MAX_LENGTH = 200
+
+# Job ids end up as a NATS subject token: anything else cannot be a job of ours.
+_JOB_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
+
+
+# --- validation ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ResolvedRequest:
+    """A request that passed validation, with the profile's defaults filled in."""
+
+    profile: Profile
+    prompt: str
+    size: str
+    count: int
+    options: dict[str, Any]
+
+
+def _listing(values: Iterable[object]) -> str:
+    items = [str(v) for v in values]
+    if len(items) <= 1:
+        return "".join(items)
+    return f"{', '.join(items[:-1])} or {items[-1]}"
+
+
+def validate_generation(
+    request: GenerationRequestBody, profile: Profile | None, settings: GenerationSettings
+) -> ResolvedRequest:
+    """Check a request against the global switch and its profile; first problem wins.
+
+    Messages name the allowed values, so the dialog can show them as they are.
+    """
+    if not settings.enabled:
+        reason = settings.reason or "an admin has paused it."
+        raise Forbidden(f"Image generation is turned off: {reason}", code="generation_disabled")
+    if profile is None:
+        raise InvalidInput(
+            f"There is no profile {request.profile_id!r}; GET /v1/features lists the ones "
+            "available.",
+            code="unknown_profile",
+        )
+    if not profile.enabled:
+        raise InvalidInput(
+            f"The profile {profile.name!r} is disabled; choose another one.",
+            code="profile_disabled",
+        )
+    if not request.prompt.strip():
+        raise InvalidInput("The prompt is empty; describe the image to make.", code="empty_prompt")
+    if len(request.prompt) > profile.prompt_max_length:
+        raise InvalidInput(
+            f"The prompt is {len(request.prompt)} characters long; {profile.name!r} takes at "
+            f"most {profile.prompt_max_length}.",
+            code="prompt_too_long",
+        )
+
+    size = profile.default_size if request.size is None else request.size.strip().lower()
+    if size not in profile.sizes:
+        raise InvalidInput(
+            f"{profile.name!r} does not make {request.size!r} images; choose "
+            f"{_listing(profile.sizes)}.",
+            code="size_not_allowed",
+        )
+    if request.count not in profile.counts:
+        raise InvalidInput(
+            f"{profile.name!r} makes {_listing(sorted(profile.counts))} images at a time, "
+            f"not {request.count}.",
+            code="count_not_allowed",
+        )
+
+    return ResolvedRequest(
+        profile=profile,
+        prompt=request.prompt,
+        size=size,
+        count=request.count,
+        options=resolve_options(profile, request.options),
+    )
+
+
+def resolve_options(profile: Profile, requested: dict[str, Any]) -> dict[str, Any]:
+    """The profile's defaults overlaid with the request's values, each checked against its spec.
+
+    A `null` value means "the default", which is what a form sends for an untouched field.
+    """
+    specs = {spec.name: spec for spec in profile.options}
+    resolved = {spec.name: spec.default for spec in profile.options if spec.default is not None}
+    for name, value in requested.items():
+        spec = specs.get(name)
+        if spec is None:
+            known = f"it knows {_listing(sorted(specs))}" if specs else "it takes no options"
+            raise InvalidInput(
+                f"{profile.name!r} has no option {name!r}; {known}.", code="unknown_option"
+            )
+        if value is None:
+            continue
+        problem = option_value_problem(spec, value)
+        if problem is not None:
+            raise InvalidInput(f"Option {name!r} {problem} (got {value!r}).", code="invalid_option")
+        resolved[name] = value
+    return resolved
+
+
+def option_value_problem(spec: OptionSpec, value: Any) -> str | None:
+    """Why `value` does not fit `spec`, as the end of a sentence; None when it fits."""
+    # bool is an int in Python, and JSON `true` must not pass as the number 1.
+    is_int = isinstance(value, int) and not isinstance(value, bool)
+    if spec.kind == "enum":
+        if not isinstance(value, str):
+            return "must be a string"
+        if spec.values is not None and value not in spec.values:
+            return f"must be one of {_listing(spec.values)}"
+        return None
+    if spec.kind == "string":
+        if not isinstance(value, str):
+            return "must be a string"
+        if spec.max_length is not None and len(value) > spec.max_length:
+            return f"must be at most {spec.max_length} characters long"
+        return None
+    if spec.kind == "boolean":
+        return None if isinstance(value, bool) else "must be true or false"
+    if spec.kind == "integer" and not is_int:
+        return "must be a whole number"
+    if spec.kind == "number" and not (
+        is_int or (isinstance(value, float) and math.isfinite(value))
+    ):
+        return "must be a number"
+    if spec.minimum is not None and value < spec.minimum:
+        return f"must be at least {spec.minimum:g}"
+    if spec.maximum is not None and value > spec.maximum:
+        return f"must be at most {spec.maximum:g}"
+    return None
+
+
+# --- job ids and events ----------------------------------------------------------------------
+
+
+def job_id_for(user_id: str, idempotency_key: str | None) -> str:
+    """A fresh id, or, for an `Idempotency-Key`, the same id every time this user sends it.
+
+    The key is scoped to the user: two users choosing the same key get different jobs.
+    """
+    if idempotency_key is None:
+        return str(uuid4())
+    if not 1 <= len(idempotency_key) <= IDEMPOTENCY_KEY_MAX_LENGTH:
+        raise InvalidInput(
+            f"The Idempotency-Key header must be 1 to {IDEMPOTENCY_KEY_MAX_LENGTH} characters "
+            "long.",
+            code="invalid_idempotency_key",
+        )
+    return str(uuid5(IDEMPOTENCY_NAMESPACE, f"{user_id}:{idempotency_key}"))
+
+
+def build_job_requested(
+    resolved: ResolvedRequest,
+    request: GenerationRequestBody,
+    *,
+    job_id: str,
+    user_id: str,
+    idempotency_key: str | None,
+) -> JobRequested:
+    return JobRequested(
+        # For a keyed request, a retry that raced ahead of dispatch recording the job publishes
+        # the same event id, which JetStream drops as a duplicate inside its window.
+        event_id=uuid5(UUID(job_id), "jobs.requested") if idempotency_key else uuid4(),
+        job_id=job_id,
+        user_id=user_id,
+        project=request.project,
+        profile=ProfileSnapshot.of(resolved.profile),
+        prompt=resolved.prompt,
+        size=resolved.size,
+        count=resolved.count,
+        options=resolved.options,
+        context=request.context,
+        target=request.target,
+        idempotency_key=idempotency_key,
+    )
+
+
+def accepted(job_id: str, project: str, status: JobStatus) -> GenerationAccepted:
+    return GenerationAccepted(
+        id=job_id,
+        status=status,
+        project=project,
+        links=Links(self=generation_url(job_id), events=generation_events_url(job_id)),
+    )
+
+
+def same_request(job: JobView, request: GenerationRequestBody) -> bool:
+    """Whether a recorded job is what this request asks for (an Idempotency-Key reuse check)."""
+    return (
+        job.project == request.project
+        and job.profile_id == request.profile_id
+        and job.prompt == request.prompt
+        and job.count == request.count
+        and (request.size is None or job.size == request.size.strip().lower())
+    )
+
+
+def features_of(catalog: ProfilesListReply) -> Features:
+    profiles = sorted(
+        (p for p in catalog.profiles if p.enabled), key=lambda p: (p.sort_order, p.name.lower())
+    )
+    return Features(
+        enabled=catalog.settings.enabled,
+        reason=None if catalog.settings.enabled else catalog.settings.reason,
+        profiles=[FeatureProfile.of(p) for p in profiles],
+    )
+
+
+# --- status events ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StatusUpdate:
+    job: JobView
+    event_id: str | None = None  # None: read from dispatch rather than received as an event
+
+
+class FeedClosed(Exception):
+    """The status subscription ended (connection closed, app shutting down)."""
+
+
+class StatusSubscription(Protocol):
+    async def next_update(self, wait_s: float) -> StatusUpdate | None:
+        """The next status event, or None when none came within `wait_s` seconds.
+
+        Raises `FeedClosed` when no more can come.
+        """
+
+    async def close(self) -> None: ...
+
+
+# How far along a job is, to order two states stamped with the same time.
+_STAGE = {
+    JobStatus.QUEUED: 0,
+    JobStatus.ENRICHING: 1,
+    JobStatus.DISPATCHED: 2,
+    JobStatus.GENERATING: 3,
+    JobStatus.LANDING: 4,
+    **{status: 5 for status in FINAL_STATUSES},
+}
+
+
+def _position(job: JobView) -> tuple[datetime, int, int]:
+    return job.updated_at, _STAGE[job.status], job.progress.landed + job.progress.failed
+
+
+def is_newer(job: JobView, than: JobView | None) -> bool:
+    """Whether `job` should be sent after `than`: duplicates and stale events are not.
+
+    Core NATS may hand us an event twice (a publisher retry JetStream deduplicated still reaches
+    core subscribers) or late (two dispatch replicas publishing), and the first thing a stream
+    sends is a snapshot that an already-queued event may predate. `updated_at` decides; when two
+    states carry the same time (a coarse clock, two transitions in one transaction) the one
+    further along wins, so a final state is never dropped as a "duplicate".
+    """
+    return than is None or _position(job) > _position(than)
+
+
+async def follow_job(
+    first: JobView,
+    subscription: StatusSubscription,
+    *,
+    refresh: Callable[[], Awaitable[JobView | None]],
+    quiet_s: float,
+) -> AsyncGenerator[StatusUpdate, None]:
+    """The current state, then every newer state, ending after a final one.
+
+    The subscription must have been made before `first` was read, so nothing falls in between.
+    After `quiet_s` without an event the job is read again: an event lost while NATS reconnected
+    would otherwise leave the stream open forever on a job that already ended.
+    """
+    last = first
+    yield StatusUpdate(first)
+    while last.status not in FINAL_STATUSES:
+        try:
+            update = await subscription.next_update(quiet_s)
+        except FeedClosed:
+            return
+        if update is None:
+            try:
+                job = await refresh()
+            except Unavailable:
+                continue  # dispatch is away; keep waiting for events
+            if job is None:
+                continue
+            update = StatusUpdate(job)
+        if update.job.id != first.id or not is_newer(update.job, last):
+            continue
+        last = update.job
+        yield update
+
+
+async def follow_project(
+    project: str,
+    snapshot: list[JobView],
+    subscription: StatusSubscription,
+    *,
+    quiet_s: float,
+    remember: int = 1000,
+) -> AsyncGenerator[StatusUpdate, None]:
+    """The project's active jobs, then every newer state of any of its jobs, until closed.
+
+    `remember` bounds the per-job memory of a long-lived stream; a job forgotten that long ago
+    only risks one repeated event.
+    """
+    last: OrderedDict[str, JobView] = OrderedDict()
+
+    def fresh(job: JobView) -> bool:
+        if job.project != project or not is_newer(job, last.get(job.id)):
+            return False
+        last[job.id] = job
+        last.move_to_end(job.id)
+        while len(last) > remember:
+            last.popitem(last=False)
+        return True
+
+    for job in snapshot:
+        if fresh(job):
+            yield StatusUpdate(job)
+    while True:
+        try:
+            update = await subscription.next_update(quiet_s)
+        except FeedClosed:
+            return
+        if update is not None and fresh(update.job):
+            yield update
+
+
+# --- the service -----------------------------------------------------------------------------
+
+
+class Backends(Protocol):
+    """The gateway's way to the other services (NATS request/reply and events)."""
+
+    async def profiles(self, *, include_disabled: bool) -> ProfilesListReply: ...
+    async def job(self, job_id: str) -> JobView | None: ...
+    async def jobs(self, query: JobListQuery) -> list[JobView]: ...
+    async def media(self, media_id: str) -> MediaReply: ...
+    async def media_page(self, query: MediaListQuery) -> MediaListReply: ...
+    async def publish_job_requested(self, event: JobRequested) -> None: ...
+    async def subscribe_status(self, subject: str) -> StatusSubscription: ...
+
+
+@dataclass(frozen=True)
+class Submission:
+    response: GenerationAccepted
+    created: bool  # False: an Idempotency-Key retry answered with the job it made before
+
+
+@dataclass(frozen=True)
+class JobStream:
+    """A job's status stream, opened (subscribed, first state read) before the response starts."""
+
+    updates: AsyncGenerator[StatusUpdate, None]
+    subscription: StatusSubscription
+
+
+def _not_found(what: str, ident: str) -> NotFound:
+    # The same answer for "does not exist" and "not yours": a user learns nothing about
+    # projects they are not granted.
+    return NotFound(f"There is no {what} {ident!r}.")
+
+
+class GatewayService:
+    def __init__(
+        self,
+        backends: Backends,
+        *,
+        job_lookup_grace_s: float = 2.0,
+        resync_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.backends = backends
+        self.job_lookup_grace_s = job_lookup_grace_s
+        self.resync_s = resync_s
+        self._clock = clock
+        self._sleep = sleep
+
+    async def features(self) -> Features:
+        return features_of(await self.backends.profiles(include_disabled=False))
+
+    async def submit(
+        self, request: GenerationRequestBody, user: User, idempotency_key: str | None
+    ) -> Submission:
+        """Validate, then publish `jobs.requested`; nothing is published for a bad request."""
+        self._require_grant(user, request.project)
+        job_id = job_id_for(user.id, idempotency_key)
+
+        if idempotency_key is not None:
+            # Checked before validation: a retry must get the job it made even if the profile
+            # was disabled in between.
+            existing = await self._recorded_job(job_id)
+            if existing is not None:
+                if not same_request(existing, request):
+                    raise Conflict(
+                        "This Idempotency-Key was already used for a different request; use a "
+                        "new key for a new generation.",
+                        code="idempotency_key_reused",
+                    )
+                return Submission(accepted(job_id, existing.project, existing.status), False)
+
+        # One query gives the switch and the profile, disabled ones included, so an unknown
+        # profile and a disabled one get different answers.
+        catalog = await self.backends.profiles(include_disabled=True)
+        profile = next((p for p in catalog.profiles if p.id == request.profile_id), None)
+        resolved = validate_generation(request, profile, catalog.settings)
+        event = build_job_requested(
+            resolved, request, job_id=job_id, user_id=user.id, idempotency_key=idempotency_key
+        )
+        await self.backends.publish_job_requested(event)
+        return Submission(accepted(job_id, request.project, JobStatus.QUEUED), True)
+
+    async def _recorded_job(self, job_id: str) -> JobView | None:
+        try:
+            return await self.backends.job(job_id)
+        except Unavailable:
+            # Without dispatch we cannot tell; publishing again is safe (same job id, same event
+            # id, deduplicated by JetStream and by dispatch), refusing the request is not needed.
+            return None
+
+    async def job(self, user: User, job_id: str) -> JobView:
+        job = await self._find_job(job_id)
+        if job is None or not user.is_granted(job.project):
+            raise _not_found("generation", job_id)
+        return job
+
+    async def _find_job(self, job_id: str) -> JobView | None:
+        """The job, asking again for a short while: dispatch records it just after our 202."""
+        if not _JOB_ID_RE.match(job_id):
+            return None
+        deadline = self._clock() + self.job_lookup_grace_s
+        delay = 0.05
+        while True:
+            job = await self.backends.job(job_id)
+            remaining = deadline - self._clock()
+            if job is not None or remaining <= 0:
+                return job
+            await self._sleep(min(delay, remaining))
+            delay = min(delay * 2, 0.5)
+
+    async def jobs(self, user: User, project: str, *, active_only: bool) -> list[JobView]:
+        self._require_visible(user, project)
+        jobs = await self.backends.jobs(JobListQuery(project=project, active_only=active_only))
+        return [job for job in jobs if job.project == project]
+
+    async def media(self, user: User, media_id: str) -> MediaReply:
+        reply = await self.backends.media(media_id)
+        if reply.media is None or not user.is_granted(reply.media.project):
+            raise _not_found("media", media_id)
+        return reply
+
+    async def media_source(
+        self, user: User, media_id: str, variant: Literal["content", "thumbnail"]
+    ) -> tuple[MediaItem, str]:
+        """The item and the presigned URL its bytes are fetched from."""
+        reply = await self.media(user, media_id)
+        assert reply.media is not None  # media() raised otherwise
+        url = reply.content_url if variant == "content" else reply.thumbnail_url
+        if not url:
+            raise Unavailable("The media service gave no address for this image; try again.")
+        return reply.media, url
+
+    async def media_page(
+        self, user: User, project: str, *, limit: int, offset: int
+    ) -> MediaListReply:
+        self._require_visible(user, project)
+        page = await self.backends.media_page(
+            MediaListQuery(project=project, limit=limit, offset=offset)
+        )
+        return MediaListReply(
+            items=[item for item in page.items if item.project == project], total=page.total
+        )
+
+    async def open_job_stream(self, user: User, job_id: str) -> JobStream:
+        """Subscribe to the job's events, then read its state: in that order nothing is missed.
+
+        The subject needs the job's project, so the job is looked up once before subscribing
+        (which also answers 404 before any stream starts) and read again after.
+        """
+        known = await self.job(user, job_id)
+        subscription = await self.backends.subscribe_status(job_status(known.project, job_id))
+        try:
+            current = await self.backends.job(job_id) or known
+        except BaseException:
+            await subscription.close()
+            raise
+
+        async def refresh() -> JobView | None:
+            return await self.backends.job(job_id)
+
+        updates = follow_job(current, subscription, refresh=refresh, quiet_s=self.resync_s)
+        return JobStream(updates, subscription)
+
+    async def open_project_stream(self, user: User, project: str) -> JobStream:
+        self._require_visible(user, project)
+        subscription = await self.backends.subscribe_status(job_status_of_project(project))
+        try:
+            active = await self.jobs(user, project, active_only=True)
+        except BaseException:
+            await subscription.close()
+            raise
+        updates = follow_project(project, active, subscription, quiet_s=self.resync_s)
+        return JobStream(updates, subscription)
+
+    @staticmethod
+    def _require_grant(user: User, project: str) -> None:
+        """For actions: say plainly that the project is not theirs."""
+        if not user.is_granted(project):
+            raise Forbidden(
+                f"Your account has no access to project {project!r}.", code="project_not_granted"
+            )
+
+    @staticmethod
+    def _require_visible(user: User, project: str) -> None:
+        """For reads: a project not granted looks like one that does not exist."""
+        if not user.is_granted(project):
+            raise _not_found("project", project)

@@ -1,0 +1,248 @@
+"""Landing against a real SeaweedFS and a real database (SQLite; PostgreSQL when configured)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+import pytest
+from atelier_contracts.generation import GenerationCompleted, StagedImage
+from atelier_contracts.media import MediaListQuery
+from atelier_media.repository import MediaRepository
+from atelier_media.service import MediaService, StagedImageMissing, UnusableImage
+from atelier_storage import ObjectStore
+from PIL import Image
+
+pytestmark = pytest.mark.integration
+
+StageImage = Callable[..., Awaitable[StagedImage]]
+Completed = Callable[..., GenerationCompleted]
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+async def object_keys(store: ObjectStore, bucket: str, prefix: str = "") -> list[str]:
+    def keys() -> list[str]:
+        objects = store.client.list_objects(bucket, prefix=prefix, recursive=True)
+        return sorted(str(o.object_name) for o in objects)
+
+    return await asyncio.to_thread(keys)
+
+
+async def test_landing_stores_original_thumbnail_and_provenance(
+    service: MediaService,
+    repo: MediaRepository,
+    store: ObjectStore,
+    buckets: Any,
+    published: list[Any],
+    stage: StageImage,
+    completed: Completed,
+    image_bytes: Callable[..., bytes],
+) -> None:
+    originals = [image_bytes(640, 400), image_bytes(300, 600)]
+    staged = [await stage(data, index=i, seed=100 + i) for i, data in enumerate(originals)]
+    event = completed(staged, job_id="job-9", project="proj-9")
+
+    landed = await service.land_generated_images(event)
+
+    assert published == [landed]
+    assert (landed.job_id, landed.project) == ("job-9", "proj-9")
+    assert landed.task_id == event.task.task_id
+    assert [item.index for item in landed.media] == [0, 1]
+    for data, item, (width, height) in zip(
+        originals, landed.media, [(640, 400), (300, 600)], strict=True
+    ):
+        digest = sha256(data)
+        # The original is byte-exact, under its content address.
+        assert item.original_key == f"originals/{digest[:2]}/{digest}.png"
+        stored = await store.get_bytes(buckets.media, item.original_key)
+        assert sha256(stored) == digest == item.sha256
+        assert (item.content_type, item.size_bytes) == ("image/png", len(data))
+        assert (item.width, item.height) == (width, height)
+        # The thumbnail is a real WebP within 256 px.
+        assert item.thumbnail_key == f"thumbnails/{digest[:2]}/{digest}.webp"
+        with Image.open(io.BytesIO(await store.get_bytes(buckets.media, item.thumbnail_key))) as t:
+            assert t.format == "WEBP"
+            assert max(t.size) == 256
+        # Provenance comes from the task as sent.
+        assert (item.profile_id, item.provider, item.model) == (
+            "profile-1",
+            "offline",
+            "offline-sketch",
+        )
+        assert item.prompt == event.task.prompt
+        assert item.size == "1024x1024"
+        assert item.seed == 100 + item.index
+        assert item.revised_prompt == f"revised prompt {item.index}"
+        assert item.created_at.tzinfo is not None
+        # The row matches what was announced.
+        assert await repo.get(item.id) == item
+    # Staging is cleaned up once landed.
+    assert await object_keys(store, buckets.staging) == []
+
+
+async def test_landing_the_same_event_twice_yields_one_row_per_image(
+    service: MediaService,
+    repo: MediaRepository,
+    store: ObjectStore,
+    buckets: Any,
+    published: list[Any],
+    stage: StageImage,
+    completed: Completed,
+    image_bytes: Callable[..., bytes],
+) -> None:
+    data = image_bytes(200, 200)
+    event = completed([await stage(data, key="staging/t/0.png")])
+
+    first = await service.land_generated_images(event)
+    # Redelivery after landing: staging is gone, the row is there.
+    second = await service.land_generated_images(event)
+    # Redelivery after a crash between commit and clean-up: staging still there.
+    await stage(data, key="staging/t/0.png")
+    third = await service.land_generated_images(event)
+
+    assert first.media == second.media == third.media
+    assert first.event_id == second.event_id == third.event_id  # JetStream drops the repeats
+    assert len(published) == 3
+    items, total = await repo.list_by_project("proj-1", limit=10, offset=0)
+    assert total == 1
+    assert items == first.media
+
+
+async def test_identical_bytes_from_another_task_share_the_original_but_not_the_row(
+    service: MediaService,
+    repo: MediaRepository,
+    store: ObjectStore,
+    buckets: Any,
+    stage: StageImage,
+    completed: Completed,
+    image_bytes: Callable[..., bytes],
+) -> None:
+    data = image_bytes(320, 240)
+
+    a = await service.land_generated_images(completed([await stage(data)]))
+    b = await service.land_generated_images(completed([await stage(data)]))
+
+    item_a, item_b = a.media[0], b.media[0]
+    assert item_a.id != item_b.id
+    assert item_a.task_id != item_b.task_id
+    assert item_a.original_key == item_b.original_key
+    assert item_a.thumbnail_key == item_b.thumbnail_key
+    assert await object_keys(store, buckets.media, "originals/") == [item_a.original_key]
+    assert await object_keys(store, buckets.media, "thumbnails/") == [item_a.thumbnail_key]
+    assert (await repo.list_by_project("proj-1", limit=10, offset=0))[1] == 2
+
+
+async def test_missing_staged_image_that_was_never_landed_is_an_error(
+    service: MediaService,
+    repo: MediaRepository,
+    published: list[Any],
+    completed: Completed,
+) -> None:
+    ghost = StagedImage(
+        index=0,
+        staging_key="staging/never-written.png",
+        content_type="image/png",
+        width=10,
+        height=10,
+        size_bytes=100,
+    )
+
+    with pytest.raises(StagedImageMissing, match="never-written"):
+        await service.land_generated_images(completed([ghost]))
+
+    assert published == []
+    assert (await repo.list_by_project("proj-1", limit=10, offset=0))[1] == 0
+
+
+async def test_bytes_that_are_not_an_image_are_refused_and_nothing_is_stored(
+    service: MediaService,
+    store: ObjectStore,
+    buckets: Any,
+    published: list[Any],
+    stage: StageImage,
+    completed: Completed,
+) -> None:
+    with pytest.raises(UnusableImage):
+        await service.land_generated_images(completed([await stage(b"<html>oops</html>")]))
+
+    assert published == []
+    assert await object_keys(store, buckets.media) == []
+
+
+async def test_get_media_gives_presigned_urls_that_download(
+    service: MediaService,
+    stage: StageImage,
+    completed: Completed,
+    image_bytes: Callable[..., bytes],
+) -> None:
+    data = image_bytes(500, 250)
+    landed = await service.land_generated_images(completed([await stage(data)]))
+
+    reply = await service.get_media(landed.media[0].id)
+
+    assert reply.media == landed.media[0]
+    assert reply.content_url is not None and reply.thumbnail_url is not None
+    async with httpx.AsyncClient(timeout=10) as client:
+        original = await client.get(reply.content_url)
+        thumbnail = await client.get(reply.thumbnail_url)
+        unsigned = await client.get(reply.content_url.split("?", 1)[0])
+    assert original.status_code == 200
+    assert sha256(original.content) == sha256(data)
+    assert original.headers["content-type"] == "image/png"
+    assert thumbnail.status_code == 200
+    with Image.open(io.BytesIO(thumbnail.content)) as t:
+        assert (t.format, t.size) == ("WEBP", (256, 128))
+    assert unsigned.status_code == 403  # the bucket is private: only the signature opens it
+
+
+async def test_get_unknown_media_answers_none(service: MediaService) -> None:
+    reply = await service.get_media("no-such-id")
+
+    assert reply.media is None
+    assert reply.content_url is None
+
+
+async def test_list_media_is_newest_first_paged_and_per_project(
+    service: MediaService,
+    stage: StageImage,
+    completed: Completed,
+    image_bytes: Callable[..., bytes],
+) -> None:
+    older = await service.land_generated_images(
+        completed([await stage(image_bytes(64, 64), index=i) for i in range(2)])
+    )
+    newer = await service.land_generated_images(completed([await stage(image_bytes(64, 64))]))
+    await service.land_generated_images(
+        completed([await stage(image_bytes(64, 64))], project="other")
+    )
+
+    page = await service.list_media(MediaListQuery(project="proj-1", limit=2))
+    rest = await service.list_media(MediaListQuery(project="proj-1", limit=2, offset=2))
+
+    assert page.total == rest.total == 3
+    assert [i.id for i in page.items + rest.items] == [m.id for m in newer.media + older.media]
+
+
+async def test_two_consumers_landing_the_same_event_at_once_both_succeed_with_one_row(
+    service: MediaService,
+    repo: MediaRepository,
+    stage: StageImage,
+    completed: Completed,
+    image_bytes: Callable[..., bytes],
+) -> None:
+    # What happens when a slow landing outlives ack_wait and JetStream redelivers meanwhile.
+    event = completed([await stage(image_bytes(128, 128), index=i) for i in range(2)])
+
+    first, second = await asyncio.gather(
+        service.land_generated_images(event), service.land_generated_images(event)
+    )
+
+    assert first.media == second.media
+    assert (await repo.list_by_project("proj-1", limit=10, offset=0))[1] == 2

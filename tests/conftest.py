@@ -1,0 +1,60 @@
+"""The real stack, started once per test session for the cross-service tests."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from atelier_devstack.stack import RunInfo, Stack, StackConfig, WorkerSpec
+from atelier_fakes import FakeOpenAIState, create_openai_fake, run_fake_in_thread
+
+
+@dataclass
+class RunningStack:
+    stack: Stack
+    info: RunInfo
+    openai: FakeOpenAIState
+    openai_url: str
+
+    def user(self, token: str | None = None) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.info.gateway_url,
+            headers={"Authorization": f"Bearer {token or self.info.user_token}"},
+            timeout=30,
+        )
+
+    def admin(self) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.info.admin_url,
+            headers={"Authorization": f"Bearer {self.info.admin_token}"},
+            timeout=30,
+        )
+
+
+@pytest.fixture(scope="session")
+def running_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+    openai_state = FakeOpenAIState(api_key="sk-e2e-fake-key-1234567890")
+    openai_url, stop_fake = run_fake_in_thread(create_openai_fake(openai_state))
+    var_dir: Path = tmp_path_factory.mktemp("stack")
+    stack = Stack(
+        StackConfig(
+            var_dir=var_dir,
+            prefer_standard_ports=False,
+            workers=[
+                WorkerSpec("offline"),
+                WorkerSpec("openai", {"ATELIER_WORKERS_API_KEY": openai_state.api_key}),
+            ],
+            database_url=os.environ.get("ATELIER_E2E_DATABASE_URL"),
+        )
+    )
+    try:
+        info = stack.start()
+        yield RunningStack(stack, info, openai_state, openai_url)
+    finally:
+        stack.stop()
+        stop_fake()
