@@ -101,9 +101,7 @@ def test_admin_profile_then_four_images_land(running_stack: RunningStack) -> Non
             assert max(thumb.size) <= 256
 
         library = user.get("/v1/projects/demo-project/media").json()
-        assert {i["id"] for i in job["images"]} <= {m["id"] for m in library["items"]} | {
-            i["media_id"] for i in job["images"]
-        }
+        assert {i["media_id"] for i in job["images"]} <= {m["id"] for m in library["items"]}
         active = user.get("/v1/projects/demo-project/generations", params={"active": "true"})
         assert job_id not in [j["id"] for j in active.json()["jobs"]]
 
@@ -150,7 +148,7 @@ def test_openai_profile_through_the_fake_provider(running_stack: RunningStack) -
         assert blocked.status_code == 202
         failed = wait_final(user, blocked.json()["id"])
         assert failed["status"] == "failed"
-        assert failed["error"]["error_class"] == "content_blocked"
+        assert failed["error"]["class"] == "content_blocked"
         assert "refused" in failed["error"]["message"]
         assert running_stack.openai.api_key not in json.dumps(failed)
 
@@ -165,7 +163,7 @@ def test_failed_provider_ends_the_job_failed_with_a_plain_message(
         assert submitted.status_code == 202
         job = wait_final(user, submitted.json()["id"])
     assert job["status"] == "failed"
-    assert job["error"]["error_class"] == "content_blocked"
+    assert job["error"]["class"] == "content_blocked"
     assert job["progress"]["failed"] == 2
 
 

@@ -225,7 +225,7 @@ def register_fakes(
         return
 
     @broker.subscriber(Subject.JOBS_REQUESTED, stream=JOBS_STREAM.name)
-    async def capture(event: JobRequested) -> None:
+    async def capture_requested(event: JobRequested) -> None:
         world.published.append(event)
         if world.record_requested_jobs:
             world.jobs.setdefault(

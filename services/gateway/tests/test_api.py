@@ -298,6 +298,7 @@ async def test_a_job_shows_image_urls_and_a_user_facing_error(gateway: Harness) 
     # Provider detail is for admins (the audit), never for the user.
     assert job["error"] == {
         "class": "content_blocked",
+        "error_class": "content_blocked",
         "message": "The provider refused this prompt.",
         "stage": "output",
         "retry_after_s": None,

@@ -101,7 +101,10 @@ async def stored_requests(nats_url: str) -> list[tuple[JobRequested, str]]:
             if msg.subject == Subject.JOBS_REQUESTED:
                 headers = msg.headers or {}
                 found.append(
-                    (JobRequested.model_validate_json(msg.data), headers.get("Nats-Msg-Id", ""))
+                    (
+                        JobRequested.model_validate_json(msg.data or b""),
+                        headers.get("Nats-Msg-Id", ""),
+                    )
                 )
         return found
     finally:
@@ -168,31 +171,63 @@ async def test_status_events_reach_the_sse_stream_in_order(running: RunningGatew
         client.stream("GET", "/v1/generations/job-sse/events", headers=auth()) as response,
     ):
         assert response.status_code == 200
-        fields: dict[str, str] = {}
-        published = False
-        async for line in response.aiter_lines():
-            if line.startswith(":"):
-                continue  # ping
-            if line:
-                key, _, value = line.partition(": ")
-                fields[key] = value
-                continue
-            if not fields:
-                continue
-            received.append(fields)
-            fields = {}
-            if not published:
+        async for event in read_events(response, 10):
+            received.append(event)
+            if len(received) == 1:
                 # The first event (the current state) means the gateway has subscribed.
-                published = True
-                for event in (
+                for change in (
                     changed(JobStatus.GENERATING, 1),
                     changed(JobStatus.ENRICHING, 0),  # stale: dropped
                     changed(JobStatus.GENERATING, 1),  # duplicate: dropped
                     changed(JobStatus.COMPLETED, 2),
                 ):
-                    await publish_event(running.fakes, event, subject)
+                    await publish_event(running.fakes, change, subject)
 
     statuses = [json.loads(e["data"])["status"] for e in received]
     assert statuses == ["queued", "generating", "completed"]
     assert all(e["event"] == "status" for e in received)
     assert "id" in received[1] and "id" in received[2]
+
+
+async def read_events(response: httpx.Response, count: int) -> AsyncIterator[dict[str, str]]:
+    """Parsed SSE events (pings skipped), `count` of them at most."""
+    fields: dict[str, str] = {}
+    async for line in response.aiter_lines():
+        if line.startswith(":"):
+            continue
+        if line:
+            key, _, value = line.partition(": ")
+            fields[key] = value
+            continue
+        if fields:
+            yield fields
+            fields = {}
+            count -= 1
+            if count == 0:
+                return
+
+
+async def test_project_stream_carries_every_job_of_the_project(running: RunningGateway) -> None:
+    start = make_job("p-1").updated_at
+    running.world.jobs["p-1"] = make_job("p-1", status=JobStatus.GENERATING)
+    later = JobStatusChanged(
+        job=make_job("p-2", status=JobStatus.ENRICHING, updated_at=start + timedelta(seconds=1))
+    )
+    elsewhere = JobStatusChanged(job=make_job("p-3", project="beta"))
+    done = JobStatusChanged(
+        job=make_job("p-1", status=JobStatus.COMPLETED, updated_at=start + timedelta(seconds=2))
+    )
+    seen: list[tuple[str, str]] = []
+    async with (
+        httpx.AsyncClient(base_url=running.base_url, timeout=10) as client,
+        client.stream("GET", "/v1/projects/alpha/generations/events", headers=auth()) as response,
+    ):
+        assert response.status_code == 200
+        async for event in read_events(response, 3):
+            data = json.loads(event["data"])
+            seen.append((data["id"], data["status"]))
+            if len(seen) == 1:
+                await publish_event(running.fakes, elsewhere, job_status("beta", "p-3"))
+                await publish_event(running.fakes, later, job_status("alpha", "p-2"))
+                await publish_event(running.fakes, done, job_status("alpha", "p-1"))
+    assert seen == [("p-1", "generating"), ("p-2", "enriching"), ("p-1", "completed")]

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 
 from atelier_devstack.nats import NatsInfo, start_nats
-from atelier_devstack.ports import pick_port
+from atelier_devstack.ports import free_port, pick_port
 from atelier_devstack.processes import Supervisor, wait_http_ok
 from atelier_devstack.s3 import S3Info, start_seaweed
 from atelier_devstack.tokens import mint_user_token
@@ -141,10 +141,13 @@ class Stack:
     # -- lifecycle -----------------------------------------------------------------------------
 
     def _port(self, name: str) -> int:
-        preferred = PREFERRED_PORTS.get(name, 0) if self.config.prefer_standard_ports else 0
-        port, replaced = pick_port(preferred) if preferred else pick_port(0)
-        if replaced and preferred:
-            self.replaced[name] = (preferred, port)
+        preferred = PREFERRED_PORTS.get(name) if self.config.prefer_standard_ports else None
+        if preferred is None:
+            port = free_port()
+        else:
+            port, replaced = pick_port(preferred)
+            if replaced:
+                self.replaced[name] = (preferred, port)
         self.ports[name] = port
         return port
 

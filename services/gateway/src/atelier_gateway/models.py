@@ -22,7 +22,7 @@ from atelier_contracts.jobs import (
 from atelier_contracts.media import MediaItem
 from atelier_contracts.profiles import OptionSpec, Profile
 from atelier_contracts.subjects import PROJECT_ID_PATTERN
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 PROMPT_MAX_LENGTH = 32_000
 
@@ -114,12 +114,17 @@ class Features(BaseModel):
 class JobError(BaseModel):
     """What went wrong, for the user; the provider's own detail stays in the admin audit."""
 
-    model_config = ConfigDict(populate_by_name=True)
-
-    error_class: ErrorClass = Field(serialization_alias="class", examples=["content_blocked"])
+    error_class: ErrorClass = Field(examples=["content_blocked"])
     message: str
     stage: str | None = None
     retry_after_s: float | None = None
+
+    # DESIGN.md §6 names the field `class`; the contracts (and clients written against them)
+    # say `error_class`. Both are served until one is retired.
+    @computed_field(alias="class")  # type: ignore[prop-decorator]
+    @property
+    def class_(self) -> ErrorClass:
+        return self.error_class
 
     @classmethod
     def of(cls, error: ErrorInfo) -> JobError:
