@@ -52,11 +52,18 @@ def wait_final(client: httpx.Client, job_id: str, timeout_s: float = 90) -> dict
 
 def test_admin_profile_then_four_images_land(running_stack: RunningStack) -> None:
     with running_stack.admin() as admin:
-        created = admin.post("/admin/v1/profiles", json={
-            "name": "E2E sketch", "provider": "offline", "model": "offline-sketch",
-            "sizes": ["320x240", "512x512"], "default_size": "320x240", "counts": [1, 2, 4],
-            "options": [{"name": "seed", "kind": "integer", "minimum": 0}],
-        })
+        created = admin.post(
+            "/admin/v1/profiles",
+            json={
+                "name": "E2E sketch",
+                "provider": "offline",
+                "model": "offline-sketch",
+                "sizes": ["320x240", "512x512"],
+                "default_size": "320x240",
+                "counts": [1, 2, 4],
+                "options": [{"name": "seed", "kind": "integer", "minimum": 0}],
+            },
+        )
         assert created.status_code == 201, created.text
         profile_id = created.json()["id"]
 
@@ -65,14 +72,28 @@ def test_admin_profile_then_four_images_land(running_stack: RunningStack) -> Non
         assert features["enabled"] is True
         assert profile_id in [p["id"] for p in features["profiles"]]
 
-        submitted = user.post("/v1/generations", json={
-            "project": "demo-project", "profile_id": profile_id, "prompt": "A red lighthouse",
-            "count": 4, "options": {"seed": 42},
-            "context": {"elements": [{"id": "e1", "name": "Mara", "type": "character",
-                                      "description": "A smuggler", "data": {"eyes": "green"},
-                                      "send": {"image": False, "description": True,
-                                               "data": False}}]},
-        })
+        submitted = user.post(
+            "/v1/generations",
+            json={
+                "project": "demo-project",
+                "profile_id": profile_id,
+                "prompt": "A red lighthouse",
+                "count": 4,
+                "options": {"seed": 42},
+                "context": {
+                    "elements": [
+                        {
+                            "id": "e1",
+                            "name": "Mara",
+                            "type": "character",
+                            "description": "A smuggler",
+                            "data": {"eyes": "green"},
+                            "send": {"image": False, "description": True, "data": False},
+                        }
+                    ]
+                },
+            },
+        )
         assert submitted.status_code == 202, submitted.text
         job_id = submitted.json()["id"]
 
@@ -109,10 +130,16 @@ def test_admin_profile_then_four_images_land(running_stack: RunningStack) -> Non
 def test_sse_stream_shows_each_stage_when_connected_early(running_stack: RunningStack) -> None:
     profile_id = running_stack.info.profile_id
     with running_stack.user() as user:
-        submitted = user.post("/v1/generations", json={
-            "project": "demo-project", "profile_id": profile_id, "prompt": "Slow harbour",
-            "count": 1, "options": {"delay_s": 1.5},
-        })
+        submitted = user.post(
+            "/v1/generations",
+            json={
+                "project": "demo-project",
+                "profile_id": profile_id,
+                "prompt": "Slow harbour",
+                "count": 1,
+                "options": {"delay_s": 1.5},
+            },
+        )
         assert submitted.status_code == 202, submitted.text
         events = read_sse(user, f"/v1/generations/{submitted.json()['id']}/events")
     stages = [e["status"] for e in events]
@@ -123,18 +150,33 @@ def test_sse_stream_shows_each_stage_when_connected_early(running_stack: Running
 
 def test_openai_profile_through_the_fake_provider(running_stack: RunningStack) -> None:
     with running_stack.admin() as admin:
-        created = admin.post("/admin/v1/profiles", json={
-            "name": "E2E OpenAI", "provider": "openai", "model": "gpt-image-1",
-            "sizes": ["1024x1024"], "default_size": "1024x1024", "counts": [1, 2],
-            "base_url": f"{running_stack.openai_url}/v1",
-            "options": [{"name": "quality", "kind": "enum", "values": ["low", "high"],
-                         "default": "low"}],
-        })
+        created = admin.post(
+            "/admin/v1/profiles",
+            json={
+                "name": "E2E OpenAI",
+                "provider": "openai",
+                "model": "gpt-image-1",
+                "sizes": ["1024x1024"],
+                "default_size": "1024x1024",
+                "counts": [1, 2],
+                "base_url": f"{running_stack.openai_url}/v1",
+                "options": [
+                    {"name": "quality", "kind": "enum", "values": ["low", "high"], "default": "low"}
+                ],
+            },
+        )
         assert created.status_code == 201, created.text
         profile_id = created.json()["id"]
     with running_stack.user() as user:
-        ok = user.post("/v1/generations", json={
-            "project": "demo-project", "profile_id": profile_id, "prompt": "An owl", "count": 2})
+        ok = user.post(
+            "/v1/generations",
+            json={
+                "project": "demo-project",
+                "profile_id": profile_id,
+                "prompt": "An owl",
+                "count": 2,
+            },
+        )
         assert ok.status_code == 202, ok.text
         job = wait_final(user, ok.json()["id"])
         assert job["status"] == "completed", job
@@ -142,9 +184,15 @@ def test_openai_profile_through_the_fake_provider(running_stack: RunningStack) -
         sent = running_stack.openai.bodies[-1]
         assert sent["n"] == 2 and sent["quality"] == "low" and sent["model"] == "gpt-image-1"
 
-        blocked = user.post("/v1/generations", json={
-            "project": "demo-project", "profile_id": profile_id,
-            "prompt": "[openai:moderation-input] something", "count": 1})
+        blocked = user.post(
+            "/v1/generations",
+            json={
+                "project": "demo-project",
+                "profile_id": profile_id,
+                "prompt": "[openai:moderation-input] something",
+                "count": 1,
+            },
+        )
         assert blocked.status_code == 202
         failed = wait_final(user, blocked.json()["id"])
         assert failed["status"] == "failed"
@@ -157,9 +205,15 @@ def test_failed_provider_ends_the_job_failed_with_a_plain_message(
     running_stack: RunningStack,
 ) -> None:
     with running_stack.user() as user:
-        submitted = user.post("/v1/generations", json={
-            "project": "demo-project", "profile_id": running_stack.info.profile_id,
-            "prompt": "[fail:content_blocked] nope", "count": 2})
+        submitted = user.post(
+            "/v1/generations",
+            json={
+                "project": "demo-project",
+                "profile_id": running_stack.info.profile_id,
+                "prompt": "[fail:content_blocked] nope",
+                "count": 2,
+            },
+        )
         assert submitted.status_code == 202
         job = wait_final(user, submitted.json()["id"])
     assert job["status"] == "failed"
@@ -169,18 +223,30 @@ def test_failed_provider_ends_the_job_failed_with_a_plain_message(
 
 def test_users_see_nothing_of_other_projects(running_stack: RunningStack) -> None:
     with running_stack.user() as user:
-        submitted = user.post("/v1/generations", json={
-            "project": "demo-project", "profile_id": running_stack.info.profile_id,
-            "prompt": "Private", "count": 1})
+        submitted = user.post(
+            "/v1/generations",
+            json={
+                "project": "demo-project",
+                "profile_id": running_stack.info.profile_id,
+                "prompt": "Private",
+                "count": 1,
+            },
+        )
         job = wait_final(user, submitted.json()["id"])
     media_id = job["images"][0]["media_id"]
     with running_stack.user(running_stack.info.second_user_token) as other:
         assert other.get(f"/v1/generations/{job['id']}").status_code == 404
         assert other.get(f"/v1/media/{media_id}/content").status_code == 404
         assert other.get("/v1/projects/demo-project/media").status_code in (403, 404)
-        refused = other.post("/v1/generations", json={
-            "project": "demo-project", "profile_id": running_stack.info.profile_id,
-            "prompt": "Sneaky", "count": 1})
+        refused = other.post(
+            "/v1/generations",
+            json={
+                "project": "demo-project",
+                "profile_id": running_stack.info.profile_id,
+                "prompt": "Sneaky",
+                "count": 1,
+            },
+        )
         assert refused.status_code == 403
         assert refused.json()["error"]["code"]
 
@@ -199,17 +265,28 @@ def test_users_see_nothing_of_other_projects(running_stack: RunningStack) -> Non
 def test_bad_requests_are_refused_and_enqueue_nothing(
     running_stack: RunningStack, change: dict[str, Any], status: int, code: str
 ) -> None:
-    body = {"project": "demo-project", "profile_id": running_stack.info.profile_id,
-            "prompt": "fine", "count": 1, **change}
+    body = {
+        "project": "demo-project",
+        "profile_id": running_stack.info.profile_id,
+        "prompt": "fine",
+        "count": 1,
+        **change,
+    }
     with running_stack.user() as user:
-        before = len(user.get("/v1/projects/demo-project/generations",
-                              params={"active": "false"}).json()["jobs"])
+        before = len(
+            user.get("/v1/projects/demo-project/generations", params={"active": "false"}).json()[
+                "jobs"
+            ]
+        )
         response = user.post("/v1/generations", json=body)
         assert response.status_code == status, response.text
         assert response.json()["error"]["code"] == code
         assert response.json()["error"]["message"]
-        after = len(user.get("/v1/projects/demo-project/generations",
-                             params={"active": "false"}).json()["jobs"])
+        after = len(
+            user.get("/v1/projects/demo-project/generations", params={"active": "false"}).json()[
+                "jobs"
+            ]
+        )
     assert after == before
 
 
@@ -217,7 +294,8 @@ def test_missing_token_and_malformed_json(running_stack: RunningStack) -> None:
     anonymous = httpx.post(f"{running_stack.info.gateway_url}/v1/generations", json={})
     assert anonymous.status_code == 401
     with running_stack.user() as user:
-        broken = user.post("/v1/generations", content=b"{not json",
-                           headers={"Content-Type": "application/json"})
+        broken = user.post(
+            "/v1/generations", content=b"{not json", headers={"Content-Type": "application/json"}
+        )
     assert broken.status_code == 400
     assert broken.json()["error"]["code"] == "malformed_json"

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import nats
 import pytest
+
 from atelier_devstack.nats import NatsInfo, start_nats
 from atelier_devstack.ports import is_port_free
 from atelier_devstack.processes import ChildExitedError, Supervisor

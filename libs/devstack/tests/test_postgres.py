@@ -4,6 +4,7 @@ import os
 
 import psycopg
 import pytest
+
 from atelier_devstack.postgres import throwaway_database
 
 pytestmark = pytest.mark.integration

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from minio import Minio
+
 from atelier_devstack.ports import is_port_free
 from atelier_devstack.processes import Supervisor
 from atelier_devstack.s3 import S3Info, start_seaweed
-from minio import Minio
 
 pytestmark = pytest.mark.integration
 

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from atelier_devstack.ports import free_port
 from atelier_devstack.processes import (
     ChildExitedError,

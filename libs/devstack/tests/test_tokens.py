@@ -1,5 +1,6 @@
 import jwt
 import pytest
+
 from atelier_devstack.tokens import mint_user_token
 
 SECRET = "a-test-secret-that-is-at-least-32-bytes-long"

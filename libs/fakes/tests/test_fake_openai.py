@@ -12,6 +12,8 @@ from typing import Any
 
 import httpx
 import pytest
+from jsonschema import Draft202012Validator
+
 from atelier_fakes import (
     DEFAULT_SPEC_PATH,
     MARKERS,
@@ -19,7 +21,6 @@ from atelier_fakes import (
     create_openai_fake,
     run_fake_in_thread,
 )
-from jsonschema import Draft202012Validator
 
 KEY = "sk-fake-suite-key-123456"
 pytestmark = pytest.mark.skipif(

@@ -20,7 +20,7 @@ def test_shared_fields_use_the_global_prefix(monkeypatch: pytest.MonkeyPatch) ->
 
 def test_refuses_default_secret_outside_local(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ATELIER_ENVIRONMENT", "production")
-    with pytest.raises(ValidationError, match="S3_SECRET_KEY|s3_secret_key"):
+    with pytest.raises(ValidationError, match=r"S3_SECRET_KEY|s3_secret_key"):
         DemoSettings()
     monkeypatch.setenv("ATELIER_S3_SECRET_KEY", "a-real-secret")
     assert DemoSettings().environment == "production"

@@ -1,37 +1,65 @@
 from datetime import UTC, datetime
 from typing import Any
 
+from atelier_context.service import assemble_prompt, flatten_data
 from atelier_contracts.jobs import ContextElement, GenerationContext, JobRequested, SendToggles
 from atelier_contracts.profiles import ProfileSnapshot
 
-from atelier_context.service import assemble_prompt, flatten_data
 
-
-def _request(prompt: str, elements: list[ContextElement], limit: int = 4000, **options: Any) -> JobRequested:
+def _request(
+    prompt: str, elements: list[ContextElement], limit: int = 4000, **options: Any
+) -> JobRequested:
     profile = ProfileSnapshot(
-        id="p1", name="P", provider="offline", model="m", timeout_s=60,
-        prompt_max_length=limit, max_reference_images=0, credit_cost=1,
+        id="p1",
+        name="P",
+        provider="offline",
+        model="m",
+        timeout_s=60,
+        prompt_max_length=limit,
+        max_reference_images=0,
+        credit_cost=1,
     )
     return JobRequested(
-        job_id="j1", user_id="u1", project="proj", profile=profile, prompt=prompt,
-        size="256x256", count=1, options=options, context=GenerationContext(elements=elements),
+        job_id="j1",
+        user_id="u1",
+        project="proj",
+        profile=profile,
+        prompt=prompt,
+        size="256x256",
+        count=1,
+        options=options,
+        context=GenerationContext(elements=elements),
         occurred_at=datetime.now(UTC),
     )
 
 
 def _mara(**send: bool) -> ContextElement:
     return ContextElement(
-        id="e1", name="Mara Vell", type="character", description="A smuggler with a scar",
-        data={"eyes": "green", "tags": ["pilot", "outlaw"], "looks": {"hair": "black"},
-              "id": "internal", "notes": ""},
+        id="e1",
+        name="Mara Vell",
+        type="character",
+        description="A smuggler with a scar",
+        data={
+            "eyes": "green",
+            "tags": ["pilot", "outlaw"],
+            "looks": {"hair": "black"},
+            "id": "internal",
+            "notes": "",
+        },
         send=SendToggles(**send),
     )
 
 
 def test_flatten_skips_empty_and_internal_keys_and_joins_lists() -> None:
-    assert flatten_data({"eyes": "green", "tags": ["a", "b"], "looks": {"hair_colour": "black"},
-                         "id": "x", "empty": ""}) == [
-        "eyes: green", "tags: a, b", "looks hair colour: black"]
+    assert flatten_data(
+        {
+            "eyes": "green",
+            "tags": ["a", "b"],
+            "looks": {"hair_colour": "black"},
+            "id": "x",
+            "empty": "",
+        }
+    ) == ["eyes: green", "tags: a, b", "looks hair colour: black"]
 
 
 def test_user_prompt_first_then_one_line_per_element() -> None:

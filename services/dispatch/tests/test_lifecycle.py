@@ -27,7 +27,6 @@ from atelier_contracts.jobs import (
 from atelier_contracts.media import MediaItem, MediaLanded
 from atelier_contracts.profiles import ProfileSnapshot
 from atelier_database import Database
-
 from atelier_dispatch.repository import TABLES
 from atelier_dispatch.service import DispatchService, split_into_tasks
 
@@ -56,11 +55,26 @@ async def service(database_url: str) -> AsyncIterator[tuple[DispatchService, Rec
 
 
 def _request(count: int = 2, provider: str = "offline", model: str = "sketch") -> JobRequested:
-    profile = ProfileSnapshot(id="p1", name="Sketch", provider=provider, model=model,
-                              timeout_s=60, prompt_max_length=1000, max_reference_images=0,
-                              credit_cost=1)
-    return JobRequested(job_id=str(uuid4()), user_id="u1", project="proj", profile=profile,
-                        prompt="A lighthouse", size="256x256", count=count, options={"seed": 7})
+    profile = ProfileSnapshot(
+        id="p1",
+        name="Sketch",
+        provider=provider,
+        model=model,
+        timeout_s=60,
+        prompt_max_length=1000,
+        max_reference_images=0,
+        credit_cost=1,
+    )
+    return JobRequested(
+        job_id=str(uuid4()),
+        user_id="u1",
+        project="proj",
+        profile=profile,
+        prompt="A lighthouse",
+        size="256x256",
+        count=count,
+        options={"seed": 7},
+    )
 
 
 def _enriched(request: JobRequested) -> JobEnriched:
@@ -69,20 +83,42 @@ def _enriched(request: JobRequested) -> JobEnriched:
 
 def _landed(task: GenerationTask, index: int) -> MediaLanded:
     item = MediaItem(
-        id=f"m-{task.task_id}-{index}", project=task.project, job_id=task.job_id,
-        task_id=task.task_id, index=index, content_type="image/png", width=256, height=256,
-        size_bytes=10, sha256="ab", original_key="o", thumbnail_key="t", profile_id="p1",
-        provider="offline", model="sketch", prompt=task.prompt, size=task.size,
+        id=f"m-{task.task_id}-{index}",
+        project=task.project,
+        job_id=task.job_id,
+        task_id=task.task_id,
+        index=index,
+        content_type="image/png",
+        width=256,
+        height=256,
+        size_bytes=10,
+        sha256="ab",
+        original_key="o",
+        thumbnail_key="t",
+        profile_id="p1",
+        provider="offline",
+        model="sketch",
+        prompt=task.prompt,
+        size=task.size,
         created_at=datetime.now(UTC),
     )
-    return MediaLanded(job_id=task.job_id, task_id=task.task_id, project=task.project,
-                       media=[item])
+    return MediaLanded(job_id=task.job_id, task_id=task.task_id, project=task.project, media=[item])
 
 
 def _completed(task: GenerationTask) -> GenerationCompleted:
-    return GenerationCompleted(task=task, images=[
-        StagedImage(index=task.first_index, staging_key="k", content_type="image/png",
-                    width=256, height=256, size_bytes=10)])
+    return GenerationCompleted(
+        task=task,
+        images=[
+            StagedImage(
+                index=task.first_index,
+                staging_key="k",
+                content_type="image/png",
+                width=256,
+                height=256,
+                size_bytes=10,
+            )
+        ],
+    )
 
 
 def test_split_into_tasks() -> None:
@@ -101,8 +137,11 @@ async def test_happy_path_walks_every_stage(service: tuple[DispatchService, Reco
     assert tasks[0].prompt == "A lighthouse!"
     assert [t.seed for t in tasks] == [7, 8]  # a given seed varies per image
     for task in tasks:
-        await svc.task_started(GenerationStarted(task_id=task.task_id, job_id=task.job_id,
-                                                 project="proj", provider="offline"))
+        await svc.task_started(
+            GenerationStarted(
+                task_id=task.task_id, job_id=task.job_id, project="proj", provider="offline"
+            )
+        )
         await svc.task_completed(_completed(task))
         await svc.images_landed(_landed(task, task.first_index))
     job = await svc.get_job(request.job_id)
@@ -111,8 +150,14 @@ async def test_happy_path_walks_every_stage(service: tuple[DispatchService, Reco
     assert [i.index for i in job.images] == [0, 1]
     assert job.progress.landed == 2 and job.progress.failed == 0
     statuses = rec.statuses()
-    for stage in (JobStatus.QUEUED, JobStatus.ENRICHING, JobStatus.DISPATCHED,
-                  JobStatus.GENERATING, JobStatus.LANDING, JobStatus.COMPLETED):
+    for stage in (
+        JobStatus.QUEUED,
+        JobStatus.ENRICHING,
+        JobStatus.DISPATCHED,
+        JobStatus.GENERATING,
+        JobStatus.LANDING,
+        JobStatus.COMPLETED,
+    ):
         assert stage in statuses
     assert statuses[-1] == JobStatus.COMPLETED
 

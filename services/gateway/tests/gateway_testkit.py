@@ -15,6 +15,9 @@ from typing import Any
 
 import httpx
 import jwt
+from fastapi import FastAPI
+from faststream.nats import NatsBroker, TestNatsBroker
+
 from atelier_contracts.jobs import (
     JobListQuery,
     JobListReply,
@@ -42,8 +45,6 @@ from atelier_contracts.profiles import (
 from atelier_contracts.subjects import JOBS_STREAM, Subject
 from atelier_gateway.main import create_app
 from atelier_gateway.settings import Settings
-from fastapi import FastAPI
-from faststream.nats import NatsBroker, TestNatsBroker
 
 SECRET = "gateway-test-secret-0123456789abcdef"
 NOW = datetime(2025, 1, 1, tzinfo=UTC)

@@ -4,10 +4,6 @@ import asyncio
 from typing import Any
 
 import pytest
-from atelier_contracts.errors import ErrorClass, ErrorInfo
-from atelier_contracts.jobs import JobImage, JobStatus, JobStatusChanged
-from atelier_contracts.profiles import GenerationSettings
-from atelier_gateway.service import FeedClosed, StatusUpdate
 from gateway_testkit import (
     Harness,
     World,
@@ -19,6 +15,11 @@ from gateway_testkit import (
     running_gateway,
     test_settings,
 )
+
+from atelier_contracts.errors import ErrorClass, ErrorInfo
+from atelier_contracts.jobs import JobImage, JobStatus, JobStatusChanged
+from atelier_contracts.profiles import GenerationSettings
+from atelier_gateway.service import FeedClosed, StatusUpdate
 
 VALID = {"project": "alpha", "profile_id": "sketch", "prompt": "A lighthouse in a storm"}
 

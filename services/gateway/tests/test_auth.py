@@ -2,8 +2,9 @@
 
 import jwt
 import pytest
-from atelier_gateway.auth import TokenRejected, User, authenticate
 from gateway_testkit import SECRET, make_token
+
+from atelier_gateway.auth import TokenRejected, User, authenticate
 
 
 def check(token: str | None) -> User:

@@ -19,14 +19,15 @@ import httpx
 import nats
 import pytest
 import uvicorn
+from faststream.nats import NatsBroker
+from gateway_testkit import World, auth, make_job, register_fakes, test_settings
+
 from atelier_contracts.jobs import JobRequested, JobStatus, JobStatusChanged
 from atelier_contracts.subjects import JOBS_STREAM, Subject, job_status
 from atelier_devstack.ports import LOOPBACK, free_port
 from atelier_devstack.processes import Supervisor, wait_tcp
 from atelier_gateway.main import create_app
 from atelier_messaging import make_broker, publish_event
-from faststream.nats import NatsBroker
-from gateway_testkit import World, auth, make_job, register_fakes, test_settings
 
 pytestmark = pytest.mark.integration
 

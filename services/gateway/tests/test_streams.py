@@ -5,6 +5,8 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from gateway_testkit import NOW, make_job
+
 from atelier_contracts.errors import NotFound, Unavailable
 from atelier_contracts.jobs import JobListQuery, JobProgress, JobRequested, JobStatus, JobView
 from atelier_contracts.media import MediaListQuery, MediaListReply, MediaReply
@@ -17,7 +19,6 @@ from atelier_gateway.service import (
     follow_job,
     follow_project,
 )
-from gateway_testkit import NOW, make_job
 
 ALICE = User("alice", frozenset({"alpha"}))
 

@@ -4,6 +4,9 @@ from typing import Any
 from uuid import UUID
 
 import pytest
+from gateway_testkit import make_profile
+from pydantic import ValidationError
+
 from atelier_contracts.errors import AtelierError
 from atelier_contracts.profiles import GenerationSettings, Profile
 from atelier_gateway.models import GenerationRequestBody
@@ -12,8 +15,6 @@ from atelier_gateway.service import (
     job_id_for,
     validate_generation,
 )
-from gateway_testkit import make_profile
-from pydantic import ValidationError
 
 ON = GenerationSettings(enabled=True)
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from PIL import Image, UnidentifiedImageError
+
 from atelier_contracts.generation import GenerationCompleted, GenerationTask, StagedImage
 from atelier_contracts.media import MediaLanded
 from atelier_contracts.profiles import ProfileSnapshot
@@ -23,7 +25,6 @@ from atelier_devstack import S3Info, Supervisor, start_seaweed
 from atelier_media.repository import TABLES, MediaRepository
 from atelier_media.service import MediaService
 from atelier_storage import ObjectStore
-from PIL import Image, UnidentifiedImageError
 
 S3_ACCESS_KEY = "media-tests"
 S3_SECRET_KEY = "media-tests-secret"

@@ -16,6 +16,9 @@ from typing import Any
 import httpx
 import nats
 import pytest
+from faststream.nats import NatsBroker
+from nats.js.api import DeliverPolicy
+
 from atelier_contracts.generation import GenerationCompleted, StagedImage
 from atelier_contracts.media import MediaLanded, MediaQuery, MediaReply
 from atelier_contracts.subjects import MEDIA_STREAM, Subject
@@ -24,8 +27,6 @@ from atelier_media.main import create_app
 from atelier_media.settings import Settings
 from atelier_messaging import make_broker, publish_event, query
 from atelier_storage import ObjectStore
-from faststream.nats import NatsBroker
-from nats.js.api import DeliverPolicy
 
 pytestmark = pytest.mark.integration
 

@@ -11,6 +11,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
+from fastapi import FastAPI
+from faststream.nats import TestNatsBroker
+
 from atelier_contracts.generation import GenerationCompleted, StagedImage
 from atelier_contracts.media import (
     MediaLanded,
@@ -25,8 +28,6 @@ from atelier_media.main import create_app
 from atelier_media.repository import TABLES
 from atelier_media.settings import Settings
 from atelier_messaging import durable_subscriber, publish_event, query
-from fastapi import FastAPI
-from faststream.nats import TestNatsBroker
 
 pytestmark = pytest.mark.integration  # the service behind the handlers uses a real SeaweedFS
 

@@ -6,6 +6,8 @@ import io
 from collections.abc import Callable
 
 import pytest
+from PIL import Image
+
 from atelier_media import service
 from atelier_media.service import (
     UnusableImage,
@@ -15,7 +17,6 @@ from atelier_media.service import (
     probe_image,
     thumbnail_key,
 )
-from PIL import Image
 
 
 def decode(data: bytes) -> Image.Image:

@@ -10,12 +10,13 @@ from typing import Any
 
 import httpx
 import pytest
+from PIL import Image
+
 from atelier_contracts.generation import GenerationCompleted, StagedImage
 from atelier_contracts.media import MediaListQuery
 from atelier_media.repository import MediaRepository
 from atelier_media.service import MediaService, StagedImageMissing, UnusableImage
 from atelier_storage import ObjectStore
-from PIL import Image
 
 pytestmark = pytest.mark.integration
 

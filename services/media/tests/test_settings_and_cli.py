@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from atelier_media.main import cli
 from atelier_media.settings import Settings
 

@@ -11,6 +11,8 @@ from typing import Any
 
 import httpx
 import pytest
+from faststream.nats import JStream, NatsBroker, TestNatsBroker
+
 from atelier_contracts.profiles import ProfileFields, ProfilesChanged
 from atelier_contracts.subjects import PROFILES_STREAM, Subject
 from atelier_database import Database
@@ -18,7 +20,6 @@ from atelier_profiles.main import create_app
 from atelier_profiles.repository import ProfileRepository
 from atelier_profiles.service import ProfileService
 from atelier_profiles.settings import Settings
-from faststream.nats import JStream, NatsBroker, TestNatsBroker
 
 ADMIN_TOKEN = "test-admin-token"
 PG_URL_ENV = "ATELIER_TEST_DATABASE_URL"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from atelier_contracts.profiles import Profile
 
 from .conftest import RunningApp, profile_fields

@@ -6,6 +6,7 @@ import asyncio
 from datetime import UTC
 
 import pytest
+
 from atelier_contracts.errors import Conflict, InvalidInput, NotFound, Unavailable
 from atelier_contracts.profiles import GenerationSettings
 from atelier_profiles.repository import ProfileRepository

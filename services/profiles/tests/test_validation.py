@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from atelier_contracts.errors import InvalidInput
 from atelier_profiles.service import ProfilePatch, apply_patch, validate_profile
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 
 import pytest
+from PIL import Image
+
 from atelier_contracts.errors import ErrorClass
 from atelier_workers.adapters import (
     ADAPTERS,
@@ -17,7 +19,6 @@ from atelier_workers.adapters import (
     image_size_of,
 )
 from atelier_workers.adapters.base import MAX_IMAGE_PIXELS, parse_size, redact
-from PIL import Image
 
 
 def _encoded(fmt: str, size: tuple[int, int] = (40, 30)) -> bytes:

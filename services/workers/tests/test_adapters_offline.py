@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from atelier_contracts.errors import ErrorClass
 from atelier_workers.adapters import ImageRequest, OfflineAdapter, ProviderError, image_size_of
 from atelier_workers.adapters.offline import render_placeholder_png, seed_from_prompt

@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from atelier_contracts.errors import ErrorClass
 from atelier_fakes import DEFAULT_SPEC_PATH, FakeOpenAIState, create_openai_fake, run_fake_in_thread
 from atelier_fakes.openai import load_request_schema

@@ -97,7 +97,8 @@ class ProfileSnapshot(BaseModel):
 class GenerationSettings(BaseModel):
     enabled: bool = Field(description="Global switch: is image generation on")
     reason: str | None = Field(
-        default=None, description="Shown to users while generation is off",
+        default=None,
+        description="Shown to users while generation is off",
         examples=["Image generation is paused for maintenance."],
     )
 

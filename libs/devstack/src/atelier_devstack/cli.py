@@ -44,26 +44,31 @@ def run(args: argparse.Namespace) -> int:
     print(f"starting Atelier (state and logs under {var_dir.resolve()}) ...", flush=True)
     started = time.monotonic()
     info = stack.start()
+    example = _curl_example(info.gateway_url, info.user_token, info.profile_id)
     for name, (wanted, got) in info.replaced_ports.items():
         print(f"  note: port {wanted} for {name} is taken; using {got} instead")
-    print(f"""
+    print(
+        f"""
 Atelier is ready in {time.monotonic() - started:.1f} s.
   gateway (app API)   {info.gateway_url}      docs: {info.gateway_url}/docs
   profiles (admin)    {info.admin_url}      docs: {info.admin_url}/docs
   NATS                {info.nats_url}
   object storage      http://{info.s3_endpoint}
   logs                {stack.supervisor.log_dir}
-  tokens and URLs     {(var_dir / 'run.json').resolve()}
+  tokens and URLs     {(var_dir / "run.json").resolve()}
   demo profile id     {info.profile_id}
 
-Generate an image (user token for project "demo-project"):{_curl_example(info.gateway_url, info.user_token, info.profile_id)}
-Ctrl-C stops everything.""", flush=True)
+Generate an image (user token for project "demo-project"):{example}
+Ctrl-C stops everything.""",
+        flush=True,
+    )
     try:
         while True:
             time.sleep(1)
             for name in stack.supervisor.names():
                 if not stack.supervisor.is_running(name):
-                    print(f"{name} stopped unexpectedly; see {stack.supervisor.process(name).log_path}")
+                    log_path = stack.supervisor.process(name).log_path
+                    print(f"{name} stopped unexpectedly; see {log_path}")
                     return 1
     except KeyboardInterrupt:
         print("\nstopping ...", flush=True)
@@ -80,11 +85,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     run_parser = sub.add_parser("run", help="start everything and wait for Ctrl-C")
-    run_parser.add_argument("--var-dir", type=lambda p: __import__("pathlib").Path(p),
-                            default=None, help="state directory (default ./var or ATELIER_VAR_DIR)")
+    run_parser.add_argument(
+        "--var-dir",
+        type=lambda p: __import__("pathlib").Path(p),
+        default=None,
+        help="state directory (default ./var or ATELIER_VAR_DIR)",
+    )
     run_parser.add_argument("--fresh", action="store_true", help="delete the state directory first")
-    run_parser.add_argument("--worker", action="append", default=None, metavar="PROVIDER",
-                            help="provider worker to start (repeatable; default: offline)")
+    run_parser.add_argument(
+        "--worker",
+        action="append",
+        default=None,
+        metavar="PROVIDER",
+        help="provider worker to start (repeatable; default: offline)",
+    )
     args = parser.parse_args(argv)
     if args.worker is None:
         args.worker = ["offline"]

@@ -47,12 +47,27 @@ DEMO_PROFILE: dict[str, Any] = {
     "default_size": "512x512",
     "counts": [1, 2, 4],
     "options": [
-        {"name": "seed", "kind": "integer", "minimum": 0, "maximum": 2147483647,
-         "description": "Same prompt and seed give the same image"},
-        {"name": "negative_prompt", "kind": "string", "max_length": 1000,
-         "description": "What the image should not show"},
-        {"name": "delay_s", "kind": "number", "minimum": 0, "maximum": 60, "default": 0,
-         "description": "Pretend the provider takes this long (for trying progress and cancel)"},
+        {
+            "name": "seed",
+            "kind": "integer",
+            "minimum": 0,
+            "maximum": 2147483647,
+            "description": "Same prompt and seed give the same image",
+        },
+        {
+            "name": "negative_prompt",
+            "kind": "string",
+            "max_length": 1000,
+            "description": "What the image should not show",
+        },
+        {
+            "name": "delay_s",
+            "kind": "number",
+            "minimum": 0,
+            "maximum": 60,
+            "default": 0,
+            "description": "Pretend the provider takes this long (for trying progress and cancel)",
+        },
     ],
     "max_reference_images": 0,
     "prompt_max_length": 4000,
@@ -209,7 +224,9 @@ class Stack:
         env.update(self.config.extra_env)
         return env
 
-    def _start_service(self, name: str, module: str, port: int, extra: dict[str, str] | None = None) -> None:
+    def _start_service(
+        self, name: str, module: str, port: int, extra: dict[str, str] | None = None
+    ) -> None:
         prefix = "WORKERS" if name.startswith("worker-") else name.upper()
         env = {**self.service_env, f"ATELIER_{prefix}_PORT": str(port), **(extra or {})}
         self.supervisor.start(name, [sys.executable, "-m", module], env=env, cwd=self.var_dir)
@@ -237,8 +254,11 @@ class Stack:
     def restart(self, name: str) -> None:
         self.supervisor.restart(name)
         if name in self.ports and name != "nats":
-            wait_http_ok(f"http://127.0.0.1:{self.ports[name]}/readyz", timeout=60,
-                         process=self.supervisor.process(name))
+            wait_http_ok(
+                f"http://127.0.0.1:{self.ports[name]}/readyz",
+                timeout=60,
+                process=self.supervisor.process(name),
+            )
 
     # -- URLs, tokens, seed --------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Broker wiring shared by every service: streams, durable consumers, publishing with trace context."""
+"""Broker wiring shared by every service: streams, durable consumers, traced publishing."""
 
 from atelier_messaging.broker import (
     RedeliveryBackoffMiddleware,

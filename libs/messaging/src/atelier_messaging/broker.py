@@ -18,6 +18,7 @@ import nats
 from faststream import AckPolicy, BaseMiddleware, StreamMessage
 from faststream.nats import ConsumerConfig, JStream, NatsBroker, PullSub
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
+from faststream.nats.subscriber.usecases import LogicSubscriber
 from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError
 from opentelemetry import propagate
@@ -141,7 +142,11 @@ async def publish_event(broker: NatsBroker, event: Event, subject: str) -> None:
 
 
 async def query(
-    broker: NatsBroker, subject: str, request: BaseModel, reply_type: type[R], timeout: float = 3.0
+    broker: NatsBroker,
+    subject: str,
+    request: BaseModel,
+    reply_type: type[R],
+    timeout: float = 3.0,  # noqa: ASYNC109 - a per-request deadline, not a cancellation scope
 ) -> R:
     """Core NATS request/reply with typed request and answer."""
     response = await broker.request(request, subject, timeout=timeout)
@@ -157,7 +162,7 @@ def durable_subscriber(
     ack_wait_s: float = 60.0,
     max_workers: int = 1,
     batch_size: int = 1,
-) -> Any:
+) -> LogicSubscriber[Any]:
     """A durable pull consumer with explicit acks.
 
     Ack policy: ack on success; on an exception the backoff middleware naks with a delay (retry);

@@ -50,7 +50,9 @@ class BaseServiceSettings(BaseSettings):
     s3_secret_key: str = Field(default=LOCAL_ONLY_SECRET, validation_alias=_shared("S3_SECRET_KEY"))
     s3_secure: bool = Field(default=False, validation_alias=_shared("S3_SECURE"))
     s3_region: str = Field(default="us-east-1", validation_alias=_shared("S3_REGION"))
-    staging_bucket: str = Field(default="atelier-staging", validation_alias=_shared("STAGING_BUCKET"))
+    staging_bucket: str = Field(
+        default="atelier-staging", validation_alias=_shared("STAGING_BUCKET")
+    )
     media_bucket: str = Field(default="atelier-media", validation_alias=_shared("MEDIA_BUCKET"))
     otlp_endpoint: str | None = Field(default=None, validation_alias=_shared("OTLP_ENDPOINT"))
     log_level: str = Field(default="INFO", validation_alias=_shared("LOG_LEVEL"))

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from faststream.nats import NatsBroker
 
+from atelier_context.service import enrich_job
+from atelier_context.settings import Settings
 from atelier_contracts.envelope import derived_event_id
 from atelier_contracts.jobs import JobRequested
 from atelier_contracts.subjects import Durable, Subject
 from atelier_messaging import durable_subscriber, publish_event
-
-from atelier_context.service import enrich_job
-from atelier_context.settings import Settings
 
 
 def register_handlers(broker: NatsBroker, settings: Settings) -> None:

@@ -6,12 +6,11 @@ import argparse
 
 from fastapi import FastAPI
 
+from atelier_context.handlers import register_handlers
+from atelier_context.settings import Settings
 from atelier_messaging import ensure_streams, make_broker
 from atelier_telemetry import configure_telemetry
 from atelier_web import create_service_app, serve
-
-from atelier_context.handlers import register_handlers
-from atelier_context.settings import Settings
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

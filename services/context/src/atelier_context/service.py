@@ -15,7 +15,7 @@ _INTERNAL_KEYS = {"id", "_id", "created_at", "updated_at", "image", "image_url",
 
 
 def flatten_data(data: dict[str, Any], prefix: str = "") -> list[str]:
-    """`{"looks": {"eyes": "green"}, "tags": ["a", "b"]}` → `["looks eyes: green", "tags: a, b"]`."""
+    """`{"looks": {"eyes": "green"}, "tags": ["a"]}` → `["looks eyes: green", "tags: a"]`."""
     parts: list[str] = []
     for key, value in data.items():
         if key in _INTERNAL_KEYS or key.startswith("_") or value in (None, "", [], {}):

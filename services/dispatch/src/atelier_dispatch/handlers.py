@@ -5,13 +5,18 @@ from __future__ import annotations
 from faststream.nats import NatsBroker
 
 from atelier_contracts.generation import GenerationCompleted, GenerationFailed, GenerationStarted
-from atelier_contracts.jobs import JobEnriched, JobListQuery, JobListReply, JobQuery, JobReply
-from atelier_contracts.jobs import JobRequested
+from atelier_contracts.jobs import (
+    JobEnriched,
+    JobListQuery,
+    JobListReply,
+    JobQuery,
+    JobReply,
+    JobRequested,
+)
 from atelier_contracts.media import MediaLanded
 from atelier_contracts.subjects import Durable, Subject
-from atelier_messaging import durable_subscriber
-
 from atelier_dispatch.service import DispatchService
+from atelier_messaging import durable_subscriber
 
 
 def register_handlers(broker: NatsBroker, service: DispatchService) -> None:
@@ -20,33 +25,55 @@ def register_handlers(broker: NatsBroker, service: DispatchService) -> None:
     # recounted from rows and event ids are derived). A job that still never settles is ended by
     # the deadline sweeper, so nothing waits forever.
 
-    @durable_subscriber(broker, Subject.JOBS_REQUESTED, Durable.DISPATCH_JOBS_REQUESTED,
-                        max_workers=8, max_deliver=50)
+    @durable_subscriber(
+        broker,
+        Subject.JOBS_REQUESTED,
+        Durable.DISPATCH_JOBS_REQUESTED,
+        max_workers=8,
+        max_deliver=50,
+    )
     async def record_requested_job(event: JobRequested) -> None:
         await service.record_request(event)
 
-    @durable_subscriber(broker, Subject.JOBS_ENRICHED, Durable.DISPATCH_JOBS_ENRICHED,
-                        max_workers=8, max_deliver=50)
+    @durable_subscriber(
+        broker, Subject.JOBS_ENRICHED, Durable.DISPATCH_JOBS_ENRICHED, max_workers=8, max_deliver=50
+    )
     async def dispatch_enriched_job(event: JobEnriched) -> None:
         await service.dispatch_enriched(event)
 
-    @durable_subscriber(broker, Subject.GEN_STARTED, f"{Durable.DISPATCH_RESULTS}-started",
-                        max_workers=8, max_deliver=50)
+    @durable_subscriber(
+        broker,
+        Subject.GEN_STARTED,
+        f"{Durable.DISPATCH_RESULTS}-started",
+        max_workers=8,
+        max_deliver=50,
+    )
     async def record_task_started(event: GenerationStarted) -> None:
         await service.task_started(event)
 
-    @durable_subscriber(broker, Subject.GEN_COMPLETED, f"{Durable.DISPATCH_RESULTS}-completed",
-                        max_workers=8, max_deliver=50)
+    @durable_subscriber(
+        broker,
+        Subject.GEN_COMPLETED,
+        f"{Durable.DISPATCH_RESULTS}-completed",
+        max_workers=8,
+        max_deliver=50,
+    )
     async def record_task_completed(event: GenerationCompleted) -> None:
         await service.task_completed(event)
 
-    @durable_subscriber(broker, Subject.GEN_FAILED, f"{Durable.DISPATCH_RESULTS}-failed",
-                        max_workers=8, max_deliver=50)
+    @durable_subscriber(
+        broker,
+        Subject.GEN_FAILED,
+        f"{Durable.DISPATCH_RESULTS}-failed",
+        max_workers=8,
+        max_deliver=50,
+    )
     async def record_task_failed(event: GenerationFailed) -> None:
         await service.task_failed(event)
 
-    @durable_subscriber(broker, Subject.MEDIA_LANDED, Durable.DISPATCH_MEDIA_LANDED,
-                        max_workers=8, max_deliver=50)
+    @durable_subscriber(
+        broker, Subject.MEDIA_LANDED, Durable.DISPATCH_MEDIA_LANDED, max_workers=8, max_deliver=50
+    )
     async def record_landed_images(event: MediaLanded) -> None:
         await service.images_landed(event)
 

@@ -11,14 +11,13 @@ from fastapi import FastAPI
 
 from atelier_contracts.envelope import Event
 from atelier_database import Database
-from atelier_messaging import ensure_streams, make_broker, publish_event
-from atelier_telemetry import configure_telemetry
-from atelier_web import create_service_app, serve
-
 from atelier_dispatch.handlers import register_handlers
 from atelier_dispatch.repository import TABLES
 from atelier_dispatch.service import DispatchService
 from atelier_dispatch.settings import Settings
+from atelier_messaging import ensure_streams, make_broker, publish_event
+from atelier_telemetry import configure_telemetry
+from atelier_web import create_service_app, serve
 
 log = logging.getLogger("atelier.dispatch")
 

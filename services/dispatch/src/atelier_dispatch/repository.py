@@ -9,7 +9,7 @@ from sqlalchemy import JSON, Column, DateTime, func
 from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from atelier_contracts.jobs import FINAL_STATUSES, JobStatus
+from atelier_contracts.jobs import FINAL_STATUSES
 
 
 def as_utc(value: datetime) -> datetime:
@@ -102,9 +102,7 @@ class JobRepository:
 
     async def images_of(self, job_id: str) -> list[JobImageRow]:
         query = (
-            select(JobImageRow)
-            .where(JobImageRow.job_id == job_id)
-            .order_by(col(JobImageRow.index))
+            select(JobImageRow).where(JobImageRow.job_id == job_id).order_by(col(JobImageRow.index))
         )
         return list((await self.session.exec(query)).all())
 

@@ -43,7 +43,6 @@ from atelier_contracts.media import MediaLanded
 from atelier_contracts.providers import images_per_call
 from atelier_contracts.subjects import gen_requested, job_status
 from atelier_database import Database
-
 from atelier_dispatch.repository import JobImageRow, JobRepository, JobRow, TaskRow, as_utc
 
 log = logging.getLogger("atelier.dispatch")
@@ -212,8 +211,13 @@ class DispatchService:
                 per_call = images_per_call(request.profile.provider, request.profile.model)
                 for k, (first, n) in enumerate(split_into_tasks(request.count, per_call)):
                     repo.add(
-                        TaskRow(id=f"{job.id}.{k}", job_id=job.id, first_index=first, n=n,
-                                status="pending")
+                        TaskRow(
+                            id=f"{job.id}.{k}",
+                            job_id=job.id,
+                            first_index=first,
+                            n=n,
+                            status="pending",
+                        )
                     )
                 await repo.session.flush()
                 await self._set_status(repo, outbox, job, JobStatus.DISPATCHED)

@@ -10,8 +10,6 @@ because there the user named the project themselves.
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
-from atelier_contracts.media import MediaItem
-from atelier_web import error_body
 from fastapi import (
     APIRouter,
     Depends,
@@ -29,6 +27,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.background import BackgroundTask
 from starlette.responses import StreamingResponse
 
+from atelier_contracts.media import MediaItem
 from atelier_gateway.auth import TokenRejected, User, authenticate
 from atelier_gateway.backends import MediaFetcher
 from atelier_gateway.models import (
@@ -42,6 +41,7 @@ from atelier_gateway.models import (
 )
 from atelier_gateway.service import GatewayService, JobStream
 from atelier_gateway.settings import Settings
+from atelier_web import error_body
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "No, expired or invalid bearer token"},

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import jwt
+
 from atelier_contracts.errors import Unauthorized
 
 # Only the algorithm we sign with: accepting whatever the token's header names is how `none` and

@@ -16,6 +16,11 @@ from typing import TypeVar
 
 import httpx
 import nats.errors
+from faststream.exceptions import SubscriberNotFound
+from faststream.nats import NatsBroker
+from nats.aio.subscription import Subscription
+from pydantic import BaseModel, ValidationError
+
 from atelier_contracts.errors import AtelierError, NotFound, Unavailable
 from atelier_contracts.jobs import (
     JobListQuery,
@@ -29,13 +34,8 @@ from atelier_contracts.jobs import (
 from atelier_contracts.media import MediaListQuery, MediaListReply, MediaQuery, MediaReply
 from atelier_contracts.profiles import ProfilesListQuery, ProfilesListReply
 from atelier_contracts.subjects import Subject
-from atelier_messaging import publish_event, query
-from faststream.exceptions import SubscriberNotFound
-from faststream.nats import NatsBroker
-from nats.aio.subscription import Subscription
-from pydantic import BaseModel, ValidationError
-
 from atelier_gateway.service import FeedClosed, StatusUpdate
+from atelier_messaging import publish_event, query
 
 log = logging.getLogger("atelier.gateway.backends")
 

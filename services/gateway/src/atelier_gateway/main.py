@@ -6,15 +6,15 @@ import argparse
 from collections.abc import Sequence
 
 import httpx
-from atelier_messaging import ensure_streams, make_broker
-from atelier_telemetry import configure_telemetry, instrument_fastapi
-from atelier_web import create_service_app, serve
 from fastapi import FastAPI
 
 from atelier_gateway.api import create_router, install_auth_error_handler
 from atelier_gateway.backends import MediaFetcher, NatsBackends
 from atelier_gateway.service import GatewayService
 from atelier_gateway.settings import Settings
+from atelier_messaging import ensure_streams, make_broker
+from atelier_telemetry import configure_telemetry, instrument_fastapi
+from atelier_web import create_service_app, serve
 
 SERVICE = "gateway"
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field, computed_field
+
 from atelier_contracts.errors import ErrorClass, ErrorInfo
 from atelier_contracts.jobs import (
     GenerationContext,
@@ -22,7 +24,6 @@ from atelier_contracts.jobs import (
 from atelier_contracts.media import MediaItem
 from atelier_contracts.profiles import OptionSpec, Profile
 from atelier_contracts.subjects import PROJECT_ID_PATTERN
-from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 PROMPT_MAX_LENGTH = 32_000
 

@@ -35,7 +35,6 @@ from atelier_contracts.profiles import (
     ProfileSnapshot,
 )
 from atelier_contracts.subjects import job_status, job_status_of_project
-
 from atelier_gateway.auth import User
 from atelier_gateway.models import (
     FeatureProfile,

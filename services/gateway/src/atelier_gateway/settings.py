@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import ClassVar, Self
 
-from atelier_settings import BaseServiceSettings
-from atelier_settings.base import LOCAL_ONLY_SECRET
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
+
+from atelier_settings import BaseServiceSettings
+from atelier_settings.base import LOCAL_ONLY_SECRET
 
 
 class Settings(BaseServiceSettings):

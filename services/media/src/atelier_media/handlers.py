@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from faststream.nats import NatsBroker
+
 from atelier_contracts.generation import GenerationCompleted
 from atelier_contracts.media import (
     MediaLanded,
@@ -11,10 +13,8 @@ from atelier_contracts.media import (
     MediaReply,
 )
 from atelier_contracts.subjects import Durable, Subject
-from atelier_messaging import durable_subscriber, publish_event
-from faststream.nats import NatsBroker
-
 from atelier_media.service import MediaService, PublishLanded
+from atelier_messaging import durable_subscriber, publish_event
 
 # Request/reply subscribers share this queue group: replicas split the queries, one answer each.
 QUEUE = "media"
@@ -35,7 +35,7 @@ def register_handlers(broker: NatsBroker, service: MediaService) -> None:
     # naks it with a growing delay (RedeliveryBackoffMiddleware) up to `max_deliver`; redelivery
     # is safe because landing is idempotent per task and image index.
     # (durable_subscriber is typed `Any` in atelier_messaging, hence the ignore.)
-    @durable_subscriber(broker, Subject.GEN_COMPLETED, Durable.MEDIA_GEN_COMPLETED)  # type: ignore[untyped-decorator]
+    @durable_subscriber(broker, Subject.GEN_COMPLETED, Durable.MEDIA_GEN_COMPLETED)
     async def land_generated_images(event: GenerationCompleted) -> None:
         await service.land_generated_images(event)
 

@@ -6,17 +6,17 @@ import argparse
 import asyncio
 from collections.abc import Sequence
 
-from atelier_database import Database
-from atelier_messaging import ensure_streams, make_broker
-from atelier_storage import ObjectStore
-from atelier_telemetry import configure_telemetry, instrument_fastapi
-from atelier_web import ReadinessCheck, create_service_app, serve
 from fastapi import FastAPI
 
+from atelier_database import Database
 from atelier_media.handlers import media_landed_publisher, register_handlers
 from atelier_media.repository import TABLES, MediaRepository
 from atelier_media.service import MediaService
 from atelier_media.settings import Settings
+from atelier_messaging import ensure_streams, make_broker
+from atelier_storage import ObjectStore
+from atelier_telemetry import configure_telemetry, instrument_fastapi
+from atelier_web import ReadinessCheck, create_service_app, serve
 
 SERVICE = "media"
 # A probe must answer before the orchestrator's own timeout, even when a dependency hangs

@@ -9,12 +9,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from atelier_contracts.media import MediaItem
-from atelier_database import Database
 from sqlalchemy import Column, DateTime, Index, Text, func
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.expression import Executable
 from sqlmodel import Field, SQLModel, col, select
+
+from atelier_contracts.media import MediaItem
+from atelier_database import Database
 
 
 class MediaRow(SQLModel, table=True):

@@ -16,6 +16,8 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
+from PIL import Image, ImageOps, UnidentifiedImageError
+
 from atelier_contracts.envelope import derived_event_id, utcnow
 from atelier_contracts.errors import InvalidInput, NotFound
 from atelier_contracts.generation import GenerationCompleted, StagedImage
@@ -26,10 +28,8 @@ from atelier_contracts.media import (
     MediaListReply,
     MediaReply,
 )
-from atelier_storage import ObjectStore
-from PIL import Image, ImageOps, UnidentifiedImageError
-
 from atelier_media.repository import MediaRepository
+from atelier_storage import ObjectStore
 
 log = logging.getLogger("atelier.media")
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from atelier_settings import BaseServiceSettings, default_database_url
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
+
+from atelier_settings import BaseServiceSettings, default_database_url
 
 
 class Settings(BaseServiceSettings):

@@ -9,12 +9,12 @@ from __future__ import annotations
 import hmac
 from typing import Annotated, Any
 
-from atelier_contracts.errors import Unauthorized
-from atelier_contracts.profiles import GenerationSettings, Profile, ProfileFields
 from fastapi import APIRouter, Depends, Path, Query, Response, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
+from atelier_contracts.errors import Unauthorized
+from atelier_contracts.profiles import GenerationSettings, Profile, ProfileFields
 from atelier_profiles.service import ProfilePatch, ProfileService
 
 PREFIX = "/admin/v1"

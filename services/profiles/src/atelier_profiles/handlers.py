@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from faststream.nats import NatsBroker
+
 from atelier_contracts.profiles import (
     GenerationSettings,
     ProfileQuery,
@@ -16,8 +18,6 @@ from atelier_contracts.profiles import (
     ProfilesListReply,
 )
 from atelier_contracts.subjects import Subject
-from faststream.nats import NatsBroker
-
 from atelier_profiles.service import ProfileService
 
 QUEUE = "profiles"

@@ -5,19 +5,19 @@ from __future__ import annotations
 import argparse
 from collections.abc import Awaitable, Callable, Sequence
 
+from fastapi import FastAPI
+
 from atelier_contracts.profiles import ProfilesChanged
 from atelier_contracts.subjects import Subject
 from atelier_database import Database
 from atelier_messaging import ensure_streams, make_broker, publish_event
-from atelier_telemetry import configure_telemetry, instrument_fastapi
-from atelier_web import create_service_app, serve
-from fastapi import FastAPI
-
 from atelier_profiles.api import build_admin_router
 from atelier_profiles.handlers import register_handlers
 from atelier_profiles.repository import ProfileRepository
 from atelier_profiles.service import ProfileService
 from atelier_profiles.settings import Settings
+from atelier_telemetry import configure_telemetry, instrument_fastapi
+from atelier_web import create_service_app, serve
 
 SERVICE = "profiles"
 

@@ -11,12 +11,13 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import uuid4
 
-from atelier_contracts.errors import Conflict
-from atelier_contracts.profiles import GenerationSettings, Profile, ProfileFields
-from atelier_database import Database
 from sqlalchemy import JSON, Column, DateTime, Index, Table, delete, func, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, SQLModel, col, select
+
+from atelier_contracts.errors import Conflict
+from atelier_contracts.profiles import GenerationSettings, Profile, ProfileFields
+from atelier_database import Database
 
 _SETTINGS_ROW_ID = 1
 

@@ -13,6 +13,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from pydantic import BaseModel, Field, ValidationError
+from pydantic_core import ErrorDetails
+
 from atelier_contracts.errors import InvalidInput, NotFound, Unavailable
 from atelier_contracts.profiles import (
     ALLOWED_COUNTS,
@@ -23,9 +26,6 @@ from atelier_contracts.profiles import (
     ProfileFields,
     ProfilesChanged,
 )
-from pydantic import BaseModel, Field, ValidationError
-from pydantic_core import ErrorDetails
-
 from atelier_profiles.repository import ProfileRepository
 
 log = logging.getLogger("atelier.profiles")

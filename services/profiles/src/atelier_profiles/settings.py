@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from atelier_settings import BaseServiceSettings, default_database_url
-from atelier_settings.base import LOCAL_ONLY_SECRET
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
+
+from atelier_settings import BaseServiceSettings, default_database_url
+from atelier_settings.base import LOCAL_ONLY_SECRET
 
 
 class Settings(BaseServiceSettings):

@@ -14,7 +14,6 @@ from atelier_contracts.errors import ErrorClass, ErrorInfo
 from atelier_contracts.generation import GenerationCompleted, GenerationStarted, GenerationTask
 from atelier_contracts.subjects import Subject, gen_requested, worker_durable
 from atelier_messaging import delivery_attempt, durable_subscriber, publish_event
-
 from atelier_workers.service import WorkerService
 from atelier_workers.settings import Settings
 

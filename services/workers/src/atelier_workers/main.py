@@ -11,7 +11,6 @@ from atelier_messaging import ensure_streams, make_broker
 from atelier_storage import ObjectStore
 from atelier_telemetry import configure_telemetry
 from atelier_web import create_service_app, serve
-
 from atelier_workers.adapters import get_adapter
 from atelier_workers.handlers import register_handlers
 from atelier_workers.service import WorkerService

@@ -21,7 +21,6 @@ from atelier_contracts.generation import (
     StagedImage,
 )
 from atelier_storage import ObjectStore
-
 from atelier_workers.adapters.base import ImageRequest, ProviderAdapter, ProviderError
 
 log = logging.getLogger("atelier.workers")

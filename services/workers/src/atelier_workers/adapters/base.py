@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import httpx
-from atelier_contracts.errors import USER_MESSAGES, ErrorClass, ErrorInfo
 from PIL import Image, UnidentifiedImageError
+
+from atelier_contracts.errors import USER_MESSAGES, ErrorClass, ErrorInfo
 
 # The largest image we accept from a provider. OpenAI tops out at 3840x2160 and local backends
 # rarely exceed 4096x4096; 8192x8192 leaves room for upscalers while still refusing decompression

@@ -17,9 +17,9 @@ from functools import lru_cache
 from typing import Any
 
 import httpx
-from atelier_contracts.errors import ErrorClass
 from PIL import Image, ImageDraw, ImageFont
 
+from atelier_contracts.errors import ErrorClass
 from atelier_workers.adapters.base import (
     GeneratedImageData,
     GenerationOutput,

@@ -17,8 +17,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import httpx
-from atelier_contracts.errors import ErrorClass
 
+from atelier_contracts.errors import ErrorClass
 from atelier_workers.adapters.base import (
     GeneratedImageData,
     GenerationOutput,
