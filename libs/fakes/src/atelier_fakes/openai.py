@@ -29,8 +29,9 @@ from atelier_fakes.images import CONTENT_TYPES, render_image
 
 log = logging.getLogger(__name__)
 
-# libs/fakes/src/atelier_fakes/openai.py → the repo's parent, where shared/ sits beside main/.
-DEFAULT_SPEC_PATH = Path(__file__).parents[4].parent / "shared/reference/openai-images-openapi.json"
+# OpenAI's own OpenAPI document (cut to /images), kept with the fake so validation never depends
+# on a checkout layout; shared/reference/ holds the original (ADR 0005).
+DEFAULT_SPEC_PATH = Path(__file__).parent / "specs" / "openai-images-openapi.json"
 
 MARKERS: dict[str, str] = {
     "401": "401 invalid_api_key, whatever the key",

@@ -34,7 +34,6 @@ def register_handlers(broker: NatsBroker, service: MediaService) -> None:
     # `media.landed` stored by JetStream. Any exception (S3 or database down, staged bytes missing)
     # naks it with a growing delay (RedeliveryBackoffMiddleware) up to `max_deliver`; redelivery
     # is safe because landing is idempotent per task and image index.
-    # (durable_subscriber is typed `Any` in atelier_messaging, hence the ignore.)
     @durable_subscriber(broker, Subject.GEN_COMPLETED, Durable.MEDIA_GEN_COMPLETED)
     async def land_generated_images(event: GenerationCompleted) -> None:
         await service.land_generated_images(event)
