@@ -31,6 +31,40 @@ _KEY_LIKE_RE = re.compile(r"\b(?:sk|pk|rk)-[A-Za-z0-9_\-*.]{3,}")
 
 
 @dataclass(frozen=True)
+class ReferenceImage:
+    """A reference picture the context service validated, downscaled and staged for the model."""
+
+    data: bytes = field(repr=False)
+    content_type: str
+    width: int
+    height: int
+    element_id: str | None = None
+
+
+class ResumeStore(Protocol):
+    """Where an adapter keeps the provider's own handle (request id, polling URL, prompt id)
+    for the task it works on, *before* waiting on it, so a restarted worker resumes the same
+    provider job instead of paying for a second generation."""
+
+    async def load(self) -> dict[str, Any] | None: ...
+
+    async def save(self, handle: dict[str, Any]) -> None: ...
+
+
+class InMemoryResumeStore:
+    """For tests and one-shot calls: remembers the handle only inside this process."""
+
+    def __init__(self, handle: dict[str, Any] | None = None) -> None:
+        self.handle = handle
+
+    async def load(self) -> dict[str, Any] | None:
+        return self.handle
+
+    async def save(self, handle: dict[str, Any]) -> None:
+        self.handle = handle
+
+
+@dataclass(frozen=True)
 class ImageRequest:
     """One provider call's worth of work: at most `max_images_per_call(model)` images."""
 
@@ -45,6 +79,11 @@ class ImageRequest:
     # Kept out of repr so a logged request never shows the secret.
     api_key: str | None = field(default=None, repr=False)
     timeout_s: float = 120.0
+    # Provider-specific, non-secret profile settings (ComfyUI workflow and node map, Workers AI
+    # account id, extra routing preferences...).
+    provider_config: dict[str, Any] = field(default_factory=dict)
+    reference_images: tuple[ReferenceImage, ...] = ()
+    resume: ResumeStore = field(default_factory=InMemoryResumeStore, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -110,6 +149,15 @@ class ProviderAdapter(Protocol):
         """Make the images or raise `ProviderError`; never any other exception for provider
         trouble (bugs may still surface as themselves)."""
         ...
+
+
+class CancellableAdapter(ProviderAdapter, Protocol):
+    """An adapter whose provider can stop a job it already accepted (fal, Replicate, ComfyUI,
+    A1111). Called with the handle saved in the task's `ResumeStore`; best effort."""
+
+    async def cancel(
+        self, request: ImageRequest, handle: dict[str, Any], client: httpx.AsyncClient
+    ) -> None: ...
 
 
 def redact(text: str, *secrets: str | None) -> str:
