@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 
 from atelier_contracts.envelope import Event
 from atelier_contracts.errors import ErrorInfo
+from atelier_contracts.jobs import ReferenceImageRef
 from atelier_contracts.profiles import ProfileSnapshot
 
 
@@ -28,6 +29,7 @@ class GenerationTask(Event):
     first_index: int = Field(ge=0)
     options: dict[str, Any] = Field(default_factory=dict)
     seed: int | None = None
+    reference_images: list[ReferenceImageRef] = Field(default_factory=list)
     deadline_at: datetime = Field(description="After this the task is abandoned as timed out")
     attempt: int = Field(default=1, ge=1)
 

@@ -100,6 +100,25 @@ class JobRequested(Event):
     idempotency_key: str | None = None
 
 
+class ReferenceImageRef(BaseModel):
+    """A reference image the context service validated, downscaled and staged for the model."""
+
+    staging_key: str = Field(description="Key in the staging bucket")
+    content_type: str
+    width: int
+    height: int
+    size_bytes: int
+    element_id: str | None = None
+    source: Literal["media", "url", "data_url"] = "media"
+
+
+class ExcludedImage(BaseModel):
+    """An element image that was not sent, and why."""
+
+    element_id: str
+    reason: str
+
+
 class AssembledPrompt(BaseModel):
     """What the model is sent, stored on the job and shown to the user: nothing hidden."""
 
@@ -109,6 +128,8 @@ class AssembledPrompt(BaseModel):
     notes: list[str] = Field(
         default_factory=list, description="What was left out or trimmed, and why"
     )
+    reference_images: list[ReferenceImageRef] = Field(default_factory=list)
+    excluded_images: list[ExcludedImage] = Field(default_factory=list)
 
 
 class JobEnriched(Event):
