@@ -235,13 +235,13 @@ async def test_the_same_idempotency_key_gives_the_same_job(gateway: Harness) -> 
     assert bob.status_code == 202 and bob.json()["id"] != first.json()["id"]
 
 
-async def test_an_idempotency_key_reused_for_another_request_is_409(gateway: Harness) -> None:
+async def test_an_idempotency_key_reused_for_another_request_is_422(gateway: Harness) -> None:
     headers = {**auth(), "Idempotency-Key": "k"}
     await gateway.client.post("/v1/generations", json=VALID, headers=headers)
     response = await gateway.client.post(
         "/v1/generations", json={**VALID, "prompt": "Something else"}, headers=headers
     )
-    assert error_of(response) == (409, "idempotency_key_reused")
+    assert error_of(response) == (422, "idempotency_key_reused")
     assert len(gateway.world.published) == 1
 
 

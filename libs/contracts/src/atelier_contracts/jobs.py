@@ -195,6 +195,13 @@ class JobReply(BaseModel):
     job: JobView | None
 
 
+class CancelJobCommand(BaseModel):
+    """Request/reply to dispatch; answered with `JobReply` (the job after the cancel)."""
+
+    job_id: str
+    requested_by: str = Field(description="User id, for the audit")
+
+
 class JobListQuery(BaseModel):
     project: str
     active_only: bool = True

@@ -25,6 +25,7 @@ class Subject(StrEnum):
     PROFILES_LIST = "profiles.query.list"
     SETTINGS_GET = "profiles.query.settings"
     JOBS_GET = "jobs.query.get"
+    JOBS_CANCEL = "jobs.command.cancel"
     JOBS_LIST = "jobs.query.list"
     MEDIA_GET = "media.query.get"
     MEDIA_LIST = "media.query.list"
@@ -92,6 +93,14 @@ class Durable(StrEnum):
     DISPATCH_RESULTS = "dispatch-gen-results"
     DISPATCH_MEDIA_LANDED = "dispatch-media-landed"
     MEDIA_GEN_COMPLETED = "media-gen-completed"
+
+
+# JetStream key-value buckets.
+CANCELLED_JOBS_BUCKET = "ATELIER_CANCELLED_JOBS"  # written by dispatch, read by workers and media
+PROVIDER_HANDLES_BUCKET = "ATELIER_PROVIDER_HANDLES"  # a worker's provider job ids, per task
+
+# JetStream tells us when a message ran out of deliveries; dispatch turns that into a failure.
+MAX_DELIVERIES_ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.>"
 
 
 def worker_durable(provider: str) -> str:

@@ -11,7 +11,12 @@ from atelier_messaging.broker import (
     stream_for_subject,
 )
 
+from atelier_messaging.kv import CancelledJobs, ProviderHandles, TaskHandle
+
 __all__ = [
+    "CancelledJobs",
+    "ProviderHandles",
+    "TaskHandle",
     "RedeliveryBackoffMiddleware",
     "delivery_attempt",
     "durable_subscriber",

@@ -76,10 +76,12 @@ def create_service_app(
     readiness: Sequence[ReadinessCheck] = (),
     on_startup: Sequence[Hook] = (),
     on_shutdown: Sequence[Hook] = (),
+    after_startup: Sequence[Hook] = (),
     description: str = "",
     version: str = "0.1.0",
 ) -> FastAPI:
-    """on_startup hooks run before the broker starts consuming (e.g. create tables)."""
+    """on_startup hooks run before the broker starts consuming (e.g. create tables);
+    after_startup hooks once it is connected (e.g. watch a key-value bucket)."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -87,6 +89,8 @@ def create_service_app(
             await hook()
         if broker is not None:
             await broker.start()
+        for hook in after_startup:
+            await hook()
         try:
             yield
         finally:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+
 from faststream.nats import NatsBroker
+from nats.js.errors import NotFoundError
 
 from atelier_contracts.generation import GenerationCompleted, GenerationFailed, GenerationStarted
 from atelier_contracts.jobs import (
+    CancelJobCommand,
     JobEnriched,
     JobListQuery,
     JobListReply,
@@ -14,9 +19,27 @@ from atelier_contracts.jobs import (
     JobRequested,
 )
 from atelier_contracts.media import MediaLanded
-from atelier_contracts.subjects import Durable, Subject
+from atelier_contracts.subjects import MAX_DELIVERIES_ADVISORY, TASKS_STREAM, Durable, Subject
+from atelier_dispatch.dead_letter import MaxDeliveriesAdvisory, handle_max_deliveries
 from atelier_dispatch.service import DispatchService
 from atelier_messaging import durable_subscriber
+
+log = logging.getLogger("atelier.dispatch")
+
+
+async def fetch_stored_message(
+    broker: NatsBroker, stream: str, seq: int
+) -> tuple[str, bytes] | None:
+    js = broker.connection.jetstream()
+    try:
+        raw = await js.get_msg(stream, seq)
+    except NotFoundError:
+        return None
+    if stream == TASKS_STREAM.name:
+        # A work-queue stream keeps an undeliverable task forever; it is handled now.
+        with contextlib.suppress(NotFoundError):
+            await js.delete_msg(stream, seq)
+    return raw.subject or "", raw.data or b""
 
 
 def register_handlers(broker: NatsBroker, service: DispatchService) -> None:
@@ -76,6 +99,25 @@ def register_handlers(broker: NatsBroker, service: DispatchService) -> None:
     )
     async def record_landed_images(event: MediaLanded) -> None:
         await service.images_landed(event)
+
+    # Dead-letter path (core NATS advisory, queue group: one replica acts). An advisory missed
+    # while dispatch is down is covered by the deadline sweeper.
+    @broker.subscriber(MAX_DELIVERIES_ADVISORY, queue="dispatch")
+    async def fail_undeliverable(advisory: MaxDeliveriesAdvisory) -> None:
+        async def fetch(stream: str, seq: int) -> tuple[str, bytes] | None:
+            return await fetch_stored_message(broker, stream, seq)
+
+        outcome = await handle_max_deliveries(advisory, fetch, service)
+        log.warning(
+            "message ran out of deliveries",
+            extra={"stream": advisory.stream, "consumer": advisory.consumer, "outcome": outcome},
+        )
+
+    @broker.subscriber(Subject.JOBS_CANCEL, queue="dispatch")
+    async def cancel_job(command: CancelJobCommand) -> JobReply:
+        job = await service.cancel(command.job_id)
+        log.info("job cancel", extra={"job_id": command.job_id, "by": command.requested_by})
+        return JobReply(job=job)
 
     # Queries (core NATS request/reply, queue group: any replica answers).
     @broker.subscriber(Subject.JOBS_GET, queue="dispatch")

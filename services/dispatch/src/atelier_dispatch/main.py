@@ -15,7 +15,7 @@ from atelier_dispatch.handlers import register_handlers
 from atelier_dispatch.repository import TABLES
 from atelier_dispatch.service import DispatchService
 from atelier_dispatch.settings import Settings
-from atelier_messaging import ensure_streams, make_broker, publish_event
+from atelier_messaging import CancelledJobs, ensure_streams, make_broker, publish_event
 from atelier_telemetry import configure_telemetry
 from atelier_web import create_service_app, serve
 
@@ -30,7 +30,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def publish(event: Event, subject: str) -> None:
         await publish_event(broker, event, subject)
 
-    service = DispatchService(db, publish, deadline_slack_s=settings.deadline_slack_s)
+    cancelled = CancelledJobs(broker, settings.stream_replicas)
+    service = DispatchService(
+        db,
+        publish,
+        deadline_slack_s=settings.deadline_slack_s,
+        max_attempts=settings.max_attempts,
+        retry_base_s=settings.retry_base_s,
+        mark_cancelled=cancelled.mark,
+    )
     register_handlers(broker, service)
     sweeper: list[asyncio.Task[None]] = []
 
@@ -39,6 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await asyncio.sleep(settings.sweep_interval_s)
             try:
                 await service.end_overdue_jobs()
+                await service.send_due_retries()
             except Exception:
                 log.exception("sweep failed; trying again next round")
 

@@ -47,9 +47,13 @@ class TaskRow(SQLModel, table=True):
     job_id: str = Field(index=True, foreign_key="dispatch_jobs.id")
     first_index: int
     n: int
-    status: str  # pending | started | completed | landed | failed
+    # pending | started | completed | landed | failed | retry_wait | cancelled
+    status: str
     attempt: int = 1
     error: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    next_attempt_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), index=True)
+    )
 
 
 class JobImageRow(SQLModel, table=True):
@@ -89,6 +93,15 @@ class JobRepository:
             .where(col(JobRow.status).not_in([s.value for s in FINAL_STATUSES]))
             .where(col(JobRow.deadline_at).is_not(None))
             .where(col(JobRow.deadline_at) < now)
+            .limit(limit)
+        )
+        return list((await self.session.exec(query)).all())
+
+    async def due_retries(self, now: datetime, limit: int = 100) -> list[TaskRow]:
+        query = (
+            select(TaskRow)
+            .where(TaskRow.status == "retry_wait")
+            .where(col(TaskRow.next_attempt_at) <= now)
             .limit(limit)
         )
         return list((await self.session.exec(query)).all())

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -71,11 +72,36 @@ class _Outbox:
         self.events.append((event, subject))
 
 
+_DONE_TASK_STATUSES = ("landed", "failed", "cancelled")
+
+
+def retry_delay_s(attempt: int, base_s: float, hint_s: float | None) -> float:
+    """Exponential backoff with jitter, never sooner than the provider asked."""
+    backoff: float = min(60.0, base_s * 2 ** (attempt - 1)) * random.uniform(0.75, 1.25)
+    return max(backoff, hint_s or 0.0)
+
+
+async def _nothing_to_mark(_: str) -> None:
+    return None
+
+
 class DispatchService:
-    def __init__(self, db: Database, publish: Publish, *, deadline_slack_s: float = 300.0):
+    def __init__(
+        self,
+        db: Database,
+        publish: Publish,
+        *,
+        deadline_slack_s: float = 300.0,
+        max_attempts: int = 3,
+        retry_base_s: float = 2.0,
+        mark_cancelled: Callable[[str], Awaitable[None]] = _nothing_to_mark,
+    ):
         self.db = db
         self.publish = publish
         self.deadline_slack_s = deadline_slack_s
+        self.max_attempts = max_attempts
+        self.retry_base_s = retry_base_s
+        self.mark_cancelled = mark_cancelled
         self._locks: WeakValueDictionary[str, asyncio.Lock] = WeakValueDictionary()
 
     # -- plumbing ------------------------------------------------------------------------------
@@ -245,8 +271,9 @@ class DispatchService:
             task = await repo.get_task(event.task.task_id)
             if job is None or task is None or JobStatus(job.status) in FINAL_STATUSES:
                 return
-            if task.status in ("pending", "started"):
+            if task.status in ("pending", "started", "retry_wait"):
                 task.status = "completed"
+                task.next_attempt_at = None
                 repo.add(task)
             if JobStatus(job.status) in (JobStatus.DISPATCHED, JobStatus.GENERATING):
                 await self._set_status(repo, outbox, job, JobStatus.LANDING)
@@ -257,12 +284,88 @@ class DispatchService:
             task = await repo.get_task(event.task.task_id)
             if job is None or task is None or JobStatus(job.status) in FINAL_STATUSES:
                 return
-            if task.status in ("landed", "failed"):
+            if task.status in _DONE_TASK_STATUSES or event.task.attempt < task.attempt:
+                return  # already settled, or a stale report of an attempt we moved past
+            task.error = event.error.model_dump(mode="json")
+            retry_at = self._retry_time(job, task, event.error)
+            if retry_at is not None:
+                task.status = "retry_wait"
+                task.attempt += 1
+                task.next_attempt_at = retry_at
+                repo.add(task)
+                log.info(
+                    "task will be retried",
+                    extra={
+                        "job_id": job.id,
+                        "task_id": task.id,
+                        "attempt": task.attempt,
+                        "class": event.error.error_class,
+                        "at": retry_at.isoformat(),
+                    },
+                )
                 return
             task.status = "failed"
-            task.error = event.error.model_dump(mode="json")
             repo.add(task)
             await self._settle(repo, outbox, job)
+
+    def _retry_time(self, job: JobRow, task: TaskRow, error: ErrorInfo) -> datetime | None:
+        """When to try a failed task again, or None when it must not be retried."""
+        request = JobRequested.model_validate(job.request)
+        limit = int(request.profile.provider_config.get("max_attempts", self.max_attempts))
+        if error.error_class == ErrorClass.NO_IMAGE_RETURNED:
+            limit = min(limit, 2)  # at most once more: an empty answer tends to repeat
+        if not error.retryable or task.attempt >= limit:
+            return None
+        at = utcnow() + timedelta(
+            seconds=retry_delay_s(task.attempt, self.retry_base_s, error.retry_after_s)
+        )
+        if job.deadline_at is not None and at >= as_utc(job.deadline_at):
+            return None
+        return at
+
+    async def send_due_retries(self, now: datetime | None = None) -> int:
+        """Part of the sweeper: hand tasks whose backoff ran out back to their provider."""
+        now = now or utcnow()
+        async with self.db.session() as session:
+            due = [
+                (t.job_id, t.id)
+                for t in await JobRepository(session, lock_rows=False).due_retries(now)
+            ]
+        for job_id, task_id in due:
+            async with self._job_transaction(job_id) as (repo, outbox):
+                job = await repo.get_job(job_id, for_update=True)
+                task = await repo.get_task(task_id)
+                if job is None or task is None or task.status != "retry_wait":
+                    continue
+                if JobStatus(job.status) in FINAL_STATUSES:
+                    continue
+                task.status = "pending"
+                task.next_attempt_at = None
+                repo.add(task)
+                provider = JobRequested.model_validate(job.request).profile.provider
+                outbox.add(self._task_event(job, task), gen_requested(provider))
+        return len(due)
+
+    async def cancel(self, job_id: str) -> JobView | None:
+        """The writer cancelled: end the job now; workers and media see the mark and stop."""
+        async with self._job_transaction(job_id) as (repo, outbox):
+            job = await repo.get_job(job_id, for_update=True)
+            if job is None:
+                return None
+            if JobStatus(job.status) not in FINAL_STATUSES:
+                for task in await repo.tasks_of(job_id):
+                    if task.status not in _DONE_TASK_STATUSES:
+                        task.status = "cancelled"
+                        task.next_attempt_at = None
+                        repo.add(task)
+                job.error = ErrorInfo.of(ErrorClass.CANCELLED).model_dump(mode="json")
+                job.deadline_at = None
+                # Marked before commit: a worker that checks after this sees it, and if the
+                # commit fails the mark only stops work on a job the writer wanted stopped.
+                await self.mark_cancelled(job_id)
+                await self._set_status(repo, outbox, job, JobStatus.CANCELLED)
+            view = await self._view(repo, job)
+        return view
 
     async def images_landed(self, event: MediaLanded) -> None:
         async with self._job_transaction(event.job_id) as (repo, outbox):
@@ -296,22 +399,26 @@ class DispatchService:
         async with self.db.session() as session:
             ids = await JobRepository(session, lock_rows=False).overdue_job_ids(now)
         for job_id in ids:
-            async with self._job_transaction(job_id) as (repo, outbox):
-                job = await repo.get_job(job_id, for_update=True)
-                if job is None or JobStatus(job.status) in FINAL_STATUSES:
-                    continue
-                timeout = ErrorInfo.of(ErrorClass.TIMEOUT, "job passed its deadline")
-                for task in await repo.tasks_of(job_id):
-                    if task.status not in ("landed", "failed"):
-                        task.status = "failed"
-                        task.error = timeout.model_dump(mode="json")
-                        repo.add(task)
-                if not await repo.tasks_of(job_id):
-                    job.error = timeout.model_dump(mode="json")
-                await repo.session.flush()
-                await self._settle(repo, outbox, job, force_final=True)
-                log.warning("job passed its deadline", extra={"job_id": job_id})
+            await self.fail_job(job_id, ErrorInfo.of(ErrorClass.TIMEOUT, "job passed its deadline"))
+            log.warning("job passed its deadline", extra={"job_id": job_id})
         return len(ids)
+
+    async def fail_job(self, job_id: str, error: ErrorInfo) -> None:
+        """End a job now: images that landed stay; everything unfinished fails with `error`."""
+        async with self._job_transaction(job_id) as (repo, outbox):
+            job = await repo.get_job(job_id, for_update=True)
+            if job is None or JobStatus(job.status) in FINAL_STATUSES:
+                return
+            tasks = await repo.tasks_of(job_id)
+            for task in tasks:
+                if task.status not in _DONE_TASK_STATUSES:
+                    task.status = "failed"
+                    task.error = error.model_dump(mode="json")
+                    repo.add(task)
+            if not tasks:
+                job.error = error.model_dump(mode="json")
+            await repo.session.flush()
+            await self._settle(repo, outbox, job, force_final=True)
 
     async def _settle(
         self, repo: JobRepository, outbox: _Outbox, job: JobRow, *, force_final: bool = False
@@ -327,7 +434,7 @@ class DispatchService:
         failed = 0
         first_error: dict[str, Any] | None = None
         for task in tasks:
-            if task.status == "failed":
+            if task.status in ("failed", "cancelled"):
                 failed += task.n - landed_per_task.get(task.id, 0)
                 first_error = first_error or task.error
             elif task.status == "landed":
@@ -336,7 +443,7 @@ class DispatchService:
             first_error = ErrorInfo.of(ErrorClass.NO_IMAGE_RETURNED).model_dump(mode="json")
         job.landed, job.failed = landed, failed
         total = JobRequested.model_validate(job.request).count
-        done = bool(tasks) and all(t.status in ("landed", "failed") for t in tasks)
+        done = bool(tasks) and all(t.status in _DONE_TASK_STATUSES for t in tasks)
         if not (done or force_final):
             if JobStatus(job.status) in FINAL_STATUSES:
                 return

@@ -13,4 +13,12 @@ class Settings(BaseServiceSettings):
     deadline_slack_s: float = Field(
         default=300.0, ge=0, description="Added to a job's profile timeout for queueing time"
     )
+    max_attempts: int = Field(
+        default=3,
+        ge=1,
+        le=10,
+        description="Tries per task for retryable failures (a profile may set "
+        "provider_config.max_attempts)",
+    )
+    retry_base_s: float = Field(default=2.0, gt=0, description="First retry delay; doubles")
     run_startup_hooks: bool = True

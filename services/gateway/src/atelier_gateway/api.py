@@ -81,7 +81,9 @@ def create_router(settings: Settings, service: GatewayService, fetcher: MediaFet
         responses={
             200: {"description": "Idempotency-Key seen before: the job it made"},
             403: {"description": "`project_not_granted` or `generation_disabled`"},
-            409: {"description": "`idempotency_key_reused` with a different request"},
+            422: {
+                "description": "`idempotency_key_reused` with a different request (or invalid input)"
+            },
             422: {"description": "The request does not fit the profile"},
         },
     )
@@ -101,6 +103,18 @@ def create_router(settings: Settings, service: GatewayService, fetcher: MediaFet
     @router.get("/generations/{job_id}", tags=["generation"], responses=_NOT_FOUND)
     async def get_generation(job_id: str, user: CurrentUser) -> JobOut:
         return JobOut.of(await service.job(user, job_id))
+
+    @router.post(
+        "/generations/{job_id}/cancel",
+        tags=["generation"],
+        responses=_NOT_FOUND,
+        summary="Cancel a generation",
+        description="Ends the job as `cancelled`: provider calls in flight are abandoned (and "
+        "cancelled at the provider where it can), results arriving later are not landed. "
+        "Images that already landed stay in the library. A finished job is returned unchanged.",
+    )
+    async def cancel_generation(job_id: str, user: CurrentUser) -> JobOut:
+        return JobOut.of(await service.cancel(user, job_id))
 
     @router.get(
         "/generations/{job_id}/events",

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ValidationError
 
 from atelier_contracts.errors import AtelierError, NotFound, Unavailable
 from atelier_contracts.jobs import (
+    CancelJobCommand,
     JobListQuery,
     JobListReply,
     JobQuery,
@@ -77,6 +78,11 @@ class NatsBackends:
 
     async def job(self, job_id: str) -> JobView | None:
         reply = await self._ask("dispatch", Subject.JOBS_GET, JobQuery(job_id=job_id), JobReply)
+        return reply.job
+
+    async def cancel_job(self, job_id: str, user_id: str) -> JobView | None:
+        command = CancelJobCommand(job_id=job_id, requested_by=user_id)
+        reply = await self._ask("dispatch", Subject.JOBS_CANCEL, command, JobReply)
         return reply.job
 
     async def jobs(self, query: JobListQuery) -> list[JobView]:

@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any, Literal, Protocol
 from uuid import UUID, uuid4, uuid5
 
-from atelier_contracts.errors import Conflict, Forbidden, InvalidInput, NotFound, Unavailable
+from atelier_contracts.errors import Forbidden, InvalidInput, NotFound, Unavailable
 from atelier_contracts.jobs import (
     FINAL_STATUSES,
     JobListQuery,
@@ -390,6 +390,7 @@ class Backends(Protocol):
     async def media(self, media_id: str) -> MediaReply: ...
     async def media_page(self, query: MediaListQuery) -> MediaListReply: ...
     async def publish_job_requested(self, event: JobRequested) -> None: ...
+    async def cancel_job(self, job_id: str, user_id: str) -> JobView | None: ...
     async def subscribe_status(self, subject: str) -> StatusSubscription: ...
 
 
@@ -445,7 +446,7 @@ class GatewayService:
             existing = await self._recorded_job(job_id)
             if existing is not None:
                 if not same_request(existing, request):
-                    raise Conflict(
+                    raise InvalidInput(
                         "This Idempotency-Key was already used for a different request; use a "
                         "new key for a new generation.",
                         code="idempotency_key_reused",
@@ -476,6 +477,16 @@ class GatewayService:
         if job is None or not user.is_granted(job.project):
             raise _not_found("generation", job_id)
         return job
+
+    async def cancel(self, user: User, job_id: str) -> JobView:
+        """Cancel a job of a granted project; a job already finished is returned as it is."""
+        job = await self.job(user, job_id)
+        if job.status in FINAL_STATUSES:
+            return job
+        cancelled = await self.backends.cancel_job(job_id, user.id)
+        if cancelled is None:
+            raise _not_found("generation", job_id)
+        return cancelled
 
     async def _find_job(self, job_id: str) -> JobView | None:
         """The job, asking again for a short while: dispatch records it just after our 202."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from faststream.nats import NatsBroker
 
 from atelier_contracts.generation import GenerationCompleted
@@ -29,13 +31,21 @@ def media_landed_publisher(broker: NatsBroker) -> PublishLanded:
     return publish
 
 
-def register_handlers(broker: NatsBroker, service: MediaService) -> None:
+def register_handlers(
+    broker: NatsBroker,
+    service: MediaService,
+    is_cancelled: Callable[[str], Awaitable[bool]] | None = None,
+) -> None:
     # Ack policy: the message is acked only once the images are stored, the rows committed and
     # `media.landed` stored by JetStream. Any exception (S3 or database down, staged bytes missing)
     # naks it with a growing delay (RedeliveryBackoffMiddleware) up to `max_deliver`; redelivery
     # is safe because landing is idempotent per task and image index.
     @durable_subscriber(broker, Subject.GEN_COMPLETED, Durable.MEDIA_GEN_COMPLETED)
     async def land_generated_images(event: GenerationCompleted) -> None:
+        if is_cancelled is not None and await is_cancelled(event.task.job_id):
+            # A late result of a job the writer cancelled: never lands; its bytes are dropped.
+            await service.discard_staged(event)
+            return
         await service.land_generated_images(event)
 
     # Core NATS request/reply: nothing to ack; if we fail the requester times out and may ask again.

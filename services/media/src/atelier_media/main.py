@@ -13,7 +13,7 @@ from atelier_media.handlers import media_landed_publisher, register_handlers
 from atelier_media.repository import TABLES, MediaRepository
 from atelier_media.service import MediaService
 from atelier_media.settings import Settings
-from atelier_messaging import ensure_streams, make_broker
+from atelier_messaging import CancelledJobs, ensure_streams, make_broker
 from atelier_storage import ObjectStore
 from atelier_telemetry import configure_telemetry, instrument_fastapi
 from atelier_web import ReadinessCheck, create_service_app, serve
@@ -49,7 +49,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         thumbnail_max_px=settings.thumbnail_max_px,
         presign_ttl_s=settings.presign_ttl_s,
     )
-    register_handlers(broker, service)
+    cancelled = CancelledJobs(broker, settings.stream_replicas)
+    register_handlers(
+        broker, service, cancelled.is_cancelled if settings.run_startup_hooks else None
+    )
 
     async def prepare() -> None:
         await ensure_streams(settings.nats_url, settings.stream_replicas)

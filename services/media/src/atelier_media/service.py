@@ -261,6 +261,10 @@ class MediaService:
             created_at=landed_at,
         )
 
+    async def discard_staged(self, event: GenerationCompleted) -> None:
+        """Drop the staged bytes of a result that will not land (its job was cancelled)."""
+        await self._remove_staged(event.images)
+
     async def _remove_staged(self, images: Iterable[StagedImage]) -> None:
         # Best effort: the media is landed and announced; a leftover staging object costs only
         # space (a lifecycle rule on the staging bucket is the backstop), not correctness.

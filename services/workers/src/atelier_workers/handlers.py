@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 
 from faststream.nats import NatsBroker
@@ -11,11 +12,50 @@ from faststream.nats.annotations import NatsMessage
 
 from atelier_contracts.envelope import derived_event_id
 from atelier_contracts.errors import ErrorClass, ErrorInfo
-from atelier_contracts.generation import GenerationCompleted, GenerationStarted, GenerationTask
+from atelier_contracts.generation import (
+    GenerationCompleted,
+    GenerationFailed,
+    GenerationStarted,
+    GenerationTask,
+)
 from atelier_contracts.subjects import Subject, gen_requested, worker_durable
-from atelier_messaging import delivery_attempt, durable_subscriber, publish_event
+from atelier_messaging import (
+    CancelledJobs,
+    ProviderHandles,
+    delivery_attempt,
+    durable_subscriber,
+    publish_event,
+)
 from atelier_workers.service import WorkerService
 from atelier_workers.settings import Settings
+
+log = logging.getLogger("atelier.workers")
+
+
+class InFlight:
+    """Provider calls running in this process, by job, so a cancel can abandon them."""
+
+    def __init__(self) -> None:
+        self._by_job: dict[str, set[asyncio.Task[GenerationCompleted | GenerationFailed]]] = {}
+
+    def add(self, job_id: str, task: asyncio.Task[GenerationCompleted | GenerationFailed]) -> None:
+        self._by_job.setdefault(job_id, set()).add(task)
+
+    def discard(
+        self, job_id: str, task: asyncio.Task[GenerationCompleted | GenerationFailed]
+    ) -> None:
+        tasks = self._by_job.get(job_id)
+        if tasks is not None:
+            tasks.discard(task)
+            if not tasks:
+                del self._by_job[job_id]
+
+    async def cancel_job(self, job_id: str) -> None:
+        for task in list(self._by_job.get(job_id, ())):
+            task.cancel()
+
+    def __len__(self) -> int:
+        return sum(len(t) for t in self._by_job.values())
 
 
 @contextlib.asynccontextmanager
@@ -36,8 +76,35 @@ async def keep_alive(msg: NatsMessage, every_s: float) -> AsyncIterator[None]:
         task.cancel()
 
 
-def register_handlers(broker: NatsBroker, service: WorkerService, settings: Settings) -> None:
+def register_handlers(
+    broker: NatsBroker,
+    service: WorkerService,
+    settings: Settings,
+    *,
+    cancelled: CancelledJobs,
+    handles: ProviderHandles,
+    inflight: InFlight,
+) -> None:
     provider = settings.provider
+
+    def cancelled_result(task: GenerationTask) -> GenerationFailed:
+        return service.failed(task, ErrorInfo.of(ErrorClass.CANCELLED))
+
+    async def run_abandonable(task: GenerationTask) -> GenerationCompleted | GenerationFailed:
+        resume = handles.for_task(task.task_id)
+        run = asyncio.create_task(service.run_task(task, resume))
+        inflight.add(task.job_id, run)
+        try:
+            return await run
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # this process is shutting down: the task will be redelivered
+            # The writer cancelled the job: stop the provider too where it can be stopped.
+            await service.cancel_at_provider(task, resume)
+            return cancelled_result(task)
+        finally:
+            inflight.discard(task.job_id, run)
 
     # Ack policy: ack after gen.completed / gen.failed is stored. An infrastructure error (object
     # storage down) raises and the task is redelivered with backoff; on the last delivery we
@@ -52,6 +119,9 @@ def register_handlers(broker: NatsBroker, service: WorkerService, settings: Sett
     )
     async def generate_images(task: GenerationTask, msg: NatsMessage) -> None:
         attempt = delivery_attempt(msg)
+        if await cancelled.is_cancelled(task.job_id):
+            await publish_event(broker, cancelled_result(task), Subject.GEN_FAILED)
+            return
         await publish_event(
             broker,
             GenerationStarted(
@@ -66,7 +136,7 @@ def register_handlers(broker: NatsBroker, service: WorkerService, settings: Sett
         )
         try:
             async with keep_alive(msg, settings.heartbeat_s):
-                result = await service.run_task(task)
+                result = await run_abandonable(task)
         except Exception as exc:
             if attempt < settings.max_deliver:
                 raise
@@ -77,3 +147,6 @@ def register_handlers(broker: NatsBroker, service: WorkerService, settings: Sett
             Subject.GEN_COMPLETED if isinstance(result, GenerationCompleted) else Subject.GEN_FAILED
         )
         await publish_event(broker, result, subject)
+        # The provider job is settled; its handle is no longer needed for a resume.
+        with contextlib.suppress(Exception):
+            await handles.forget(task.task_id)

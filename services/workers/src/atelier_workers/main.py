@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 
 import httpx
 from fastapi import FastAPI
 
-from atelier_messaging import ensure_streams, make_broker
+from atelier_messaging import CancelledJobs, ProviderHandles, ensure_streams, make_broker
 from atelier_storage import ObjectStore
 from atelier_telemetry import configure_telemetry
 from atelier_web import create_service_app, serve
 from atelier_workers.adapters import get_adapter
-from atelier_workers.handlers import register_handlers
+from atelier_workers.handlers import InFlight, register_handlers
 from atelier_workers.service import WorkerService
 from atelier_workers.settings import Settings
 
@@ -28,13 +29,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         limits=httpx.Limits(max_connections=settings.concurrency * 2),
     )
     service = WorkerService(adapter, store, settings.staging_bucket, client, settings.api_key)
-    register_handlers(broker, service, settings)
+    cancelled = CancelledJobs(broker, settings.stream_replicas)
+    handles = ProviderHandles(broker, settings.stream_replicas)
+    inflight = InFlight()
+    register_handlers(
+        broker, service, settings, cancelled=cancelled, handles=handles, inflight=inflight
+    )
+    background: list[asyncio.Task[None]] = []
 
     async def prepare() -> None:
         await ensure_streams(settings.nats_url, settings.stream_replicas)
         await store.ensure_bucket(settings.staging_bucket)
 
+    async def watch_cancellations() -> None:
+        # After the broker is up: abandon provider calls of jobs the writer cancelled.
+        background.append(asyncio.create_task(cancelled.watch(inflight.cancel_job)))
+
     async def close_client() -> None:
+        for task in background:
+            task.cancel()
         await client.aclose()
 
     app = create_service_app(
@@ -42,6 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         broker=broker,
         readiness=[store.ping],
         on_startup=[prepare] if settings.run_startup_hooks else [],
+        after_startup=[watch_cancellations] if settings.run_startup_hooks else [],
         on_shutdown=[close_client],
         description=f"Runs generation tasks on the {settings.provider} provider.",
     )

@@ -21,7 +21,13 @@ from atelier_contracts.generation import (
     StagedImage,
 )
 from atelier_storage import ObjectStore
-from atelier_workers.adapters.base import ImageRequest, ProviderAdapter, ProviderError
+from atelier_workers.adapters.base import (
+    ImageRequest,
+    InMemoryResumeStore,
+    ProviderAdapter,
+    ProviderError,
+    ResumeStore,
+)
 
 log = logging.getLogger("atelier.workers")
 
@@ -47,12 +53,10 @@ class WorkerService:
             error=error,
         )
 
-    async def run_task(self, task: GenerationTask) -> GenerationCompleted | GenerationFailed:
-        remaining = (task.deadline_at - datetime.now(UTC)).total_seconds()
-        if remaining <= 0:
-            return self.failed(task, ErrorInfo.of(ErrorClass.TIMEOUT, "deadline passed in queue"))
-        timeout = min(task.profile.timeout_s, remaining)
-        request = ImageRequest(
+    def build_request(
+        self, task: GenerationTask, timeout: float, resume: ResumeStore | None = None
+    ) -> ImageRequest:
+        return ImageRequest(
             model=task.profile.model,
             prompt=task.prompt,
             size=task.size,
@@ -63,7 +67,31 @@ class WorkerService:
             base_url=task.profile.base_url,
             api_key=self.api_key,
             timeout_s=timeout,
+            provider_config=task.profile.provider_config,
+            resume=resume if resume is not None else InMemoryResumeStore(),
         )
+
+    async def cancel_at_provider(self, task: GenerationTask, resume: ResumeStore) -> bool:
+        """Ask the provider to stop a job it accepted, where it has a cancel endpoint."""
+        cancel = getattr(self.adapter, "cancel", None)
+        handle = await resume.load()
+        if cancel is None or handle is None:
+            return False
+        try:
+            await cancel(self.build_request(task, 30.0), handle, self.client)
+            return True
+        except Exception:
+            log.warning("provider cancel failed", extra={"task_id": task.task_id}, exc_info=True)
+            return False
+
+    async def run_task(
+        self, task: GenerationTask, resume: ResumeStore | None = None
+    ) -> GenerationCompleted | GenerationFailed:
+        remaining = (task.deadline_at - datetime.now(UTC)).total_seconds()
+        if remaining <= 0:
+            return self.failed(task, ErrorInfo.of(ErrorClass.TIMEOUT, "deadline passed in queue"))
+        timeout = min(task.profile.timeout_s, remaining)
+        request = self.build_request(task, timeout, resume)
         try:
             output = await asyncio.wait_for(self.adapter.generate(request, self.client), timeout)
         except ProviderError as exc:

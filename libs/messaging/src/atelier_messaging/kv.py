@@ -1,0 +1,110 @@
+"""Small shared state on JetStream key-value buckets.
+
+- Cancelled jobs: dispatch marks a job; workers and media check before spending money or landing
+  bytes, and workers watch the bucket to abandon calls already in flight.
+- Provider handles: a worker saves the provider's own job id before waiting on it, so a restarted
+  worker resumes the same provider job instead of paying for a second one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from faststream.nats import NatsBroker
+from nats.js.errors import KeyNotFoundError
+from nats.js.kv import KeyValue
+
+from atelier_contracts.subjects import CANCELLED_JOBS_BUCKET, PROVIDER_HANDLES_BUCKET
+
+log = logging.getLogger("atelier.messaging.kv")
+
+_WEEK_S = 7 * 24 * 3600.0
+
+
+class _Bucket:
+    def __init__(self, broker: NatsBroker, name: str, ttl_s: float, replicas: int) -> None:
+        self.broker = broker
+        self.name = name
+        self.ttl_s = ttl_s
+        self.replicas = replicas
+        self._kv: KeyValue | None = None
+
+    async def kv(self) -> KeyValue:
+        if self._kv is None:
+            self._kv = await self.broker.key_value(
+                self.name, ttl=self.ttl_s, replicas=self.replicas
+            )
+        return self._kv
+
+
+class CancelledJobs(_Bucket):
+    def __init__(self, broker: NatsBroker, replicas: int = 1) -> None:
+        super().__init__(broker, CANCELLED_JOBS_BUCKET, _WEEK_S, replicas)
+
+    async def mark(self, job_id: str) -> None:
+        await (await self.kv()).put(job_id, b"cancelled")
+
+    async def is_cancelled(self, job_id: str) -> bool:
+        try:
+            await (await self.kv()).get(job_id)
+            return True
+        except KeyNotFoundError:
+            return False
+
+    async def watch(self, on_cancel: Callable[[str], Awaitable[None]]) -> None:
+        """Call `on_cancel(job_id)` for every job cancelled from now on; runs until cancelled."""
+        while True:
+            try:
+                watcher = await (await self.kv()).watchall(include_history=False)
+                async for entry in watcher:
+                    if entry is not None and entry.value:
+                        await on_cancel(entry.key)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("cancellation watch broke; watching again")
+                await asyncio.sleep(1.0)
+
+
+class ProviderHandles(_Bucket):
+    def __init__(self, broker: NatsBroker, replicas: int = 1) -> None:
+        super().__init__(broker, PROVIDER_HANDLES_BUCKET, _WEEK_S, replicas)
+
+    def for_task(self, task_id: str) -> TaskHandle:
+        return TaskHandle(self, task_id)
+
+    async def load(self, task_id: str) -> dict[str, Any] | None:
+        try:
+            entry = await (await self.kv()).get(task_id)
+        except KeyNotFoundError:
+            return None
+        if not entry.value:
+            return None
+        loaded: dict[str, Any] = json.loads(entry.value)
+        return loaded
+
+    async def save(self, task_id: str, handle: dict[str, Any]) -> None:
+        await (await self.kv()).put(task_id, json.dumps(handle).encode())
+
+    async def forget(self, task_id: str) -> None:
+        with contextlib.suppress(KeyNotFoundError):
+            await (await self.kv()).delete(task_id)
+
+
+class TaskHandle:
+    """The `ResumeStore` an adapter sees: the handle of one task."""
+
+    def __init__(self, handles: ProviderHandles, task_id: str) -> None:
+        self.handles = handles
+        self.task_id = task_id
+
+    async def load(self) -> dict[str, Any] | None:
+        return await self.handles.load(self.task_id)
+
+    async def save(self, handle: dict[str, Any]) -> None:
+        await self.handles.save(self.task_id, handle)
