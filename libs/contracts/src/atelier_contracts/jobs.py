@@ -49,6 +49,12 @@ class ContextElement(BaseModel):
 
 class GenerationContext(BaseModel):
     elements: list[ContextElement] = Field(default_factory=list, max_length=16)
+    project_title: str | None = Field(
+        default=None, max_length=300, description="Named by the cover template", examples=["The Salt Road"]
+    )
+    project_description: str | None = Field(
+        default=None, max_length=2000, description="Named by the cover template"
+    )
 
 
 class Target(BaseModel):
@@ -110,6 +116,7 @@ class ReferenceImageRef(BaseModel):
     size_bytes: int
     element_id: str | None = None
     source: Literal["media", "url", "data_url"] = "media"
+    media_id: str | None = Field(default=None, description="When it came from the media library")
 
 
 class ExcludedImage(BaseModel):
@@ -129,6 +136,40 @@ class AssembledPrompt(BaseModel):
         default_factory=list, description="What was left out or trimmed, and why"
     )
     reference_images: list[ReferenceImageRef] = Field(default_factory=list)
+    excluded_images: list[ExcludedImage] = Field(default_factory=list)
+
+
+# Request/reply query answered by the context service: what a request would send, nothing staged.
+class ContextPreviewQuery(BaseModel):
+    user_id: str
+    project: str = Field(pattern=PROJECT_ID_PATTERN)
+    profile: ProfileSnapshot
+    prompt: str
+    size: str
+    count: int = 1
+    options: dict[str, Any] = Field(default_factory=dict)
+    context: GenerationContext = Field(default_factory=GenerationContext)
+    target: Target = Field(default_factory=Target)
+
+
+class ReferenceImagePreview(BaseModel):
+    """A reference image a generation would send, as it would be sent (after downscaling)."""
+
+    element_id: str
+    source: Literal["media", "url", "data_url"]
+    media_id: str | None = None
+    content_type: str
+    width: int
+    height: int
+    size_bytes: int
+
+
+class ContextPreviewReply(BaseModel):
+    prompt: str
+    negative_prompt: str | None = None
+    elements_used: list[str] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
+    reference_images: list[ReferenceImagePreview] = Field(default_factory=list)
     excluded_images: list[ExcludedImage] = Field(default_factory=list)
 
 

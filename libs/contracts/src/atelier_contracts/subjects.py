@@ -29,6 +29,7 @@ class Subject(StrEnum):
     JOBS_LIST = "jobs.query.list"
     MEDIA_GET = "media.query.get"
     MEDIA_LIST = "media.query.list"
+    CONTEXT_PREVIEW = "context.query.preview"
 
 
 # Project ids become one subject token, so they are restricted to token-safe characters.

@@ -82,9 +82,9 @@ def create_router(settings: Settings, service: GatewayService, fetcher: MediaFet
             200: {"description": "Idempotency-Key seen before: the job it made"},
             403: {"description": "`project_not_granted` or `generation_disabled`"},
             422: {
-                "description": "`idempotency_key_reused` with a different request (or invalid input)"
+                "description": "The request does not fit the profile, or "
+                "`idempotency_key_reused` with a different request"
             },
-            422: {"description": "The request does not fit the profile"},
         },
     )
     async def create_generation(
