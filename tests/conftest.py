@@ -50,6 +50,11 @@ def running_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningS
                 WorkerSpec("openai", {"ATELIER_WORKERS_API_KEY": openai_state.api_key}),
             ],
             database_url=os.environ.get("ATELIER_E2E_DATABASE_URL"),
+            # Fast retries and sweeps keep failure-path tests short; the logic is the same.
+            extra_env={
+                "ATELIER_DISPATCH_RETRY_BASE_S": "0.2",
+                "ATELIER_DISPATCH_SWEEP_INTERVAL_S": "0.5",
+            },
         )
     )
     try:
