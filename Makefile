@@ -6,7 +6,7 @@ ifeq ($(UV),)
 UV := python3 -m uv
 endif
 
-.PHONY: run test test-fast lint fmt typecheck contracts bench deps help
+.PHONY: run test test-fast chaos lint fmt typecheck contracts bench deps help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -23,6 +23,9 @@ test: deps  ## every test: unit, integration (real nats-server + SeaweedFS) and 
 
 test-fast: deps  ## unit tests only
 	$(UV) run pytest -m "not integration and not e2e"
+
+chaos: deps  ## crash every process in turn while 200 jobs run; prints jobs, kills, lost, duplicated
+	ATELIER_CHAOS_JOBS=200 $(UV) run pytest -s -m chaos tests/reliability
 
 lint: deps  ## ruff lint and format check
 	$(UV) run ruff check .
