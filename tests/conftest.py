@@ -12,6 +12,7 @@ import pytest
 
 from atelier_devstack.stack import RunInfo, Stack, StackConfig, WorkerSpec
 from atelier_fakes import FakeOpenAIState, create_openai_fake, run_fake_in_thread
+from atelier_fakes.otlp import FakeCollectorState, create_otlp_fake
 
 
 @dataclass
@@ -20,6 +21,7 @@ class RunningStack:
     info: RunInfo
     openai: FakeOpenAIState
     openai_url: str
+    collector: FakeCollectorState
 
     def user(self, token: str | None = None) -> httpx.Client:
         return httpx.Client(
@@ -40,6 +42,8 @@ class RunningStack:
 def running_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
     openai_state = FakeOpenAIState(api_key="sk-e2e-fake-key-1234567890")
     openai_url, stop_fake = run_fake_in_thread(create_openai_fake(openai_state))
+    collector = FakeCollectorState()
+    collector_url, stop_collector = run_fake_in_thread(create_otlp_fake(collector))
     var_dir: Path = tmp_path_factory.mktemp("stack")
     stack = Stack(
         StackConfig(
@@ -54,12 +58,16 @@ def running_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningS
             extra_env={
                 "ATELIER_DISPATCH_RETRY_BASE_S": "0.2",
                 "ATELIER_DISPATCH_SWEEP_INTERVAL_S": "0.5",
+                # Every process exports its spans to the fake collector, promptly.
+                "ATELIER_OTLP_ENDPOINT": collector_url,
+                "OTEL_BSP_SCHEDULE_DELAY": "200",
             },
         )
     )
     try:
         info = stack.start()
-        yield RunningStack(stack, info, openai_state, openai_url)
+        yield RunningStack(stack, info, openai_state, openai_url, collector)
     finally:
         stack.stop()
         stop_fake()
+        stop_collector()
