@@ -12,15 +12,26 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.e2e
 
-EXPECTED = {"atelier-gateway", "atelier-context", "atelier-dispatch", "atelier-worker-offline",
-            "atelier-media"}
+EXPECTED = {
+    "atelier-gateway",
+    "atelier-context",
+    "atelier-dispatch",
+    "atelier-worker-offline",
+    "atelier-media",
+}
 
 
 def test_one_job_is_one_trace_across_every_process(running_stack: RunningStack) -> None:
     with running_stack.user() as user:
-        submitted = user.post("/v1/generations", json={
-            "project": "demo-project", "profile_id": running_stack.info.profile_id,
-            "prompt": "Traced lighthouse", "count": 1})
+        submitted = user.post(
+            "/v1/generations",
+            json={
+                "project": "demo-project",
+                "profile_id": running_stack.info.profile_id,
+                "prompt": "Traced lighthouse",
+                "count": 1,
+            },
+        )
         assert submitted.status_code == 202
         job_id = submitted.json()["id"]
         deadline = time.monotonic() + 60

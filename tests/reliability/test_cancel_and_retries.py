@@ -16,7 +16,9 @@ pytestmark = pytest.mark.e2e
 FINAL = {"completed", "partial", "failed", "cancelled"}
 
 
-def _wait(client: httpx.Client, job_id: str, until: set[str], timeout_s: float = 60) -> dict[str, Any]:
+def _wait(
+    client: httpx.Client, job_id: str, until: set[str], timeout_s: float = 60
+) -> dict[str, Any]:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         job: dict[str, Any] = client.get(f"/v1/generations/{job_id}").json()
@@ -27,8 +29,13 @@ def _wait(client: httpx.Client, job_id: str, until: set[str], timeout_s: float =
 
 
 def _submit(stack: RunningStack, client: httpx.Client, **body: Any) -> str:
-    payload = {"project": "demo-project", "profile_id": stack.info.profile_id, "count": 1,
-               "prompt": "cancel me", **body}
+    payload = {
+        "project": "demo-project",
+        "profile_id": stack.info.profile_id,
+        "count": 1,
+        "prompt": "cancel me",
+        **body,
+    }
     response = client.post("/v1/generations", json=payload)
     assert response.status_code == 202, response.text
     return str(response.json()["id"])
@@ -73,11 +80,19 @@ def test_retryable_provider_errors_are_retried_a_bounded_number_of_times(
     running_stack: RunningStack,
 ) -> None:
     with running_stack.admin() as admin:
-        created = admin.post("/admin/v1/profiles", json={
-            "name": "Retry OpenAI", "provider": "openai", "model": "gpt-image-1",
-            "sizes": ["1024x1024"], "default_size": "1024x1024", "counts": [1],
-            "base_url": f"{running_stack.openai_url}/v1", "timeout_s": 30,
-        })
+        created = admin.post(
+            "/admin/v1/profiles",
+            json={
+                "name": "Retry OpenAI",
+                "provider": "openai",
+                "model": "gpt-image-1",
+                "sizes": ["1024x1024"],
+                "default_size": "1024x1024",
+                "counts": [1],
+                "base_url": f"{running_stack.openai_url}/v1",
+                "timeout_s": 30,
+            },
+        )
         assert created.status_code == 201, created.text
         profile_id = created.json()["id"]
     with running_stack.user() as user:
@@ -96,8 +111,13 @@ def test_blocked_content_is_never_retried(running_stack: RunningStack) -> None:
         before = len(running_stack.openai.requests)
         profiles = user.get("/v1/features").json()["profiles"]
         openai = next(p for p in profiles if p["provider"] == "openai")
-        job_id = _submit(running_stack, user, profile_id=openai["id"],
-                         prompt="[openai:moderation-output] heron", count=1)
+        job_id = _submit(
+            running_stack,
+            user,
+            profile_id=openai["id"],
+            prompt="[openai:moderation-output] heron",
+            count=1,
+        )
         job = _wait(user, job_id, FINAL)
     assert job["status"] == "failed" and job["error"]["class"] == "content_blocked"
     assert len([r for r in running_stack.openai.requests[before:] if "heron" in str(r.body)]) == 1
@@ -106,13 +126,18 @@ def test_blocked_content_is_never_retried(running_stack: RunningStack) -> None:
 def test_fifty_parallel_identical_requests_make_one_job(running_stack: RunningStack) -> None:
     import concurrent.futures
 
-    body = {"project": "demo-project", "profile_id": running_stack.info.profile_id,
-            "prompt": "once only", "count": 1}
+    body = {
+        "project": "demo-project",
+        "profile_id": running_stack.info.profile_id,
+        "prompt": "once only",
+        "count": 1,
+    }
 
     def submit(_: int) -> tuple[int, str]:
         with running_stack.user() as user:
-            response = user.post("/v1/generations", json=body,
-                                 headers={"Idempotency-Key": "parallel-once-only"})
+            response = user.post(
+                "/v1/generations", json=body, headers={"Idempotency-Key": "parallel-once-only"}
+            )
             return response.status_code, response.json()["id"]
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=25) as pool:

@@ -36,16 +36,26 @@ class Submitter:
         self.retries = 0
 
     def submit(self, n: int) -> None:
-        body = {"project": "demo-project", "profile_id": self.info.profile_id,
-                "prompt": f"chaos job {n}", "count": [1, 2, 4][n % 3],
-                "options": {"delay_s": 1.0, "seed": n}}
-        headers = {"Authorization": f"Bearer {self.info.user_token}",
-                   "Idempotency-Key": f"chaos-{n}"}
+        body = {
+            "project": "demo-project",
+            "profile_id": self.info.profile_id,
+            "prompt": f"chaos job {n}",
+            "count": [1, 2, 4][n % 3],
+            "options": {"delay_s": 1.0, "seed": n},
+        }
+        headers = {
+            "Authorization": f"Bearer {self.info.user_token}",
+            "Idempotency-Key": f"chaos-{n}",
+        }
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             try:
-                response = httpx.post(f"{self.info.gateway_url}/v1/generations", json=body,
-                                      headers=headers, timeout=15)
+                response = httpx.post(
+                    f"{self.info.gateway_url}/v1/generations",
+                    json=body,
+                    headers=headers,
+                    timeout=15,
+                )
                 if response.status_code in (200, 202):
                     self.jobs[response.json()["id"]] = body["count"]  # type: ignore[assignment]
                     return
@@ -60,8 +70,12 @@ def _get(info: RunInfo, path: str, **params: Any) -> Any:
     deadline = time.monotonic() + 60
     while True:
         try:
-            response = httpx.get(f"{info.gateway_url}{path}", params=params, timeout=15,
-                                 headers={"Authorization": f"Bearer {info.user_token}"})
+            response = httpx.get(
+                f"{info.gateway_url}{path}",
+                params=params,
+                timeout=15,
+                headers={"Authorization": f"Bearer {info.user_token}"},
+            )
             if response.status_code == 200:
                 return response.json()
         except httpx.HTTPError:
@@ -92,13 +106,26 @@ def _chaos(stack: Stack, kills: list[str], stop: threading.Event) -> None:
 
 
 def test_no_job_lost_or_duplicated_while_processes_crash(tmp_path: Path) -> None:
-    stack = Stack(StackConfig(
-        var_dir=tmp_path / "chaos", prefer_standard_ports=False,
-        extra_env={"ATELIER_DISPATCH_RETRY_BASE_S": "0.5",
-                   "ATELIER_DISPATCH_SWEEP_INTERVAL_S": "1",
-                   "ATELIER_WORKERS_ACK_WAIT_S": "10"},
-    ))
+    stack = Stack(
+        StackConfig(
+            var_dir=tmp_path / "chaos",
+            prefer_standard_ports=False,
+            extra_env={
+                "ATELIER_DISPATCH_RETRY_BASE_S": "0.5",
+                "ATELIER_DISPATCH_SWEEP_INTERVAL_S": "1",
+                "ATELIER_WORKERS_ACK_WAIT_S": "10",
+            },
+        )
+    )
     info = stack.start()
+    # One writer submits every job here: lift the per-user submission rate limit for the run.
+    lifted = httpx.put(
+        f"{info.admin_url}/admin/v1/quotas",
+        json={"credits_per_period": None, "rate_limit_count": None},
+        headers={"Authorization": f"Bearer {info.admin_token}"},
+        timeout=10,
+    )
+    assert lifted.status_code == 200, lifted.text
     kills: list[str] = []
     stop = threading.Event()
     try:
@@ -129,12 +156,15 @@ def test_no_job_lost_or_duplicated_while_processes_crash(tmp_path: Path) -> None
         duplicated = sum(n - 1 for n in per_image.values() if n > 1)
         statuses = Counter(job["status"] for job in finals.values())
         wrong_counts = [
-            job_id for job_id, job in finals.items()
+            job_id
+            for job_id, job in finals.items()
             if job["status"] == "completed" and len(job["images"]) != submitter.jobs[job_id]
         ]
-        print(f"\nchaos: jobs={JOBS} kills={kills} lost={len(pending)} duplicated={duplicated} "
-              f"statuses={dict(statuses)} submit_retries={submitter.retries} "
-              f"elapsed={elapsed:.1f}s")
+        print(
+            f"\nchaos: jobs={JOBS} kills={kills} lost={len(pending)} duplicated={duplicated} "
+            f"statuses={dict(statuses)} submit_retries={submitter.retries} "
+            f"elapsed={elapsed:.1f}s"
+        )
         assert pending == {}, f"jobs that never finished: {list(pending)}"
         assert duplicated == 0
         assert wrong_counts == []

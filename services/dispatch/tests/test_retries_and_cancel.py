@@ -19,7 +19,6 @@ from atelier_contracts.jobs import (
 )
 from atelier_contracts.profiles import ProfileSnapshot
 from atelier_database import Database
-
 from atelier_dispatch.dead_letter import MaxDeliveriesAdvisory, handle_max_deliveries
 from atelier_dispatch.repository import TABLES
 from atelier_dispatch.service import DispatchService, retry_delay_s
@@ -45,10 +44,25 @@ class Harness:
         return [e for e, _ in self.events if isinstance(e, GenerationTask)]
 
     async def submit(self, count: int = 1) -> JobRequested:
-        profile = ProfileSnapshot(id="p1", name="P", provider="offline", model="m", timeout_s=60,
-                                  prompt_max_length=1000, max_reference_images=0, credit_cost=1)
-        request = JobRequested(job_id=str(uuid4()), user_id="u1", project="proj",
-                               profile=profile, prompt="x", size="256x256", count=count)
+        profile = ProfileSnapshot(
+            id="p1",
+            name="P",
+            provider="offline",
+            model="m",
+            timeout_s=60,
+            prompt_max_length=1000,
+            max_reference_images=0,
+            credit_cost=1,
+        )
+        request = JobRequested(
+            job_id=str(uuid4()),
+            user_id="u1",
+            project="proj",
+            profile=profile,
+            prompt="x",
+            size="256x256",
+            count=count,
+        )
         await self.service.record_request(request)
         await self.service.dispatch_enriched(
             JobEnriched(request=request, assembled=AssembledPrompt(prompt="x"))
@@ -103,8 +117,12 @@ async def test_attempts_are_bounded(harness: Harness) -> None:
 
 @pytest.mark.parametrize(
     "error_class",
-    [ErrorClass.CONTENT_BLOCKED, ErrorClass.INVALID_REQUEST, ErrorClass.AUTH,
-     ErrorClass.QUOTA_EXHAUSTED],
+    [
+        ErrorClass.CONTENT_BLOCKED,
+        ErrorClass.INVALID_REQUEST,
+        ErrorClass.AUTH,
+        ErrorClass.QUOTA_EXHAUSTED,
+    ],
 )
 async def test_never_retried(harness: Harness, error_class: ErrorClass) -> None:
     request = await harness.submit()
@@ -124,7 +142,8 @@ async def test_cancel_ends_the_job_and_marks_it(harness: Harness) -> None:
     # Late reports change nothing.
     for task in harness.tasks():
         await harness.service.task_failed(
-            GenerationFailed(task=task, error=ErrorInfo.of(ErrorClass.TIMEOUT)))
+            GenerationFailed(task=task, error=ErrorInfo.of(ErrorClass.TIMEOUT))
+        )
     again = await harness.service.get_job(request.job_id)
     assert again is not None and again.status == JobStatus.CANCELLED
     # Cancelling a finished job is a no-op that answers with the job.
@@ -142,9 +161,12 @@ async def test_undeliverable_task_fails_through_the_dead_letter_path(harness: Ha
 
     harness.service.max_attempts = 1
     outcome = await handle_max_deliveries(
-        MaxDeliveriesAdvisory(stream="ATELIER_TASKS", consumer="worker-offline", stream_seq=1,
-                              deliveries=5),
-        fetch, harness.service)
+        MaxDeliveriesAdvisory(
+            stream="ATELIER_TASKS", consumer="worker-offline", stream_seq=1, deliveries=5
+        ),
+        fetch,
+        harness.service,
+    )
     assert "failed" in outcome
     job = await harness.service.get_job(request.job_id)
     assert job is not None and job.status == JobStatus.FAILED
@@ -152,17 +174,36 @@ async def test_undeliverable_task_fails_through_the_dead_letter_path(harness: Ha
 
 
 async def test_undeliverable_request_fails_the_job(harness: Harness) -> None:
-    profile = ProfileSnapshot(id="p1", name="P", provider="offline", model="m", timeout_s=60,
-                              prompt_max_length=1000, max_reference_images=0, credit_cost=1)
-    request = JobRequested(job_id=str(uuid4()), user_id="u1", project="proj", profile=profile,
-                           prompt="x", size="256x256", count=1)
+    profile = ProfileSnapshot(
+        id="p1",
+        name="P",
+        provider="offline",
+        model="m",
+        timeout_s=60,
+        prompt_max_length=1000,
+        max_reference_images=0,
+        credit_cost=1,
+    )
+    request = JobRequested(
+        job_id=str(uuid4()),
+        user_id="u1",
+        project="proj",
+        profile=profile,
+        prompt="x",
+        size="256x256",
+        count=1,
+    )
     await harness.service.record_request(request)
 
     async def fetch(stream: str, seq: int) -> tuple[str, bytes]:
         return "jobs.requested", request.model_dump_json().encode()
 
     await handle_max_deliveries(
-        MaxDeliveriesAdvisory(stream="ATELIER_JOBS", consumer="context-jobs-requested",
-                              stream_seq=1, deliveries=20), fetch, harness.service)
+        MaxDeliveriesAdvisory(
+            stream="ATELIER_JOBS", consumer="context-jobs-requested", stream_seq=1, deliveries=20
+        ),
+        fetch,
+        harness.service,
+    )
     job = await harness.service.get_job(request.job_id)
     assert job is not None and job.status == JobStatus.FAILED

@@ -41,6 +41,10 @@ from atelier_contracts.profiles import (
     Profile,
     ProfilesListQuery,
     ProfilesListReply,
+    QuotaReleaseReply,
+    QuotaReleaseRequest,
+    QuotaReserveReply,
+    QuotaReserveRequest,
 )
 from atelier_contracts.subjects import JOBS_STREAM, Subject
 from atelier_gateway.main import create_app
@@ -150,6 +154,8 @@ def test_settings(**overrides: Any) -> Settings:
         "jwt_secret": SECRET,
         "job_lookup_grace_s": 0.2,
         "query_timeout_s": 0.5,
+        # Tests change the fake profiles between requests; caching is tested on its own.
+        "profile_cache_s": 0.0,
     }
     fields.update(overrides)
     return Settings(**fields)
@@ -170,6 +176,12 @@ class World:
     # Like dispatch: record every requested job, so a later JOBS_GET finds it.
     record_requested_jobs: bool = True
     job_queries: int = 0
+    # The fake quota: what `profiles.query.quota_reserve` answers (reserved, by default).
+    quota_reply: QuotaReserveReply = field(
+        default_factory=lambda: QuotaReserveReply(outcome="reserved", message="Credits reserved.")
+    )
+    reservations: list[QuotaReserveRequest] = field(default_factory=list)
+    releases: list[str] = field(default_factory=list)
 
 
 def register_fakes(
@@ -184,6 +196,16 @@ def register_fakes(
         async def list_profiles(query: ProfilesListQuery) -> ProfilesListReply:
             profiles = [p for p in world.profiles if query.include_disabled or p.enabled]
             return ProfilesListReply(settings=world.settings, profiles=profiles)
+
+        @broker.subscriber(Subject.QUOTA_RESERVE, queue="profiles")
+        async def reserve_quota(request: QuotaReserveRequest) -> QuotaReserveReply:
+            world.reservations.append(request)
+            return world.quota_reply
+
+        @broker.subscriber(Subject.QUOTA_RELEASE, queue="profiles")
+        async def release_quota(request: QuotaReleaseRequest) -> QuotaReleaseReply:
+            world.releases.append(request.job_id)
+            return QuotaReleaseReply(released=True)
 
     if "dispatch" in services:
 

@@ -75,7 +75,23 @@ def test_request_repr_hides_the_api_key() -> None:
 
 
 def test_registry() -> None:
-    assert set(ADAPTERS) == {"offline", "openai"}
+    from atelier_contracts.providers import KNOWN_PROVIDERS
+
+    # The app's names (openai, openrouter, falai, stable-diffusion, workersai) and the rest.
+    assert set(ADAPTERS) == set(KNOWN_PROVIDERS)
+    assert {
+        "offline",
+        "openai",
+        "openrouter",
+        "falai",
+        "stable-diffusion",
+        "workersai",
+        "comfyui",
+        "gemini",
+        "replicate",
+        "bfl",
+        "stability",
+    } <= set(ADAPTERS)
     assert isinstance(get_adapter("offline"), OfflineAdapter)
     assert isinstance(get_adapter("openai"), OpenAIAdapter)
     assert all(name == adapter.name for name, adapter in ADAPTERS.items())

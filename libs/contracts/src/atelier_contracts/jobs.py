@@ -19,7 +19,12 @@ class ElementImage(BaseModel):
 
     media_id: str | None = None
     url: str | None = Field(default=None, max_length=2048)
-    data_url: str | None = Field(default=None, max_length=20_000_000)
+    data_url: str | None = Field(
+        default=None,
+        max_length=5_000_000,
+        description="A `data:image/...;base64,` URL of at most 5 MB; larger pictures should be "
+        "uploaded to the media library and referenced by `media_id`",
+    )
 
     @model_validator(mode="after")
     def _exactly_one(self) -> ElementImage:
@@ -50,7 +55,10 @@ class ContextElement(BaseModel):
 class GenerationContext(BaseModel):
     elements: list[ContextElement] = Field(default_factory=list, max_length=16)
     project_title: str | None = Field(
-        default=None, max_length=300, description="Named by the cover template", examples=["The Salt Road"]
+        default=None,
+        max_length=300,
+        description="Named by the cover template",
+        examples=["The Salt Road"],
     )
     project_description: str | None = Field(
         default=None, max_length=2000, description="Named by the cover template"

@@ -56,6 +56,13 @@ class ProfileFields(BaseModel):
     provider_config: dict[str, Any] = Field(
         default_factory=dict, description="Provider-specific settings (never secrets)"
     )
+    fallback_profile_id: str | None = Field(
+        default=None,
+        max_length=36,
+        description="The profile to try when this one's provider is unavailable; its own "
+        "fallback continues the chain. Never followed after a content block. Stored and "
+        "checked (exists, no cycles); not yet followed at run time.",
+    )
 
 
 class Profile(ProfileFields):
@@ -106,7 +113,11 @@ class GenerationSettings(BaseModel):
 class ProfilesChanged(Event):
     type: Literal["profiles.changed"] = "profiles.changed"
     profile_id: str | None = Field(default=None, description="None when the settings changed")
-    action: Literal["created", "updated", "deleted", "settings"]
+    action: Literal["created", "updated", "deleted", "settings", "credentials"]
+    provider: str | None = Field(
+        default=None,
+        description="For `credentials`: whose key was set, rotated or deleted (never the key)",
+    )
 
 
 # Request/reply queries answered by the profiles service.
@@ -125,3 +136,54 @@ class ProfilesListQuery(BaseModel):
 class ProfilesListReply(BaseModel):
     settings: GenerationSettings
     profiles: list[Profile]
+
+
+# Provider credentials: a worker asks for its provider's key (`profiles.query.credentials`).
+class CredentialQuery(BaseModel):
+    provider: str = Field(pattern=PROVIDER_PATTERN, examples=["openai"])
+
+
+class CredentialReply(BaseModel):
+    """Never the plaintext: the key travels sealed with the shared transport key."""
+
+    provider: str
+    configured: bool = Field(description="Whether an admin stored a key for this provider")
+    sealed_key: str | None = Field(
+        default=None,
+        description="The key, AES-GCM-sealed under `ATELIER_CREDENTIALS_TRANSPORT_KEY` "
+        "(`v1.` + base64url(nonce + ciphertext); key HKDF-SHA256(transport key, info "
+        "`atelier credentials transport v1`), associated data `provider:<name>`)",
+    )
+
+
+# Quotas: the gateway reserves credits before it accepts a job (`profiles.query.quota_*`).
+class QuotaReserveRequest(BaseModel):
+    job_id: str = Field(min_length=1, max_length=100)
+    user_id: str = Field(min_length=1, max_length=200)
+    project: str = Field(min_length=1, max_length=100)
+    profile_id: str = Field(min_length=1, max_length=200)
+    count: int = Field(ge=1, le=100)
+
+
+class QuotaReserveReply(BaseModel):
+    outcome: Literal["reserved", "quota_exceeded", "rate_limited"]
+    message: str = Field(description="Phrased for the user")
+    cost: float = Field(default=0.0, description="Credits this job holds (or would have held)")
+    limit: float | None = Field(default=None, description="Credits per period; None: no limit")
+    remaining: float | None = Field(
+        default=None, description="Credits left in the period after this answer"
+    )
+    resets_at: datetime | None = Field(default=None, description="When the period starts anew")
+    retry_after_s: float | None = Field(
+        default=None, description="For `rate_limited`: when the next submission is accepted"
+    )
+
+
+class QuotaReleaseRequest(BaseModel):
+    """The job was never queued (its publish failed): give its credits back."""
+
+    job_id: str = Field(min_length=1, max_length=100)
+
+
+class QuotaReleaseReply(BaseModel):
+    released: bool

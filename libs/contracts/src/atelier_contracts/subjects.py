@@ -24,6 +24,9 @@ class Subject(StrEnum):
     PROFILES_GET = "profiles.query.get"
     PROFILES_LIST = "profiles.query.list"
     SETTINGS_GET = "profiles.query.settings"
+    PROFILES_CREDENTIALS = "profiles.query.credentials"
+    QUOTA_RESERVE = "profiles.query.quota_reserve"
+    QUOTA_RELEASE = "profiles.query.quota_release"
     JOBS_GET = "jobs.query.get"
     JOBS_CANCEL = "jobs.command.cancel"
     JOBS_LIST = "jobs.query.list"
@@ -94,6 +97,7 @@ class Durable(StrEnum):
     DISPATCH_RESULTS = "dispatch-gen-results"
     DISPATCH_MEDIA_LANDED = "dispatch-media-landed"
     MEDIA_GEN_COMPLETED = "media-gen-completed"
+    PROFILES_JOB_OUTCOMES = "profiles-job-outcomes"  # settles quotas, writes the audit
 
 
 # JetStream key-value buckets.

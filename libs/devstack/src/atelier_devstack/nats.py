@@ -30,6 +30,9 @@ def write_nats_config(path: Path, *, port: int, monitor_port: int, store_dir: Pa
         f"""# Written by atelier_devstack; rewritten at every start.
 listen: "{LOOPBACK}:{port}"
 http: "{LOOPBACK}:{monitor_port}"
+# A job request may carry element pictures as data URLs (up to 4 of 5 MB); 1 MB, the default,
+# would refuse it. Deployments set the same limit (deploy/, docker-compose.yml).
+max_payload: 32MB
 jetstream {{
   store_dir: {json.dumps(str(store_dir))}
   max_mem: {JETSTREAM_MAX_MEM}

@@ -6,6 +6,17 @@ import argparse
 import sys
 from pathlib import Path
 
+from atelier_fakes import (
+    bfl,
+    comfyui,
+    falai,
+    gemini,
+    openrouter,
+    replicate,
+    stability,
+    stable_diffusion,
+    workersai,
+)
 from atelier_fakes.openai import DEFAULT_SPEC_PATH, MARKERS, FakeOpenAIState, create_openai_fake
 from atelier_fakes.server import bind_free_socket, make_server
 
@@ -41,19 +52,35 @@ def build_parser() -> argparse.ArgumentParser:
         "--hang", type=float, default=FakeOpenAIState.hang_s, help="seconds [openai:hang] stalls"
     )
     openai.add_argument("--log-level", default="info", help="uvicorn log level (default info)")
+    # Fakes that register their own subcommand; each sets `make_app` and `url_suffix`.
+    for module in (
+        openrouter,
+        gemini,
+        stability,
+        bfl,
+        workersai,
+        falai,
+        replicate,
+        comfyui,
+        stable_diffusion,
+    ):
+        module.add_cli(fakes)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    state = FakeOpenAIState(
-        api_key=args.api_key, spec_path=args.spec, url_ttl_s=args.url_ttl, hang_s=args.hang
-    )
-    app = create_openai_fake(state)
+    if hasattr(args, "make_app"):
+        app, suffix = args.make_app(args), args.url_suffix
+    else:
+        state = FakeOpenAIState(
+            api_key=args.api_key, spec_path=args.spec, url_ttl_s=args.url_ttl, hang_s=args.hang
+        )
+        app, suffix = create_openai_fake(state), "/v1"
     sock = bind_free_socket(args.host, args.port)
     host, port = sock.getsockname()[:2]
     # Printed before serving so a supervisor or script can read the port when --port is 0.
-    print(f"fake openai listening on http://{host}:{port}/v1", flush=True)
+    print(f"fake {args.fake} listening on http://{host}:{port}{suffix}", flush=True)
     make_server(app, log_level=args.log_level).run(sockets=[sock])
     return 0
 

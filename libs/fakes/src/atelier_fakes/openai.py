@@ -2,7 +2,9 @@
 
 Bodies are validated against `CreateImageRequest` from OpenAI's own OpenAPI document (and
 unknown parameters are refused, as the real API does), so a test passing against this fake
-says the adapter sends what OpenAI accepts. Failures are scripted by markers in the prompt,
+says the adapter sends what OpenAI accepts. `/v1/images/edits` (multipart, reference images as
+`image[]`) is validated the same way against `CreateImageEditRequest`, and keeps every image it
+received in `FakeOpenAIState.edits`. Failures are scripted by markers in the prompt,
 e.g. "a cat [openai:429]"; see `MARKERS`.
 """
 
@@ -24,6 +26,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from jsonschema import Draft202012Validator, ValidationError
 from jsonschema.exceptions import best_match
+from starlette.datastructures import FormData, UploadFile
 
 from atelier_fakes.images import CONTENT_TYPES, render_image
 
@@ -75,6 +78,22 @@ class RecordedRequest:
 
 
 @dataclass
+class ReceivedImage:
+    filename: str | None
+    content_type: str | None
+    data: bytes = field(repr=False)
+
+
+@dataclass
+class RecordedEdit:
+    """One `POST /v1/images/edits`: its text fields (as sent) and the images it carried."""
+
+    headers: dict[str, str]
+    fields: dict[str, str]
+    images: list[ReceivedImage]
+
+
+@dataclass
 class StoredFile:
     data: bytes
     content_type: str
@@ -94,6 +113,7 @@ class FakeOpenAIState:
     requests: list[RecordedRequest] = field(default_factory=list)  # POSTs to the API
     downloads: list[RecordedRequest] = field(default_factory=list)  # GETs of result URLs
     files: dict[str, StoredFile] = field(default_factory=dict)
+    edits: list[RecordedEdit] = field(default_factory=list)  # POSTs to /images/edits
 
     @property
     def bodies(self) -> list[Any]:
@@ -103,6 +123,7 @@ class FakeOpenAIState:
         self.requests.clear()
         self.downloads.clear()
         self.files.clear()
+        self.edits.clear()
 
 
 class _Reject(Exception):
@@ -130,6 +151,7 @@ def create_openai_fake(state: FakeOpenAIState | None = None) -> FastAPI:
     """The fake as an ASGI app; serve it with `run_fake_in_thread` or uvicorn."""
     state = state or FakeOpenAIState()
     validator, known_params = load_request_schema(state.spec_path)
+    edit_validator, edit_params = load_request_schema(state.spec_path, "CreateImageEditRequest")
     app = FastAPI(title="Fake OpenAI Images API", docs_url=None, redoc_url=None)
     app.state.fake = state
 
@@ -145,6 +167,26 @@ def create_openai_fake(state: FakeOpenAIState | None = None) -> FastAPI:
             _check_auth(request.headers.get("authorization"), state.api_key)
             checked = _validated(body, validator, known_params)
             return await _answer(request, checked, state, request_id)
+        except _Reject as reject:
+            return _error_response(reject, request_id)
+
+    @app.post("/v1/images/edits")
+    async def create_image_edit(request: Request) -> Response:
+        request_id = f"req_{uuid.uuid4().hex}"
+        try:
+            if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+                # The JSON variant (images by URL or file id) is not served by this fake.
+                raise _Reject(400, "The fake serves multipart/form-data edits only.")
+            try:
+                async with request.form(max_files=32, max_fields=64) as form:
+                    fields, images = await _edit_form(form)
+            except Exception as exc:  # malformed multipart
+                raise _Reject(400, f"Could not parse multipart form: {exc}") from exc
+            state.edits.append(RecordedEdit(dict(request.headers), fields, images))
+            _check_auth(request.headers.get("authorization"), state.api_key)
+            body = _validated(_edit_instance(fields, images), edit_validator, edit_params)
+            _check_edit_images(str(body.get("model") or "dall-e-2"), images)
+            return await _answer(request, body, state, request_id)
         except _Reject as reject:
             return _error_response(reject, request_id)
 
@@ -164,10 +206,10 @@ def create_openai_fake(state: FakeOpenAIState | None = None) -> FastAPI:
 
 
 def load_request_schema(
-    spec_path: Path | None,
+    spec_path: Path | None, schema_name: str = "CreateImageRequest"
 ) -> tuple[Draft202012Validator | None, frozenset[str]]:
-    """A validator for `CreateImageRequest` and its property names, or `(None, ∅)` without
-    the document (validation is then skipped, loudly)."""
+    """A validator for `schema_name` (`CreateImageRequest`, `CreateImageEditRequest`) and its
+    property names, or `(None, ∅)` without the document (validation is then skipped, loudly)."""
     if spec_path is None or not spec_path.is_file():
         message = f"OpenAI OpenAPI document not found at {spec_path}; not validating bodies"
         warnings.warn(message, stacklevel=2)
@@ -176,9 +218,9 @@ def load_request_schema(
     document = json.loads(spec_path.read_text(encoding="utf-8"))
     components = _nullable_to_json_schema(document["components"])
     # Keep the components beside the root $ref so "#/components/..." pointers resolve.
-    schema = {"$ref": "#/components/schemas/CreateImageRequest", "components": components}
+    schema = {"$ref": f"#/components/schemas/{schema_name}", "components": components}
     validator = Draft202012Validator(schema)
-    known = frozenset(components["schemas"]["CreateImageRequest"]["properties"])
+    known = frozenset(components["schemas"][schema_name]["properties"])
     return validator, known
 
 
@@ -201,6 +243,84 @@ def _nullable_to_json_schema(node: Any) -> Any:
         out["anyOf"] = [*out["anyOf"], {"type": "null"}]
         return out
     return {"anyOf": [out, {"type": "null"}]}
+
+
+# Multipart sends every field as text; OpenAI reads these as numbers and booleans.
+_EDIT_INTEGER_FIELDS = frozenset({"n", "output_compression", "partial_images"})
+_EDIT_BOOLEAN_FIELDS = frozenset({"stream"})
+_IMAGE_SIGNATURES = {
+    b"\x89PNG\r\n\x1a\n": "png",
+    b"\xff\xd8\xff": "jpeg",
+}
+_MAX_EDIT_IMAGE_BYTES = 50 * 1024 * 1024
+_MAX_DALLE2_EDIT_BYTES = 4 * 1024 * 1024
+
+
+async def _edit_form(form: FormData) -> tuple[dict[str, str], list[ReceivedImage]]:
+    """Text fields, and the uploads under `image` / `image[]` (`mask` is kept as a field name)."""
+    fields: dict[str, str] = {}
+    images: list[ReceivedImage] = []
+    for key, value in form.multi_items():
+        if isinstance(value, UploadFile):
+            if key in ("image", "image[]"):
+                images.append(ReceivedImage(value.filename, value.content_type, await value.read()))
+            else:
+                fields[key] = "<binary>"
+        else:
+            fields[key] = value
+    return fields, images
+
+
+def _edit_instance(fields: dict[str, str], images: list[ReceivedImage]) -> dict[str, Any]:
+    """The form as the JSON instance `CreateImageEditRequest` describes (files as placeholders)."""
+    instance: dict[str, Any] = {}
+    for key, value in fields.items():
+        if key in _EDIT_INTEGER_FIELDS and value.lstrip("-").isdigit():
+            instance[key] = int(value)
+        elif key in _EDIT_BOOLEAN_FIELDS and value in ("true", "false"):
+            instance[key] = value == "true"
+        else:
+            instance[key] = value
+    if images:
+        instance["image"] = ["<binary>"] * len(images) if len(images) > 1 else "<binary>"
+    return instance
+
+
+def _image_kind(data: bytes) -> str | None:
+    for signature, kind in _IMAGE_SIGNATURES.items():
+        if data.startswith(signature):
+            return kind
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    return None
+
+
+def _check_edit_images(model: str, images: list[ReceivedImage]) -> None:
+    """The per-model input rules of `/images/edits` (file types, sizes, counts)."""
+    if model == "dall-e-3":
+        raise _Reject(
+            400,
+            "Invalid model dall-e-3. The model must be one of the GPT image models or dall-e-2.",
+            param="model",
+            code="invalid_value",
+        )
+    for number, image in enumerate(images, start=1):
+        kind = _image_kind(image.data)
+        if kind is None:
+            raise _Reject(
+                400,
+                f"Invalid file 'image' (number {number}): unsupported file. Supported file "
+                "formats are 'image/jpeg', 'image/png', and 'image/webp'.",
+                param="image",
+                code="invalid_image_file",
+            )
+        limit = _MAX_DALLE2_EDIT_BYTES if model == "dall-e-2" else _MAX_EDIT_IMAGE_BYTES
+        if len(image.data) > limit:
+            raise _Reject(400, f"Image {number} is larger than allowed.", param="image")
+        if model == "dall-e-2" and kind != "png":
+            raise _Reject(400, "dall-e-2 edits take a PNG image.", param="image")
+    if model == "dall-e-2" and len(images) != 1:
+        raise _Reject(400, "dall-e-2 edits take exactly one image.", param="image")
 
 
 def _parse_json(raw: bytes) -> Any:

@@ -48,8 +48,11 @@ def create_otlp_fake(state: FakeCollectorState) -> FastAPI:
         received: list[ReceivedSpan] = []
         for resource_spans in message.resource_spans:
             service = next(
-                (a.value.string_value for a in resource_spans.resource.attributes
-                 if a.key == "service.name"),
+                (
+                    a.value.string_value
+                    for a in resource_spans.resource.attributes
+                    if a.key == "service.name"
+                ),
                 "unknown",
             )
             for scope_spans in resource_spans.scope_spans:

@@ -10,14 +10,13 @@ from atelier_messaging.broker import (
     query,
     stream_for_subject,
 )
-
 from atelier_messaging.kv import CancelledJobs, ProviderHandles, TaskHandle
 
 __all__ = [
     "CancelledJobs",
     "ProviderHandles",
-    "TaskHandle",
     "RedeliveryBackoffMiddleware",
+    "TaskHandle",
     "delivery_attempt",
     "durable_subscriber",
     "ensure_streams",

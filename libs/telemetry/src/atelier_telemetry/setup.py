@@ -72,4 +72,5 @@ def configure_telemetry(
 def instrument_fastapi(app: Any) -> None:
     from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
-    FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz")
+    # Probes and Prometheus scrapes would otherwise be a trace every few seconds.
+    FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz,metrics")

@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from atelier_contracts.errors import AtelierError
+from atelier_web.metrics import install_metrics
 
 log = logging.getLogger("atelier.web")
 
@@ -115,6 +116,7 @@ def create_service_app(
         ok = all(results)
         return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
 
+    install_metrics(app, broker)
     return app
 
 

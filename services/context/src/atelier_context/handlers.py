@@ -1,23 +1,51 @@
-"""Context's only subscription: jobs.requested → jobs.enriched."""
+"""Context's subscriptions: jobs.requested → jobs.enriched, and the preview query."""
 
 from __future__ import annotations
 
+import nats.errors
+from faststream.exceptions import SubscriberNotFound
 from faststream.nats import NatsBroker
 
-from atelier_context.service import enrich_job
-from atelier_context.settings import Settings
+from atelier_context.references import MediaLookup, MediaUnavailable
+from atelier_context.service import ContextService
 from atelier_contracts.envelope import derived_event_id
-from atelier_contracts.jobs import JobRequested
+from atelier_contracts.jobs import ContextPreviewQuery, ContextPreviewReply, JobRequested
+from atelier_contracts.media import MediaQuery, MediaReply
 from atelier_contracts.subjects import Durable, Subject
-from atelier_messaging import durable_subscriber, publish_event
+from atelier_messaging import durable_subscriber, publish_event, query
+
+# Request/reply subscribers share this queue group: replicas split the queries, one answer each.
+QUEUE = "context"
 
 
-def register_handlers(broker: NatsBroker, settings: Settings) -> None:
-    # Ack policy: ack once jobs.enriched is stored; on error redeliver with backoff. Enrichment is
-    # pure, so a redelivery republishes the same event id and JetStream drops the duplicate.
+def media_lookup(broker: NatsBroker, timeout_s: float) -> MediaLookup:
+    """The service's way to the media library: `media.query.get` over core NATS."""
+
+    async def lookup(media_id: str) -> MediaReply:
+        try:
+            return await query(
+                broker, Subject.MEDIA_GET, MediaQuery(media_id=media_id), MediaReply, timeout_s
+            )
+        # No answer in time, no responders, or (in-memory test broker) no subscriber.
+        except (TimeoutError, nats.errors.Error, SubscriberNotFound) as exc:
+            raise MediaUnavailable(f"media.query.get: {type(exc).__name__}") from exc
+
+    return lookup
+
+
+def register_handlers(broker: NatsBroker, service: ContextService) -> None:
+    # Ack policy: ack once jobs.enriched is stored; on error (object storage down) redeliver with
+    # backoff. A redelivery stages the same keys and republishes the same event id, which
+    # JetStream drops as a duplicate. An image that cannot be had is not an error: it is listed
+    # in `excluded_images` with its reason and the job goes on without it.
     @durable_subscriber(broker, Subject.JOBS_REQUESTED, Durable.CONTEXT_JOBS, max_workers=4)
     async def enrich_requested_job(request: JobRequested) -> None:
-        enriched = enrich_job(request, settings.max_elements).model_copy(
+        enriched = (await service.enrich_job(request)).model_copy(
             update={"event_id": derived_event_id(request.event_id, Subject.JOBS_ENRICHED)}
         )
         await publish_event(broker, enriched, Subject.JOBS_ENRICHED)
+
+    # Core NATS request/reply: nothing to ack; if we fail the gateway times out and says so.
+    @broker.subscriber(Subject.CONTEXT_PREVIEW, queue=QUEUE)
+    async def preview_context(query: ContextPreviewQuery) -> ContextPreviewReply:
+        return await service.preview(query)

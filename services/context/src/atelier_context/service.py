@@ -1,102 +1,173 @@
-"""Turns the worldbuilding elements a writer picked into the prompt the model is sent.
+"""Turns the worldbuilding elements a writer picked into what the model is sent: the prompt
+(`composition`) and the reference images (`references`, `images`, `ssrf`).
 
-Deterministic and readable: the writer's own prompt first, then one line per element built only
-from the parts the writer chose to send. What did not fit is named in `notes`, never silently lost.
+No broker and no HTTP here: the media lookup, the fetchers and the object store come in from
+the composition root. A job's reference images are staged under `refs/<job_id>/<n>.<ext>` in
+the staging bucket, so a redelivered `jobs.requested` writes the same keys again and publishes the
+same `jobs.enriched`. A preview runs the same assembly and stages nothing.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Protocol
 
-from atelier_contracts.jobs import AssembledPrompt, ContextElement, JobEnriched, JobRequested
+from atelier_context.composition import AssemblyInput, assemble_prompt
+from atelier_context.references import ReferenceProblem, ResolvedReference
+from atelier_contracts.jobs import (
+    AssembledPrompt,
+    ContextElement,
+    ContextPreviewQuery,
+    ContextPreviewReply,
+    ExcludedImage,
+    JobEnriched,
+    JobRequested,
+    ReferenceImagePreview,
+    ReferenceImageRef,
+)
 
-# Data keys that are bookkeeping, not description.
-_INTERNAL_KEYS = {"id", "_id", "created_at", "updated_at", "image", "image_url", "media_id"}
-
-
-def flatten_data(data: dict[str, Any], prefix: str = "") -> list[str]:
-    """`{"looks": {"eyes": "green"}, "tags": ["a"]}` → `["looks eyes: green", "tags: a"]`."""
-    parts: list[str] = []
-    for key, value in data.items():
-        if key in _INTERNAL_KEYS or key.startswith("_") or value in (None, "", [], {}):
-            continue
-        label = f"{prefix} {key}".strip().replace("_", " ")
-        if isinstance(value, dict):
-            parts.extend(flatten_data(value, label))
-        elif isinstance(value, list):
-            items = [str(v) for v in value if v not in (None, "") and not isinstance(v, dict)]
-            if items:
-                parts.append(f"{label}: {', '.join(items)}")
-        else:
-            parts.append(f"{label}: {value}")
-    return parts
+log = logging.getLogger("atelier.context")
 
 
-def element_line(element: ContextElement) -> str | None:
-    pieces: list[str] = []
-    if element.send.description and element.description and element.description.strip():
-        pieces.append(element.description.strip().rstrip(".") + ".")
-    if element.send.data:
-        fields = flatten_data(element.data)
-        if fields:
-            pieces.append("; ".join(fields) + ".")
-    if not pieces:
-        return None
-    return f"{element.name} ({element.type}): {' '.join(pieces)}"
+class Resolver(Protocol):
+    async def resolve(self, element: ContextElement, project: str) -> ResolvedReference: ...
 
 
-def _trim_to(text: str, limit: int) -> str:
-    """Cut at the last sentence or word boundary that fits."""
-    if len(text) <= limit:
-        return text
-    cut = text[:limit]
-    for boundary in (". ", "; ", " "):
-        at = cut.rfind(boundary)
-        if at > 0:
-            return cut[: at + 1].rstrip()
-    return ""
+class Store(Protocol):
+    async def put_bytes(
+        self,
+        bucket: str,
+        key: str,
+        data: bytes,
+        content_type: str,
+        metadata: dict[str, str] | None = None,
+    ) -> None: ...
 
 
-def assemble_prompt(request: JobRequested, max_elements: int) -> AssembledPrompt:
-    notes: list[str] = []
-    elements = request.context.elements
-    if len(elements) > max_elements:
-        skipped = ", ".join(e.name for e in elements[max_elements:])
-        notes.append(f"Only the first {max_elements} elements are used; left out: {skipped}.")
-        elements = elements[:max_elements]
+class AssemblySource(AssemblyInput, Protocol):
+    @property
+    def project(self) -> str: ...
 
-    limit = request.profile.prompt_max_length
-    prompt = request.prompt.strip()
-    used: list[str] = []
-    lines: list[str] = []
-    for element in elements:
-        line = element_line(element)
-        if line is None:
-            notes.append(f"{element.name}: nothing selected to send as text.")
-            continue
-        lines.append(line)
-        used.append(element.id)
 
-    if lines:
-        context_block = "\n\nContext:\n" + "\n".join(lines)
-        room = limit - len(prompt)
-        if len(context_block) > room:
-            trimmed = _trim_to(context_block, max(room, 0))
-            notes.append(
-                f"Context was shortened to fit the model's {limit}-character prompt limit "
-                f"({len(context_block) - len(trimmed)} characters left out)."
+def reference_key(job_id: str, index: int, extension: str) -> str:
+    return f"refs/{job_id}/{index}.{extension}"
+
+
+@dataclass(frozen=True)
+class Assembly:
+    prompt: AssembledPrompt  # without reference images: those depend on staging
+    sent: list[ResolvedReference]
+    excluded: list[ExcludedImage]
+
+
+@dataclass
+class ContextService:
+    resolver: Resolver
+    store: Store
+    staging_bucket: str
+    max_elements: int = 4
+    references_budget_s: float = 30.0
+
+    async def enrich_job(self, request: JobRequested) -> JobEnriched:
+        assembly = await self.assemble(request)
+        staged: list[ReferenceImageRef] = []
+        for index, reference in enumerate(assembly.sent):
+            image = reference.image
+            key = reference_key(request.job_id, index, image.extension)
+            # Same key on a redelivery: the object is simply written again.
+            await self.store.put_bytes(self.staging_bucket, key, image.data, image.content_type)
+            staged.append(
+                ReferenceImageRef(
+                    staging_key=key,
+                    content_type=image.content_type,
+                    width=image.width,
+                    height=image.height,
+                    size_bytes=image.size_bytes,
+                    element_id=reference.element_id,
+                    source=reference.source,
+                    media_id=reference.media_id,
+                )
             )
-            context_block = trimmed if trimmed.strip() != "Context:" else ""
-        prompt = prompt + context_block
+        assembled = assembly.prompt.model_copy(
+            update={"reference_images": staged, "excluded_images": assembly.excluded}
+        )
+        return JobEnriched(request=request, assembled=assembled)
 
-    negative = request.options.get("negative_prompt")
-    return AssembledPrompt(
-        prompt=prompt,
-        negative_prompt=str(negative) if negative else None,
-        elements_used=used,
-        notes=notes,
-    )
+    async def preview(self, query: ContextPreviewQuery) -> ContextPreviewReply:
+        assembly = await self.assemble(query)
+        return ContextPreviewReply(
+            prompt=assembly.prompt.prompt,
+            negative_prompt=assembly.prompt.negative_prompt,
+            elements_used=assembly.prompt.elements_used,
+            notes=assembly.prompt.notes,
+            reference_images=[
+                ReferenceImagePreview(
+                    element_id=reference.element_id,
+                    source=reference.source,
+                    media_id=reference.media_id,
+                    content_type=reference.image.content_type,
+                    width=reference.image.width,
+                    height=reference.image.height,
+                    size_bytes=reference.image.size_bytes,
+                )
+                for reference in assembly.sent
+            ],
+            excluded_images=assembly.excluded,
+        )
 
+    async def assemble(self, source: AssemblySource) -> Assembly:
+        sent, excluded = await self._reference_images(source)
+        prompt = assemble_prompt(
+            source, self.max_elements, image_element_ids={r.element_id for r in sent}
+        )
+        return Assembly(prompt, sent, excluded)
 
-def enrich_job(request: JobRequested, max_elements: int) -> JobEnriched:
-    return JobEnriched(request=request, assembled=assemble_prompt(request, max_elements))
+    async def _reference_images(
+        self, source: AssemblySource
+    ) -> tuple[list[ResolvedReference], list[ExcludedImage]]:
+        """The images to send, in element order, and every image not sent with its reason."""
+        profile = source.profile
+        maximum = profile.max_reference_images
+        elements = source.context.elements
+        excluded: list[ExcludedImage] = []
+        sent: list[ResolvedReference] = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.references_budget_s
+
+        def exclude(element: ContextElement, reason: str) -> None:
+            excluded.append(ExcludedImage(element_id=element.id, reason=reason))
+
+        for position, element in enumerate(elements):
+            if element.image is None:
+                continue
+            if position >= self.max_elements:
+                exclude(element, f"Only the first {self.max_elements} elements are used.")
+            elif not element.send.image:
+                exclude(element, "Not sent: the image is switched off for this element.")
+            elif maximum == 0:
+                exclude(element, f"{profile.name} takes no reference images.")
+            elif len(sent) >= maximum:
+                plural = "image" if maximum == 1 else "images"
+                exclude(
+                    element,
+                    f"Over the maximum: {profile.name} takes at most {maximum} reference {plural}.",
+                )
+            else:
+                remaining = deadline - loop.time()
+                try:
+                    if remaining <= 0:
+                        raise TimeoutError
+                    async with asyncio.timeout(remaining):
+                        sent.append(await self.resolver.resolve(element, source.project))
+                except ReferenceProblem as problem:
+                    exclude(element, problem.reason)
+                except TimeoutError:
+                    exclude(element, "Fetching the image took too long; it was not sent.")
+        if excluded:
+            log.info(
+                "reference images not sent",
+                extra={"excluded": [e.model_dump() for e in excluded], "sent": len(sent)},
+            )
+        return sent, excluded

@@ -204,6 +204,7 @@ class DispatchService:
             first_index=task.first_index,
             options=options,
             seed=int(seed) + task.first_index if isinstance(seed, int) else None,
+            reference_images=assembled.reference_images,
             deadline_at=as_utc(job.deadline_at or utcnow()),
             attempt=task.attempt,
         )

@@ -7,7 +7,9 @@ because there the user named the project themselves.
 
 # No `from __future__ import annotations` here: FastAPI must resolve the route annotations at
 # run time, and `CurrentUser` is local to `create_router`.
+import math
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import (
@@ -27,10 +29,14 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.background import BackgroundTask
 from starlette.responses import StreamingResponse
 
+from atelier_contracts.errors import Forbidden
+from atelier_contracts.jobs import ContextPreviewQuery
 from atelier_contracts.media import MediaItem
-from atelier_gateway.auth import TokenRejected, User, authenticate
-from atelier_gateway.backends import MediaFetcher
+from atelier_contracts.profiles import ProfileSnapshot
+from atelier_gateway.auth import Authenticator, TokenRejected, User
+from atelier_gateway.backends import ContextPreviewer, MediaFetcher, not_answering
 from atelier_gateway.models import (
+    ContextPreview,
     Features,
     GenerationAccepted,
     GenerationRequestBody,
@@ -39,7 +45,7 @@ from atelier_gateway.models import (
     MediaOut,
     MediaPage,
 )
-from atelier_gateway.service import GatewayService, JobStream
+from atelier_gateway.service import GatewayService, JobStream, QuotaRefused, validate_generation
 from atelier_gateway.settings import Settings
 from atelier_web import error_body
 
@@ -54,17 +60,19 @@ _NOT_FOUND: dict[int | str, dict[str, Any]] = {
 
 def create_router(settings: Settings, service: GatewayService, fetcher: MediaFetcher) -> APIRouter:
     bearer = HTTPBearer(auto_error=False, description="JWT with `sub` and `projects` claims")
+    authenticator = Authenticator(
+        secret=settings.jwt_secret if settings.hs256_enabled else None,
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        leeway_s=settings.jwt_leeway_s,
+        jwks_url=settings.jwks_url,
+        jwks_cache_s=settings.jwks_cache_s,
+    )
 
     async def current_user(
         credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
     ) -> User:
-        return authenticate(
-            credentials.credentials if credentials else None,
-            secret=settings.jwt_secret,
-            issuer=settings.jwt_issuer,
-            audience=settings.jwt_audience,
-            leeway_s=settings.jwt_leeway_s,
-        )
+        return await authenticator(credentials.credentials if credentials else None)
 
     CurrentUser = Annotated[User, Depends(current_user)]
     router = APIRouter(prefix="/v1", responses=_ERRORS)
@@ -81,6 +89,10 @@ def create_router(settings: Settings, service: GatewayService, fetcher: MediaFet
         responses={
             200: {"description": "Idempotency-Key seen before: the job it made"},
             403: {"description": "`project_not_granted` or `generation_disabled`"},
+            429: {
+                "description": "`quota_exceeded` (with `remaining`, `resets_at`) or "
+                "`rate_limited` (with `Retry-After`)"
+            },
             422: {
                 "description": "The request does not fit the profile, or "
                 "`idempotency_key_reused` with a different request"
@@ -99,6 +111,44 @@ def create_router(settings: Settings, service: GatewayService, fetcher: MediaFet
         if not submission.created:
             response.status_code = status.HTTP_200_OK
         return submission.response
+
+    @router.post(
+        "/context/preview",
+        tags=["generation"],
+        responses={
+            403: {"description": "`project_not_granted` or `generation_disabled`"},
+            422: {"description": "The request does not fit the profile"},
+        },
+    )
+    async def preview_context(body: GenerationRequestBody, user: CurrentUser) -> ContextPreview:
+        """The exact prompt and reference images a generation with this body would send, and
+        every image that would not be sent with the reason. Validated like a generation;
+        nothing is queued, charged or stored."""
+        if not user.is_granted(body.project):  # as for submitting: the user named the project
+            raise Forbidden(
+                f"Your account has no access to project {body.project!r}.",
+                code="project_not_granted",
+            )
+        catalog = await service.backends.profiles(include_disabled=True)
+        profile = next((p for p in catalog.profiles if p.id == body.profile_id), None)
+        resolved = validate_generation(body, profile, catalog.settings)
+        previewer = service.backends
+        if not isinstance(previewer, ContextPreviewer):
+            raise not_answering("context")
+        reply = await previewer.context_preview(
+            ContextPreviewQuery(
+                user_id=user.id,
+                project=body.project,
+                profile=ProfileSnapshot.of(resolved.profile),
+                prompt=resolved.prompt,
+                size=resolved.size,
+                count=resolved.count,
+                options=resolved.options,
+                context=body.context,
+                target=body.target,
+            )
+        )
+        return ContextPreview.of(reply)
 
     @router.get("/generations/{job_id}", tags=["generation"], responses=_NOT_FOUND)
     async def get_generation(job_id: str, user: CurrentUser) -> JobOut:
@@ -266,4 +316,28 @@ def install_auth_error_handler(app: FastAPI) -> None:
             error_body(exc.code, exc.message),
             status_code=exc.status_code,
             headers={"WWW-Authenticate": 'Bearer realm="atelier"'},
+        )
+
+
+def install_quota_error_handler(app: FastAPI) -> None:
+    """429s say what is left and when to come back (body fields and `Retry-After`)."""
+
+    @app.exception_handler(QuotaRefused)
+    async def _quota_refused(_: Request, exc: QuotaRefused) -> JSONResponse:
+        reply = exc.reply
+        extra: dict[str, Any] = {
+            "remaining": reply.remaining,
+            "limit": reply.limit,
+            "cost": reply.cost,
+            "resets_at": reply.resets_at.isoformat() if reply.resets_at else None,
+        }
+        headers: dict[str, str] = {}
+        if exc.code == "rate_limited" and reply.retry_after_s is not None:
+            extra["retry_after_s"] = reply.retry_after_s
+            headers["Retry-After"] = str(max(1, math.ceil(reply.retry_after_s)))
+        elif reply.resets_at is not None:
+            wait_s = (reply.resets_at - datetime.now(UTC)).total_seconds()
+            headers["Retry-After"] = str(max(1, math.ceil(wait_s)))
+        return JSONResponse(
+            error_body(exc.code, exc.message, **extra), status_code=429, headers=headers
         )

@@ -12,7 +12,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from typing import TypeVar
+from collections.abc import Callable
+from typing import Protocol, TypeVar, runtime_checkable
 
 import httpx
 import nats.errors
@@ -24,6 +25,8 @@ from pydantic import BaseModel, ValidationError
 from atelier_contracts.errors import AtelierError, NotFound, Unavailable
 from atelier_contracts.jobs import (
     CancelJobCommand,
+    ContextPreviewQuery,
+    ContextPreviewReply,
     JobListQuery,
     JobListReply,
     JobQuery,
@@ -33,7 +36,15 @@ from atelier_contracts.jobs import (
     JobView,
 )
 from atelier_contracts.media import MediaListQuery, MediaListReply, MediaQuery, MediaReply
-from atelier_contracts.profiles import ProfilesListQuery, ProfilesListReply
+from atelier_contracts.profiles import (
+    ProfilesChanged,
+    ProfilesListQuery,
+    ProfilesListReply,
+    QuotaReleaseReply,
+    QuotaReleaseRequest,
+    QuotaReserveReply,
+    QuotaReserveRequest,
+)
 from atelier_contracts.subjects import Subject
 from atelier_gateway.service import FeedClosed, StatusUpdate
 from atelier_messaging import publish_event, query
@@ -49,6 +60,16 @@ _NOT_ANSWERING = (TimeoutError, nats.errors.Error, SubscriberNotFound)
 
 def not_answering(service: str) -> Unavailable:
     return Unavailable(f"The {service} service is not answering; try again shortly.")
+
+
+# A preview may fetch reference images (the context service gives them 30 s in all), so it is
+# waited for longer than a plain lookup.
+CONTEXT_PREVIEW_TIMEOUT_S = 35.0
+
+
+@runtime_checkable
+class ContextPreviewer(Protocol):
+    async def context_preview(self, query: ContextPreviewQuery) -> ContextPreviewReply: ...
 
 
 class NatsBackends:
@@ -96,6 +117,25 @@ class NatsBackends:
 
     async def media_page(self, query: MediaListQuery) -> MediaListReply:
         return await self._ask("media", Subject.MEDIA_LIST, query, MediaListReply)
+
+    async def context_preview(self, request: ContextPreviewQuery) -> ContextPreviewReply:
+        timeout = max(self._timeout, CONTEXT_PREVIEW_TIMEOUT_S)
+        try:
+            return await query(
+                self._broker, Subject.CONTEXT_PREVIEW, request, ContextPreviewReply, timeout
+            )
+        except _NOT_ANSWERING as exc:
+            log.warning("context preview not answered", extra={"error": type(exc).__name__})
+            raise not_answering("context") from exc
+
+    async def reserve_quota(self, request: QuotaReserveRequest) -> QuotaReserveReply:
+        # No answer means no reservation, and no job is accepted without one (503).
+        return await self._ask("profiles", Subject.QUOTA_RESERVE, request, QuotaReserveReply)
+
+    async def release_quota(self, job_id: str) -> bool:
+        request = QuotaReleaseRequest(job_id=job_id)
+        reply = await self._ask("profiles", Subject.QUOTA_RELEASE, request, QuotaReleaseReply)
+        return reply.released
 
     async def publish_job_requested(self, event: JobRequested) -> None:
         # Returns once JetStream stored the event: the 202 promises the job will not be lost.
@@ -191,3 +231,16 @@ class MediaFetcher:
             code="storage_error",
             status_code=502,
         )
+
+
+def register_profile_invalidation(broker: NatsBroker, forget: Callable[[], None]) -> None:
+    """Drop cached profiles as soon as profiles announces a change.
+
+    A core NATS subscription without a queue group: every gateway replica must hear it.
+    `no_reply`: `profiles.changed` is published to JetStream, and its reply subject is the
+    publisher's ack inbox, which must get JetStream's ack and nothing from us.
+    """
+
+    @broker.subscriber(Subject.PROFILES_CHANGED, no_reply=True)
+    async def forget_cached_profiles(event: ProfilesChanged) -> None:
+        forget()

@@ -8,8 +8,12 @@ from collections.abc import Sequence
 import httpx
 from fastapi import FastAPI
 
-from atelier_gateway.api import create_router, install_auth_error_handler
-from atelier_gateway.backends import MediaFetcher, NatsBackends
+from atelier_gateway.api import (
+    create_router,
+    install_auth_error_handler,
+    install_quota_error_handler,
+)
+from atelier_gateway.backends import MediaFetcher, NatsBackends, register_profile_invalidation
 from atelier_gateway.service import GatewayService
 from atelier_gateway.settings import Settings
 from atelier_messaging import ensure_streams, make_broker
@@ -25,12 +29,16 @@ def create_app(
     """`media_transport` replaces the network for image bytes (tests: `httpx.MockTransport`)."""
     settings = settings or Settings()
     broker = make_broker(settings.nats_url, SERVICE)
-    # No subscribers are registered on the broker: the gateway consumes nothing durable (see
-    # README); it only asks, publishes, and follows status subjects on the broker's connection.
+    # The gateway consumes nothing durable (see README): it asks, publishes, follows status
+    # subjects on the broker's connection, and hears `profiles.changed` to drop cached profiles.
     backends = NatsBackends(broker, query_timeout_s=settings.query_timeout_s)
     service = GatewayService(
-        backends, job_lookup_grace_s=settings.job_lookup_grace_s, resync_s=settings.sse_resync_s
+        backends,
+        job_lookup_grace_s=settings.job_lookup_grace_s,
+        resync_s=settings.sse_resync_s,
+        profile_cache_s=settings.profile_cache_s,
     )
+    register_profile_invalidation(broker, service.forget_profiles)
     fetcher = MediaFetcher(
         connect_timeout_s=settings.media_connect_timeout_s,
         read_timeout_s=settings.media_read_timeout_s,
@@ -49,6 +57,7 @@ def create_app(
         on_shutdown=[fetcher.stop],
     )
     install_auth_error_handler(app)
+    install_quota_error_handler(app)
     app.include_router(create_router(settings, service, fetcher))
     instrument_fastapi(app)
     app.state.broker = broker

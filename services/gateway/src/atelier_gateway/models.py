@@ -8,12 +8,13 @@ appear in the public API by accident, so every public field is listed here on pu
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from atelier_contracts.errors import ErrorClass, ErrorInfo
 from atelier_contracts.jobs import (
+    ContextPreviewReply,
     GenerationContext,
     JobImage,
     JobProgress,
@@ -45,7 +46,7 @@ def media_thumbnail_url(media_id: str) -> str:
 
 
 class GenerationRequestBody(BaseModel):
-    """`POST /v1/generations` (and, later, `POST /v1/context/preview`)."""
+    """`POST /v1/generations` and `POST /v1/context/preview`."""
 
     # A misspelt field ("sizes", "promt") would otherwise be ignored silently and the user would
     # get defaults they did not ask for.
@@ -74,6 +75,61 @@ class GenerationAccepted(BaseModel):
     status: JobStatus
     project: str
     links: Links
+
+
+class PreviewImage(BaseModel):
+    """A reference image a generation would send, as sent (after downscaling)."""
+
+    element_id: str
+    source: Literal["media", "url", "data_url"]
+    media_id: str | None = None
+    content_type: str
+    width: int
+    height: int
+    size_bytes: int
+
+
+class PreviewExclusion(BaseModel):
+    element_id: str
+    reason: str = Field(examples=["Over the maximum: Sketch takes at most 1 reference image."])
+
+
+class ContextPreview(BaseModel):
+    """`POST /v1/context/preview`: exactly what a generation with the same body would send."""
+
+    prompt: str = Field(description="The prompt as the model would get it")
+    negative_prompt: str | None = None
+    elements_used: list[str]
+    notes: list[str] = Field(description="What was left out or shortened, and why")
+    reference_images: list[PreviewImage]
+    excluded_images: list[PreviewExclusion] = Field(
+        description="Element images that would not be sent, each with the reason"
+    )
+
+    @classmethod
+    def of(cls, reply: ContextPreviewReply) -> ContextPreview:
+        return cls(
+            prompt=reply.prompt,
+            negative_prompt=reply.negative_prompt,
+            elements_used=reply.elements_used,
+            notes=reply.notes,
+            reference_images=[
+                PreviewImage(
+                    element_id=image.element_id,
+                    source=image.source,
+                    media_id=image.media_id,
+                    content_type=image.content_type,
+                    width=image.width,
+                    height=image.height,
+                    size_bytes=image.size_bytes,
+                )
+                for image in reply.reference_images
+            ],
+            excluded_images=[
+                PreviewExclusion(element_id=e.element_id, reason=e.reason)
+                for e in reply.excluded_images
+            ],
+        )
 
 
 class FeatureProfile(BaseModel):

@@ -8,6 +8,7 @@ plain fakes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import re
 import time
@@ -18,7 +19,7 @@ from datetime import datetime
 from typing import Any, Literal, Protocol
 from uuid import UUID, uuid4, uuid5
 
-from atelier_contracts.errors import Forbidden, InvalidInput, NotFound, Unavailable
+from atelier_contracts.errors import AtelierError, Forbidden, InvalidInput, NotFound, Unavailable
 from atelier_contracts.jobs import (
     FINAL_STATUSES,
     JobListQuery,
@@ -33,6 +34,8 @@ from atelier_contracts.profiles import (
     Profile,
     ProfilesListReply,
     ProfileSnapshot,
+    QuotaReserveReply,
+    QuotaReserveRequest,
 )
 from atelier_contracts.subjects import job_status, job_status_of_project
 from atelier_gateway.auth import User
@@ -390,6 +393,8 @@ class Backends(Protocol):
     async def media(self, media_id: str) -> MediaReply: ...
     async def media_page(self, query: MediaListQuery) -> MediaListReply: ...
     async def publish_job_requested(self, event: JobRequested) -> None: ...
+    async def reserve_quota(self, request: QuotaReserveRequest) -> QuotaReserveReply: ...
+    async def release_quota(self, job_id: str) -> bool: ...
     async def cancel_job(self, job_id: str, user_id: str) -> JobView | None: ...
     async def subscribe_status(self, subject: str) -> StatusSubscription: ...
 
@@ -414,6 +419,19 @@ def _not_found(what: str, ident: str) -> NotFound:
     return NotFound(f"There is no {what} {ident!r}.")
 
 
+class QuotaRefused(AtelierError):
+    """429: the user's credits for the period are spent, or they submit too fast.
+
+    `reply` carries what the answer shows (remaining credits and reset time, or when to retry).
+    """
+
+    status_code = 429
+
+    def __init__(self, reply: QuotaReserveReply) -> None:
+        super().__init__(reply.message, code=reply.outcome)
+        self.reply = reply
+
+
 class GatewayService:
     def __init__(
         self,
@@ -421,17 +439,55 @@ class GatewayService:
         *,
         job_lookup_grace_s: float = 2.0,
         resync_s: float = 30.0,
+        profile_cache_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.backends = backends
         self.job_lookup_grace_s = job_lookup_grace_s
         self.resync_s = resync_s
+        self.profile_cache_s = profile_cache_s
         self._clock = clock
         self._sleep = sleep
+        self._catalog: tuple[float, ProfilesListReply] | None = None
+        self._catalog_generation = 0
+
+    async def catalog(self) -> ProfilesListReply:
+        """The switch and every profile (disabled ones too), reused for `profile_cache_s`.
+
+        `forget_profiles` (on `profiles.changed`) drops it at once, so an admin's change shows
+        within the cache time even if that event is missed.
+        """
+        cached = self._catalog
+        if cached is not None and self._clock() - cached[0] < self.profile_cache_s:
+            return cached[1]
+        generation = self._catalog_generation
+        fetched_at = self._clock()
+        catalog = await self.backends.profiles(include_disabled=True)
+        if generation == self._catalog_generation:  # no change announced while we asked
+            self._catalog = (fetched_at, catalog)
+        return catalog
+
+    def forget_profiles(self) -> None:
+        self._catalog = None
+        self._catalog_generation += 1
 
     async def features(self) -> Features:
-        return features_of(await self.backends.profiles(include_disabled=False))
+        return features_of(await self.catalog())
+
+    async def _reserve_credits(self, event: JobRequested) -> None:
+        """Hold the job's credits before it is queued; 429 when the user may not submit it."""
+        reply = await self.backends.reserve_quota(
+            QuotaReserveRequest(
+                job_id=event.job_id,
+                user_id=event.user_id,
+                project=event.project,
+                profile_id=event.profile.id,
+                count=event.count,
+            )
+        )
+        if reply.outcome != "reserved":
+            raise QuotaRefused(reply)
 
     async def submit(
         self, request: GenerationRequestBody, user: User, idempotency_key: str | None
@@ -455,13 +511,22 @@ class GatewayService:
 
         # One query gives the switch and the profile, disabled ones included, so an unknown
         # profile and a disabled one get different answers.
-        catalog = await self.backends.profiles(include_disabled=True)
+        catalog = await self.catalog()
         profile = next((p for p in catalog.profiles if p.id == request.profile_id), None)
         resolved = validate_generation(request, profile, catalog.settings)
         event = build_job_requested(
             resolved, request, job_id=job_id, user_id=user.id, idempotency_key=idempotency_key
         )
-        await self.backends.publish_job_requested(event)
+        await self._reserve_credits(event)
+        try:
+            await self.backends.publish_job_requested(event)
+        except Unavailable:
+            # Never queued: give the credits back. Not for a keyed request: its retry (same job
+            # id) reuses the reservation, and its first publish may have been stored after all.
+            if idempotency_key is None:
+                with contextlib.suppress(Unavailable):
+                    await self.backends.release_quota(job_id)
+            raise
         return Submission(accepted(job_id, request.project, JobStatus.QUEUED), True)
 
     async def _recorded_job(self, job_id: str) -> JobView | None:

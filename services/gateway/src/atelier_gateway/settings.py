@@ -28,6 +28,19 @@ class Settings(BaseServiceSettings):
         default=None, description="Required `aud` claim, when set (tokens with `aud` need it)"
     )
     jwt_leeway_s: float = Field(default=30.0, ge=0, description="Clock skew allowed on `exp`")
+    jwks_url: str | None = Field(
+        default=None,
+        description="JWKS URL of an identity provider: RS/ES/PS tokens are verified against its "
+        "keys. With it set, HS256 is accepted only if `jwt_secret` is set too (outside local)",
+    )
+    jwks_cache_s: float = Field(default=300.0, gt=0, description="How long JWKS keys are kept")
+    profile_cache_s: float = Field(
+        default=1.0,
+        ge=0,
+        le=1.0,
+        description="How long the profile list and the switch are reused; `profiles.changed` "
+        "drops them at once (0: ask profiles every time)",
+    )
 
     query_timeout_s: float = Field(
         default=3.0, gt=0, description="How long to wait for profiles/dispatch/media to answer"
@@ -54,9 +67,42 @@ class Settings(BaseServiceSettings):
         default=True, description="Declare streams at start-up (off only in in-memory tests)"
     )
 
+    @property
+    def hs256_enabled(self) -> bool:
+        """Whether tokens signed with `jwt_secret` are accepted: always, except where a JWKS URL
+        is set and the secret was left at its local-only default."""
+        return (
+            self.jwks_url is None
+            or self.environment in ("local", "test")
+            or self.jwt_secret != LOCAL_ONLY_SECRET
+        )
+
+    @model_validator(mode="after")
+    def _no_default_secrets_outside_local(self) -> Self:
+        # Replaces the base class's check: with a JWKS URL the JWT secret may stay unset (HS256
+        # is then refused, see `hs256_enabled`); every other secret is checked as usual.
+        if self.environment in ("local", "test"):
+            return self
+        left = [
+            name
+            for name in self.secret_fields
+            if getattr(self, name) == LOCAL_ONLY_SECRET
+            and not (name == "jwt_secret" and self.jwks_url)
+        ]
+        if left:
+            raise ValueError(
+                f"refusing to start in {self.environment!r}: set {', '.join(left)} "
+                "(they still hold the local development default)"
+            )
+        return self
+
     @model_validator(mode="after")
     def _strong_jwt_secret_outside_local(self) -> Self:
         # RFC 7518 §3.2: an HS256 key shorter than the hash is guessable offline from one token.
-        if self.environment not in ("local", "test") and len(self.jwt_secret.encode()) < 32:
+        if (
+            self.environment not in ("local", "test")
+            and self.hs256_enabled
+            and len(self.jwt_secret.encode()) < 32
+        ):
             raise ValueError("ATELIER_GATEWAY_JWT_SECRET must be at least 32 bytes long")
         return self

@@ -1,4 +1,5 @@
-"""The admin API: the global switch and model profiles, under `/admin/v1`.
+"""The admin API under `/admin/v1`: the global switch, model profiles, provider credentials,
+quotas and the audit.
 
 Every route needs `Authorization: Bearer <admin token>`. Errors have one shape,
 `{"error": {"code", "message"}}` (mapped by `atelier_web`).
@@ -7,14 +8,29 @@ Every route needs `Authorization: Bearer <admin token>`. Errors have one shape,
 from __future__ import annotations
 
 import hmac
-from typing import Annotated, Any
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Response, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
-from atelier_contracts.errors import Unauthorized
+from atelier_contracts.errors import ErrorClass, InvalidInput, Unauthorized
 from atelier_contracts.profiles import GenerationSettings, Profile, ProfileFields
+from atelier_contracts.subjects import PROVIDER_PATTERN
+from atelier_profiles.governance import (
+    AuditPage,
+    AuditSummary,
+    CredentialInput,
+    GovernanceService,
+    ProviderStatus,
+    QuotaOverride,
+    QuotaOverrideInput,
+    QuotaOverview,
+    QuotaPolicy,
+    UserQuota,
+)
+from atelier_profiles.repository import AuditFilter
 from atelier_profiles.service import ProfilePatch, ProfileService
 
 PREFIX = "/admin/v1"
@@ -35,7 +51,8 @@ class ErrorResponse(BaseModel):
 _ERROR_MEANINGS = {
     401: "The admin token is missing or wrong",
     404: "No profile has this id",
-    409: "Another profile already has this name",
+    409: "Another profile already has this name (or, on delete, other profiles fall back to "
+    "this one)",
     422: "The input breaks a rule; the message says which and how to fix it",
 }
 
@@ -46,7 +63,13 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 
 ProfileId = Annotated[
-    str, Path(description="The profile's id", examples=["4f1c2a9e-3b7d-4c55-9a43-1d2e3f4a5b6c"])
+    str,
+    Path(
+        max_length=100,
+        pattern=r"^[^\x00-\x1f\x7f]+$",
+        description="The profile's id",
+        examples=["4f1c2a9e-3b7d-4c55-9a43-1d2e3f4a5b6c"],
+    ),
 ]
 
 
@@ -165,9 +188,193 @@ def build_admin_router(service: ProfileService, admin_token: str) -> APIRouter:
         summary="Delete a model profile",
         description="Jobs already submitted keep the snapshot they were given.",
         status_code=status.HTTP_204_NO_CONTENT,
-        responses=_errors(404, 422),
+        responses=_errors(404, 409, 422),
     )
     async def delete_profile(profile_id: ProfileId) -> None:
         await service.delete_profile(profile_id)
+
+    return router
+
+
+ProviderName = Annotated[
+    str, Path(pattern=PROVIDER_PATTERN, description="Provider name", examples=["openai"])
+]
+UserIdPath = Annotated[
+    str,
+    Path(
+        min_length=1,
+        max_length=200,
+        pattern=r"^[^\x00-\x1f\x7f]+$",
+        description="The user id (the `sub` claim of their gateway token)",
+        examples=["demo-user"],
+    ),
+]
+
+
+def _described(**meanings: str) -> dict[int | str, dict[str, Any]]:
+    return {
+        int(code.removeprefix("e")): {"model": ErrorResponse, "description": meaning}
+        for code, meaning in meanings.items()
+    }
+
+
+class AuditQuery:
+    """The audit filters, shared by the list and the summary."""
+
+    def __init__(
+        self,
+        user: Annotated[
+            str | None, Query(max_length=200, description="Only this user's jobs")
+        ] = None,
+        profile: Annotated[
+            str | None, Query(max_length=200, description="Only jobs of this profile id")
+        ] = None,
+        status: Annotated[
+            Literal["completed", "partial", "failed", "cancelled"] | None,
+            Query(description="Only jobs that ended so"),
+        ] = None,
+        error_class: Annotated[
+            ErrorClass | None,
+            Query(description="Only jobs that failed (wholly or partly) for this reason"),
+        ] = None,
+        since: Annotated[
+            datetime | None, Query(description="Finished at or after (ISO 8601; UTC if no zone)")
+        ] = None,
+        until: Annotated[
+            datetime | None, Query(description="Finished before (ISO 8601; UTC if no zone)")
+        ] = None,
+        q: Annotated[
+            str | None,
+            Query(
+                max_length=200,
+                description="Text in the prompt (as sent or as typed), case-insensitive",
+            ),
+        ] = None,
+    ) -> None:
+        for name, value in (("user", user), ("profile", profile), ("q", q)):
+            if value is not None and "\x00" in value:
+                raise InvalidInput(f"{name}: must not contain NUL characters")
+        self.filter = AuditFilter(
+            user_id=user,
+            profile_id=profile,
+            status=status,
+            error_class=error_class.value if error_class else None,
+            since=since,
+            until=until,
+            text=q or None,
+        )
+
+
+def build_governance_router(governance: GovernanceService, admin_token: str) -> APIRouter:
+    """Provider credentials, quotas and the audit, under the same admin token."""
+    router = APIRouter(
+        prefix=PREFIX, dependencies=[Depends(AdminGuard(admin_token))], responses=_errors(401)
+    )
+
+    @router.get(
+        "/providers",
+        tags=["providers"],
+        summary="List providers and whether a credential is stored",
+        description="Known providers, and any named by a profile or a stored credential. Keys "
+        "are never returned: at most their last four characters.",
+    )
+    async def list_providers() -> list[ProviderStatus]:
+        return await governance.list_providers()
+
+    @router.get(
+        "/providers/{name}",
+        tags=["providers"],
+        summary="Read one provider's credential status",
+        responses=_described(e404="No such provider", e422="The name is malformed"),
+    )
+    async def get_provider(name: ProviderName) -> ProviderStatus:
+        return await governance.get_provider(name)
+
+    @router.put(
+        "/providers/{name}/credentials",
+        tags=["providers"],
+        summary="Set or rotate a provider's API key",
+        description="Stored encrypted (AES-GCM); workers pick the new key up at once "
+        "(`profiles.changed`). The answer shows the key masked.",
+        responses=_described(e404="Atelier has no worker for this provider", e422="Bad input"),
+    )
+    async def put_credential(name: ProviderName, credential: CredentialInput) -> ProviderStatus:
+        return await governance.set_credential(name, credential)
+
+    @router.delete(
+        "/providers/{name}/credentials",
+        tags=["providers"],
+        summary="Delete a provider's stored API key",
+        description="Workers fall back to their own `ATELIER_WORKERS_API_KEY`, if any.",
+        status_code=status.HTTP_204_NO_CONTENT,
+        responses=_described(e404="No key is stored for this provider", e422="Bad name"),
+    )
+    async def delete_credential(name: ProviderName) -> None:
+        await governance.delete_credential(name)
+
+    @router.get("/quotas", tags=["quotas"], summary="The default quota and every override")
+    async def get_quotas() -> QuotaOverview:
+        return await governance.overview()
+
+    @router.put(
+        "/quotas",
+        tags=["quotas"],
+        summary="Set the default quota and the submission rate limit",
+        responses=_errors(422),
+    )
+    async def put_quotas(policy: QuotaPolicy) -> QuotaPolicy:
+        return await governance.set_policy(policy)
+
+    @router.get(
+        "/quotas/users/{user_id}",
+        tags=["quotas"],
+        summary="A user's limit and what they used this period",
+        responses=_errors(422),
+    )
+    async def get_user_quota(user_id: UserIdPath) -> UserQuota:
+        return await governance.user_quota(user_id)
+
+    @router.put(
+        "/quotas/users/{user_id}",
+        tags=["quotas"],
+        summary="Give one user their own credit limit",
+        responses=_errors(422),
+    )
+    async def put_user_quota(user_id: UserIdPath, override: QuotaOverrideInput) -> QuotaOverride:
+        return await governance.set_override(user_id, override)
+
+    @router.delete(
+        "/quotas/users/{user_id}",
+        tags=["quotas"],
+        summary="Remove a user's override (the default applies again)",
+        status_code=status.HTTP_204_NO_CONTENT,
+        responses=_described(e404="The user has no override", e422="Bad user id"),
+    )
+    async def delete_user_quota(user_id: UserIdPath) -> None:
+        await governance.delete_override(user_id)
+
+    @router.get(
+        "/audits",
+        tags=["audit"],
+        summary="Finished jobs: who, what was sent, what it cost, how it ended",
+        description="Newest first. Filters combine (AND).",
+        responses=_errors(422),
+    )
+    async def list_audits(
+        filters: Annotated[AuditQuery, Depends()],
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
+    ) -> AuditPage:
+        return await governance.audits(filters.filter, limit=limit, offset=offset)
+
+    @router.get(
+        "/audits/summary",
+        tags=["audit"],
+        summary="Counts per status and failure class, cost per user and profile",
+        description="Over the jobs the filters select.",
+        responses=_errors(422),
+    )
+    async def audit_summary(filters: Annotated[AuditQuery, Depends()]) -> AuditSummary:
+        return await governance.audit_summary(filters.filter)
 
     return router

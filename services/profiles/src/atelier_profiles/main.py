@@ -11,9 +11,11 @@ from atelier_contracts.profiles import ProfilesChanged
 from atelier_contracts.subjects import Subject
 from atelier_database import Database
 from atelier_messaging import ensure_streams, make_broker, publish_event
-from atelier_profiles.api import build_admin_router
+from atelier_profiles.api import build_admin_router, build_governance_router
+from atelier_profiles.crypto import at_rest_sealer, transport_sealer
+from atelier_profiles.governance import GovernanceService
 from atelier_profiles.handlers import register_handlers
-from atelier_profiles.repository import ProfileRepository
+from atelier_profiles.repository import GovernanceRepository, ProfileRepository
 from atelier_profiles.service import ProfileService
 from atelier_profiles.settings import Settings
 from atelier_telemetry import configure_telemetry, instrument_fastapi
@@ -22,9 +24,10 @@ from atelier_web import create_service_app, serve
 SERVICE = "profiles"
 
 DESCRIPTION = """\
-The admin API of Atelier: the global on/off switch for image generation and the model profiles
-users choose from. Other services read the same data over NATS request/reply
-(`profiles.query.*`) and hear about changes on `profiles.changed`.
+The admin API of Atelier: the global on/off switch for image generation, the model profiles
+users choose from, provider credentials (stored encrypted, never shown), per-user quotas and
+rate limits, and the audit of every finished job. Other services read the same data over NATS
+request/reply (`profiles.query.*`) and hear about changes on `profiles.changed`.
 
 Every route needs `Authorization: Bearer <admin token>`.
 """
@@ -41,7 +44,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await publish_event(broker, event, Subject.PROFILES_CHANGED)
 
     service = ProfileService(repository, publish_change)
-    register_handlers(broker, service)
+    governance = GovernanceService(
+        GovernanceRepository(database),
+        service,
+        at_rest=at_rest_sealer(settings.credentials_key),
+        transport=transport_sealer(settings.credentials_transport_key),
+    )
+    register_handlers(broker, service, governance)
 
     async def declare_streams() -> None:
         await ensure_streams(settings.nats_url, settings.stream_replicas)
@@ -60,10 +69,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
     )
     app.include_router(build_admin_router(service, settings.admin_token))
+    app.include_router(build_governance_router(governance, settings.admin_token))
     app.state.settings = settings
     app.state.broker = broker
     app.state.database = database
     app.state.service = service
+    app.state.governance = governance
     return app
 
 

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, Field, ValidationError
 from pydantic_core import ErrorDetails
 
-from atelier_contracts.errors import InvalidInput, NotFound, Unavailable
+from atelier_contracts.errors import Conflict, InvalidInput, NotFound, Unavailable
 from atelier_contracts.profiles import (
     ALLOWED_COUNTS,
     SIZE_PATTERN,
@@ -26,6 +26,7 @@ from atelier_contracts.profiles import (
     ProfileFields,
     ProfilesChanged,
 )
+from atelier_contracts.providers import KNOWN_PROVIDERS, ProviderCapabilities, capabilities
 from atelier_profiles.repository import ProfileRepository
 
 log = logging.getLogger("atelier.profiles")
@@ -34,6 +35,8 @@ Publish = Callable[[ProfilesChanged], Awaitable[None]]
 
 _SIZE_RE = re.compile(SIZE_PATTERN)
 _ALLOWED = ", ".join(str(c) for c in ALLOWED_COUNTS)
+# Credits are kept as integer milli-credits; far above any real price, far below overflow.
+MAX_CREDIT_COST = 1_000_000_000
 
 
 class ProfilePatch(BaseModel):
@@ -58,6 +61,9 @@ class ProfilePatch(BaseModel):
     base_url: str | None = None
     provider_config: dict[str, Any] | None = Field(
         default=None, description="Replaces the whole mapping"
+    )
+    fallback_profile_id: str | None = Field(
+        default=None, description="`null` removes the fallback", max_length=36
     )
 
 
@@ -120,6 +126,9 @@ def profile_problems(fields: ProfileFields) -> list[str]:
     problems: list[str] = []
     if not fields.name.strip():
         problems.append("name: must not be blank")
+    if "\\u0000" in fields.model_dump_json():
+        # PostgreSQL text cannot hold NUL; no real name, model or option needs one.
+        problems.append("text fields must not contain NUL characters")
 
     for size in fields.sizes:
         if not _SIZE_RE.match(size):
@@ -152,6 +161,97 @@ def profile_problems(fields: ProfileFields) -> list[str]:
             problems.append(
                 f"base_url: {fields.base_url!r} must be an http:// or https:// URL with a host"
             )
+    if fields.credit_cost > MAX_CREDIT_COST:
+        problems.append(f"credit_cost: at most {MAX_CREDIT_COST:,} credits per image")
+    problems.extend(capability_problems(fields))
+    return problems
+
+
+def _pixels(size: str) -> int | None:
+    if not _SIZE_RE.match(size):
+        return None
+    width, height = size.split("x")
+    return int(width) * int(height)
+
+
+def capability_problems(fields: ProfileFields) -> list[str]:
+    """What the profile asks that its provider and model cannot do (`capabilities()`)."""
+    if fields.provider not in KNOWN_PROVIDERS:
+        return [
+            f"provider: {fields.provider!r} has no worker in Atelier; use "
+            f"{_listed(list(KNOWN_PROVIDERS))}"
+        ]
+    caps = capabilities(fields.provider, fields.model)
+    who = f"{fields.provider} model {fields.model!r}"
+    problems: list[str] = []
+    if caps.sizes is not None:
+        unknown = [size for size in fields.sizes if size not in caps.sizes]
+        if unknown:
+            problems.append(
+                f"sizes: {who} does not make {_listed(unknown)}; it makes "
+                f"{_listed(sorted(caps.sizes))}"
+            )
+    if caps.max_pixels is not None:
+        huge = [size for size in fields.sizes if (_pixels(size) or 0) > caps.max_pixels]
+        if huge:
+            problems.append(
+                f"sizes: {_listed(huge)} exceed the {caps.max_pixels:,} pixels a worker accepts"
+            )
+    if caps.max_count is not None:
+        for count in sorted(c for c in set(fields.counts) if c > caps.max_count):
+            problems.append(f"counts: {who} makes at most {caps.max_count} images, not {count}")
+    for option in fields.options:
+        problems.extend(_option_capability_problems(option, caps, who))
+    limit = caps.max_reference_images
+    if limit is not None and fields.max_reference_images > limit:
+        problems.append(
+            f"max_reference_images: {who} takes "
+            + (f"at most {limit} reference images" if limit else "no reference images")
+            + f", not {fields.max_reference_images}"
+        )
+    if caps.prompt_max_length is not None and fields.prompt_max_length > caps.prompt_max_length:
+        problems.append(
+            f"prompt_max_length: {who} takes prompts of at most {caps.prompt_max_length} "
+            f"characters, not {fields.prompt_max_length}"
+        )
+    return problems
+
+
+def _option_capability_problems(
+    option: OptionSpec, caps: ProviderCapabilities, who: str
+) -> list[str]:
+    where = f"options.{option.name}"
+    refused = caps.refused_options.get(option.name)
+    if refused is not None:
+        return [f"{where}: {refused}"]
+    if caps.options is None:
+        return []
+    rule = caps.options.get(option.name)
+    if rule is None:
+        return [f"{where}: {who} has no such option; it takes {_listed(sorted(caps.options))}"]
+    problems: list[str] = []
+    if option.kind not in rule.kinds:
+        problems.append(
+            f"{where}: declare it as {' or '.join(sorted(rule.kinds))}, not {option.kind}"
+        )
+    if rule.values is not None and option.values:
+        unknown = [value for value in option.values if value not in rule.values]
+        if unknown:
+            problems.append(
+                f"{where}: {who} does not accept {_listed(unknown)}; it accepts "
+                f"{_listed(sorted(rule.values))}"
+            )
+    low_ok = rule.minimum is None or (option.minimum is not None and option.minimum >= rule.minimum)
+    high_ok = rule.maximum is None or (
+        option.maximum is not None and option.maximum <= rule.maximum
+    )
+    if not (low_ok and high_ok):
+        problems.append(
+            f"{where}: set minimum and maximum within {rule.minimum:g}..{rule.maximum:g}, the "
+            f"range {who} accepts"
+            if rule.minimum is not None and rule.maximum is not None
+            else f"{where}: bound it to the range {who} accepts"
+        )
     return problems
 
 
@@ -181,19 +281,69 @@ def _fields_of(profile: Profile) -> ProfileFields:
     return ProfileFields.model_validate(profile.model_dump(include=set(ProfileFields.model_fields)))
 
 
+def fallback_problems(
+    profile_id: str | None, fallback_id: str | None, links: dict[str, str | None]
+) -> list[str]:
+    """Whether `fallback_id` may follow `profile_id`: it exists and the chain has no cycle.
+
+    `links` maps every stored profile to its fallback; `profile_id` is None for a new profile.
+    """
+    if fallback_id is None:
+        return []
+    where = "fallback_profile_id"
+    if fallback_id == profile_id:
+        return [f"{where}: a profile cannot fall back to itself"]
+    if fallback_id not in links:
+        return [f"{where}: there is no profile with id {fallback_id!r}"]
+    # Follow the chain from the new fallback; reaching this profile would close a loop. `seen`
+    # stops at loops that do not involve this profile (none can be stored, but be safe).
+    seen: set[str] = set()
+    current: str | None = fallback_id
+    while current is not None and current not in seen:
+        if current == profile_id:
+            return [f"{where}: {fallback_id!r} falls back (through its chain) to this profile"]
+        seen.add(current)
+        current = links.get(current)
+    return []
+
+
 class ProfileService:
     def __init__(self, repo: ProfileRepository, publish: Publish) -> None:
         self._repo = repo
         self._publish = publish
 
+    async def _checked(self, fields: ProfileFields, profile_id: str | None = None) -> ProfileFields:
+        """`validate_profile` plus the rules that need the other profiles (the fallback chain)."""
+        problems = profile_problems(fields)
+        if fields.fallback_profile_id is not None:
+            links = await self._repo.fallback_links()
+            problems.extend(fallback_problems(profile_id, fields.fallback_profile_id, links))
+        if problems:
+            raise InvalidInput("; ".join(problems))
+        return fields.model_copy(update={"name": fields.name.strip()})
+
+    async def announce(
+        self,
+        action: Literal["created", "updated", "deleted", "settings", "credentials"],
+        profile_id: str | None = None,
+        *,
+        provider: str | None = None,
+    ) -> None:
+        """Publish `profiles.changed`; call it only after the change is committed."""
+        await self._announce(action, profile_id, provider=provider)
+
     async def _announce(
         self,
-        action: Literal["created", "updated", "deleted", "settings"],
+        action: Literal["created", "updated", "deleted", "settings", "credentials"],
         profile_id: str | None = None,
+        *,
+        provider: str | None = None,
     ) -> None:
         # Called only after the commit: consumers that re-read on this event must see the change.
         try:
-            await self._publish(ProfilesChanged(action=action, profile_id=profile_id))
+            await self._publish(
+                ProfilesChanged(action=action, profile_id=profile_id, provider=provider)
+            )
         except Exception as exc:
             log.exception("profiles.changed not published", extra={"profile_id": profile_id})
             # The change is stored; say so, so the admin does not create it twice.
@@ -203,7 +353,7 @@ class ProfileService:
             ) from exc
 
     async def create_profile(self, fields: ProfileFields) -> Profile:
-        profile = await self._repo.insert_profile(validate_profile(fields))
+        profile = await self._repo.insert_profile(await self._checked(fields))
         await self._announce("created", profile.id)
         return profile
 
@@ -221,7 +371,9 @@ class ProfileService:
         return await self._repo.list_profiles(include_disabled=include_disabled)
 
     async def replace_profile(self, profile_id: str, fields: ProfileFields) -> Profile:
-        profile = await self._repo.update_profile(profile_id, validate_profile(fields))
+        profile = await self._repo.update_profile(
+            profile_id, await self._checked(fields, profile_id)
+        )
         if profile is None:
             raise NotFound(f"There is no profile with id {profile_id!r}.")
         await self._announce("updated", profile.id)
@@ -234,6 +386,13 @@ class ProfileService:
         return await self.replace_profile(profile_id, apply_patch(_fields_of(current), patch))
 
     async def delete_profile(self, profile_id: str) -> None:
+        # A fallback chain must not point into nothing.
+        dependants = await self._repo.names_falling_back_to(profile_id)
+        if dependants:
+            raise Conflict(
+                f"{_listed(dependants)} fall back to this profile; change their "
+                "fallback_profile_id first."
+            )
         if not await self._repo.delete_profile(profile_id):
             raise NotFound(f"There is no profile with id {profile_id!r}.")
         await self._announce("deleted", profile_id)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import SettingsConfigDict
 
 from atelier_settings import BaseServiceSettings, default_database_url
@@ -16,9 +16,13 @@ class Settings(BaseServiceSettings):
         env_prefix="ATELIER_PROFILES_", extra="ignore", env_file=".env", populate_by_name=True
     )
 
-    # Outside `local`/`test` these may not keep their defaults. Only the admin token: this
-    # service never talks to object storage, so it should not need (or be given) the S3 secret.
-    secret_fields: ClassVar[tuple[str, ...]] = ("admin_token",)
+    # Outside `local`/`test` these may not keep their defaults. Not the S3 secret: this service
+    # never talks to object storage, so it should not need (or be given) it.
+    secret_fields: ClassVar[tuple[str, ...]] = (
+        "admin_token",
+        "credentials_key",
+        "credentials_transport_key",
+    )
 
     port: int = 8081
     database_url: str = Field(
@@ -29,6 +33,20 @@ class Settings(BaseServiceSettings):
         default=LOCAL_ONLY_SECRET,
         min_length=1,
         description="Bearer token the admin API requires",
+    )
+    credentials_key: str = Field(
+        default=LOCAL_ONLY_SECRET,
+        min_length=1,
+        repr=False,
+        description="Secret the at-rest key for provider credentials is derived from (HKDF); "
+        "changing it makes stored keys unreadable, so set them again after a change",
+    )
+    credentials_transport_key: str = Field(
+        default=LOCAL_ONLY_SECRET,
+        min_length=1,
+        repr=False,
+        validation_alias=AliasChoices("ATELIER_CREDENTIALS_TRANSPORT_KEY"),
+        description="Shared with the workers: seals provider keys on their way over NATS",
     )
     declare_streams: bool = Field(
         default=True,

@@ -8,11 +8,20 @@ import asyncio
 import httpx
 from fastapi import FastAPI
 
-from atelier_messaging import CancelledJobs, ProviderHandles, ensure_streams, make_broker
+from atelier_contracts.profiles import CredentialQuery, CredentialReply
+from atelier_contracts.subjects import Subject
+from atelier_messaging import (
+    CancelledJobs,
+    ProviderHandles,
+    ensure_streams,
+    make_broker,
+    query,
+)
 from atelier_storage import ObjectStore
 from atelier_telemetry import configure_telemetry
 from atelier_web import create_service_app, serve
 from atelier_workers.adapters import get_adapter
+from atelier_workers.credentials import ProviderCredentials, register_credential_invalidation
 from atelier_workers.handlers import InFlight, register_handlers
 from atelier_workers.service import WorkerService
 from atelier_workers.settings import Settings
@@ -28,7 +37,32 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         timeout=httpx.Timeout(60.0, connect=10.0),
         limits=httpx.Limits(max_connections=settings.concurrency * 2),
     )
-    service = WorkerService(adapter, store, settings.staging_bucket, client, settings.api_key)
+
+    async def ask_profiles(request: CredentialQuery) -> CredentialReply:
+        return await query(
+            broker,
+            Subject.PROFILES_CREDENTIALS,
+            request,
+            CredentialReply,
+            settings.credentials_query_timeout_s,
+        )
+
+    credentials = ProviderCredentials(
+        settings.provider,
+        ask=ask_profiles,
+        transport_key=settings.credentials_transport_key,
+        fallback=settings.api_key,
+        max_age_s=settings.credentials_max_age_s,
+    )
+    register_credential_invalidation(broker, credentials)
+    service = WorkerService(
+        adapter,
+        store,
+        settings.staging_bucket,
+        client,
+        settings.api_key,
+        credentials=credentials,
+    )
     cancelled = CancelledJobs(broker, settings.stream_replicas)
     handles = ProviderHandles(broker, settings.stream_replicas)
     inflight = InFlight()

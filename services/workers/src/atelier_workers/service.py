@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 import httpx
@@ -26,8 +26,10 @@ from atelier_workers.adapters.base import (
     InMemoryResumeStore,
     ProviderAdapter,
     ProviderError,
+    ReferenceImage,
     ResumeStore,
 )
+from atelier_workers.credentials import ProviderCredentials
 
 log = logging.getLogger("atelier.workers")
 
@@ -44,7 +46,14 @@ class WorkerService:
     store: ObjectStore
     staging_bucket: str
     client: httpx.AsyncClient
-    api_key: str | None = None
+    # The key in use (never in repr); `credentials` refreshes it before each provider call.
+    api_key: str | None = field(default=None, repr=False)
+    credentials: ProviderCredentials | None = None
+
+    async def refresh_api_key(self) -> None:
+        """The key an admin stored in profiles (cached until it changes), else the worker's own."""
+        if self.credentials is not None:
+            self.api_key = await self.credentials.api_key()
 
     def failed(self, task: GenerationTask, error: ErrorInfo) -> GenerationFailed:
         return GenerationFailed(
@@ -78,6 +87,7 @@ class WorkerService:
         if cancel is None or handle is None:
             return False
         try:
+            await self.refresh_api_key()
             await cancel(self.build_request(task, 30.0), handle, self.client)
             return True
         except Exception:
@@ -91,7 +101,21 @@ class WorkerService:
         if remaining <= 0:
             return self.failed(task, ErrorInfo.of(ErrorClass.TIMEOUT, "deadline passed in queue"))
         timeout = min(task.profile.timeout_s, remaining)
+        await self.refresh_api_key()
         request = self.build_request(task, timeout, resume)
+        if task.reference_images:
+            # Staged by the context service (validated, downscaled); the adapter gets the bytes.
+            references = [
+                ReferenceImage(
+                    data=await self.store.get_bytes(self.staging_bucket, ref.staging_key),
+                    content_type=ref.content_type,
+                    width=ref.width,
+                    height=ref.height,
+                    element_id=ref.element_id,
+                )
+                for ref in task.reference_images
+            ]
+            request = replace(request, reference_images=tuple(references))
         try:
             output = await asyncio.wait_for(self.adapter.generate(request, self.client), timeout)
         except ProviderError as exc:

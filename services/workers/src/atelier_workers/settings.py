@@ -1,18 +1,40 @@
-from pydantic import Field
+from typing import ClassVar
+
+from pydantic import AliasChoices, Field
 from pydantic_settings import SettingsConfigDict
 
 from atelier_settings import BaseServiceSettings
+from atelier_settings.base import LOCAL_ONLY_SECRET
 
 
 class Settings(BaseServiceSettings):
-    model_config = SettingsConfigDict(env_prefix="ATELIER_WORKERS_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="ATELIER_WORKERS_", extra="ignore", populate_by_name=True
+    )
+
+    secret_fields: ClassVar[tuple[str, ...]] = ("s3_secret_key", "credentials_transport_key")
 
     port: int = 8090
     provider: str = Field(default="offline", description="Which provider this worker serves")
     concurrency: int = Field(default=8, ge=1, le=512, description="Provider calls in flight")
     api_key: str | None = Field(
-        default=None, repr=False, description="The provider's API key (from a Secret)"
+        default=None,
+        repr=False,
+        description="The provider's API key (from a Secret); used while no key is stored in "
+        "profiles (`/admin/v1/providers/{name}/credentials`) or profiles does not answer",
     )
+    credentials_transport_key: str = Field(
+        default=LOCAL_ONLY_SECRET,
+        repr=False,
+        validation_alias=AliasChoices("ATELIER_CREDENTIALS_TRANSPORT_KEY"),
+        description="Shared with profiles: opens the provider key it sends over NATS",
+    )
+    credentials_max_age_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="Re-ask profiles for the key after this long, even without a change event",
+    )
+    credentials_query_timeout_s: float = Field(default=2.0, gt=0)
     heartbeat_s: float = Field(
         default=10.0, gt=0, description="In-progress ack interval while a provider call runs"
     )

@@ -1,4 +1,6 @@
-"""OpenAI Images (and the many gateways that copy it): `POST /images/generations`.
+"""OpenAI Images (and the many gateways that copy it): `POST /images/generations`, and
+`POST /images/edits` (multipart, one `image[]` part per reference image) when a GPT-image model
+is given reference images.
 
 Wire format and failure modes: providers.md A.1 and A.11; every body we send must validate
 against `CreateImageRequest` in shared/reference/openai-images-openapi.json, so options are
@@ -29,6 +31,7 @@ from atelier_workers.adapters.base import (
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 MAX_N = 10  # the schema's maximum for every model but dall-e-3
+MAX_REFERENCE_IMAGES = 16  # CreateImageEditRequest: `image` takes at most 16 files
 
 # Allowed values, copied from CreateImageRequest's enums; `None` means "any string".
 _ENUMS: dict[str, frozenset[str] | None] = {
@@ -48,6 +51,9 @@ _INT_OPTIONS = {"output_compression": (0, 100)}
 _GPT_IMAGE_OPTIONS = frozenset(
     {"quality", "background", "output_format", "output_compression", "moderation", "user"}
 )
+# `/images/edits` knows no `moderation`; everything else a GPT-image body holds it takes too.
+_EDIT_FIELDS = frozenset({"model", "prompt", "n", "size"}) | (_GPT_IMAGE_OPTIONS - {"moderation"})
+_REFERENCE_EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 _DALLE3_OPTIONS = frozenset({"quality", "style", "response_format", "user"})
 _DALLE2_OPTIONS = frozenset({"quality", "response_format", "user"})
 # Unknown models are usually OpenAI-compatible gateways; let them judge every option.
@@ -105,14 +111,33 @@ class OpenAIAdapter:
     async def _call(
         self, request: ImageRequest, body: dict[str, Any], client: httpx.AsyncClient
     ) -> GenerationOutput:
-        url = f"{(request.base_url or DEFAULT_BASE_URL).rstrip('/')}/images/generations"
+        base = (request.base_url or DEFAULT_BASE_URL).rstrip("/")
         # No key means a keyless OpenAI-compatible gateway: send no header rather than "Bearer ".
         headers = {"Authorization": f"Bearer {request.api_key}"} if request.api_key else {}
         secrets = (request.api_key,)
-        response = await _send(
-            lambda: client.post(url, json=body, headers=headers, timeout=request.timeout_s),
-            secrets,
-        )
+        if request.reference_images and takes_reference_images(request.model):
+            # Reference images go to the edits endpoint as files; other models get the prompt
+            # alone (their profiles should say `max_reference_images: 0`).
+            response = await _send(
+                lambda: client.post(
+                    f"{base}/images/edits",
+                    data=edit_fields(body),
+                    files=reference_files(request),
+                    headers=headers,
+                    timeout=request.timeout_s,
+                ),
+                secrets,
+            )
+        else:
+            response = await _send(
+                lambda: client.post(
+                    f"{base}/images/generations",
+                    json=body,
+                    headers=headers,
+                    timeout=request.timeout_s,
+                ),
+                secrets,
+            )
         request_id = response.headers.get("x-request-id")
         if response.status_code != 200:
             raise error_from_response(response, secrets)
@@ -129,6 +154,32 @@ class OpenAIAdapter:
             usage=usage if isinstance(usage, dict) else {},
             provider_request_id=request_id,
         )
+
+
+def takes_reference_images(model: str) -> bool:
+    """GPT-image models take up to 16 reference images on `/images/edits`; DALL·E 2's edit is an
+    inpainting of one square PNG, not a reference, and DALL·E 3 has no edit at all."""
+    return model.startswith(("gpt-image", "chatgpt-image"))
+
+
+def edit_fields(body: dict[str, Any]) -> dict[str, str]:
+    """The generation body as `/images/edits` form fields (multipart sends text)."""
+    return {key: str(value) for key, value in body.items() if key in _EDIT_FIELDS}
+
+
+def reference_files(request: ImageRequest) -> list[tuple[str, tuple[str, bytes, str]]]:
+    """One `image[]` part per reference image, in order, named so the type is plain."""
+    return [
+        (
+            "image[]",
+            (
+                f"reference-{number}.{_REFERENCE_EXTENSIONS.get(image.content_type, 'png')}",
+                image.data,
+                image.content_type,
+            ),
+        )
+        for number, image in enumerate(request.reference_images[:MAX_REFERENCE_IMAGES], start=1)
+    ]
 
 
 def error_from_response(response: httpx.Response, secrets: tuple[str | None, ...]) -> ProviderError:

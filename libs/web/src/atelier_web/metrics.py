@@ -1,0 +1,68 @@
+"""`/metrics` on every service app: HTTP latency per route, NATS handling per subject.
+
+`/metrics` shares the service's port. In front of the public services (gateway, profiles admin)
+the ingress routes only their API paths, so Prometheus scrapes it from inside the cluster.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import FastAPI, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from atelier_telemetry.metrics import MessageMetricsMiddleware, observe_http_request, render_metrics
+
+METRICS_PATH = "/metrics"
+UNMATCHED_ROUTE = "unmatched"
+
+
+class HttpMetricsMiddleware:
+    """Times each HTTP request to its response's headers, labelled by the route *template*
+    (`/v1/generations/{job_id}`), so ids never become label values."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] == METRICS_PATH:
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        recorded = False
+
+        def record(status: int) -> None:
+            nonlocal recorded
+            if recorded:
+                return
+            recorded = True
+            # The router stores the matched route in the scope it was given (this one).
+            route = getattr(scope.get("route"), "path", None) or UNMATCHED_ROUTE
+            observe_http_request(scope["method"], route, status, time.perf_counter() - start)
+
+        async def send_and_time(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                record(int(message["status"]))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_time)
+        except Exception:
+            record(500)
+            raise
+
+
+def install_metrics(app: FastAPI, broker: Any | None) -> None:
+    """Serve `/metrics`, time HTTP requests and count the broker's handled messages."""
+
+    @app.get(METRICS_PATH, include_in_schema=False)
+    async def metrics() -> Response:
+        body, content_type = render_metrics()
+        return Response(body, media_type=content_type)
+
+    app.add_middleware(HttpMetricsMiddleware)
+    # Outermost, so the outcome counted is the one the message finally got.
+    if broker is not None and not getattr(broker, "_atelier_message_metrics", False):
+        broker.insert_middleware(MessageMetricsMiddleware)
+        broker._atelier_message_metrics = True

@@ -1,0 +1,542 @@
+"""Governance: provider credentials, per-user quotas and rate limits, and the generation audit.
+
+No broker and no HTTP here (like `service.py`): the repository is passed in, and change events
+go out through `ProfileService.announce`. Provider keys exist in plaintext only inside
+`set_credential` (sealed before anything is stored) and `sealed_credential` (re-sealed for the
+transport before anything is sent); no log line, error message or event carries them.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from calendar import monthrange
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from atelier_contracts.errors import InvalidInput, NotFound
+from atelier_contracts.jobs import FINAL_STATUSES, JobStatusChanged
+from atelier_contracts.profiles import (
+    CredentialReply,
+    QuotaReserveReply,
+    QuotaReserveRequest,
+)
+from atelier_contracts.providers import KNOWN_PROVIDERS
+from atelier_profiles.crypto import SealBroken, Sealer, mask
+from atelier_profiles.repository import (
+    AuditFilter,
+    AuditRow,
+    GovernanceRepository,
+    QuotaOverrideRow,
+    QuotaPolicyValues,
+    from_milli,
+    to_milli,
+)
+from atelier_profiles.service import ProfileService
+
+log = logging.getLogger("atelier.profiles.governance")
+
+Period = Literal["day", "week", "month"]
+MAX_CREDITS = 1_000_000_000_000  # per period; milli-credits of it still fit a BIGINT easily
+
+# The quota policy of a fresh install: no credit limit, a generous submission rate limit.
+DEFAULT_PERIOD: Period = "month"
+DEFAULT_RATE_LIMIT = 120
+DEFAULT_RATE_WINDOW_S = 60.0
+
+
+# --- API models ------------------------------------------------------------------------------
+
+
+class CredentialInput(BaseModel):
+    api_key: str = Field(
+        min_length=8,
+        max_length=4096,
+        # Visible ASCII only: real keys are, and a stray newline or space from a copy-paste
+        # would otherwise be stored and fail at the provider much later.
+        pattern=r"^[\x21-\x7e]+$",
+        description="The provider's API key; stored encrypted, never shown again",
+        examples=["sk-proj-0123456789abcdef"],
+    )
+
+
+class ProviderStatus(BaseModel):
+    name: str = Field(examples=["openai"])
+    known: bool = Field(description="Atelier has a worker (adapter) for this provider")
+    credential_set: bool
+    credential_masked: str | None = Field(
+        default=None, description="The key's last four characters at most", examples=["••••cdef"]
+    )
+    credential_updated_at: datetime | None = None
+    profiles: int = Field(default=0, description="Profiles using this provider")
+
+
+class QuotaPolicy(BaseModel):
+    """The default every user gets unless an override says otherwise."""
+
+    credits_per_period: float | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_CREDITS,
+        description="Credits each user may spend per period; null: no limit",
+        examples=[500],
+    )
+    period: Period = Field(default=DEFAULT_PERIOD, description="Periods start at 00:00 UTC")
+    rate_limit_count: int | None = Field(
+        default=DEFAULT_RATE_LIMIT,
+        ge=1,
+        le=100_000,
+        description="Submissions per user within `rate_limit_window_s`; null: no rate limit",
+    )
+    rate_limit_window_s: float = Field(default=DEFAULT_RATE_WINDOW_S, gt=0, le=86_400)
+
+
+class QuotaOverrideInput(BaseModel):
+    credits_per_period: float | None = Field(
+        ge=0, le=MAX_CREDITS, description="This user's credits per period; null: no limit"
+    )
+    note: str | None = Field(default=None, max_length=500, description="Why, for other admins")
+
+
+class QuotaOverride(QuotaOverrideInput):
+    user_id: str
+    updated_at: datetime
+
+
+class QuotaOverview(BaseModel):
+    policy: QuotaPolicy
+    overrides: list[QuotaOverride]
+
+
+class UserQuota(BaseModel):
+    user_id: str
+    limit: float | None = Field(description="Credits per period; null: no limit")
+    overridden: bool = Field(description="The limit comes from a per-user override")
+    used: float = Field(description="Credits reserved or spent in this period")
+    remaining: float | None
+    period: Period
+    period_start: datetime
+    resets_at: datetime
+
+
+class AuditError(BaseModel):
+    error_class: str = Field(examples=["content_blocked"])
+    stage: str | None = Field(default=None, description="For content blocks: input or output")
+    message: str | None = None
+    detail: str | None = Field(default=None, description="The provider's detail, for admins")
+
+
+class AuditEntry(BaseModel):
+    job_id: str
+    user_id: str
+    project: str
+    profile_id: str
+    profile_name: str
+    provider: str
+    model: str
+    status: str = Field(examples=["partial"])
+    moderated: bool = Field(description="The provider refused the prompt or its result")
+    error: AuditError | None
+    prompt: str = Field(description="The prompt exactly as sent to the provider")
+    user_prompt: str = Field(description="What the user typed")
+    requested: int
+    landed: int
+    failed: int
+    cost: float = Field(description="Credits charged (landed images x the profile's cost)")
+    created_at: datetime
+    finished_at: datetime
+
+    @classmethod
+    def of(cls, row: AuditRow) -> AuditEntry:
+        error = (
+            AuditError(
+                error_class=row.error_class,
+                stage=row.error_stage,
+                message=row.error_message,
+                detail=row.error_detail,
+            )
+            if row.error_class
+            else None
+        )
+        return cls(
+            job_id=row.job_id,
+            user_id=row.user_id,
+            project=row.project,
+            profile_id=row.profile_id,
+            profile_name=row.profile_name,
+            provider=row.provider,
+            model=row.model,
+            status=row.status,
+            moderated=row.error_class == "content_blocked",
+            error=error,
+            prompt=row.prompt,
+            user_prompt=row.user_prompt,
+            requested=row.requested,
+            landed=row.landed,
+            failed=row.failed,
+            cost=from_milli(row.cost_milli),
+            created_at=_as_utc(row.job_created_at),
+            finished_at=_as_utc(row.finished_at),
+        )
+
+
+class AuditPage(BaseModel):
+    items: list[AuditEntry]
+    total: int
+    limit: int
+    offset: int
+
+
+class Tally(BaseModel):
+    jobs: int
+    images: int = Field(description="Images landed")
+    cost: float
+
+
+class UserTally(Tally):
+    user_id: str
+
+
+class ProfileTally(Tally):
+    profile_id: str
+    profile_name: str
+
+
+class AuditSummary(BaseModel):
+    total: Tally
+    by_status: dict[str, int]
+    by_error_class: dict[str, int]
+    by_user: list[UserTally] = Field(description="Highest cost first")
+    by_profile: list[ProfileTally] = Field(description="Highest cost first")
+
+
+# --- periods ---------------------------------------------------------------------------------
+
+
+def _as_utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def period_bounds(period: str, now: datetime) -> tuple[datetime, datetime]:
+    """Start and end (exclusive) of the period holding `now`, in UTC."""
+    day = _as_utc(now).replace(hour=0, minute=0, second=0, microsecond=0)
+    if period == "day":
+        return day, day + timedelta(days=1)
+    if period == "week":
+        start = day - timedelta(days=day.weekday())
+        return start, start + timedelta(days=7)
+    start = day.replace(day=1)
+    return start, start + timedelta(days=monthrange(start.year, start.month)[1])
+
+
+def _credits(milli: int | None) -> float | None:
+    return None if milli is None else from_milli(milli)
+
+
+def _plural(n: float, word: str) -> str:
+    return f"{n:g} {word}" + ("" if n == 1 else "s")
+
+
+class GovernanceService:
+    def __init__(
+        self,
+        repo: GovernanceRepository,
+        profiles: ProfileService,
+        *,
+        at_rest: Sealer,
+        transport: Sealer,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._repo = repo
+        self._profiles = profiles
+        self._at_rest = at_rest
+        self._transport = transport
+        self._clock = clock
+
+    def _now(self) -> datetime:
+        return self._clock()
+
+    # --- provider credentials ----------------------------------------------------------------
+
+    async def list_providers(self) -> list[ProviderStatus]:
+        stored = {row.provider: row for row in await self._repo.list_credentials()}
+        in_profiles = await self._repo.providers_in_profiles()
+        names = sorted(set(KNOWN_PROVIDERS) | set(stored) | set(in_profiles))
+        return [
+            ProviderStatus(
+                name=name,
+                known=name in KNOWN_PROVIDERS,
+                credential_set=name in stored,
+                credential_masked=stored[name].hint if name in stored else None,
+                credential_updated_at=_as_utc(stored[name].updated_at) if name in stored else None,
+                profiles=in_profiles.get(name, 0),
+            )
+            for name in names
+        ]
+
+    async def get_provider(self, name: str) -> ProviderStatus:
+        for provider in await self.list_providers():
+            if provider.name == name:
+                return provider
+        raise NotFound(f"There is no provider {name!r}; known: {', '.join(KNOWN_PROVIDERS)}.")
+
+    async def set_credential(self, provider: str, credential: CredentialInput) -> ProviderStatus:
+        """Store (or rotate) a provider's key, sealed; workers drop their cached copy."""
+        if provider not in KNOWN_PROVIDERS:
+            raise NotFound(
+                f"There is no provider {provider!r}; known: {', '.join(KNOWN_PROVIDERS)}."
+            )
+        sealed = self._at_rest.seal(provider, credential.api_key)
+        await self._repo.put_credential(provider, sealed, mask(credential.api_key))
+        log.info("provider credential set", extra={"provider": provider})
+        await self._profiles.announce("credentials", provider=provider)
+        return await self.get_provider(provider)
+
+    async def delete_credential(self, provider: str) -> None:
+        if not await self._repo.delete_credential(provider):
+            raise NotFound(f"No credential is stored for {provider!r}.")
+        log.info("provider credential deleted", extra={"provider": provider})
+        await self._profiles.announce("credentials", provider=provider)
+
+    async def sealed_credential(self, provider: str) -> CredentialReply:
+        """The stored key re-sealed for the transport, for a worker (`configured=False`: none)."""
+        row = await self._repo.get_credential(provider)
+        if row is None:
+            return CredentialReply(provider=provider, configured=False)
+        try:
+            plaintext = self._at_rest.open(provider, row.ciphertext)
+        except SealBroken:
+            # Stored under another ATELIER_PROFILES_CREDENTIALS_KEY (or tampered with): the
+            # worker falls back to its own key; an admin must set this one again.
+            log.error("stored credential does not open", extra={"provider": provider})
+            return CredentialReply(provider=provider, configured=False)
+        return CredentialReply(
+            provider=provider,
+            configured=True,
+            sealed_key=self._transport.seal(provider, plaintext),
+        )
+
+    # --- quotas ------------------------------------------------------------------------------
+
+    async def get_policy(self) -> QuotaPolicy:
+        row = await self._repo.get_policy()
+        if row is None:
+            return QuotaPolicy()
+        return QuotaPolicy(
+            credits_per_period=_credits(row.credits_milli),
+            period=row.period,
+            rate_limit_count=row.rate_limit_count,
+            rate_limit_window_s=row.rate_limit_window_s,
+        )
+
+    async def set_policy(self, policy: QuotaPolicy) -> QuotaPolicy:
+        await self._repo.save_policy(
+            QuotaPolicyValues(
+                credits_milli=None
+                if policy.credits_per_period is None
+                else to_milli(policy.credits_per_period),
+                period=policy.period,
+                rate_limit_count=policy.rate_limit_count,
+                rate_limit_window_s=policy.rate_limit_window_s,
+            )
+        )
+        return await self.get_policy()
+
+    async def overview(self) -> QuotaOverview:
+        return QuotaOverview(
+            policy=await self.get_policy(),
+            overrides=[_override_of(row) for row in await self._repo.list_overrides()],
+        )
+
+    async def set_override(self, user_id: str, override: QuotaOverrideInput) -> QuotaOverride:
+        credits = override.credits_per_period
+        row = await self._repo.put_override(
+            user_id, None if credits is None else to_milli(credits), override.note
+        )
+        return _override_of(row)
+
+    async def delete_override(self, user_id: str) -> None:
+        if not await self._repo.delete_override(user_id):
+            raise NotFound(f"User {user_id!r} has no quota override.")
+
+    async def _limit_of(self, user_id: str, policy: QuotaPolicy) -> tuple[int | None, bool]:
+        override = await self._repo.get_override(user_id)
+        if override is not None:
+            return override.credits_milli, True
+        credits = policy.credits_per_period
+        return (None if credits is None else to_milli(credits)), False
+
+    async def user_quota(self, user_id: str) -> UserQuota:
+        policy = await self.get_policy()
+        limit, overridden = await self._limit_of(user_id, policy)
+        start, end = period_bounds(policy.period, self._now())
+        used = await self._repo.used_milli(user_id, start.date().isoformat())
+        return UserQuota(
+            user_id=user_id,
+            limit=_credits(limit),
+            overridden=overridden,
+            used=from_milli(used),
+            remaining=None if limit is None else from_milli(max(0, limit - used)),
+            period=policy.period,
+            period_start=start,
+            resets_at=end,
+        )
+
+    async def reserve(self, request: QuotaReserveRequest) -> QuotaReserveReply:
+        """Hold the job's credits, or say why not (quota spent, or submitting too fast)."""
+        now = self._now()
+        policy = await self.get_policy()
+        limit, _ = await self._limit_of(request.user_id, policy)
+        start, end = period_bounds(policy.period, now)
+        profile = await self._profiles.find_profile(request.profile_id)
+        if profile is None:
+            # Deleted in the second since the gateway's catalog was read: the job still runs on
+            # its snapshot. Nothing to price it with; the audit shows the 0.
+            log.warning("reserving for an unknown profile", extra={"job_id": request.job_id})
+        per_image = to_milli(profile.credit_cost) if profile is not None else 0
+        outcome = await self._repo.reserve(
+            job_id=request.job_id,
+            user_id=request.user_id,
+            project=request.project,
+            profile_id=request.profile_id,
+            count=request.count,
+            credits_per_image_milli=per_image,
+            limit_milli=limit,
+            period_key=start.date().isoformat(),
+            rate_limit_count=policy.rate_limit_count,
+            rate_limit_window_s=policy.rate_limit_window_s,
+            now=now,
+        )
+        cost = from_milli(outcome.cost_milli)
+        remaining = None if limit is None else from_milli(max(0, limit - outcome.used_milli))
+        reply = QuotaReserveReply(
+            outcome=outcome.outcome,
+            message="Credits reserved.",
+            cost=cost,
+            limit=_credits(limit),
+            remaining=remaining,
+            resets_at=end,
+        )
+        if outcome.outcome == "rate_limited":
+            wait = math.ceil(outcome.retry_after_s or 1)
+            count = policy.rate_limit_count or 0
+            reply.retry_after_s = outcome.retry_after_s
+            reply.message = (
+                f"You are starting generations too quickly (at most {count} every "
+                f"{_plural(policy.rate_limit_window_s, 'second')}); try again in "
+                f"{_plural(wait, 'second')}."
+            )
+        elif outcome.outcome == "quota_exceeded":
+            left = remaining or 0.0
+            reply.message = (
+                f"This generation costs {_plural(cost, 'credit')}, but only {left:g} of your "
+                f"{_credits(limit) or 0:g} credits for this {policy.period} are left; they renew "
+                f"at {end:%Y-%m-%d %H:%M} UTC."
+            )
+        return reply
+
+    async def release(self, job_id: str) -> bool:
+        released = await self._repo.release(job_id)
+        if released:
+            log.info("quota reservation released", extra={"job_id": job_id})
+        return released
+
+    # --- job outcomes and the audit ----------------------------------------------------------
+
+    async def record_job_outcome(self, event: JobStatusChanged) -> bool:
+        """A final status settles the job's reservation and writes its audit entry (once)."""
+        job = event.job
+        if job.status not in FINAL_STATUSES:
+            return False
+        reservation = await self._repo.get_reservation(job.id)
+        if reservation is not None:
+            per_image = reservation.credits_per_image_milli
+        else:  # a job accepted before quotas existed, or by a gateway that did not reserve
+            profile = await self._profiles.find_profile(job.profile_id)
+            per_image = to_milli(profile.credit_cost) if profile is not None else 0
+        landed = max(0, min(job.progress.landed, job.count))
+        error = job.error
+        audit = AuditRow(
+            job_id=job.id,
+            user_id=job.user_id,
+            project=job.project,
+            profile_id=job.profile_id,
+            profile_name=job.profile_name,
+            provider=job.provider,
+            model=job.model,
+            status=job.status.value,
+            error_class=error.error_class.value if error else None,
+            error_stage=error.stage if error else None,
+            error_message=error.message if error else None,
+            error_detail=error.detail if error else None,
+            prompt=job.assembled_prompt or job.prompt,
+            user_prompt=job.prompt,
+            requested=job.count,
+            landed=job.progress.landed,
+            failed=job.progress.failed,
+            cost_milli=per_image * landed,
+            job_created_at=job.created_at,
+            finished_at=job.updated_at,
+            recorded_at=self._now(),
+        )
+        recorded = await self._repo.record_outcome(audit, landed)
+        if recorded:
+            log.info(
+                "job outcome recorded",
+                extra={"job_id": job.id, "status": job.status.value, "landed": landed},
+            )
+        return recorded
+
+    async def audits(self, where: AuditFilter, *, limit: int, offset: int) -> AuditPage:
+        rows, total = await self._repo.list_audits(_utc_filter(where), limit=limit, offset=offset)
+        return AuditPage(
+            items=[AuditEntry.of(row) for row in rows], total=total, limit=limit, offset=offset
+        )
+
+    async def audit_summary(self, where: AuditFilter) -> AuditSummary:
+        groups = await self._repo.audit_summary(_utc_filter(where))
+        jobs, images, cost = groups["all"][0] if groups["all"] else (0, 0, 0)
+        by_user = [
+            UserTally(user_id=user, jobs=n, images=int(i), cost=from_milli(int(c)))
+            for user, n, i, c in groups["user"]
+        ]
+        by_profile = [
+            ProfileTally(
+                profile_id=pid, profile_name=name, jobs=n, images=int(i), cost=from_milli(int(c))
+            )
+            for pid, name, n, i, c in groups["profile"]
+        ]
+        return AuditSummary(
+            total=Tally(jobs=int(jobs), images=int(images), cost=from_milli(int(cost))),
+            by_status={status: int(n) for status, n, _, _ in groups["status"]},
+            by_error_class={cls: int(n) for cls, n, _, _ in groups["error_class"]},
+            by_user=sorted(by_user, key=lambda t: (-t.cost, t.user_id)),
+            by_profile=sorted(by_profile, key=lambda t: (-t.cost, t.profile_id)),
+        )
+
+
+def _override_of(row: QuotaOverrideRow) -> QuotaOverride:
+    return QuotaOverride(
+        user_id=row.user_id,
+        credits_per_period=_credits(row.credits_milli),
+        note=row.note,
+        updated_at=_as_utc(row.updated_at),
+    )
+
+
+def _utc_filter(where: AuditFilter) -> AuditFilter:
+    """Timestamps are stored in UTC; a bound given with another offset (or none) is made UTC."""
+    if where.since is not None and where.until is not None and where.since >= where.until:
+        raise InvalidInput("`since` must be before `until`.")
+    return AuditFilter(
+        user_id=where.user_id,
+        profile_id=where.profile_id,
+        status=where.status,
+        error_class=where.error_class,
+        since=_as_utc(where.since) if where.since else None,
+        until=_as_utc(where.until) if where.until else None,
+        text=where.text,
+    )

@@ -1,0 +1,334 @@
+"""Quotas and rate limits on a real database (SQLite, and PostgreSQL when one is configured):
+reservations never overspend, settle on completion and refund images that failed."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from atelier_contracts.errors import ErrorClass, ErrorInfo
+from atelier_contracts.jobs import JobProgress, JobStatus, JobStatusChanged, JobView
+from atelier_contracts.profiles import (
+    Profile,
+    ProfilesChanged,
+    QuotaReleaseReply,
+    QuotaReleaseRequest,
+    QuotaReserveReply,
+    QuotaReserveRequest,
+)
+from atelier_contracts.subjects import Subject
+from atelier_database import Database
+from atelier_messaging import query
+from atelier_profiles.crypto import at_rest_sealer, transport_sealer
+from atelier_profiles.governance import (
+    GovernanceService,
+    QuotaOverrideInput,
+    QuotaPolicy,
+    period_bounds,
+)
+from atelier_profiles.repository import GovernanceRepository, ProfileRepository
+from atelier_profiles.service import ProfileService
+
+from .conftest import RunningApp, profile_fields
+
+NOON = datetime(2026, 3, 18, 12, 0, tzinfo=UTC)  # a Wednesday
+
+
+class Clock:
+    def __init__(self, now: datetime = NOON) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@dataclass
+class Governed:
+    governance: GovernanceService
+    profiles: ProfileService
+    repo: GovernanceRepository
+    clock: Clock
+
+    async def profile(self, credit_cost: float, name: str = "Priced") -> Profile:
+        return await self.profiles.create_profile(
+            profile_fields(name=name, credit_cost=credit_cost)
+        )
+
+    async def reserve(self, job_id: str, profile: Profile, **overrides: Any) -> QuotaReserveReply:
+        fields: dict[str, Any] = {
+            "job_id": job_id,
+            "user_id": "alice",
+            "project": "alpha",
+            "profile_id": profile.id,
+            "count": 1,
+        }
+        fields.update(overrides)
+        return await self.governance.reserve(QuotaReserveRequest(**fields))
+
+    async def used(self, user_id: str = "alice") -> float:
+        return (await self.governance.user_quota(user_id)).used
+
+
+@pytest.fixture
+async def governed(database_url: str) -> AsyncIterator[Governed]:
+    """Profiles and governance on a fresh database (`database_url`: SQLite file, or a throwaway
+    PostgreSQL database)."""
+    database = Database(database_url)
+    profiles_repo = ProfileRepository(database)
+    await profiles_repo.create_tables()
+
+    async def publish(_: ProfilesChanged) -> None:
+        return None
+
+    profiles = ProfileService(profiles_repo, publish)
+    clock = Clock()
+    repo = GovernanceRepository(database)
+    governance = GovernanceService(
+        repo,
+        profiles,
+        at_rest=at_rest_sealer("at rest"),
+        transport=transport_sealer("transport"),
+        clock=clock,
+    )
+    try:
+        yield Governed(governance, profiles, repo, clock)
+    finally:
+        await database.dispose()
+
+
+def final_job(
+    job_id: str,
+    status: JobStatus,
+    *,
+    count: int,
+    landed: int,
+    profile: Profile,
+    user_id: str = "alice",
+    error: ErrorInfo | None = None,
+    prompt: str = "A lighthouse",
+    finished: datetime = NOON,
+) -> JobStatusChanged:
+    return JobStatusChanged(
+        job=JobView(
+            id=job_id,
+            project="alpha",
+            user_id=user_id,
+            profile_id=profile.id,
+            profile_name=profile.name,
+            provider=profile.provider,
+            model=profile.model,
+            status=status,
+            prompt=prompt,
+            assembled_prompt=f"{prompt}. Mara (character): A smuggler.",
+            size="1024x1024",
+            count=count,
+            progress=JobProgress(total=count, landed=landed, failed=count - landed),
+            error=error,
+            created_at=finished - timedelta(seconds=30),
+            updated_at=finished,
+        )
+    )
+
+
+@pytest.mark.parametrize(("limit", "cost", "count"), [(10, 1.0, 1), (3.0, 0.3, 1), (9, 1.5, 2)])
+async def test_fifty_parallel_reservations_never_overspend(
+    governed: Governed, limit: float, cost: float, count: int
+) -> None:
+    await governed.governance.set_policy(
+        QuotaPolicy(credits_per_period=limit, rate_limit_count=None)
+    )
+    profile = await governed.profile(cost)
+    replies = await asyncio.gather(
+        *(governed.reserve(f"job-{i}", profile, count=count) for i in range(50))
+    )
+    reserved = [r for r in replies if r.outcome == "reserved"]
+    refused = [r for r in replies if r.outcome == "quota_exceeded"]
+    fits = int(round(limit / (cost * count), 6))
+    assert len(reserved) == fits, [r.outcome for r in replies]
+    assert len(refused) == 50 - fits
+    assert await governed.used() == pytest.approx(fits * cost * count)
+    assert await governed.used() <= limit
+    for reply in refused:
+        assert reply.remaining is not None and reply.remaining < cost * count
+        assert reply.resets_at == datetime(2026, 4, 1, tzinfo=UTC)
+        assert "renew" in reply.message
+
+
+async def test_the_rate_limit_holds_under_parallel_submissions(governed: Governed) -> None:
+    await governed.governance.set_policy(
+        QuotaPolicy(credits_per_period=None, rate_limit_count=5, rate_limit_window_s=60)
+    )
+    profile = await governed.profile(1)
+    replies = await asyncio.gather(*(governed.reserve(f"job-{i}", profile) for i in range(50)))
+    assert [r.outcome for r in replies].count("reserved") == 5
+    limited = [r for r in replies if r.outcome == "rate_limited"]
+    assert len(limited) == 45
+    assert all(0 < (r.retry_after_s or 0) <= 60 for r in limited)
+    assert "too quickly" in limited[0].message
+
+    governed.clock.now = NOON + timedelta(seconds=61)
+    assert (await governed.reserve("later", profile)).outcome == "reserved"
+
+
+async def test_the_same_job_reserves_once(governed: Governed) -> None:
+    await governed.governance.set_policy(QuotaPolicy(credits_per_period=10))
+    profile = await governed.profile(2)
+    first = await governed.reserve("job-1", profile, count=2)
+    again = await governed.reserve("job-1", profile, count=2)
+    assert first.outcome == again.outcome == "reserved"
+    assert first.cost == again.cost == 4
+    assert await governed.used() == 4
+
+
+async def test_settlement_refunds_failed_images_once(governed: Governed) -> None:
+    await governed.governance.set_policy(QuotaPolicy(credits_per_period=100))
+    profile = await governed.profile(2.5)
+    for job_id in ("partial", "failed", "completed", "cancelled"):
+        assert (await governed.reserve(job_id, profile, count=4)).outcome == "reserved"
+    assert await governed.used() == 40
+
+    blocked = ErrorInfo.of(ErrorClass.CONTENT_BLOCKED)
+    outcomes = [
+        final_job("partial", JobStatus.PARTIAL, count=4, landed=1, profile=profile, error=blocked),
+        final_job("failed", JobStatus.FAILED, count=4, landed=0, profile=profile, error=blocked),
+        final_job("completed", JobStatus.COMPLETED, count=4, landed=4, profile=profile),
+        final_job("cancelled", JobStatus.CANCELLED, count=4, landed=2, profile=profile),
+    ]
+    for event in outcomes:
+        assert await governed.governance.record_job_outcome(event) is True
+    # 1 + 0 + 4 + 2 images landed at 2.5 credits each.
+    assert await governed.used() == pytest.approx(17.5)
+
+    # A redelivered final event, and a non-final one, change nothing.
+    assert await governed.governance.record_job_outcome(outcomes[0]) is False
+    generating = final_job("x", JobStatus.GENERATING, count=1, landed=0, profile=profile)
+    assert await governed.governance.record_job_outcome(generating) is False
+    assert await governed.used() == pytest.approx(17.5)
+
+    reservation = await governed.repo.get_reservation("partial")
+    assert reservation is not None and reservation.settled
+    assert reservation.refunded_milli == 7500
+
+
+async def test_parallel_redeliveries_of_one_outcome_refund_once(governed: Governed) -> None:
+    await governed.governance.set_policy(QuotaPolicy(credits_per_period=100))
+    profile = await governed.profile(1)
+    await governed.reserve("job", profile, count=4)
+    event = final_job("job", JobStatus.FAILED, count=4, landed=0, profile=profile)
+    results = await asyncio.gather(
+        *(governed.governance.record_job_outcome(event) for _ in range(5)),
+        return_exceptions=True,
+    )
+    assert [r for r in results if r is True] == [True]
+    assert await governed.used() == 0
+
+
+async def test_a_job_that_was_never_queued_gets_its_credits_back(governed: Governed) -> None:
+    await governed.governance.set_policy(QuotaPolicy(credits_per_period=5))
+    profile = await governed.profile(5)
+    assert (await governed.reserve("job-1", profile)).outcome == "reserved"
+    assert (await governed.reserve("job-2", profile)).outcome == "quota_exceeded"
+    assert await governed.governance.release("job-1") is True
+    assert await governed.governance.release("job-1") is False
+    assert (await governed.reserve("job-2", profile)).outcome == "reserved"
+
+
+async def test_overrides_beat_the_default(governed: Governed) -> None:
+    await governed.governance.set_policy(QuotaPolicy(credits_per_period=2))
+    await governed.governance.set_override(
+        "alice", QuotaOverrideInput(credits_per_period=None, note="unlimited for the demo")
+    )
+    await governed.governance.set_override("carol", QuotaOverrideInput(credits_per_period=10))
+    profile = await governed.profile(1)
+    assert (await governed.reserve("a", profile, count=4)).outcome == "reserved"
+    assert (await governed.reserve("b", profile, count=4, user_id="bob")).outcome == (
+        "quota_exceeded"
+    )
+    assert (await governed.reserve("c", profile, count=4, user_id="carol")).outcome == "reserved"
+
+    carol = await governed.governance.user_quota("carol")
+    assert (carol.limit, carol.used, carol.remaining, carol.overridden) == (10, 4, 6, True)
+    await governed.governance.delete_override("carol")
+    carol = await governed.governance.user_quota("carol")
+    assert (carol.limit, carol.remaining, carol.overridden) == (2, 0, False)
+
+
+async def test_a_new_period_starts_from_zero(governed: Governed) -> None:
+    await governed.governance.set_policy(QuotaPolicy(credits_per_period=1, period="day"))
+    profile = await governed.profile(1)
+    assert (await governed.reserve("d1", profile)).outcome == "reserved"
+    refused = await governed.reserve("d1b", profile)
+    assert refused.outcome == "quota_exceeded"
+    assert refused.resets_at == datetime(2026, 3, 19, tzinfo=UTC)
+    governed.clock.now = NOON + timedelta(days=1)
+    assert (await governed.reserve("d2", profile)).outcome == "reserved"
+
+
+def test_period_bounds() -> None:
+    assert period_bounds("day", NOON) == (
+        datetime(2026, 3, 18, tzinfo=UTC),
+        datetime(2026, 3, 19, tzinfo=UTC),
+    )
+    assert period_bounds("week", NOON) == (
+        datetime(2026, 3, 16, tzinfo=UTC),
+        datetime(2026, 3, 23, tzinfo=UTC),
+    )
+    december = datetime(2026, 12, 31, 23, 59, tzinfo=UTC)
+    assert period_bounds("month", december) == (
+        datetime(2026, 12, 1, tzinfo=UTC),
+        datetime(2027, 1, 1, tzinfo=UTC),
+    )
+
+
+async def test_quota_admin_api(running_app: RunningApp) -> None:
+    client = running_app.client
+    defaults = (await client.get("/admin/v1/quotas")).json()
+    assert defaults == {
+        "policy": {
+            "credits_per_period": None,
+            "period": "month",
+            "rate_limit_count": 120,
+            "rate_limit_window_s": 60.0,
+        },
+        "overrides": [],
+    }
+    policy = {"credits_per_period": 50, "period": "week", "rate_limit_count": 10}
+    put = await client.put("/admin/v1/quotas", json=policy)
+    assert put.status_code == 200 and put.json()["credits_per_period"] == 50
+
+    override = await client.put("/admin/v1/quotas/users/bob", json={"credits_per_period": 5})
+    assert override.status_code == 200 and override.json()["user_id"] == "bob"
+    bob = (await client.get("/admin/v1/quotas/users/bob")).json()
+    assert (bob["limit"], bob["used"], bob["overridden"], bob["period"]) == (5, 0, True, "week")
+    listed = (await client.get("/admin/v1/quotas")).json()
+    assert [o["user_id"] for o in listed["overrides"]] == ["bob"]
+
+    assert (await client.delete("/admin/v1/quotas/users/bob")).status_code == 204
+    assert (await client.delete("/admin/v1/quotas/users/bob")).status_code == 404
+    bad = await client.put("/admin/v1/quotas", json={"credits_per_period": -1})
+    assert bad.status_code == 422
+
+
+async def test_reserve_and_release_over_nats(running_app: RunningApp) -> None:
+    profile = await running_app.service.create_profile(profile_fields(credit_cost=3))
+    await running_app.client.put("/admin/v1/quotas", json={"credits_per_period": 4})
+    request = QuotaReserveRequest(
+        job_id="job-1", user_id="alice", project="alpha", profile_id=profile.id, count=1
+    )
+    reply = await query(running_app.broker, Subject.QUOTA_RESERVE, request, QuotaReserveReply)
+    assert (reply.outcome, reply.cost, reply.remaining, reply.limit) == ("reserved", 3, 1, 4)
+    second = request.model_copy(update={"job_id": "job-2"})
+    refused = await query(running_app.broker, Subject.QUOTA_RESERVE, second, QuotaReserveReply)
+    assert refused.outcome == "quota_exceeded" and refused.remaining == 1
+    released = await query(
+        running_app.broker,
+        Subject.QUOTA_RELEASE,
+        QuotaReleaseRequest(job_id="job-1"),
+        QuotaReleaseReply,
+    )
+    assert released.released is True

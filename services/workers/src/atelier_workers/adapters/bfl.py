@@ -1,0 +1,358 @@
+"""Black Forest Labs FLUX API: `POST /{model}` → `{id, polling_url}` → poll → download `sample`.
+
+Wire format and failure modes: providers.md A.5 and A.11. Every submission is paid for, so the
+provider's handle `{id, polling_url}` is saved in the task's `ResumeStore` *before* polling; a
+worker that restarts mid-job finds it there and polls the same task instead of submitting a
+second one. The `sample` URL expires after about ten minutes, so it is downloaded as soon as the
+task is Ready.
+
+FLUX.2 and FLUX 1.1 models take width/height (multiples of 16, at most 4 MP); Kontext and Ultra
+take an aspect ratio. Seed is supported; there is no negative prompt and no cancel endpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import ipaddress
+import math
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+
+from atelier_contracts.errors import ErrorClass
+from atelier_workers.adapters.base import (
+    GeneratedImageData,
+    GenerationOutput,
+    ImageRequest,
+    ProviderError,
+    image_size_of,
+    parse_size,
+)
+from atelier_workers.adapters.gemini import nearest_aspect_ratio
+from atelier_workers.adapters.openai import (
+    _download,
+    _json_object,
+    _json_or_none,
+    _send,
+    _with_id,
+    retry_after_of,
+)
+
+DEFAULT_BASE_URL = "https://api.bfl.ai/v1"
+DEFAULT_POLL_INTERVAL_S = 0.5  # BFL's own examples poll twice a second
+MAX_PIXELS = 4 * 1024 * 1024
+MIN_SIDE = 64
+ASPECT_RATIOS = ("21:9", "16:9", "3:2", "4:3", "5:4", "1:1", "4:5", "3:4", "2:3", "9:16", "9:21")
+# Options passed through as body fields when set.
+_OPTIONS = frozenset(
+    {"safety_tolerance", "output_format", "steps", "guidance", "prompt_upsampling", "raw"}
+)
+_PENDING = frozenset({"Pending", "Processing", "Queued"})
+_TASK_NOT_FOUND = "Task not found"
+
+
+class _TaskGone(Exception):
+    """The provider no longer knows the task we hold a handle for."""
+
+
+class BFLAdapter:
+    name: str = "bfl"
+
+    def max_images_per_call(self, model: str) -> int:
+        return 1  # one image per task on every FLUX endpoint
+
+    async def generate(self, request: ImageRequest, client: httpx.AsyncClient) -> GenerationOutput:
+        body = self.build_body(request)
+        try:
+            async with asyncio.timeout(request.timeout_s):
+                return await self._run(request, body, client)
+        except TimeoutError as exc:
+            # The handle stays saved: a retry of this task resumes polling the same job.
+            raise ProviderError.of(
+                ErrorClass.TIMEOUT, f"no finished image within {request.timeout_s:g} s"
+            ) from exc
+
+    def build_body(self, request: ImageRequest) -> dict[str, Any]:
+        """The submission body; raises `invalid_request` instead of sending a bad one."""
+        if request.n != 1:
+            raise ProviderError.of(ErrorClass.INVALID_REQUEST, "bfl makes one image per call")
+        if not request.prompt:
+            raise ProviderError.of(ErrorClass.INVALID_REQUEST, "prompt is empty")
+        _poll_interval(request.provider_config)  # a bad setting must fail before we pay
+        limit = max_reference_images(request.model)
+        if len(request.reference_images) > limit:
+            raise ProviderError.of(
+                ErrorClass.INVALID_REQUEST,
+                f"{request.model} takes at most {limit} reference images, "
+                f"not {len(request.reference_images)}",
+            )
+        width, height = parse_size(request.size)
+        body: dict[str, Any] = {"prompt": request.prompt}
+        if uses_aspect_ratio(request.model):
+            body["aspect_ratio"] = nearest_aspect_ratio(width, height, ASPECT_RATIOS)
+        else:
+            body["width"], body["height"] = flux_dimensions(width, height)
+        if request.seed is not None:
+            body["seed"] = request.seed
+        for index, ref in enumerate(request.reference_images):
+            key = "input_image" if index == 0 else f"input_image_{index + 1}"
+            body[key] = base64.b64encode(ref.data).decode("ascii")
+        for key, value in request.options.items():
+            if key in _OPTIONS and value is not None:
+                body[key] = value
+        return body
+
+    async def _run(
+        self, request: ImageRequest, body: dict[str, Any], client: httpx.AsyncClient
+    ) -> GenerationOutput:
+        base = (request.base_url or DEFAULT_BASE_URL).rstrip("/")
+        handle = await request.resume.load()
+        if handle and isinstance(handle.get("polling_url"), str):
+            try:
+                return await self._finish(request, handle, base, client, usage={})
+            except _TaskGone:
+                # The task we paid for is gone (results are not kept forever): one fresh
+                # submission is the only way to still deliver the image.
+                await request.resume.save({})
+        handle, usage = await self._submit(request, body, base, client)
+        # Saved before the first poll: from here on a restart must not submit again.
+        await request.resume.save(handle)
+        try:
+            return await self._finish(request, handle, base, client, usage=usage)
+        except _TaskGone as exc:
+            await request.resume.save({})
+            raise ProviderError.of(
+                ErrorClass.PROVIDER_UNAVAILABLE,
+                _with_id("the task vanished while polling (Task not found)", handle["id"]),
+            ) from exc
+
+    async def _submit(
+        self, request: ImageRequest, body: dict[str, Any], base: str, client: httpx.AsyncClient
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        url = f"{base}/{request.model}"
+        secrets = (request.api_key,)
+        response = await _send(
+            lambda: client.post(url, json=body, headers=_key(request), timeout=request.timeout_s),
+            secrets,
+        )
+        if response.status_code != 200:
+            raise error_from_response(response, secrets)
+        payload = _json_object(response, None)
+        task_id = payload.get("id")
+        if not isinstance(task_id, str) or not task_id:
+            raise ProviderError.of(
+                ErrorClass.PROVIDER_UNAVAILABLE, "submission answered 200 without a task id"
+            )
+        polling_url = payload.get("polling_url")
+        if not isinstance(polling_url, str) or not polling_url:
+            # Older API versions only had the global result endpoint.
+            polling_url = f"{base}/get_result?id={task_id}"
+        usage: dict[str, Any] = {
+            key: payload[key] for key in ("cost", "input_mp", "output_mp") if key in payload
+        }
+        return {"id": task_id, "polling_url": urljoin(f"{base}/", polling_url)}, usage
+
+    async def _finish(
+        self,
+        request: ImageRequest,
+        handle: dict[str, Any],
+        base: str,
+        client: httpx.AsyncClient,
+        *,
+        usage: dict[str, Any],
+    ) -> GenerationOutput:
+        task_id = str(handle.get("id") or "")
+        result = await self._poll(request, str(handle["polling_url"]), task_id, base, client)
+        sample = result.get("sample")
+        if not isinstance(sample, str) or not sample:
+            await request.resume.save({})
+            raise ProviderError.of(
+                ErrorClass.NO_IMAGE_RETURNED, _with_id("Ready without a sample URL", task_id)
+            )
+        try:
+            data = await _download(sample, client, request.timeout_s)
+            content_type, width, height = image_size_of(data)
+        except ProviderError as exc:
+            if exc.error_class is ErrorClass.NO_IMAGE_RETURNED:
+                # An expired or broken sample cannot be fetched again later: start over next time.
+                await request.resume.save({})
+            raise
+        seed = result.get("seed")
+        image = GeneratedImageData(
+            data,
+            content_type,
+            width,
+            height,
+            seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
+        )
+        return GenerationOutput(images=[image], usage=usage, provider_request_id=task_id or None)
+
+    async def _poll(
+        self,
+        request: ImageRequest,
+        polling_url: str,
+        task_id: str,
+        base: str,
+        client: httpx.AsyncClient,
+    ) -> dict[str, Any]:
+        """Poll until Ready (returning `result`) or a terminal failure (raised)."""
+        if not _same_site(polling_url, base):
+            # The key goes only to the API's own domain, never to a host an answer names.
+            raise ProviderError.of(
+                ErrorClass.INVALID_REQUEST,
+                f"polling_url host {urlsplit(polling_url).hostname!r} is not the API's "
+                f"({urlsplit(base).hostname!r}); refusing to send the key there",
+            )
+        interval = _poll_interval(request.provider_config)
+        secrets = (request.api_key,)
+        while True:
+            try:
+                payload = await self._poll_once(request, polling_url, secrets, client)
+            except ProviderError as exc:
+                if exc.error_class not in (
+                    ErrorClass.RATE_LIMITED,
+                    ErrorClass.PROVIDER_UNAVAILABLE,
+                    ErrorClass.TIMEOUT,
+                ):
+                    raise
+                # A hiccup while polling must not abandon a job already paid for; the overall
+                # timeout still bounds how long we keep trying.
+                await asyncio.sleep(max(interval, exc.info.retry_after_s or 0.0))
+                continue
+            status = payload.get("status")
+            if status == "Ready":
+                result = payload.get("result")
+                return result if isinstance(result, dict) else {}
+            if status == _TASK_NOT_FOUND:
+                raise _TaskGone(task_id)
+            if isinstance(status, str) and status not in _PENDING:
+                await request.resume.save({})
+                raise _status_error(status, payload, task_id, secrets)
+            await asyncio.sleep(interval)
+
+    async def _poll_once(
+        self,
+        request: ImageRequest,
+        polling_url: str,
+        secrets: tuple[str | None, ...],
+        client: httpx.AsyncClient,
+    ) -> dict[str, Any]:
+        response = await _send(
+            lambda: client.get(polling_url, headers=_key(request), timeout=request.timeout_s),
+            secrets,
+        )
+        if response.status_code == 404:
+            return {"status": _TASK_NOT_FOUND}
+        if response.status_code != 200:
+            raise error_from_response(response, secrets)
+        return _json_object(response, None)
+
+
+def uses_aspect_ratio(model: str) -> bool:
+    """Kontext and Ultra size by aspect ratio; every other FLUX endpoint by width/height."""
+    return model.startswith("flux-kontext") or model.endswith("-ultra")
+
+
+def max_reference_images(model: str) -> int:
+    if model.startswith("flux-2"):
+        return 8  # input_image, input_image_2 … input_image_8
+    if model.startswith("flux-kontext"):
+        return 4  # Kontext's (experimental) multi-reference takes up to four
+    return 0
+
+
+def flux_dimensions(width: int, height: int) -> tuple[int, int]:
+    """The nearest width/height FLUX accepts: multiples of 16, at most 4 MP, aspect kept."""
+    scale = min(1.0, math.sqrt(MAX_PIXELS / (width * height)))
+    # Half up, not Python's half-to-even: 1000 px becomes 1008, not 992.
+    w = max(MIN_SIDE, math.floor(width * scale / 16 + 0.5) * 16)
+    h = max(MIN_SIDE, math.floor(height * scale / 16 + 0.5) * 16)
+    while w * h > MAX_PIXELS:  # rounding up can overshoot by a row of blocks
+        if w >= h:
+            w -= 16
+        else:
+            h -= 16
+    return w, h
+
+
+def error_from_response(response: httpx.Response, secrets: tuple[str | None, ...]) -> ProviderError:
+    """Map a non-200 answer (FastAPI-style `{"detail": ...}` or plain text) onto the taxonomy."""
+    status = response.status_code
+    body = _json_or_none(response)
+    detail_field = body.get("detail") if isinstance(body, dict) else None
+    if isinstance(detail_field, list):
+        shown = "; ".join(
+            f"{'.'.join(str(p) for p in item.get('loc', []))}: {item.get('msg')}"
+            if isinstance(item, dict)
+            else str(item)
+            for item in detail_field
+        )
+    elif detail_field is not None:
+        shown = str(detail_field)
+    else:
+        shown = response.text[:300]
+    detail = f"HTTP {status} detail={shown[:400]}"
+
+    def fail(error_class: ErrorClass, **extra: Any) -> ProviderError:
+        return ProviderError.of(error_class, detail, secrets=secrets, **extra)
+
+    if status in (401, 403):
+        return fail(ErrorClass.AUTH)
+    if status == 402:
+        return fail(ErrorClass.QUOTA_EXHAUSTED)
+    if status == 429:
+        # Too many active tasks (24, or 6 for kontext-max); Retry-After is not always sent.
+        return fail(ErrorClass.RATE_LIMITED, retry_after_s=retry_after_of(response.headers))
+    if status in (408, 504):
+        return fail(ErrorClass.TIMEOUT)
+    if status >= 500:
+        return fail(ErrorClass.PROVIDER_UNAVAILABLE, retry_after_s=retry_after_of(response.headers))
+    return fail(ErrorClass.INVALID_REQUEST)
+
+
+def _status_error(
+    status: str, payload: dict[str, Any], task_id: str, secrets: tuple[str | None, ...]
+) -> ProviderError:
+    details = payload.get("details")
+    shown = _with_id(f"status={status}" + (f" details={details}" if details else ""), task_id)
+    if status == "Request Moderated":
+        return ProviderError.of(ErrorClass.CONTENT_BLOCKED, shown, stage="input", secrets=secrets)
+    if status == "Content Moderated":
+        return ProviderError.of(ErrorClass.CONTENT_BLOCKED, shown, stage="output", secrets=secrets)
+    # "Error" and anything new: the provider failed the task; a retry submits afresh.
+    return ProviderError.of(ErrorClass.PROVIDER_UNAVAILABLE, shown, secrets=secrets)
+
+
+def _key(request: ImageRequest) -> dict[str, str]:
+    return {"x-key": request.api_key} if request.api_key else {}
+
+
+def _poll_interval(config: dict[str, Any]) -> float:
+    raw = config.get("poll_interval_s", DEFAULT_POLL_INTERVAL_S)
+    try:
+        interval = float(raw)
+    except (TypeError, ValueError):
+        raise ProviderError.of(
+            ErrorClass.INVALID_REQUEST, f"provider_config poll_interval_s={raw!r} is not a number"
+        ) from None
+    return max(interval, 0.01)
+
+
+def _same_site(url: str, base: str) -> bool:
+    """Whether `url` is on the API's host or a sibling of it (api.bfl.ai → api.eu1.bfl.ai)."""
+    host, base_host = urlsplit(url).hostname, urlsplit(base).hostname
+    if not host or not base_host:
+        return False
+    if host == base_host:
+        return True
+    try:
+        ipaddress.ip_address(base_host)
+        return False  # an IP has no parent domain to share
+    except ValueError:
+        pass
+    labels = base_host.split(".")
+    if len(labels) < 2:
+        return False  # "localhost" and the like: only the exact host will do
+    return host.endswith("." + ".".join(labels[-2:]))

@@ -1,0 +1,839 @@
+"""ComfyUI: the profile's workflow graph, filled in through a node map, run via `/prompt`.
+
+Wire format and failure modes: providers.md A.8 and A.13. One call:
+1. uploads each reference image (`POST /upload/image`, named by its content hash with
+   `overwrite`, so the same picture always has the same name and no renamed copies pile up);
+2. copies the workflow and writes prompt, negative prompt, size, seed, batch size, steps,
+   checkpoint and reference images into the inputs the node map names;
+3. opens the websocket `/ws?clientId=` *before* submitting (ComfyUI only tells the socket whose
+   id equals the prompt's `client_id`), saves the handle, then `POST /prompt`;
+4. follows `progress`/`executing`/`execution_*` events, checking `/history/{id}` every poll
+   interval too (history is the source of truth, and the only one when the socket is down);
+5. downloads the output images with `/view`.
+
+The prompt id is chosen here and sent with the prompt (newer builds honour it; older ones
+answer with their own, which is then saved instead), so the handle is saved before ComfyUI has
+even seen the job. A restarted worker finds the job in history or in the queue and waits on it
+again; if ComfyUI has neither (it keeps both in memory and forgets them when it restarts, or
+the worker died before submitting), the workflow is submitted anew.
+
+Profile settings (`provider_config`):
+- `workflow` (required): the API-format graph `{node_id: {class_type, inputs}}` (or its JSON).
+- `node_map` (required, at least `prompt`): role → `{"node": "6", "input": "text"}` (a list of
+  such, or `"node": [ids]`, sets several nodes); roles: prompt, negative_prompt, width, height,
+  seed, batch_size, steps, model (checkpoint name), reference_image (the i-th reference goes to
+  the i-th node listed; more references than nodes is `invalid_request`), output (which
+  nodes' images to return; default every `output` image). Open WebUI's list form
+  `[{"type", "node_ids", "key"}]` is accepted too.
+- `poll_interval_s`: seconds between history checks (default 1).
+- `use_websocket`: false to rely on history polling alone (default true).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import copy
+import hashlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from secrets import randbelow
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+from atelier_contracts.errors import ErrorClass
+from atelier_contracts.providers import images_per_call
+from atelier_workers.adapters.base import (
+    GeneratedImageData,
+    GenerationOutput,
+    ImageRequest,
+    ProviderError,
+    ReferenceImage,
+    image_size_of,
+    parse_size,
+)
+from atelier_workers.adapters.openai import retry_after_of
+
+log = logging.getLogger("atelier.workers.comfyui")
+
+DEFAULT_POLL_INTERVAL_S = 1.0
+MAX_POLL_FAILURES = 3
+# Every this many history checks without an entry, make sure the queue still has the prompt.
+QUEUE_CHECK_EVERY = 5
+# History can lag the websocket's "done" by a moment (A.13); wait this long for it to appear.
+HISTORY_GRACE_S = 5.0
+# Binary frames carry previews (and whole images from SaveImageWebsocket nodes).
+MAX_WS_MESSAGE_BYTES = 32 * 1024 * 1024
+UPLOAD_SUBFOLDER = "atelier"
+ROLES = (
+    "prompt",
+    "negative_prompt",
+    "width",
+    "height",
+    "seed",
+    "batch_size",
+    "steps",
+    "model",
+    "reference_image",
+    "output",
+)
+# Open WebUI's node-map type names for the roles that differ.
+_OPEN_WEBUI_TYPES = {"n": "batch_size", "image": "reference_image", "ckpt": "model"}
+# ComfyUI seeds are unsigned 64-bit; stay within what every sampler node accepts.
+_MAX_SEED = 2**32 - 1
+_EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
+
+
+@dataclass(frozen=True)
+class NodeTarget:
+    node: str
+    input: str | None  # None only for `output`, which names nodes, not inputs
+
+
+class _PromptGone(Exception):
+    """ComfyUI knows the prompt neither in its history nor in its queue: it restarted (queue
+    and history live in memory), the prompt was deleted, or it was never submitted."""
+
+
+class ComfyUIAdapter:
+    name: str = "comfyui"
+
+    def max_images_per_call(self, model: str) -> int:
+        return images_per_call(self.name, model)
+
+    async def generate(self, request: ImageRequest, client: httpx.AsyncClient) -> GenerationOutput:
+        try:
+            async with asyncio.timeout(request.timeout_s):
+                return await self._generate(request, client)
+        except TimeoutError as exc:
+            # The handle stays saved: a retry waits on this prompt instead of queueing another.
+            raise ProviderError.of(
+                ErrorClass.TIMEOUT, f"no result within {request.timeout_s:g} s"
+            ) from exc
+
+    async def cancel(
+        self, request: ImageRequest, handle: dict[str, Any], client: httpx.AsyncClient
+    ) -> None:
+        """Drop the prompt from the queue, or interrupt it if it is the one running.
+
+        `/interrupt` stops whatever runs; it is sent only when the running prompt is ours, and
+        with our prompt id, which newer builds check themselves.
+        """
+        prompt_id = handle.get("prompt_id")
+        if not isinstance(prompt_id, str):
+            return
+        base = _base(request)
+        await self._post_json(request, client, f"{base}/queue", {"delete": [prompt_id]})
+        running, _ = await self._queue(request, client)
+        if prompt_id in running:
+            await self._post_json(request, client, f"{base}/interrupt", {"prompt_id": prompt_id})
+
+    def build_workflow(
+        self, request: ImageRequest, seed: int, uploaded: list[str]
+    ) -> dict[str, Any]:
+        """The workflow with this request's values written in; `invalid_request` if the
+        profile's workflow or node map cannot take them."""
+        limit = self.max_images_per_call(request.model)
+        if not 1 <= request.n <= limit:
+            raise ProviderError.of(
+                ErrorClass.INVALID_REQUEST, f"ComfyUI takes n from 1 to {limit} per call"
+            )
+        if not request.prompt:
+            raise ProviderError.of(ErrorClass.INVALID_REQUEST, "prompt is empty")
+        width, height = parse_size(request.size)
+        graph = copy.deepcopy(workflow_of(request.provider_config))
+        node_map = parse_node_map(request.provider_config.get("node_map"))
+        if "prompt" not in node_map:
+            raise ProviderError.of(
+                ErrorClass.INVALID_REQUEST, "the ComfyUI node map has no `prompt` entry"
+            )
+        values: dict[str, Any] = {
+            "prompt": request.prompt,
+            "width": width,
+            "height": height,
+            "seed": seed,
+            "batch_size": request.n,
+        }
+        if request.negative_prompt is not None:
+            values["negative_prompt"] = request.negative_prompt
+        steps = request.options.get("steps")
+        if isinstance(steps, int) and not isinstance(steps, bool) and steps > 0:
+            values["steps"] = steps
+        if request.model and request.model not in ("default", "workflow"):
+            values["model"] = request.model
+        for role, value in values.items():
+            for target in node_map.get(role, []):
+                _set_input(graph, target, value)
+        reference_nodes = node_map.get("reference_image", [])
+        if len(request.reference_images) > len(reference_nodes):
+            raise ProviderError.of(
+                ErrorClass.INVALID_REQUEST,
+                f"{len(request.reference_images)} reference images, but the node map has "
+                f"{len(reference_nodes)} reference_image node(s) for them",
+            )
+        for target, name in zip(reference_nodes, uploaded, strict=False):
+            _set_input(graph, target, name)
+        for target in node_map.get("output", []):
+            if target.node not in graph:
+                raise ProviderError.of(
+                    ErrorClass.INVALID_REQUEST, f"node map output node {target.node} not found"
+                )
+        return graph
+
+    async def _generate(self, request: ImageRequest, client: httpx.AsyncClient) -> GenerationOutput:
+        saved = _handle_of(await request.resume.load())
+        if saved is not None:
+            try:
+                return await self._follow(request, saved, client, submit=None)
+            except _PromptGone:
+                log.info(
+                    "saved ComfyUI prompt is unknown to the server; submitting again",
+                    extra={"prompt_id": saved["prompt_id"]},
+                )
+        seed = request.seed if request.seed is not None else randbelow(_MAX_SEED)
+        self.build_workflow(request, seed, [])  # refuse a bad request before uploading anything
+        uploaded = await self._upload_references(request, client)
+        graph = self.build_workflow(request, seed, uploaded)
+        handle = {
+            "provider": self.name,
+            "prompt_id": str(uuid.uuid4()),
+            "client_id": uuid.uuid4().hex,
+            "seed": seed,
+        }
+        # Saved before ComfyUI sees the job: a worker killed from here on looks for it first.
+        await request.resume.save(handle)
+
+        async def submit() -> None:
+            await self._submit(request, client, graph, handle)
+
+        try:
+            return await self._follow(request, handle, client, submit=submit)
+        except _PromptGone as exc:
+            raise ProviderError.of(
+                ErrorClass.PROVIDER_UNAVAILABLE,
+                f"ComfyUI no longer knows prompt {handle['prompt_id']} "
+                "(deleted from its queue, or the server restarted)",
+            ) from exc
+
+    async def _upload_references(
+        self, request: ImageRequest, client: httpx.AsyncClient
+    ) -> list[str]:
+        # build_workflow has already checked there is a node for each one.
+        return [await self._upload(request, client, ref) for ref in request.reference_images]
+
+    async def _upload(
+        self, request: ImageRequest, client: httpx.AsyncClient, reference: ReferenceImage
+    ) -> str:
+        digest = hashlib.sha256(reference.data).hexdigest()[:20]
+        extension = _EXTENSIONS.get(reference.content_type, "png")
+        filename = f"atelier-{digest}.{extension}"
+        secrets = _secrets(request)
+        response = await _send(
+            lambda: client.post(
+                f"{_base(request)}/upload/image",
+                files={"image": (filename, reference.data, reference.content_type)},
+                data={"type": "input", "subfolder": UPLOAD_SUBFOLDER, "overwrite": "true"},
+                headers=_auth(request),
+                timeout=request.timeout_s,
+            ),
+            secrets,
+        )
+        if response.status_code != 200:
+            raise error_from_response(response, secrets)
+        payload = _json_or_none(response)
+        name = payload.get("name") if isinstance(payload, dict) else None
+        if not isinstance(name, str) or not name:
+            raise ProviderError.of(
+                ErrorClass.PROVIDER_UNAVAILABLE,
+                f"ComfyUI upload answered without a name: {response.text[:200]!r}",
+            )
+        subfolder = payload.get("subfolder") if isinstance(payload, dict) else None
+        # LoadImage takes "subfolder/name" for files outside input/'s top level.
+        return f"{subfolder}/{name}" if isinstance(subfolder, str) and subfolder else name
+
+    async def _submit(
+        self,
+        request: ImageRequest,
+        client: httpx.AsyncClient,
+        graph: dict[str, Any],
+        handle: dict[str, Any],
+    ) -> None:
+        body = {"prompt": graph, "client_id": handle["client_id"], "prompt_id": handle["prompt_id"]}
+        secrets = _secrets(request)
+        response = await _send(
+            lambda: client.post(
+                f"{_base(request)}/prompt",
+                json=body,
+                headers=_auth(request),
+                timeout=request.timeout_s,
+            ),
+            secrets,
+        )
+        if response.status_code != 200:
+            await request.resume.save({})  # refused: nothing to resume
+            raise error_from_response(response, secrets)
+        payload = _json_or_none(response)
+        prompt_id = payload.get("prompt_id") if isinstance(payload, dict) else None
+        if not isinstance(prompt_id, str):
+            raise ProviderError.of(
+                ErrorClass.PROVIDER_UNAVAILABLE,
+                f"ComfyUI accepted the prompt without a prompt_id: {response.text[:200]!r}",
+            )
+        if prompt_id != handle["prompt_id"]:
+            # An older build that picks its own ids: remember the real one.
+            handle["prompt_id"] = prompt_id
+            await request.resume.save(handle)
+
+    async def _follow(
+        self,
+        request: ImageRequest,
+        handle: dict[str, Any],
+        client: httpx.AsyncClient,
+        submit: Callable[[], Awaitable[None]] | None,
+    ) -> GenerationOutput:
+        """Wait for the prompt (submitting it first when `submit` is given) and collect it."""
+        interval = _poll_interval(request.provider_config)
+        async with self._events(request, client, handle["client_id"]) as socket:
+            if submit is not None:
+                await submit()
+            elif await self._history_entry(request, client, handle) is None:
+                running, pending = await self._queue(request, client)
+                # Between those two looks the prompt may have finished: look once more.
+                if (
+                    handle["prompt_id"] not in running | pending
+                    and await self._history_entry(request, client, handle) is None
+                ):
+                    raise _PromptGone
+            entry = await self._wait(request, client, handle, socket, interval)
+        return await self._collect(request, client, handle, entry)
+
+    @contextlib.asynccontextmanager
+    async def _events(
+        self, request: ImageRequest, client: httpx.AsyncClient, client_id: str
+    ) -> AsyncIterator[ClientConnection | None]:
+        """The websocket for `client_id`, or None (history polling alone) if it cannot open."""
+        if request.provider_config.get("use_websocket", True) is False:
+            yield None
+            return
+        url = _ws_url(_base(request), client_id)
+        try:
+            socket = await connect(
+                url,
+                additional_headers=_auth(request),
+                max_size=MAX_WS_MESSAGE_BYTES,
+                open_timeout=min(10.0, request.timeout_s),
+                # Follow the HTTP client's choice about proxies from the environment.
+                proxy=True if client.trust_env else None,
+            )
+        except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
+            log.info("ComfyUI websocket unavailable; polling history (%s)", type(exc).__name__)
+            yield None
+            return
+        try:
+            yield socket
+        finally:
+            with contextlib.suppress(Exception):
+                await socket.close()
+
+    async def _wait(
+        self,
+        request: ImageRequest,
+        client: httpx.AsyncClient,
+        handle: dict[str, Any],
+        socket: ClientConnection | None,
+        interval: float,
+    ) -> dict[str, Any]:
+        """Until history shows the prompt finished (its entry), or an event says it failed."""
+        prompt_id = handle["prompt_id"]
+        done_at: float | None = None  # when the websocket said the prompt finished
+        failures = misses = 0
+        next_check = time.monotonic()
+        while True:
+            if time.monotonic() >= next_check:
+                try:
+                    entry = await self._history_entry(request, client, handle)
+                    if entry is None and done_at is None:
+                        misses += 1
+                        if misses % QUEUE_CHECK_EVERY == 0:
+                            entry = await self._unless_vanished(request, client, handle)
+                    failures = 0
+                except ProviderError as exc:
+                    # Ride out a few hiccups: the prompt runs on regardless.
+                    failures += 1
+                    if exc.error_class is not ErrorClass.PROVIDER_UNAVAILABLE:
+                        raise
+                    if failures >= MAX_POLL_FAILURES:
+                        raise
+                    entry = None
+                if entry is not None:
+                    return entry
+                if done_at is not None and time.monotonic() - done_at > HISTORY_GRACE_S:
+                    raise ProviderError.of(
+                        ErrorClass.NO_IMAGE_RETURNED,
+                        f"prompt {prompt_id} finished but never reached /history",
+                    )
+                next_check = time.monotonic() + (min(interval, 0.2) if done_at else interval)
+            if socket is None:
+                await asyncio.sleep(max(0.0, next_check - time.monotonic()))
+                continue
+            try:
+                # asyncio.timeout rather than wait_for: it never swallows the outer deadline.
+                async with asyncio.timeout(max(0.01, next_check - time.monotonic())):
+                    raw = await socket.recv()
+            except TimeoutError:
+                continue
+            except ConnectionClosed:
+                log.info("ComfyUI websocket closed; polling history", extra={"prompt": prompt_id})
+                socket = None
+                continue
+            if isinstance(raw, bytes):
+                continue  # a preview image
+            if await self._on_event(request, prompt_id, raw):
+                done_at = done_at or time.monotonic()
+                next_check = time.monotonic()
+
+    async def _unless_vanished(
+        self, request: ImageRequest, client: httpx.AsyncClient, handle: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """None while the prompt is still queued or running; its history entry if it finished
+        meanwhile; raises if ComfyUI has forgotten it (deleted from the queue, or restarted)."""
+        running, pending = await self._queue(request, client)
+        if handle["prompt_id"] in running | pending:
+            return None
+        entry = await self._history_entry(request, client, handle)
+        if entry is None:
+            raise _PromptGone
+        return entry
+
+    async def _on_event(self, request: ImageRequest, prompt_id: str, raw: str) -> bool:
+        """React to one websocket message; True when it says our prompt has finished."""
+        try:
+            message = json.loads(raw)
+        except json.JSONDecodeError:
+            return False
+        if not isinstance(message, dict) or not isinstance(message.get("data"), dict):
+            return False
+        kind, data = message.get("type"), message["data"]
+        if kind == "status":
+            remaining = data.get("status", {}).get("exec_info", {}).get("queue_remaining")
+            if isinstance(remaining, int):
+                await report_progress(request, None, f"{remaining} in ComfyUI's queue")
+            return False
+        if data.get("prompt_id") != prompt_id:
+            return False
+        if kind == "execution_start":
+            await report_progress(request, 0.0, "running")
+        elif kind == "progress":
+            value, maximum = data.get("value"), data.get("max")
+            if isinstance(value, int | float) and isinstance(maximum, int | float) and maximum:
+                node = data.get("node")
+                await report_progress(
+                    request, min(value / maximum, 1.0), f"node {node}: {value}/{maximum}"
+                )
+        elif kind == "execution_error":
+            await request.resume.save({})
+            raise _execution_error(data, _secrets(request))
+        elif kind == "execution_interrupted":
+            await request.resume.save({})
+            raise ProviderError.of(
+                ErrorClass.CANCELLED, f"prompt {prompt_id} was interrupted at {data.get('node_id')}"
+            )
+        elif kind == "execution_success" or (kind == "executing" and data.get("node") is None):
+            return True
+        return False
+
+    async def _history_entry(
+        self, request: ImageRequest, client: httpx.AsyncClient, handle: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """The prompt's finished history entry; raises its failure; None while it runs."""
+        prompt_id = handle["prompt_id"]
+        secrets = _secrets(request)
+        response = await _send(
+            lambda: client.get(
+                f"{_base(request)}/history/{prompt_id}",
+                headers=_auth(request),
+                timeout=request.timeout_s,
+            ),
+            secrets,
+        )
+        if response.status_code != 200:
+            raise error_from_response(response, secrets)
+        payload = _json_or_none(response)
+        entry = payload.get(prompt_id) if isinstance(payload, dict) else None
+        if not isinstance(entry, dict):
+            return None
+        raw_status = entry.get("status")
+        status: dict[str, Any] = raw_status if isinstance(raw_status, dict) else {}
+        if status.get("status_str") == "error":
+            await request.resume.save({})
+            raise _history_failure(prompt_id, status, secrets)
+        if status and not status.get("completed", False):
+            return None
+        return entry
+
+    async def _queue(
+        self, request: ImageRequest, client: httpx.AsyncClient
+    ) -> tuple[set[str], set[str]]:
+        """Prompt ids running and pending."""
+        secrets = _secrets(request)
+        response = await _send(
+            lambda: client.get(
+                f"{_base(request)}/queue", headers=_auth(request), timeout=request.timeout_s
+            ),
+            secrets,
+        )
+        if response.status_code != 200:
+            raise error_from_response(response, secrets)
+        payload = _json_or_none(response)
+        payload = payload if isinstance(payload, dict) else {}
+        return _queue_ids(payload.get("queue_running")), _queue_ids(payload.get("queue_pending"))
+
+    async def _collect(
+        self,
+        request: ImageRequest,
+        client: httpx.AsyncClient,
+        handle: dict[str, Any],
+        entry: dict[str, Any],
+    ) -> GenerationOutput:
+        node_map = parse_node_map(request.provider_config.get("node_map"))
+        wanted = [target.node for target in node_map.get("output", [])]
+        files = _output_files(entry.get("outputs"), wanted)
+        if not files:
+            await request.resume.save({})
+            raise ProviderError.of(
+                ErrorClass.NO_IMAGE_RETURNED,
+                f"prompt {handle['prompt_id']} finished without output images",
+            )
+        seed = handle.get("seed") if request.n == 1 and len(files) == 1 else None
+        images: list[GeneratedImageData] = []
+        for file in files:
+            try:
+                data = await self._view(request, client, file)
+                content_type, width, height = image_size_of(data)
+            except ProviderError as exc:
+                if exc.error_class is ErrorClass.NO_IMAGE_RETURNED:
+                    await request.resume.save({})  # the files are gone: only a rerun helps
+                raise
+            images.append(
+                GeneratedImageData(
+                    data=data,
+                    content_type=content_type,
+                    width=width,
+                    height=height,
+                    seed=seed if isinstance(seed, int) else None,
+                )
+            )
+        return GenerationOutput(
+            images=images, usage={"images": len(images)}, provider_request_id=handle["prompt_id"]
+        )
+
+    async def _view(
+        self, request: ImageRequest, client: httpx.AsyncClient, file: dict[str, str]
+    ) -> bytes:
+        secrets = _secrets(request)
+        response = await _send(
+            lambda: client.get(
+                f"{_base(request)}/view",
+                params=file,
+                headers=_auth(request),
+                timeout=request.timeout_s,
+            ),
+            secrets,
+        )
+        if response.status_code == 404:
+            raise ProviderError.of(
+                ErrorClass.NO_IMAGE_RETURNED, f"/view has no file {file.get('filename')!r}"
+            )
+        if response.status_code != 200:
+            raise error_from_response(response, secrets)
+        return response.content
+
+    async def _post_json(
+        self, request: ImageRequest, client: httpx.AsyncClient, url: str, body: dict[str, Any]
+    ) -> None:
+        secrets = _secrets(request)
+        response = await _send(
+            lambda: client.post(url, json=body, headers=_auth(request), timeout=30.0), secrets
+        )
+        if response.status_code != 200:
+            raise error_from_response(response, secrets)
+
+
+def workflow_of(config: dict[str, Any]) -> dict[str, Any]:
+    """The profile's API-format workflow (a map or its JSON text)."""
+    raw = config.get("workflow")
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise ProviderError.of(
+                ErrorClass.INVALID_REQUEST, f"provider_config.workflow is not JSON: {exc}"
+            ) from exc
+    if not isinstance(raw, dict) or not raw:
+        raise ProviderError.of(
+            ErrorClass.INVALID_REQUEST, "provider_config.workflow must be an API-format graph"
+        )
+    if "nodes" in raw and "links" in raw:
+        raise ProviderError.of(
+            ErrorClass.INVALID_REQUEST,
+            "provider_config.workflow is a UI-format workflow; export it with 'Save (API)'",
+        )
+    return raw
+
+
+def parse_node_map(raw: Any) -> dict[str, list[NodeTarget]]:
+    """Role → targets, from Atelier's map form or Open WebUI's list form."""
+    if raw is None:
+        return {}
+    entries: list[tuple[str, Any, Any]] = []
+    if isinstance(raw, dict):
+        for role, spec in raw.items():
+            specs = spec if isinstance(spec, list) else [spec]
+            for item in specs:
+                if isinstance(item, str) and "." in item:
+                    node, _, input_name = item.partition(".")
+                    entries.append((role, node, input_name))
+                elif isinstance(item, dict):
+                    entries.append((role, item.get("node"), item.get("input")))
+                else:
+                    entries.append((role, None, None))
+    elif isinstance(raw, list):
+        for item in raw:
+            if not isinstance(item, dict):
+                entries.append(("?", None, None))
+                continue
+            role = _OPEN_WEBUI_TYPES.get(str(item.get("type")), str(item.get("type")))
+            entries.append((role, item.get("node_ids"), item.get("key")))
+    else:
+        raise ProviderError.of(ErrorClass.INVALID_REQUEST, "provider_config.node_map must be a map")
+    result: dict[str, list[NodeTarget]] = {}
+    for role, nodes, input_name in entries:
+        if role not in ROLES:
+            raise ProviderError.of(
+                ErrorClass.INVALID_REQUEST,
+                f"node map role {role!r} is not one of: {', '.join(ROLES)}",
+            )
+        node_ids = nodes if isinstance(nodes, list) else [nodes]
+        if not node_ids or not all(isinstance(n, str | int) and str(n) for n in node_ids):
+            raise ProviderError.of(
+                ErrorClass.INVALID_REQUEST, f"node map entry {role!r} names no node"
+            )
+        if role != "output" and (not isinstance(input_name, str) or not input_name):
+            raise ProviderError.of(
+                ErrorClass.INVALID_REQUEST, f"node map entry {role!r} names no input"
+            )
+        result.setdefault(role, []).extend(
+            NodeTarget(str(node), input_name if isinstance(input_name, str) else None)
+            for node in node_ids
+        )
+    return result
+
+
+def error_from_response(response: httpx.Response, secrets: tuple[str | None, ...]) -> ProviderError:
+    """Map a ComfyUI answer (or its proxy's) other than 200 onto the shared taxonomy."""
+    status = response.status_code
+    body = _json_or_none(response)
+    detail = _error_detail(response, body)
+
+    def fail(error_class: ErrorClass, **extra: Any) -> ProviderError:
+        return ProviderError.of(error_class, detail, secrets=secrets, **extra)
+
+    if status in (401, 403):
+        return fail(ErrorClass.AUTH)  # from a proxy: ComfyUI itself has no auth
+    if status == 429:
+        return fail(ErrorClass.RATE_LIMITED, retry_after_s=retry_after_of(response.headers))
+    if status in (408, 504):
+        return fail(ErrorClass.TIMEOUT)
+    if status >= 500:
+        return fail(ErrorClass.PROVIDER_UNAVAILABLE)
+    return fail(ErrorClass.INVALID_REQUEST)
+
+
+async def report_progress(request: ImageRequest, fraction: float | None, detail: str) -> None:
+    """Hand provider progress to the worker, if it listens (an `on_progress` coroutine
+    function on the request); otherwise it only reaches the debug log."""
+    log.debug("comfyui progress: %s", detail)
+    hook = getattr(request, "on_progress", None)
+    if hook is None:
+        return
+    try:
+        await hook(fraction, detail)
+    except Exception:  # progress is a nicety; it must never fail a generation
+        log.warning("progress hook failed", exc_info=True)
+
+
+def _set_input(graph: dict[str, Any], target: NodeTarget, value: Any) -> None:
+    node = graph.get(target.node)
+    if not isinstance(node, dict) or not isinstance(node.get("inputs"), dict):
+        raise ProviderError.of(
+            ErrorClass.INVALID_REQUEST,
+            f"node map points at node {target.node}, which the workflow does not have",
+        )
+    assert target.input is not None  # parse_node_map guarantees it for every role but output
+    node["inputs"][target.input] = value
+
+
+def _error_detail(response: httpx.Response, body: Any) -> str:
+    parts = [f"HTTP {response.status_code}"]
+    if not isinstance(body, dict):
+        return " ".join([*parts, response.text[:300]])
+    error = body.get("error")
+    if isinstance(error, dict):
+        parts.append(f"{error.get('type')}: {error.get('message')}")
+        if error.get("details"):
+            parts.append(str(error["details"])[:200])
+    elif error is not None:
+        parts.append(str(error))
+    node_errors = body.get("node_errors")
+    if isinstance(node_errors, dict):
+        for node_id, info in list(node_errors.items())[:5]:
+            if not isinstance(info, dict):
+                continue
+            for item in info.get("errors", [])[:3]:
+                if isinstance(item, dict):
+                    parts.append(
+                        f"node {node_id} ({info.get('class_type')}): {item.get('type')}: "
+                        f"{item.get('message')} {item.get('details') or ''}".strip()
+                    )
+    return " | ".join(parts)
+
+
+def _execution_error(data: dict[str, Any], secrets: tuple[str | None, ...]) -> ProviderError:
+    detail = (
+        f"prompt {data.get('prompt_id')} failed in node {data.get('node_id')} "
+        f"({data.get('node_type')}): {data.get('exception_type')}: "
+        f"{data.get('exception_message')}"
+    )
+    return ProviderError.of(ErrorClass.PROVIDER_UNAVAILABLE, detail, secrets=secrets)
+
+
+def _history_failure(
+    prompt_id: str, status: dict[str, Any], secrets: tuple[str | None, ...]
+) -> ProviderError:
+    for message in status.get("messages", []):
+        if not isinstance(message, list) or len(message) != 2:
+            continue
+        kind, data = message
+        if kind == "execution_interrupted":
+            return ProviderError.of(ErrorClass.CANCELLED, f"prompt {prompt_id} was interrupted")
+        if kind == "execution_error" and isinstance(data, dict):
+            return _execution_error(data, secrets)
+    return ProviderError.of(ErrorClass.PROVIDER_UNAVAILABLE, f"prompt {prompt_id} ended in error")
+
+
+def _output_files(outputs: Any, wanted: list[str]) -> list[dict[str, str]]:
+    """The images to fetch: the wanted nodes' if named, else every saved (`output`) image,
+    else previews (`temp`) as a last resort."""
+    if not isinstance(outputs, dict):
+        return []
+    found: dict[str, list[dict[str, str]]] = {"output": [], "temp": []}
+    for node_id, output in outputs.items():
+        if wanted and str(node_id) not in wanted:
+            continue
+        images = output.get("images") if isinstance(output, dict) else None
+        for image in images if isinstance(images, list) else []:
+            if not isinstance(image, dict) or not isinstance(image.get("filename"), str):
+                continue
+            kind = str(image.get("type") or "output")
+            file = {
+                "filename": image["filename"],
+                "subfolder": str(image.get("subfolder") or ""),
+                "type": kind,
+            }
+            found.setdefault(kind, []).append(file)
+    if wanted:
+        return [file for files in found.values() for file in files]
+    return found["output"] or found["temp"]
+
+
+def _queue_ids(items: Any) -> set[str]:
+    # Each item is [number, prompt_id, prompt, extra_data, outputs_to_execute].
+    if not isinstance(items, list):
+        return set()
+    return {str(item[1]) for item in items if isinstance(item, list) and len(item) > 1}
+
+
+def _handle_of(saved: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not saved or saved.get("provider") != "comfyui":
+        return None
+    if not isinstance(saved.get("prompt_id"), str) or not isinstance(saved.get("client_id"), str):
+        return None
+    return dict(saved)
+
+
+def _base(request: ImageRequest) -> str:
+    if not request.base_url:
+        raise ProviderError.of(
+            ErrorClass.INVALID_REQUEST, "ComfyUI needs the server's base_url in the profile"
+        )
+    return request.base_url.rstrip("/")
+
+
+def _ws_url(base: str, client_id: str) -> str:
+    parts = urlsplit(base)
+    scheme = "wss" if parts.scheme == "https" else "ws"
+    return urlunsplit((scheme, parts.netloc, f"{parts.path}/ws", f"clientId={client_id}", ""))
+
+
+def _auth(request: ImageRequest) -> dict[str, str]:
+    """ComfyUI has no auth of its own; a proxy in front may want Basic ("user:pass") or a
+    bearer token."""
+    key = request.api_key
+    if not key:
+        return {}
+    if ":" in key:
+        return {"Authorization": "Basic " + base64.b64encode(key.encode()).decode("ascii")}
+    return {"Authorization": f"Bearer {key}"}
+
+
+def _secrets(request: ImageRequest) -> tuple[str | None, ...]:
+    """What must never reach a log: the key, and the password half of a "user:pass" one."""
+    key = request.api_key
+    return (key, key.split(":", 1)[1]) if key and ":" in key else (key,)
+
+
+def _poll_interval(config: dict[str, Any]) -> float:
+    raw = config.get("poll_interval_s", DEFAULT_POLL_INTERVAL_S)
+    with contextlib.suppress(TypeError, ValueError):
+        value = float(raw)
+        if value > 0:
+            return value
+    raise ProviderError.of(
+        ErrorClass.INVALID_REQUEST, f"provider_config.poll_interval_s={raw!r} must be > 0"
+    )
+
+
+def _json_or_none(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+
+
+async def _send(
+    call: Callable[[], Awaitable[httpx.Response]], secrets: tuple[str | None, ...]
+) -> httpx.Response:
+    """Run one HTTP call, turning transport failures into `ProviderError`."""
+    try:
+        return await call()
+    except httpx.TimeoutException as exc:
+        raise ProviderError.of(
+            ErrorClass.TIMEOUT, f"{type(exc).__name__}: {exc}", secrets=secrets
+        ) from exc
+    except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
+        raise ProviderError.of(
+            ErrorClass.INVALID_REQUEST, f"{type(exc).__name__}: {exc}", secrets=secrets
+        ) from exc
+    except httpx.HTTPError as exc:
+        raise ProviderError.of(
+            ErrorClass.PROVIDER_UNAVAILABLE, f"{type(exc).__name__}: {exc}", secrets=secrets
+        ) from exc

@@ -1,0 +1,157 @@
+"""The provider key a worker calls with: the one an admin stored in profiles, else its own.
+
+The key is asked for over `profiles.query.credentials`; the reply carries it sealed with the
+shared transport key (`ATELIER_CREDENTIALS_TRANSPORT_KEY`), so NATS never holds the plaintext.
+It is opened here, kept only in memory, and forgotten when `profiles.changed` says the
+provider's credentials changed (and, as a backstop, after `max_age_s`). With no stored key, or
+profiles not answering, the worker's own `ATELIER_WORKERS_API_KEY` is used.
+
+The sealed format is the one `atelier_profiles.crypto` writes (services share no code, so it is
+written twice; both test suites check the same known answer): `v1.` + base64url(12-byte nonce +
+AES-256-GCM ciphertext), key HKDF-SHA256(secret, info `atelier credentials transport v1`),
+associated data `provider:<name>`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from faststream.nats import NatsBroker
+
+from atelier_contracts.profiles import CredentialQuery, CredentialReply, ProfilesChanged
+from atelier_contracts.subjects import Subject
+
+log = logging.getLogger("atelier.workers.credentials")
+
+TRANSPORT_INFO = b"atelier credentials transport v1"
+_VERSION = "v1."
+_NONCE_BYTES = 12
+
+AskProfiles = Callable[[CredentialQuery], Awaitable[CredentialReply]]
+
+
+class SealBroken(Exception):
+    """The sealed key does not open: the transport keys of profiles and worker differ."""
+
+
+class TransportOpener:
+    """Opens keys sealed by profiles with the shared transport key."""
+
+    def __init__(self, secret: str) -> None:
+        key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=TRANSPORT_INFO).derive(
+            secret.encode()
+        )
+        self._aead = AESGCM(key)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(<key>)"
+
+    def open(self, provider: str, sealed: str) -> str:
+        if not sealed.startswith(_VERSION):
+            raise SealBroken("unknown format")
+        try:
+            raw = base64.urlsafe_b64decode(sealed[len(_VERSION) :])
+            plaintext = self._aead.decrypt(
+                raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], f"provider:{provider}".encode()
+            )
+        except (InvalidTag, binascii.Error, ValueError) as exc:
+            raise SealBroken("does not open with this transport key") from exc
+        return plaintext.decode()
+
+
+class ProviderCredentials:
+    """The current key of one provider, fetched once and cached until told it changed."""
+
+    def __init__(
+        self,
+        provider: str,
+        *,
+        ask: AskProfiles,
+        transport_key: str,
+        fallback: str | None = None,
+        max_age_s: float = 300.0,
+        retry_s: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.provider = provider
+        self._ask = ask
+        self._opener = TransportOpener(transport_key)
+        self._fallback = fallback
+        self._max_age_s = max_age_s
+        self._retry_s = retry_s
+        self._clock = clock
+        self._lock = asyncio.Lock()
+        self._cached: tuple[str | None, float] | None = None  # (key, valid until)
+        self._generation = 0  # bumped by invalidate(): a fetch begun before is not cached
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.provider!r})"
+
+    def invalidate(self) -> None:
+        self._cached = None
+        self._generation += 1
+
+    def _fresh(self) -> tuple[bool, str | None]:
+        if self._cached is not None and self._clock() < self._cached[1]:
+            return True, self._cached[0]
+        return False, None
+
+    async def api_key(self) -> str | None:
+        fresh, key = self._fresh()
+        if fresh:
+            return key
+        async with self._lock:  # one lookup at a time; the others take its answer
+            fresh, key = self._fresh()
+            if fresh:
+                return key
+            generation = self._generation
+            key, valid_s = await self._fetch()
+            if generation == self._generation:
+                self._cached = (key, self._clock() + valid_s)
+            return key
+
+    async def _fetch(self) -> tuple[str | None, float]:
+        """The key and how long to trust it."""
+        try:
+            reply = await self._ask(CredentialQuery(provider=self.provider))
+        except Exception as exc:  # no answer, no connection: keep working with what we have
+            log.warning(
+                "credentials lookup failed; using the worker's own key",
+                extra={"provider": self.provider, "error": type(exc).__name__},
+            )
+            return self._fallback, self._retry_s
+        if not reply.configured or reply.sealed_key is None:
+            return self._fallback, self._max_age_s
+        try:
+            return self._opener.open(self.provider, reply.sealed_key), self._max_age_s
+        except SealBroken:
+            log.error(
+                "stored credential does not open: ATELIER_CREDENTIALS_TRANSPORT_KEY differs "
+                "between profiles and this worker; using the worker's own key",
+                extra={"provider": self.provider},
+            )
+            return self._fallback, self._retry_s
+
+
+def register_credential_invalidation(broker: NatsBroker, credentials: ProviderCredentials) -> None:
+    """Forget the cached key as soon as an admin sets, rotates or deletes it.
+
+    A core NATS subscription without a queue group: every worker replica must hear it.
+    `no_reply`: `profiles.changed` is published to JetStream, and its reply subject is the
+    publisher's ack inbox, which must get JetStream's ack and nothing from us.
+    """
+
+    @broker.subscriber(Subject.PROFILES_CHANGED, no_reply=True)
+    async def forget_changed_credentials(event: ProfilesChanged) -> None:
+        if event.action == "credentials" and event.provider in (None, credentials.provider):
+            credentials.invalidate()
+            log.info("provider credential changed", extra={"provider": credentials.provider})

@@ -1,0 +1,337 @@
+"""The fal.ai adapter against the fake fal queue API, over real HTTP on a local port."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+from PIL import Image
+
+from atelier_contracts.errors import ErrorClass
+from atelier_fakes import run_fake_in_thread
+from atelier_fakes.falai import FakeFalState, create_falai_fake
+from atelier_workers.adapters import ProviderError
+from atelier_workers.adapters.base import ImageRequest, InMemoryResumeStore, ReferenceImage
+from atelier_workers.adapters.falai import FalAdapter, nearest_aspect_ratio
+
+ADAPTER = FalAdapter()
+API_KEY = "fal-test-key-id:0123456789abcdef"
+MODEL = "fal-ai/flux/dev"  # `dev` is a subpath: status URLs must drop it
+
+
+@dataclass(frozen=True)
+class ProgressRequest(ImageRequest):
+    """A request whose worker listens to provider progress."""
+
+    on_progress: Callable[[float | None, str], Awaitable[None]] | None = field(
+        default=None, compare=False, repr=False
+    )
+
+
+@pytest.fixture(scope="module")
+def fake_server() -> Iterator[tuple[str, FakeFalState]]:
+    state = FakeFalState(api_key=API_KEY)
+    base_url, stop = run_fake_in_thread(create_falai_fake(state))
+    yield base_url, state
+    stop()
+
+
+@pytest.fixture
+def fake(fake_server: tuple[str, FakeFalState]) -> FakeFalState:
+    _, state = fake_server
+    state.reset()
+    state.queue_s, state.run_s, state.queue_position = 0.1, 0.1, 3
+    state.url_ttl_s = state.result_ttl_s = 3600.0
+    return state
+
+
+@pytest.fixture
+def base_url(fake_server: tuple[str, FakeFalState]) -> str:
+    return fake_server[0]
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(trust_env=False, timeout=10) as client:
+        yield client
+
+
+def _request(base_url: str, **overrides: Any) -> ProgressRequest:
+    values: dict[str, Any] = {
+        "model": MODEL,
+        "prompt": "a lighthouse on a cliff at dusk",
+        "size": "512x384",
+        "base_url": base_url,
+        "api_key": API_KEY,
+        "timeout_s": 10.0,
+        "provider_config": {"poll_interval_s": 0.02},
+    }
+    return ProgressRequest(**{**values, **overrides})
+
+
+def _png(color: tuple[int, int, int]) -> ReferenceImage:
+    out = io.BytesIO()
+    Image.new("RGB", (16, 16), color).save(out, format="PNG")
+    return ReferenceImage(data=out.getvalue(), content_type="image/png", width=16, height=16)
+
+
+async def _fail(request: ImageRequest, client: httpx.AsyncClient) -> ProviderError:
+    with pytest.raises(ProviderError) as caught:
+        await ADAPTER.generate(request, client)
+    return caught.value
+
+
+async def _wait_for_handle(store: InMemoryResumeStore) -> dict[str, Any]:
+    for _ in range(500):
+        if store.handle:
+            return store.handle
+        await asyncio.sleep(0.01)
+    raise AssertionError("the adapter never saved a handle")
+
+
+# --- success -----------------------------------------------------------------------------
+
+
+async def test_success_follows_returned_urls(
+    fake: FakeFalState, base_url: str, client: httpx.AsyncClient
+) -> None:
+    seen: list[tuple[float | None, str]] = []
+
+    async def on_progress(fraction: float | None, detail: str) -> None:
+        seen.append((fraction, detail))
+
+    store = InMemoryResumeStore()
+    request = _request(
+        base_url,
+        seed=7,
+        negative_prompt="fog",
+        options={"num_inference_steps": 20, "quality": "high"},
+        resume=store,
+        on_progress=on_progress,
+    )
+    output = await ADAPTER.generate(request, client)
+
+    [image] = output.images
+    assert (image.width, image.height, image.seed) == (512, 384, 7)
+    assert image.content_type == "image/jpeg"
+    assert store.handle is not None
+    assert output.provider_request_id == store.handle["request_id"]
+
+    [submit] = fake.submissions
+    assert submit.path == f"/{MODEL}"
+    assert submit.headers["authorization"] == f"Key {API_KEY}"
+    assert submit.body == {
+        "prompt": "a lighthouse on a cliff at dusk",
+        "num_images": 1,
+        "image_size": {"width": 512, "height": 384},
+        "seed": 7,
+        "negative_prompt": "fog",
+        "num_inference_steps": 20,  # a fal input; `quality` is not one and was dropped
+    }
+    polled = {recorded.path for recorded in fake.requests if recorded.method == "GET"}
+    request_id = store.handle["request_id"]
+    # Status and result URLs are fal's own, without the `/dev` subpath.
+    assert f"/fal-ai/flux/requests/{request_id}" in polled
+    assert any(path.endswith("/status") for path in polled)
+    assert fake.downloads and all("authorization" not in d.headers for d in fake.downloads)
+    assert any(detail.startswith("queued at position") for _, detail in seen)
+    assert (None, "running") in seen
+
+
+async def test_references_go_as_data_uris(
+    fake: FakeFalState, base_url: str, client: httpx.AsyncClient
+) -> None:
+    refs = (_png((255, 0, 0)), _png((0, 0, 255)))
+    await ADAPTER.generate(_request(base_url, reference_images=refs), client)
+    urls = fake.submissions[0].body["image_urls"]
+    assert len(urls) == 2
+    assert urls[0] == "data:image/png;base64," + base64.b64encode(refs[0].data).decode()
+
+    fake.reset()
+    config = {"poll_interval_s": 0.02, "reference_field": "image_url"}
+    await ADAPTER.generate(
+        _request(base_url, reference_images=refs[:1], provider_config=config), client
+    )
+    assert fake.submissions[0].body["image_url"].startswith("data:image/png;base64,")
+    # A single-image field cannot take two: refused before sending, nothing dropped.
+    error = await _fail(_request(base_url, reference_images=refs, provider_config=config), client)
+    assert error.info.error_class is ErrorClass.INVALID_REQUEST
+    assert len(fake.submissions) == 1
+
+
+async def test_aspect_ratio_mode_and_extra_inputs(
+    fake: FakeFalState, base_url: str, client: httpx.AsyncClient
+) -> None:
+    config = {"poll_interval_s": 0.02, "size_field": "aspect_ratio", "input": {"loras": []}}
+    await ADAPTER.generate(_request(base_url, size="1920x1080", provider_config=config), client)
+    body = fake.submissions[0].body
+    assert body["aspect_ratio"] == "16:9"
+    assert body["loras"] == []
+
+
+def test_nearest_aspect_ratio() -> None:
+    assert nearest_aspect_ratio(1024, 1024) == "1:1"
+    assert nearest_aspect_ratio(1920, 1080) == "16:9"
+    assert nearest_aspect_ratio(832, 1216) == "2:3"
+    assert nearest_aspect_ratio(2560, 1080) == "21:9"
+
+
+async def test_status_hiccups_are_ridden_out(
+    fake: FakeFalState, base_url: str, client: httpx.AsyncClient
+) -> None:
+    for marker in ("status-502", "status-429"):
+        output = await ADAPTER.generate(_request(base_url, prompt=f"x [falai:{marker}]"), client)
+        assert len(output.images) == 1
+    assert len(fake.submissions) == 2
+
+
+# --- error mapping -----------------------------------------------------------------------
+
+ERROR_CASES: list[tuple[str, ErrorClass, str | None, float | None]] = [
+    ("401", ErrorClass.AUTH, None, None),
+    ("locked", ErrorClass.QUOTA_EXHAUSTED, None, None),
+    ("429", ErrorClass.RATE_LIMITED, None, 2.0),
+    ("500", ErrorClass.PROVIDER_UNAVAILABLE, None, None),
+    ("422", ErrorClass.INVALID_REQUEST, None, None),
+    ("content-policy", ErrorClass.CONTENT_BLOCKED, "input", None),
+    ("nsfw", ErrorClass.CONTENT_BLOCKED, "output", None),
+    ("model-error", ErrorClass.PROVIDER_UNAVAILABLE, None, None),
+    ("empty", ErrorClass.NO_IMAGE_RETURNED, None, None),
+    ("garbage-image", ErrorClass.NO_IMAGE_RETURNED, None, None),
+    ("expired-url", ErrorClass.NO_IMAGE_RETURNED, None, None),
+    ("result-expired", ErrorClass.PROVIDER_UNAVAILABLE, None, None),
+    ("lost", ErrorClass.PROVIDER_UNAVAILABLE, None, None),
+]
+
+
+@pytest.mark.parametrize(("marker", "error_class", "stage", "retry_after"), ERROR_CASES)
+async def test_error_modes_map_to_the_taxonomy(
+    fake: FakeFalState,
+    base_url: str,
+    client: httpx.AsyncClient,
+    marker: str,
+    error_class: ErrorClass,
+    stage: str | None,
+    retry_after: float | None,
+) -> None:
+    error = await _fail(_request(base_url, prompt=f"x [falai:{marker}]"), client)
+    info = error.info
+    assert (info.error_class, info.stage, info.retry_after_s) == (error_class, stage, retry_after)
+    assert info.message and info.detail
+    for text in (info.detail, str(error), repr(error)):
+        assert API_KEY not in text
+
+
+async def test_a_finished_failure_forgets_the_handle(
+    fake: FakeFalState, base_url: str, client: httpx.AsyncClient
+) -> None:
+    store = InMemoryResumeStore()
+    await _fail(_request(base_url, prompt="x [falai:model-error]", resume=store), client)
+    assert store.handle == {}  # a retry submits anew instead of re-reading the failure
+
+
+async def test_wrong_key_is_auth_and_never_shown(
+    fake: FakeFalState, base_url: str, client: httpx.AsyncClient
+) -> None:
+    wrong = "fal-wrong-key:abcdefghijkl"
+    error = await _fail(_request(base_url, api_key=wrong), client)
+    assert error.info.error_class is ErrorClass.AUTH
+    assert wrong not in str(error.info.detail)
+
+
+async def test_slow_request_times_out_and_keeps_its_handle(
+    fake: FakeFalState, base_url: str, client: httpx.AsyncClient
+) -> None:
+    fake.run_s = 5.0
+    store = InMemoryResumeStore()
+    error = await _fail(_request(base_url, timeout_s=0.5, resume=store), client)
+    assert error.info.error_class is ErrorClass.TIMEOUT
+    assert store.handle and store.handle["provider"] == "falai"
+
+
+@pytest.mark.parametrize("overrides", [{"n": 2}, {"prompt": ""}, {"size": "big"}])
+async def test_bad_requests_are_never_sent(
+    fake: FakeFalState, base_url: str, client: httpx.AsyncClient, overrides: dict[str, Any]
+) -> None:
+    error = await _fail(_request(base_url, **overrides), client)
+    assert error.info.error_class is ErrorClass.INVALID_REQUEST
+    assert fake.requests == []
+
+
+# --- cancel and resume -------------------------------------------------------------------
+
+
+async def test_cancel_stops_a_queued_request(
+    fake: FakeFalState, base_url: str, client: httpx.AsyncClient
+) -> None:
+    fake.queue_s = 5.0
+    store = InMemoryResumeStore()
+    request = _request(base_url, resume=store)
+    task = asyncio.create_task(ADAPTER.generate(request, client))
+    handle = await _wait_for_handle(store)
+
+    await ADAPTER.cancel(request, handle, client)
+
+    with pytest.raises(ProviderError) as caught:
+        await task
+    assert caught.value.error_class is ErrorClass.CANCELLED
+    assert fake.jobs[handle["request_id"]].cancelled
+    [put] = [recorded for recorded in fake.requests if recorded.method == "PUT"]
+    assert put.headers["authorization"] == f"Key {API_KEY}"
+
+
+async def test_cancel_after_completion_is_quiet(
+    fake: FakeFalState, base_url: str, client: httpx.AsyncClient
+) -> None:
+    store = InMemoryResumeStore()
+    request = _request(base_url, resume=store)
+    await ADAPTER.generate(request, client)
+    assert store.handle is not None
+    await ADAPTER.cancel(request, store.handle, client)  # ALREADY_COMPLETED: nothing to do
+
+
+async def test_resume_after_restart_submits_once(
+    fake: FakeFalState, base_url: str, client: httpx.AsyncClient
+) -> None:
+    fake.run_s = 0.6
+    store = InMemoryResumeStore()
+    first = asyncio.create_task(ADAPTER.generate(_request(base_url, resume=store), client))
+    handle = await _wait_for_handle(store)
+    first.cancel()  # the worker dies mid-wait
+    with pytest.raises(asyncio.CancelledError):
+        await first
+
+    output = await ADAPTER.generate(_request(base_url, resume=store), client)
+
+    assert len(fake.submissions) == 1
+    assert output.provider_request_id == handle["request_id"]
+    assert len(output.images) == 1
+
+
+async def test_resume_of_a_vanished_request_submits_again(
+    fake: FakeFalState, base_url: str, client: httpx.AsyncClient
+) -> None:
+    root = f"{base_url}/fal-ai/flux/requests/nope"
+    store = InMemoryResumeStore(
+        {
+            "provider": "falai",
+            "request_id": "nope",
+            "status_url": f"{root}/status",
+            "response_url": root,
+            "cancel_url": f"{root}/cancel",
+        }
+    )
+    output = await ADAPTER.generate(_request(base_url, resume=store), client)
+    assert len(output.images) == 1
+    assert len(fake.submissions) == 1
+    assert store.handle is not None and store.handle["request_id"] != "nope"
+
+
+def test_max_images_per_call() -> None:
+    assert ADAPTER.max_images_per_call(MODEL) == 1

@@ -1,0 +1,281 @@
+"""The Gemini adapter against the fake Gemini server, over real HTTP on a local port."""
+
+from __future__ import annotations
+
+import base64
+import io
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from PIL import Image
+
+from atelier_contracts.errors import ErrorClass
+from atelier_fakes.gemini import SIZES_1K, FakeGeminiState, create_gemini_fake
+from atelier_fakes.server import run_fake_in_thread
+from atelier_workers.adapters import GeminiAdapter, ImageRequest, ProviderError
+from atelier_workers.adapters.base import ReferenceImage
+from atelier_workers.adapters.gemini import (
+    google_retry_delay,
+    nearest_aspect_ratio,
+    resolution_tier,
+)
+
+ADAPTER = GeminiAdapter()
+API_KEY = "AIzaSyTest-atelier-0123456789abcdefghij"
+
+
+@pytest.fixture(scope="module")
+def fake_server() -> Iterator[tuple[str, FakeGeminiState]]:
+    state = FakeGeminiState(api_key=API_KEY, hang_s=5.0, retry_delay_s=2.0)
+    base_url, stop = run_fake_in_thread(create_gemini_fake(state))
+    yield f"{base_url}/v1beta", state
+    stop()
+
+
+@pytest.fixture
+def fake(fake_server: tuple[str, FakeGeminiState]) -> FakeGeminiState:
+    fake_server[1].reset()
+    return fake_server[1]
+
+
+@pytest.fixture
+def base_url(fake_server: tuple[str, FakeGeminiState]) -> str:
+    return fake_server[0]
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(trust_env=False, timeout=10) as client:
+        yield client
+
+
+def reference(color: tuple[int, int, int], size: tuple[int, int] = (48, 32)) -> ReferenceImage:
+    out = io.BytesIO()
+    Image.new("RGB", size, color).save(out, format="PNG")
+    return ReferenceImage(out.getvalue(), "image/png", size[0], size[1], element_id="hero")
+
+
+def _request(base_url: str, **overrides: Any) -> ImageRequest:
+    values: dict[str, Any] = {
+        "model": "gemini-3-pro-image-preview",
+        "prompt": "a lighthouse on a cliff at dusk",
+        "size": "1024x1024",
+        "base_url": base_url,
+        "api_key": API_KEY,
+        "timeout_s": 10.0,
+    }
+    return ImageRequest(**{**values, **overrides})
+
+
+async def _fail(request: ImageRequest, client: httpx.AsyncClient) -> ProviderError:
+    with pytest.raises(ProviderError) as caught:
+        await ADAPTER.generate(request, client)
+    return caught.value
+
+
+# --- success -----------------------------------------------------------------------------
+
+
+async def test_success_without_references(
+    fake: FakeGeminiState, base_url: str, client: httpx.AsyncClient
+) -> None:
+    output = await ADAPTER.generate(_request(base_url, seed=7, negative_prompt="fog"), client)
+
+    [image] = output.images
+    assert (image.content_type, image.width, image.height) == ("image/png", 1024, 1024)
+    assert output.provider_request_id
+    assert output.usage["candidatesTokenCount"] > 0
+    [sent] = fake.requests
+    assert sent.path == "/v1beta/models/gemini-3-pro-image-preview:generateContent"
+    assert sent.headers["x-goog-api-key"] == API_KEY
+    assert "key=" not in sent.path
+    # No seed or negative prompt: Gemini has neither.
+    assert sent.body == {
+        "contents": [{"role": "user", "parts": [{"text": "a lighthouse on a cliff at dusk"}]}],
+        "generationConfig": {
+            "responseModalities": ["TEXT", "IMAGE"],
+            "imageConfig": {"aspectRatio": "1:1", "imageSize": "1K"},
+        },
+    }
+
+
+async def test_success_with_reference_images(
+    fake: FakeGeminiState, base_url: str, client: httpx.AsyncClient
+) -> None:
+    refs = (reference((200, 10, 10)), reference((10, 200, 10)))
+    output = await ADAPTER.generate(_request(base_url, reference_images=refs), client)
+
+    assert len(output.images) == 1
+    parts = fake.requests[0].body["contents"][0]["parts"]
+    assert parts[0] == {"text": "a lighthouse on a cliff at dusk"}
+    inline = [part["inline_data"] for part in parts[1:]]
+    assert [item["mime_type"] for item in inline] == ["image/png", "image/png"]
+    assert [base64.b64decode(item["data"]) for item in inline] == [ref.data for ref in refs]
+
+
+@pytest.mark.parametrize(
+    ("size", "ratio", "tier"),
+    [
+        ("1024x1024", "1:1", "1K"),
+        ("1536x1024", "3:2", "1K"),
+        ("1792x1024", "16:9", "1K"),
+        ("1024x1792", "9:16", "1K"),
+        ("1024x1280", "4:5", "1K"),
+        ("2560x1080", "21:9", "2K"),
+        ("2048x2048", "1:1", "2K"),
+    ],
+)
+async def test_size_maps_to_nearest_ratio_and_tier(
+    fake: FakeGeminiState,
+    base_url: str,
+    client: httpx.AsyncClient,
+    size: str,
+    ratio: str,
+    tier: str,
+) -> None:
+    output = await ADAPTER.generate(_request(base_url, size=size), client)
+    config = fake.requests[0].body["generationConfig"]["imageConfig"]
+    assert (config["aspectRatio"], config["imageSize"]) == (ratio, tier)
+    scale = {"1K": 1, "2K": 2}[tier]
+    expected = tuple(side * scale for side in SIZES_1K[ratio])
+    assert (output.images[0].width, output.images[0].height) == expected
+
+
+def test_ratio_and_tier_helpers() -> None:
+    ratios = ("1:1", "16:9", "9:16")
+    assert nearest_aspect_ratio(1000, 1000, ratios) == "1:1"
+    assert nearest_aspect_ratio(3000, 1000, ratios) == "16:9"
+    assert nearest_aspect_ratio(1000, 3000, ratios) == "9:16"
+    assert resolution_tier(1024, 1024) == "1K"
+    assert resolution_tier(2048, 2048) == "2K"
+    assert resolution_tier(4096, 2304) == "4K"  # 3840x2160 is just nearer 2K
+    assert resolution_tier(4096, 4096) == "4K"
+
+
+async def test_gemini_25_omits_image_size(
+    fake: FakeGeminiState, base_url: str, client: httpx.AsyncClient
+) -> None:
+    await ADAPTER.generate(_request(base_url, model="gemini-2.5-flash-image"), client)
+    assert fake.requests[0].body["generationConfig"]["imageConfig"] == {"aspectRatio": "1:1"}
+
+
+async def test_options_pin_ratio_tier_and_person_generation(
+    fake: FakeGeminiState, base_url: str, client: httpx.AsyncClient
+) -> None:
+    options = {"aspect_ratio": "4:3", "image_size": "1K", "person_generation": "ALLOW_ADULT"}
+    output = await ADAPTER.generate(_request(base_url, size="1024x1024", options=options), client)
+    config = fake.requests[0].body["generationConfig"]["imageConfig"]
+    assert config == {"aspectRatio": "4:3", "imageSize": "1K", "personGeneration": "ALLOW_ADULT"}
+    assert (output.images[0].width, output.images[0].height) == SIZES_1K["4:3"]
+
+
+async def test_interim_thought_images_are_skipped(
+    fake: FakeGeminiState, base_url: str, client: httpx.AsyncClient
+) -> None:
+    output = await ADAPTER.generate(_request(base_url, prompt="x [gemini:thought-image]"), client)
+    [image] = output.images
+    assert (image.width, image.height) == (1024, 1024)  # not the 64x64 draft
+
+
+# --- error mapping -----------------------------------------------------------------------
+
+ERROR_CASES: list[tuple[str, ErrorClass, str | None, float | None]] = [
+    ("block-prompt", ErrorClass.CONTENT_BLOCKED, "input", None),
+    ("image-safety", ErrorClass.CONTENT_BLOCKED, "output", None),
+    ("image-prohibited", ErrorClass.CONTENT_BLOCKED, "output", None),
+    ("recitation", ErrorClass.CONTENT_BLOCKED, "output", None),
+    ("no-image", ErrorClass.NO_IMAGE_RETURNED, None, None),
+    ("image-other", ErrorClass.NO_IMAGE_RETURNED, None, None),
+    ("text-only", ErrorClass.NO_IMAGE_RETURNED, None, None),
+    ("garbage-image", ErrorClass.NO_IMAGE_RETURNED, None, None),
+    ("429", ErrorClass.RATE_LIMITED, None, 2.0),
+    ("429-daily", ErrorClass.QUOTA_EXHAUSTED, None, 2.0),
+    ("400", ErrorClass.INVALID_REQUEST, None, None),
+    ("403", ErrorClass.AUTH, None, None),
+    ("401-echo-key", ErrorClass.AUTH, None, None),
+    ("500", ErrorClass.PROVIDER_UNAVAILABLE, None, None),
+    ("503", ErrorClass.PROVIDER_UNAVAILABLE, None, None),
+    ("504", ErrorClass.TIMEOUT, None, None),
+]
+
+
+@pytest.mark.parametrize(("marker", "error_class", "stage", "retry_after"), ERROR_CASES)
+async def test_error_modes_map_to_the_taxonomy(
+    fake: FakeGeminiState,
+    base_url: str,
+    client: httpx.AsyncClient,
+    marker: str,
+    error_class: ErrorClass,
+    stage: str | None,
+    retry_after: float | None,
+) -> None:
+    error = await _fail(_request(base_url, prompt=f"x [gemini:{marker}]"), client)
+    info = error.info
+    assert (info.error_class, info.stage, info.retry_after_s) == (error_class, stage, retry_after)
+    assert info.message and info.detail
+    for text in (info.detail, info.message, str(error), repr(error)):
+        assert API_KEY not in text
+        assert API_KEY[:12] not in text
+
+
+async def test_text_only_detail_keeps_the_models_words(
+    fake: FakeGeminiState, base_url: str, client: httpx.AsyncClient
+) -> None:
+    error = await _fail(_request(base_url, prompt="x [gemini:text-only]"), client)
+    assert "finishReason=STOP" in (error.info.detail or "")
+    assert "describe it" in (error.info.detail or "")
+
+
+async def test_wrong_key_is_auth(
+    fake: FakeGeminiState, base_url: str, client: httpx.AsyncClient
+) -> None:
+    wrong = "AIzaSyWrong-key-abcdefghijklmnopqrstu"
+    error = await _fail(_request(base_url, api_key=wrong), client)
+    assert error.info.error_class is ErrorClass.AUTH
+    assert "API_KEY_INVALID" in (error.info.detail or "")
+    assert wrong not in (error.info.detail or "")
+
+
+async def test_hanging_provider_times_out(
+    fake: FakeGeminiState, base_url: str, client: httpx.AsyncClient
+) -> None:
+    started = time.perf_counter()
+    error = await _fail(_request(base_url, prompt="x [gemini:hang]", timeout_s=0.5), client)
+    assert error.info.error_class is ErrorClass.TIMEOUT
+    assert time.perf_counter() - started < 3
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"n": 2},
+        {"prompt": ""},
+        {"size": "auto"},
+        {"options": {"aspect_ratio": "7:5"}},
+        {"options": {"image_size": "8K"}},
+        {"options": {"person_generation": "EVERYONE"}},
+        {"reference_images": tuple(reference((i, i, i)) for i in range(15))},
+    ],
+)
+async def test_adapter_never_sends_an_invalid_body(
+    fake: FakeGeminiState, base_url: str, client: httpx.AsyncClient, overrides: dict[str, Any]
+) -> None:
+    error = await _fail(_request(base_url, **overrides), client)
+    assert error.info.error_class is ErrorClass.INVALID_REQUEST
+    assert fake.requests == []
+
+
+def test_google_retry_delay_forms() -> None:
+    retry = "type.googleapis.com/google.rpc.RetryInfo"
+    assert google_retry_delay([{"@type": retry, "retryDelay": "37s"}]) == 37.0
+    assert google_retry_delay([{"@type": retry, "retryDelay": "0.250s"}]) == 0.25
+    assert google_retry_delay([{"@type": retry, "retryDelay": {"seconds": 3, "nanos": 5e8}}]) == 3.5
+    assert google_retry_delay([{"@type": "other", "retryDelay": "1s"}]) is None
+    assert google_retry_delay([]) is None
+
+
+def test_max_images_per_call() -> None:
+    assert ADAPTER.max_images_per_call("gemini-3-pro-image-preview") == 1
