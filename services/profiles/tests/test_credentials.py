@@ -16,9 +16,9 @@ from pydantic import ValidationError
 from atelier_contracts.profiles import CredentialQuery, CredentialReply
 from atelier_contracts.subjects import Subject
 from atelier_messaging import query
-from atelier_profiles.crypto import SealBroken, at_rest_sealer, mask, transport_sealer
 from atelier_profiles.governance import GovernanceService
 from atelier_profiles.settings import Settings
+from atelier_security import SealBroken, at_rest_sealer, mask, transport_sealer
 from atelier_settings.base import LOCAL_ONLY_SECRET
 
 from .conftest import ADMIN_TOKEN, RunningApp

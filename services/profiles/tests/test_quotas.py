@@ -24,7 +24,6 @@ from atelier_contracts.profiles import (
 from atelier_contracts.subjects import Subject
 from atelier_database import Database
 from atelier_messaging import query
-from atelier_profiles.crypto import at_rest_sealer, transport_sealer
 from atelier_profiles.governance import (
     GovernanceService,
     QuotaOverrideInput,
@@ -33,6 +32,7 @@ from atelier_profiles.governance import (
 )
 from atelier_profiles.repository import GovernanceRepository, ProfileRepository
 from atelier_profiles.service import ProfileService
+from atelier_security import at_rest_sealer, transport_sealer
 
 from .conftest import RunningApp, profile_fields
 

@@ -25,7 +25,6 @@ from atelier_contracts.profiles import (
     QuotaReserveRequest,
 )
 from atelier_contracts.providers import KNOWN_PROVIDERS
-from atelier_profiles.crypto import SealBroken, Sealer, mask
 from atelier_profiles.repository import (
     AuditFilter,
     AuditRow,
@@ -36,6 +35,7 @@ from atelier_profiles.repository import (
     to_milli,
 )
 from atelier_profiles.service import ProfileService
+from atelier_security import SealBroken, Sealer, mask
 
 log = logging.getLogger("atelier.profiles.governance")
 

@@ -12,12 +12,12 @@ from atelier_contracts.subjects import Subject
 from atelier_database import Database
 from atelier_messaging import ensure_streams, make_broker, publish_event
 from atelier_profiles.api import build_admin_router, build_governance_router
-from atelier_profiles.crypto import at_rest_sealer, transport_sealer
 from atelier_profiles.governance import GovernanceService
 from atelier_profiles.handlers import register_handlers
 from atelier_profiles.repository import GovernanceRepository, ProfileRepository
 from atelier_profiles.service import ProfileService
 from atelier_profiles.settings import Settings
+from atelier_security import at_rest_sealer, transport_sealer
 from atelier_telemetry import configure_telemetry, instrument_fastapi
 from atelier_web import create_service_app, serve
 

@@ -6,66 +6,39 @@ It is opened here, kept only in memory, and forgotten when `profiles.changed` sa
 provider's credentials changed (and, as a backstop, after `max_age_s`). With no stored key, or
 profiles not answering, the worker's own `ATELIER_WORKERS_API_KEY` is used.
 
-The sealed format is the one `atelier_profiles.crypto` writes (services share no code, so it is
-written twice; both test suites check the same known answer): `v1.` + base64url(12-byte nonce +
-AES-256-GCM ciphertext), key HKDF-SHA256(secret, info `atelier credentials transport v1`),
-associated data `provider:<name>`.
+The sealed format is `atelier_security`'s, which profiles seals with.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from faststream.nats import NatsBroker
 
 from atelier_contracts.profiles import CredentialQuery, CredentialReply, ProfilesChanged
 from atelier_contracts.subjects import Subject
+from atelier_security import SealBroken, transport_sealer
 
 log = logging.getLogger("atelier.workers.credentials")
 
-TRANSPORT_INFO = b"atelier credentials transport v1"
-_VERSION = "v1."
-_NONCE_BYTES = 12
 
 AskProfiles = Callable[[CredentialQuery], Awaitable[CredentialReply]]
-
-
-class SealBroken(Exception):
-    """The sealed key does not open: the transport keys of profiles and worker differ."""
 
 
 class TransportOpener:
     """Opens keys sealed by profiles with the shared transport key."""
 
     def __init__(self, secret: str) -> None:
-        key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=TRANSPORT_INFO).derive(
-            secret.encode()
-        )
-        self._aead = AESGCM(key)
+        self._sealer = transport_sealer(secret)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(<key>)"
 
     def open(self, provider: str, sealed: str) -> str:
-        if not sealed.startswith(_VERSION):
-            raise SealBroken("unknown format")
-        try:
-            raw = base64.urlsafe_b64decode(sealed[len(_VERSION) :])
-            plaintext = self._aead.decrypt(
-                raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], f"provider:{provider}".encode()
-            )
-        except (InvalidTag, binascii.Error, ValueError) as exc:
-            raise SealBroken("does not open with this transport key") from exc
-        return plaintext.decode()
+        return self._sealer.open(provider, sealed)
 
 
 class ProviderCredentials:

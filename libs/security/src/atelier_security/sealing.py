@@ -7,9 +7,8 @@ random string, and one secret never serves two purposes):
   provider name is the associated data, so a ciphertext copied onto another provider's row does
   not open;
 - the **transport** key (`ATELIER_CREDENTIALS_TRANSPORT_KEY`, shared with the workers) seals the
-  key in a `profiles.query.credentials` reply, so NATS never carries the plaintext. The worker
-  side (`atelier_workers.credentials`) implements the same format; both test suites check it
-  against the same known answer.
+  key in a `profiles.query.credentials` reply, so NATS never carries the plaintext. Profiles
+  seals with it and the workers open with it: one implementation, shared through this lib.
 
 Format of a sealed value: `v1.` + base64url(12-byte nonce + ciphertext with its 16-byte tag).
 """
