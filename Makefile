@@ -6,7 +6,7 @@ ifeq ($(UV),)
 UV := python3 -m uv
 endif
 
-.PHONY: run test test-fast chaos lint fmt typecheck contracts bench deps help
+.PHONY: run test test-fast chaos lint fmt typecheck contracts docs bench deps help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -38,5 +38,12 @@ fmt: deps  ## format the code
 typecheck: deps  ## mypy over libs and services
 	$(UV) run mypy libs/*/src services/*/src
 
+# Benchmarks are never timed assertions in tests: they measure and write docs/performance.md.
+bench: deps  ## benchmarks on the real stack → bench/results/, docs/performance.md (BENCH_ARGS=--quick)
+	$(UV) run python -m bench $(BENCH_ARGS)
+
 contracts: deps  ## write the JSON Schema of every message to docs/contracts/
 	$(UV) run python -m atelier_contracts.export docs/contracts
+
+docs: deps  ## regenerate docs/api/ (AsyncAPI per service, OpenAPI of gateway and profiles)
+	$(UV) run python scripts/gen_api_docs.py

@@ -367,6 +367,57 @@ def test_every_variable_compose_and_the_manifests_set_is_read_by_its_service(
     check("Dockerfile", dockerfile_env)
 
 
+# --- schema migrations, least privilege ----------------------------------------------------------
+
+WITH_TABLES = ("profiles", "dispatch", "media")
+
+
+def test_compose_migrates_every_database_before_the_services_that_use_it(
+    compose_model: dict[str, Any],
+) -> None:
+    services = compose_model["services"]
+    migrate = services["migrate"]
+    script = " ".join(migrate["command"])
+    for name in WITH_TABLES:
+        assert f"python -m atelier_{name} --migrate-only" in script, name
+        assert f"ATELIER_{name.upper()}_DATABASE_URL" in migrate["environment"], name
+        depends = services[name]["depends_on"]
+        assert depends["migrate"]["condition"] == "service_completed_successfully", name
+    assert migrate["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert migrate["read_only"] is True and migrate["cap_drop"] == ["ALL"]
+    given = set(compose_model["_env_file"]) - {"POSTGRES_PASSWORD"}
+    assert not given & set(migrate["environment"]), "the migration job needs no other secret"
+
+
+def test_every_service_with_tables_has_a_hardened_migration_job(
+    overlay: tuple[str, str, list[dict[str, Any]]],
+) -> None:
+    _, _, documents = overlay
+    jobs = of_kind(documents, "Job")
+    for name in WITH_TABLES:
+        pod = jobs[f"{name}-migrate"]["spec"]["template"]
+        assert pod["metadata"]["labels"]["egress.atelier/postgres"] == "allow", name
+        spec = pod["spec"]
+        assert spec["securityContext"]["runAsNonRoot"] is True, name
+        assert spec["automountServiceAccountToken"] is False, name
+        [container] = spec["containers"]
+        assert container["command"] == ["python", "-m", f"atelier_{name}", "--migrate-only"]
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True, name
+        secrets = [e["valueFrom"]["secretKeyRef"]["key"] for e in container["env"]]
+        assert secrets == [f"{name}-database-url"], "its own database URL and nothing else"
+
+
+def test_dispatch_is_given_no_s3_secret_at_all(
+    compose_model: dict[str, Any], overlay: tuple[str, str, list[dict[str, Any]]]
+) -> None:
+    assert "ATELIER_S3_SECRET_KEY" not in compose_model["services"]["dispatch"]["environment"]
+    _, rendered, documents = overlay
+    dispatch = of_kind(documents, "Deployment")["dispatch"]
+    env = dispatch["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert "ATELIER_S3_SECRET_KEY" not in {e["name"] for e in env}
+    assert "not-used-by-this-service" not in rendered
+
+
 # --- NATS configurations, Dockerfile -----------------------------------------------------------
 
 

@@ -15,7 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
+from minio import Minio
 from PIL import Image
+
+from atelier_devstack.stack import STAGING_BUCKET
 
 if TYPE_CHECKING:
     from tests.conftest import RunningStack
@@ -33,6 +36,21 @@ def _wait_final(client: httpx.Client, job_id: str, timeout_s: float = 90) -> dic
             return job
         time.sleep(0.2)
     raise AssertionError(f"job {job_id} did not finish in {timeout_s} s")
+
+
+def _staged_references(running_stack: RunningStack, job_id: str, wait_s: float = 15) -> list[str]:
+    """What is left under `refs/<job_id>/` in the staging bucket, once it is empty or `wait_s`
+    passed (context deletes it after the final status event)."""
+    s3 = running_stack.stack.s3
+    assert s3 is not None
+    client = Minio(s3.endpoint, s3.access_key, s3.secret_key, secure=False, region=s3.region)
+    deadline = time.monotonic() + wait_s
+    while True:
+        objects = client.list_objects(STAGING_BUCKET, prefix=f"refs/{job_id}/", recursive=True)
+        left = [o.object_name for o in objects if o.object_name]
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.2)
 
 
 def _png_data_url(width: int, height: int) -> tuple[str, bytes]:
@@ -111,6 +129,11 @@ def test_a_data_url_image_reaches_the_provider_as_a_reference(
         assert job["status"] == "completed", job
         # What the writer saw in the preview is what the job sent.
         assert job["assembled_prompt"] == shown["prompt"]
+        assert job["reference_images"] == shown["reference_images"]
+        assert job["excluded_images"] == shown["excluded_images"]
+
+    # Once the job is final, context deletes what it staged for it.
+    assert _staged_references(running_stack, job["id"]) == [], "refs/<job>/ was not cleaned up"
 
     edits = [e for e in running_stack.openai.edits if e.fields.get("prompt", "").startswith(marker)]
     assert len(edits) == 1, [e.fields for e in running_stack.openai.edits]

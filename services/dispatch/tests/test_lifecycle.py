@@ -28,7 +28,7 @@ from atelier_contracts.media import MediaItem, MediaLanded
 from atelier_contracts.profiles import ProfileSnapshot
 from atelier_database import Database
 from atelier_dispatch.repository import TABLES
-from atelier_dispatch.service import DispatchService, split_into_tasks
+from atelier_dispatch.service import DispatchService, split_into_tasks, task_seed
 
 
 class Recorder:
@@ -119,6 +119,12 @@ def _completed(task: GenerationTask) -> GenerationCompleted:
             )
         ],
     )
+
+
+def test_every_image_gets_its_own_seed() -> None:
+    assert task_seed(7, "j.0", 0) == 7 and task_seed(7, "j.1", 1) == 8
+    assert task_seed(None, "j.0", 0) != task_seed(None, "j.1", 1)
+    assert task_seed(None, "j.0", 0) == task_seed(None, "j.0", 0)
 
 
 def test_split_into_tasks() -> None:

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import io
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-from PIL import Image
+from adapter_support import assert_classified, assert_key_hidden, failure, picture, serve
 
 from atelier_contracts.errors import ErrorClass
 from atelier_fakes.bfl import FakeBFLState, create_bfl_fake
-from atelier_fakes.server import run_fake_in_thread
 from atelier_workers.adapters import BFLAdapter, ImageRequest, ProviderError
 from atelier_workers.adapters.base import InMemoryResumeStore, ReferenceImage
 from atelier_workers.adapters.bfl import flux_dimensions
@@ -26,10 +24,11 @@ FAST_POLLING = {"poll_interval_s": 0.05}
 
 @pytest.fixture(scope="module")
 def fake_server() -> Iterator[tuple[str, FakeBFLState]]:
-    state = FakeBFLState(api_key=API_KEY, pending_s=0.15, hang_s=5.0, retry_after_s=2.0)
-    base_url, stop = run_fake_in_thread(create_bfl_fake(state))
-    yield f"{base_url}/v1", state
-    stop()
+    yield from serve(
+        create_bfl_fake,
+        FakeBFLState(api_key=API_KEY, pending_s=0.15, hang_s=5.0, retry_after_s=2.0),
+        "/v1",
+    )
 
 
 @pytest.fixture
@@ -40,21 +39,8 @@ def fake(fake_server: tuple[str, FakeBFLState]) -> FakeBFLState:
     return state
 
 
-@pytest.fixture
-def base_url(fake_server: tuple[str, FakeBFLState]) -> str:
-    return fake_server[0]
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(trust_env=False, timeout=10) as client:
-        yield client
-
-
 def reference(color: tuple[int, int, int]) -> ReferenceImage:
-    out = io.BytesIO()
-    Image.new("RGB", (32, 32), color).save(out, format="PNG")
-    return ReferenceImage(out.getvalue(), "image/png", 32, 32)
+    return picture(color, (32, 32))
 
 
 def _request(base_url: str, **overrides: Any) -> ImageRequest:
@@ -71,9 +57,7 @@ def _request(base_url: str, **overrides: Any) -> ImageRequest:
 
 
 async def _fail(request: ImageRequest, client: httpx.AsyncClient) -> ProviderError:
-    with pytest.raises(ProviderError) as caught:
-        await ADAPTER.generate(request, client)
-    return caught.value
+    return await failure(ADAPTER, request, client)
 
 
 # --- success -----------------------------------------------------------------------------
@@ -278,12 +262,8 @@ async def test_error_modes_map_to_the_taxonomy(
 ) -> None:
     store = InMemoryResumeStore()
     error = await _fail(_request(base_url, prompt=f"x [bfl:{marker}]", resume=store), client)
-    info = error.info
-    assert (info.error_class, info.stage, info.retry_after_s) == (error_class, stage, retry_after)
-    assert info.message and info.detail
-    for text in (info.detail, info.message, str(error), repr(error)):
-        assert API_KEY not in text
-        assert API_KEY[:12] not in text
+    assert_classified(error, error_class, stage, retry_after)
+    assert_key_hidden(error, API_KEY)
     if marker in _AFTER_SUBMISSION:
         assert store.handle == {}
     assert len(fake.submissions) == 1

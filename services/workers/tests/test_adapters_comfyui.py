@@ -5,21 +5,18 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import io
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-from PIL import Image
+from adapter_support import ProgressLog, failure, picture, serve, wait_until
 
 from atelier_contracts.errors import ErrorClass
-from atelier_fakes import run_fake_in_thread
 from atelier_fakes.comfyui import FakeComfyUIState, create_comfyui_fake
 from atelier_workers.adapters import ProviderError
-from atelier_workers.adapters.base import ImageRequest, InMemoryResumeStore, ReferenceImage
+from atelier_workers.adapters.base import ImageRequest, InMemoryResumeStore
 from atelier_workers.adapters.comfyui import ComfyUIAdapter, parse_node_map
 
 ADAPTER = ComfyUIAdapter()
@@ -75,21 +72,9 @@ WITH_REFERENCES["3"] = {
 }
 
 
-@dataclass(frozen=True)
-class ProgressRequest(ImageRequest):
-    """A request whose worker listens to provider progress."""
-
-    on_progress: Callable[[float | None, str], Awaitable[None]] | None = field(
-        default=None, compare=False, repr=False
-    )
-
-
 @pytest.fixture(scope="module")
 def fake_server() -> Iterator[tuple[str, FakeComfyUIState]]:
-    state = FakeComfyUIState()
-    base_url, stop = run_fake_in_thread(create_comfyui_fake(state))
-    yield base_url, state
-    stop()
+    yield from serve(create_comfyui_fake, FakeComfyUIState())
 
 
 @pytest.fixture
@@ -100,18 +85,7 @@ def fake(fake_server: tuple[str, FakeComfyUIState]) -> FakeComfyUIState:
     return state
 
 
-@pytest.fixture
-def base_url(fake_server: tuple[str, FakeComfyUIState]) -> str:
-    return fake_server[0]
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(trust_env=False, timeout=10) as client:
-        yield client
-
-
-def _request(base_url: str, **overrides: Any) -> ProgressRequest:
+def _request(base_url: str, **overrides: Any) -> ImageRequest:
     config = {"workflow": TEXT_TO_IMAGE, "node_map": NODE_MAP, "poll_interval_s": 0.05}
     config.update(overrides.pop("config", {}))
     values: dict[str, Any] = {
@@ -122,27 +96,11 @@ def _request(base_url: str, **overrides: Any) -> ProgressRequest:
         "timeout_s": 10.0,
         "provider_config": config,
     }
-    return ProgressRequest(**{**values, **overrides})
-
-
-def _png(color: tuple[int, int, int]) -> ReferenceImage:
-    out = io.BytesIO()
-    Image.new("RGB", (16, 16), color).save(out, format="PNG")
-    return ReferenceImage(data=out.getvalue(), content_type="image/png", width=16, height=16)
+    return ImageRequest(**{**values, **overrides})
 
 
 async def _fail(request: ImageRequest, client: httpx.AsyncClient) -> ProviderError:
-    with pytest.raises(ProviderError) as caught:
-        await ADAPTER.generate(request, client)
-    return caught.value
-
-
-async def _wait_until(check: Callable[[], bool], what: str) -> None:
-    for _ in range(500):
-        if check():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"never happened: {what}")
+    return await failure(ADAPTER, request, client)
 
 
 # --- success -----------------------------------------------------------------------------
@@ -151,11 +109,7 @@ async def _wait_until(check: Callable[[], bool], what: str) -> None:
 async def test_websocket_success_fills_the_workflow(
     fake: FakeComfyUIState, base_url: str, client: httpx.AsyncClient
 ) -> None:
-    seen: list[tuple[float | None, str]] = []
-
-    async def on_progress(fraction: float | None, detail: str) -> None:
-        seen.append((fraction, detail))
-
+    seen = ProgressLog()
     store = InMemoryResumeStore()
     request = _request(
         base_url,
@@ -164,7 +118,7 @@ async def test_websocket_success_fills_the_workflow(
         model=CHECKPOINT,
         options={"steps": 6},
         resume=store,
-        on_progress=on_progress,
+        on_progress=seen,
     )
     output = await ADAPTER.generate(request, client)
 
@@ -234,7 +188,7 @@ async def test_open_webui_node_map_form(
 async def test_references_are_uploaded_and_wired_in(
     fake: FakeComfyUIState, base_url: str, client: httpx.AsyncClient
 ) -> None:
-    refs = (_png((255, 0, 0)), _png((0, 0, 255)))
+    refs = (picture((255, 0, 0)), picture((0, 0, 255)))
     node_map = {**NODE_MAP, "reference_image": {"node": ["10", "11"], "input": "image"}}
     config = {"workflow": WITH_REFERENCES, "node_map": node_map}
     request = _request(base_url, reference_images=refs, config=config)
@@ -259,7 +213,7 @@ async def test_references_are_uploaded_and_wired_in(
 async def test_output_node_choice(
     fake: FakeComfyUIState, base_url: str, client: httpx.AsyncClient
 ) -> None:
-    fake.inputs[("", "missing.png")] = _png((1, 2, 3)).data
+    fake.inputs[("", "missing.png")] = picture((1, 2, 3)).data
     node_map = {**NODE_MAP, "output": {"node": "13"}}
     output = await ADAPTER.generate(
         _request(base_url, config={"workflow": WITH_REFERENCES, "node_map": node_map}), client
@@ -346,7 +300,7 @@ async def test_bad_profiles_fail_before_anything_is_sent(
     fake: FakeComfyUIState, base_url: str, client: httpx.AsyncClient, config: dict[str, Any]
 ) -> None:
     config = dict(config)
-    refs = tuple(_png((i, i, i)) for i in range(config.pop("reference_images", 0)))
+    refs = tuple(picture((i, i, i)) for i in range(config.pop("reference_images", 0)))
     if refs:
         config["workflow"] = WITH_REFERENCES
     error = await _fail(_request(base_url, config=config, reference_images=refs), client)
@@ -371,7 +325,7 @@ async def test_slow_prompt_times_out_and_keeps_its_handle(
     assert error.info.error_class is ErrorClass.TIMEOUT
     assert store.handle and store.handle["provider"] == "comfyui"
     fake.interrupt_requested = True  # don't leave the slow prompt running for the next test
-    await _wait_until(lambda: fake.running is None, "the slow prompt stopped")
+    await wait_until(lambda: fake.running is None, "the slow prompt stopped")
 
 
 # --- cancel and resume -------------------------------------------------------------------
@@ -384,7 +338,7 @@ async def test_cancel_interrupts_our_running_prompt(
     store = InMemoryResumeStore()
     request = _request(base_url, resume=store)
     task = asyncio.create_task(ADAPTER.generate(request, client))
-    await _wait_until(lambda: fake.running is not None, "the prompt started")
+    await wait_until(lambda: fake.running is not None, "the prompt started")
     assert store.handle is not None
 
     await ADAPTER.cancel(request, store.handle, client)
@@ -401,11 +355,11 @@ async def test_cancel_deletes_a_pending_prompt_and_leaves_others_running(
 ) -> None:
     fake.step_s = 0.1
     other = asyncio.create_task(ADAPTER.generate(_request(base_url, prompt="someone else"), client))
-    await _wait_until(lambda: fake.running is not None, "the other prompt started")
+    await wait_until(lambda: fake.running is not None, "the other prompt started")
     store = InMemoryResumeStore()
     request = _request(base_url, resume=store)
     mine = asyncio.create_task(ADAPTER.generate(request, client))
-    await _wait_until(lambda: bool(fake.pending), "our prompt is queued")
+    await wait_until(lambda: bool(fake.pending), "our prompt is queued")
     assert store.handle is not None
 
     await ADAPTER.cancel(request, store.handle, client)
@@ -424,7 +378,7 @@ async def test_resume_after_restart_submits_once(
     fake.step_s = 0.05
     store = InMemoryResumeStore()
     first = asyncio.create_task(ADAPTER.generate(_request(base_url, resume=store), client))
-    await _wait_until(lambda: fake.running is not None, "the prompt started")
+    await wait_until(lambda: fake.running is not None, "the prompt started")
     assert store.handle is not None
     handle = dict(store.handle)
     first.cancel()  # the worker dies mid-wait
@@ -445,11 +399,11 @@ async def test_resume_of_a_prompt_that_finished_meanwhile(
 ) -> None:
     store = InMemoryResumeStore()
     first = asyncio.create_task(ADAPTER.generate(_request(base_url, resume=store), client))
-    await _wait_until(lambda: fake.running is not None, "the prompt started")
+    await wait_until(lambda: fake.running is not None, "the prompt started")
     first.cancel()
     with pytest.raises(asyncio.CancelledError):
         await first
-    await _wait_until(lambda: bool(fake.history), "the prompt finished")
+    await wait_until(lambda: bool(fake.history), "the prompt finished")
 
     output = await ADAPTER.generate(_request(base_url, resume=store), client)
     assert len(output.images) == 1
@@ -462,12 +416,12 @@ async def test_resume_after_comfyui_restarted_submits_again(
     fake.step_s = 0.05
     store = InMemoryResumeStore()
     first = asyncio.create_task(ADAPTER.generate(_request(base_url, resume=store), client))
-    await _wait_until(lambda: fake.running is not None, "the prompt started")
+    await wait_until(lambda: fake.running is not None, "the prompt started")
     first.cancel()
     with pytest.raises(asyncio.CancelledError):
         await first
     fake.interrupt_requested = True
-    await _wait_until(lambda: fake.running is None, "the old prompt stopped")
+    await wait_until(lambda: fake.running is None, "the old prompt stopped")
     fake.restart()  # queue and history are gone
 
     output = await ADAPTER.generate(_request(base_url, resume=store), client)

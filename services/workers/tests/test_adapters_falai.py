@@ -4,42 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import io
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-from PIL import Image
+from adapter_support import ProgressLog, assert_classified, failure, picture, saved_handle, serve
 
 from atelier_contracts.errors import ErrorClass
-from atelier_fakes import run_fake_in_thread
 from atelier_fakes.falai import FakeFalState, create_falai_fake
 from atelier_workers.adapters import ProviderError
-from atelier_workers.adapters.base import ImageRequest, InMemoryResumeStore, ReferenceImage
-from atelier_workers.adapters.falai import FalAdapter, nearest_aspect_ratio
+from atelier_workers.adapters.base import ImageRequest, InMemoryResumeStore
+from atelier_workers.adapters.falai import FalAdapter
 
 ADAPTER = FalAdapter()
 API_KEY = "fal-test-key-id:0123456789abcdef"
 MODEL = "fal-ai/flux/dev"  # `dev` is a subpath: status URLs must drop it
 
 
-@dataclass(frozen=True)
-class ProgressRequest(ImageRequest):
-    """A request whose worker listens to provider progress."""
-
-    on_progress: Callable[[float | None, str], Awaitable[None]] | None = field(
-        default=None, compare=False, repr=False
-    )
-
-
 @pytest.fixture(scope="module")
 def fake_server() -> Iterator[tuple[str, FakeFalState]]:
-    state = FakeFalState(api_key=API_KEY)
-    base_url, stop = run_fake_in_thread(create_falai_fake(state))
-    yield base_url, state
-    stop()
+    yield from serve(create_falai_fake, FakeFalState(api_key=API_KEY))
 
 
 @pytest.fixture
@@ -51,18 +36,7 @@ def fake(fake_server: tuple[str, FakeFalState]) -> FakeFalState:
     return state
 
 
-@pytest.fixture
-def base_url(fake_server: tuple[str, FakeFalState]) -> str:
-    return fake_server[0]
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(trust_env=False, timeout=10) as client:
-        yield client
-
-
-def _request(base_url: str, **overrides: Any) -> ProgressRequest:
+def _request(base_url: str, **overrides: Any) -> ImageRequest:
     values: dict[str, Any] = {
         "model": MODEL,
         "prompt": "a lighthouse on a cliff at dusk",
@@ -72,27 +46,11 @@ def _request(base_url: str, **overrides: Any) -> ProgressRequest:
         "timeout_s": 10.0,
         "provider_config": {"poll_interval_s": 0.02},
     }
-    return ProgressRequest(**{**values, **overrides})
-
-
-def _png(color: tuple[int, int, int]) -> ReferenceImage:
-    out = io.BytesIO()
-    Image.new("RGB", (16, 16), color).save(out, format="PNG")
-    return ReferenceImage(data=out.getvalue(), content_type="image/png", width=16, height=16)
+    return ImageRequest(**{**values, **overrides})
 
 
 async def _fail(request: ImageRequest, client: httpx.AsyncClient) -> ProviderError:
-    with pytest.raises(ProviderError) as caught:
-        await ADAPTER.generate(request, client)
-    return caught.value
-
-
-async def _wait_for_handle(store: InMemoryResumeStore) -> dict[str, Any]:
-    for _ in range(500):
-        if store.handle:
-            return store.handle
-        await asyncio.sleep(0.01)
-    raise AssertionError("the adapter never saved a handle")
+    return await failure(ADAPTER, request, client)
 
 
 # --- success -----------------------------------------------------------------------------
@@ -101,11 +59,7 @@ async def _wait_for_handle(store: InMemoryResumeStore) -> dict[str, Any]:
 async def test_success_follows_returned_urls(
     fake: FakeFalState, base_url: str, client: httpx.AsyncClient
 ) -> None:
-    seen: list[tuple[float | None, str]] = []
-
-    async def on_progress(fraction: float | None, detail: str) -> None:
-        seen.append((fraction, detail))
-
+    seen = ProgressLog()
     store = InMemoryResumeStore()
     request = _request(
         base_url,
@@ -113,7 +67,7 @@ async def test_success_follows_returned_urls(
         negative_prompt="fog",
         options={"num_inference_steps": 20, "quality": "high"},
         resume=store,
-        on_progress=on_progress,
+        on_progress=seen,
     )
     output = await ADAPTER.generate(request, client)
 
@@ -147,7 +101,7 @@ async def test_success_follows_returned_urls(
 async def test_references_go_as_data_uris(
     fake: FakeFalState, base_url: str, client: httpx.AsyncClient
 ) -> None:
-    refs = (_png((255, 0, 0)), _png((0, 0, 255)))
+    refs = (picture((255, 0, 0)), picture((0, 0, 255)))
     await ADAPTER.generate(_request(base_url, reference_images=refs), client)
     urls = fake.submissions[0].body["image_urls"]
     assert len(urls) == 2
@@ -173,13 +127,6 @@ async def test_aspect_ratio_mode_and_extra_inputs(
     body = fake.submissions[0].body
     assert body["aspect_ratio"] == "16:9"
     assert body["loras"] == []
-
-
-def test_nearest_aspect_ratio() -> None:
-    assert nearest_aspect_ratio(1024, 1024) == "1:1"
-    assert nearest_aspect_ratio(1920, 1080) == "16:9"
-    assert nearest_aspect_ratio(832, 1216) == "2:3"
-    assert nearest_aspect_ratio(2560, 1080) == "21:9"
 
 
 async def test_status_hiccups_are_ridden_out(
@@ -221,9 +168,8 @@ async def test_error_modes_map_to_the_taxonomy(
     retry_after: float | None,
 ) -> None:
     error = await _fail(_request(base_url, prompt=f"x [falai:{marker}]"), client)
+    assert_classified(error, error_class, stage, retry_after)
     info = error.info
-    assert (info.error_class, info.stage, info.retry_after_s) == (error_class, stage, retry_after)
-    assert info.message and info.detail
     for text in (info.detail, str(error), repr(error)):
         assert API_KEY not in text
 
@@ -274,7 +220,7 @@ async def test_cancel_stops_a_queued_request(
     store = InMemoryResumeStore()
     request = _request(base_url, resume=store)
     task = asyncio.create_task(ADAPTER.generate(request, client))
-    handle = await _wait_for_handle(store)
+    handle = await saved_handle(store)
 
     await ADAPTER.cancel(request, handle, client)
 
@@ -302,7 +248,7 @@ async def test_resume_after_restart_submits_once(
     fake.run_s = 0.6
     store = InMemoryResumeStore()
     first = asyncio.create_task(ADAPTER.generate(_request(base_url, resume=store), client))
-    handle = await _wait_for_handle(store)
+    handle = await saved_handle(store)
     first.cancel()  # the worker dies mid-wait
     with pytest.raises(asyncio.CancelledError):
         await first

@@ -3,24 +3,20 @@
 from __future__ import annotations
 
 import base64
-import io
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-from PIL import Image
+from adapter_support import assert_classified, assert_key_hidden, failure, picture, serve
 
 from atelier_contracts.errors import ErrorClass
 from atelier_fakes.gemini import SIZES_1K, FakeGeminiState, create_gemini_fake
-from atelier_fakes.server import run_fake_in_thread
 from atelier_workers.adapters import GeminiAdapter, ImageRequest, ProviderError
 from atelier_workers.adapters.base import ReferenceImage
 from atelier_workers.adapters.gemini import (
     google_retry_delay,
-    nearest_aspect_ratio,
-    resolution_tier,
 )
 
 ADAPTER = GeminiAdapter()
@@ -29,10 +25,11 @@ API_KEY = "AIzaSyTest-atelier-0123456789abcdefghij"
 
 @pytest.fixture(scope="module")
 def fake_server() -> Iterator[tuple[str, FakeGeminiState]]:
-    state = FakeGeminiState(api_key=API_KEY, hang_s=5.0, retry_delay_s=2.0)
-    base_url, stop = run_fake_in_thread(create_gemini_fake(state))
-    yield f"{base_url}/v1beta", state
-    stop()
+    yield from serve(
+        create_gemini_fake,
+        FakeGeminiState(api_key=API_KEY, hang_s=5.0, retry_delay_s=2.0),
+        "/v1beta",
+    )
 
 
 @pytest.fixture
@@ -41,21 +38,8 @@ def fake(fake_server: tuple[str, FakeGeminiState]) -> FakeGeminiState:
     return fake_server[1]
 
 
-@pytest.fixture
-def base_url(fake_server: tuple[str, FakeGeminiState]) -> str:
-    return fake_server[0]
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(trust_env=False, timeout=10) as client:
-        yield client
-
-
 def reference(color: tuple[int, int, int], size: tuple[int, int] = (48, 32)) -> ReferenceImage:
-    out = io.BytesIO()
-    Image.new("RGB", size, color).save(out, format="PNG")
-    return ReferenceImage(out.getvalue(), "image/png", size[0], size[1], element_id="hero")
+    return picture(color, size, element_id="hero")
 
 
 def _request(base_url: str, **overrides: Any) -> ImageRequest:
@@ -71,9 +55,7 @@ def _request(base_url: str, **overrides: Any) -> ImageRequest:
 
 
 async def _fail(request: ImageRequest, client: httpx.AsyncClient) -> ProviderError:
-    with pytest.raises(ProviderError) as caught:
-        await ADAPTER.generate(request, client)
-    return caught.value
+    return await failure(ADAPTER, request, client)
 
 
 # --- success -----------------------------------------------------------------------------
@@ -144,17 +126,6 @@ async def test_size_maps_to_nearest_ratio_and_tier(
     assert (output.images[0].width, output.images[0].height) == expected
 
 
-def test_ratio_and_tier_helpers() -> None:
-    ratios = ("1:1", "16:9", "9:16")
-    assert nearest_aspect_ratio(1000, 1000, ratios) == "1:1"
-    assert nearest_aspect_ratio(3000, 1000, ratios) == "16:9"
-    assert nearest_aspect_ratio(1000, 3000, ratios) == "9:16"
-    assert resolution_tier(1024, 1024) == "1K"
-    assert resolution_tier(2048, 2048) == "2K"
-    assert resolution_tier(4096, 2304) == "4K"  # 3840x2160 is just nearer 2K
-    assert resolution_tier(4096, 4096) == "4K"
-
-
 async def test_gemini_25_omits_image_size(
     fake: FakeGeminiState, base_url: str, client: httpx.AsyncClient
 ) -> None:
@@ -213,12 +184,8 @@ async def test_error_modes_map_to_the_taxonomy(
     retry_after: float | None,
 ) -> None:
     error = await _fail(_request(base_url, prompt=f"x [gemini:{marker}]"), client)
-    info = error.info
-    assert (info.error_class, info.stage, info.retry_after_s) == (error_class, stage, retry_after)
-    assert info.message and info.detail
-    for text in (info.detail, info.message, str(error), repr(error)):
-        assert API_KEY not in text
-        assert API_KEY[:12] not in text
+    assert_classified(error, error_class, stage, retry_after)
+    assert_key_hidden(error, API_KEY)
 
 
 async def test_text_only_detail_keeps_the_models_words(

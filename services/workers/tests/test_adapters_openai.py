@@ -5,17 +5,17 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
+from adapter_support import assert_key_hidden, failure, serve
 
 from atelier_contracts.errors import ErrorClass
-from atelier_fakes import DEFAULT_SPEC_PATH, FakeOpenAIState, create_openai_fake, run_fake_in_thread
+from atelier_fakes import DEFAULT_SPEC_PATH, FakeOpenAIState, create_openai_fake
 from atelier_fakes.openai import load_request_schema
 from atelier_workers.adapters import ImageRequest, OpenAIAdapter, ProviderError
-from atelier_workers.adapters.openai import retry_after_of
 
 ADAPTER = OpenAIAdapter()
 API_KEY = "sk-test-atelier-0123456789abcdef"
@@ -29,10 +29,11 @@ needs_spec = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def fake_server() -> Iterator[tuple[str, FakeOpenAIState]]:
-    state = FakeOpenAIState(api_key=API_KEY, hang_s=5.0, retry_after_s=2.0, retry_after_ms=1500)
-    base_url, stop = run_fake_in_thread(create_openai_fake(state))
-    yield f"{base_url}/v1", state
-    stop()
+    yield from serve(
+        create_openai_fake,
+        FakeOpenAIState(api_key=API_KEY, hang_s=5.0, retry_after_s=2.0, retry_after_ms=1500),
+        "/v1",
+    )
 
 
 @pytest.fixture
@@ -44,17 +45,6 @@ def fake(fake_server: tuple[str, FakeOpenAIState]) -> Iterator[FakeOpenAIState]:
     state.url_ttl_s = 3600.0
     yield state
     _assert_adapter_bodies_valid(state)
-
-
-@pytest.fixture
-def base_url(fake_server: tuple[str, FakeOpenAIState]) -> str:
-    return fake_server[0]
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(trust_env=False, timeout=10) as client:
-        yield client
 
 
 def _assert_adapter_bodies_valid(state: FakeOpenAIState) -> None:
@@ -83,9 +73,7 @@ def _request(base_url: str, **overrides: Any) -> ImageRequest:
 
 
 async def _fail(request: ImageRequest, client: httpx.AsyncClient) -> ProviderError:
-    with pytest.raises(ProviderError) as caught:
-        await ADAPTER.generate(request, client)
-    return caught.value
+    return await failure(ADAPTER, request, client)
 
 
 # --- success -----------------------------------------------------------------------------
@@ -221,9 +209,7 @@ async def test_error_modes_map_to_the_taxonomy(
     assert info.message  # plain text for the writer
     assert info.detail  # provider text for admins
     # The API key must never surface, not even partly (the fake echoes it on 401-echo-key).
-    for text in (info.detail, info.message, str(error), repr(error)):
-        assert API_KEY not in text
-        assert API_KEY[:12] not in text
+    assert_key_hidden(error, API_KEY)
 
 
 async def test_bad_size_detail_keeps_param_and_code(
@@ -262,14 +248,6 @@ async def test_connection_refused_is_provider_unavailable(client: httpx.AsyncCli
         port = sock.getsockname()[1]
     error = await _fail(_request(f"http://127.0.0.1:{port}/v1"), client)
     assert error.info.error_class is ErrorClass.PROVIDER_UNAVAILABLE
-
-
-def test_retry_after_parsing() -> None:
-    assert retry_after_of({"retry-after-ms": "250", "retry-after": "9"}) == 0.25
-    assert retry_after_of({"retry-after": "3"}) == 3.0
-    assert retry_after_of({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}) == 0.0
-    assert retry_after_of({"retry-after": "soon"}) is None
-    assert retry_after_of({}) is None
 
 
 # --- the schema, from both sides ---------------------------------------------------------

@@ -3,14 +3,13 @@
 
 from __future__ import annotations
 
-import io
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import httpx
 import pytest
-from PIL import Image
+from adapter_support import picture, serve
 
-from atelier_fakes import FakeOpenAIState, create_openai_fake, run_fake_in_thread
+from atelier_fakes import FakeOpenAIState, create_openai_fake
 from atelier_workers.adapters import ImageRequest, OpenAIAdapter, ProviderError
 from atelier_workers.adapters.base import ReferenceImage
 
@@ -20,10 +19,7 @@ ADAPTER = OpenAIAdapter()
 
 @pytest.fixture(scope="module")
 def fake_server() -> Iterator[tuple[str, FakeOpenAIState]]:
-    state = FakeOpenAIState(api_key=API_KEY)
-    base_url, stop = run_fake_in_thread(create_openai_fake(state))
-    yield base_url, state
-    stop()
+    yield from serve(create_openai_fake, FakeOpenAIState(api_key=API_KEY))
 
 
 @pytest.fixture
@@ -37,17 +33,8 @@ def base_url(fake_server: tuple[str, FakeOpenAIState]) -> str:
     return f"{fake_server[0]}/v1"
 
 
-@pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(trust_env=False, timeout=10) as client:
-        yield client
-
-
 def _picture(width: int, height: int, fmt: str = "PNG") -> ReferenceImage:
-    out = io.BytesIO()
-    Image.new("RGB", (width, height), (10, 120, 200)).save(out, format=fmt)
-    content_type = "image/png" if fmt == "PNG" else "image/jpeg"
-    return ReferenceImage(out.getvalue(), content_type, width, height, element_id=f"e{width}")
+    return picture(size=(width, height), fmt=fmt, element_id=f"e{width}")
 
 
 def _request(base_url: str, model: str, *refs: ReferenceImage) -> ImageRequest:

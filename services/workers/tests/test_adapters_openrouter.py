@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import io
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-from PIL import Image
+from adapter_support import assert_classified, assert_key_hidden, failure, picture, serve
 
 from atelier_contracts.errors import ErrorClass
 from atelier_fakes.gemini import SIZES_1K
 from atelier_fakes.openrouter import FakeOpenRouterState, create_openrouter_fake
-from atelier_fakes.server import run_fake_in_thread
 from atelier_workers.adapters import ImageRequest, OpenRouterAdapter, ProviderError
 from atelier_workers.adapters.base import ReferenceImage
 
@@ -25,10 +23,11 @@ API_KEY = "sk-or-v1-test-atelier-0123456789abcdef"
 
 @pytest.fixture(scope="module")
 def fake_server() -> Iterator[tuple[str, FakeOpenRouterState]]:
-    state = FakeOpenRouterState(api_key=API_KEY, hang_s=5.0, retry_after_s=2.0, reset_in_s=5.0)
-    base_url, stop = run_fake_in_thread(create_openrouter_fake(state))
-    yield f"{base_url}/api/v1", state
-    stop()
+    yield from serve(
+        create_openrouter_fake,
+        FakeOpenRouterState(api_key=API_KEY, hang_s=5.0, retry_after_s=2.0, reset_in_s=5.0),
+        "/api/v1",
+    )
 
 
 @pytest.fixture
@@ -39,21 +38,8 @@ def fake(fake_server: tuple[str, FakeOpenRouterState]) -> FakeOpenRouterState:
     return state
 
 
-@pytest.fixture
-def base_url(fake_server: tuple[str, FakeOpenRouterState]) -> str:
-    return fake_server[0]
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(trust_env=False, timeout=10) as client:
-        yield client
-
-
 def reference(color: tuple[int, int, int]) -> ReferenceImage:
-    out = io.BytesIO()
-    Image.new("RGB", (40, 40), color).save(out, format="PNG")
-    return ReferenceImage(out.getvalue(), "image/png", 40, 40)
+    return picture(color, (40, 40))
 
 
 def _request(base_url: str, api: str = "chat", **overrides: Any) -> ImageRequest:
@@ -70,9 +56,7 @@ def _request(base_url: str, api: str = "chat", **overrides: Any) -> ImageRequest
 
 
 async def _fail(request: ImageRequest, client: httpx.AsyncClient) -> ProviderError:
-    with pytest.raises(ProviderError) as caught:
-        await ADAPTER.generate(request, client)
-    return caught.value
+    return await failure(ADAPTER, request, client)
 
 
 # --- chat path ---------------------------------------------------------------------------
@@ -262,12 +246,8 @@ async def test_error_modes_map_to_the_taxonomy(
     retry_after: float | None,
 ) -> None:
     error = await _fail(_request(base_url, api=api, prompt=f"x [openrouter:{marker}]"), client)
-    info = error.info
-    assert (info.error_class, info.stage, info.retry_after_s) == (error_class, stage, retry_after)
-    assert info.message and info.detail
-    for text in (info.detail, info.message, str(error), repr(error)):
-        assert API_KEY not in text
-        assert API_KEY[:14] not in text
+    assert_classified(error, error_class, stage, retry_after)
+    assert_key_hidden(error, API_KEY, 14)
 
 
 async def test_rate_limit_reset_in_metadata_is_a_retry_hint(

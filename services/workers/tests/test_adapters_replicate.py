@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import io
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-from PIL import Image
+from adapter_support import ProgressLog, assert_classified, failure, picture, saved_handle, serve
 
 from atelier_contracts.errors import ErrorClass
-from atelier_fakes import run_fake_in_thread
 from atelier_fakes.replicate import FakeReplicateState, create_replicate_fake
 from atelier_workers.adapters import ProviderError
-from atelier_workers.adapters.base import ImageRequest, InMemoryResumeStore, ReferenceImage
+from atelier_workers.adapters.base import ImageRequest, InMemoryResumeStore
 from atelier_workers.adapters.replicate import ReplicateAdapter
 
 ADAPTER = ReplicateAdapter()
@@ -26,21 +23,9 @@ MODEL = "black-forest-labs/flux-dev"
 VERSION = "a" * 64
 
 
-@dataclass(frozen=True)
-class ProgressRequest(ImageRequest):
-    """A request whose worker listens to provider progress."""
-
-    on_progress: Callable[[float | None, str], Awaitable[None]] | None = field(
-        default=None, compare=False, repr=False
-    )
-
-
 @pytest.fixture(scope="module")
 def fake_server() -> Iterator[tuple[str, FakeReplicateState]]:
-    state = FakeReplicateState(api_token=API_TOKEN)
-    base_url, stop = run_fake_in_thread(create_replicate_fake(state))
-    yield f"{base_url}/v1", state
-    stop()
+    yield from serve(create_replicate_fake, FakeReplicateState(api_token=API_TOKEN), "/v1")
 
 
 @pytest.fixture
@@ -51,18 +36,7 @@ def fake(fake_server: tuple[str, FakeReplicateState]) -> FakeReplicateState:
     return state
 
 
-@pytest.fixture
-def base_url(fake_server: tuple[str, FakeReplicateState]) -> str:
-    return fake_server[0]
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(trust_env=False, timeout=10) as client:
-        yield client
-
-
-def _request(base_url: str, **overrides: Any) -> ProgressRequest:
+def _request(base_url: str, **overrides: Any) -> ImageRequest:
     values: dict[str, Any] = {
         "model": MODEL,
         "prompt": "a lighthouse on a cliff at dusk",
@@ -73,27 +47,11 @@ def _request(base_url: str, **overrides: Any) -> ProgressRequest:
         # No server-side wait by default here, so tests see the polling path.
         "provider_config": {"poll_interval_s": 0.02, "prefer_wait_s": 0},
     }
-    return ProgressRequest(**{**values, **overrides})
-
-
-def _png(color: tuple[int, int, int]) -> ReferenceImage:
-    out = io.BytesIO()
-    Image.new("RGB", (16, 16), color).save(out, format="PNG")
-    return ReferenceImage(data=out.getvalue(), content_type="image/png", width=16, height=16)
+    return ImageRequest(**{**values, **overrides})
 
 
 async def _fail(request: ImageRequest, client: httpx.AsyncClient) -> ProviderError:
-    with pytest.raises(ProviderError) as caught:
-        await ADAPTER.generate(request, client)
-    return caught.value
-
-
-async def _wait_for_handle(store: InMemoryResumeStore) -> dict[str, Any]:
-    for _ in range(500):
-        if store.handle:
-            return store.handle
-        await asyncio.sleep(0.01)
-    raise AssertionError("the adapter never saved a handle")
+    return await failure(ADAPTER, request, client)
 
 
 # --- success -----------------------------------------------------------------------------
@@ -102,11 +60,7 @@ async def _wait_for_handle(store: InMemoryResumeStore) -> dict[str, Any]:
 async def test_success_by_polling(
     fake: FakeReplicateState, base_url: str, client: httpx.AsyncClient
 ) -> None:
-    seen: list[tuple[float | None, str]] = []
-
-    async def on_progress(fraction: float | None, detail: str) -> None:
-        seen.append((fraction, detail))
-
+    seen = ProgressLog()
     store = InMemoryResumeStore()
     request = _request(
         base_url,
@@ -114,7 +68,7 @@ async def test_success_by_polling(
         negative_prompt="fog",
         options={"guidance": 3.5, "style": "vivid"},
         resume=store,
-        on_progress=on_progress,
+        on_progress=seen,
     )
     output = await ADAPTER.generate(request, client)
 
@@ -187,7 +141,7 @@ async def test_version_and_width_height(
 async def test_references_go_as_data_uris(
     fake: FakeReplicateState, base_url: str, client: httpx.AsyncClient
 ) -> None:
-    refs = (_png((255, 0, 0)), _png((0, 0, 255)))
+    refs = (picture((255, 0, 0)), picture((0, 0, 255)))
     await ADAPTER.generate(_request(base_url, reference_images=refs), client)
     uris = fake.submissions[0].body["input"]["input_images"]
     assert uris == ["data:image/png;base64," + base64.b64encode(ref.data).decode() for ref in refs]
@@ -247,9 +201,8 @@ async def test_error_modes_map_to_the_taxonomy(
     retry_after: float | None,
 ) -> None:
     error = await _fail(_request(base_url, prompt=f"x [replicate:{marker}]"), client)
+    assert_classified(error, error_class, stage, retry_after)
     info = error.info
-    assert (info.error_class, info.stage, info.retry_after_s) == (error_class, stage, retry_after)
-    assert info.message and info.detail
     for text in (info.detail, str(error), repr(error)):
         assert API_TOKEN not in text
 
@@ -309,7 +262,7 @@ async def test_cancel_stops_a_running_prediction(
     store = InMemoryResumeStore()
     request = _request(base_url, resume=store)
     task = asyncio.create_task(ADAPTER.generate(request, client))
-    handle = await _wait_for_handle(store)
+    handle = await saved_handle(store)
 
     await ADAPTER.cancel(request, handle, client)
 
@@ -328,7 +281,7 @@ async def test_resume_after_restart_creates_once(
     fake.run_s = 0.6
     store = InMemoryResumeStore()
     first = asyncio.create_task(ADAPTER.generate(_request(base_url, resume=store), client))
-    handle = await _wait_for_handle(store)
+    handle = await saved_handle(store)
     first.cancel()  # the worker dies mid-wait
     with pytest.raises(asyncio.CancelledError):
         await first

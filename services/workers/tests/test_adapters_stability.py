@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import base64
 import io
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
+from adapter_support import assert_classified, assert_key_hidden, failure, picture, serve
 from PIL import Image
 
 from atelier_contracts.errors import ErrorClass
-from atelier_fakes.server import run_fake_in_thread
 from atelier_fakes.stability import ASPECT_SIZES, FakeStabilityState, create_stability_fake
 from atelier_workers.adapters import ImageRequest, ProviderError, StabilityAdapter
 from atelier_workers.adapters.base import ReferenceImage
@@ -24,10 +24,11 @@ API_KEY = "sk-test-stability-0123456789abcdef"
 
 @pytest.fixture(scope="module")
 def fake_server() -> Iterator[tuple[str, FakeStabilityState]]:
-    state = FakeStabilityState(api_key=API_KEY, hang_s=5.0, retry_after_s=2.0)
-    base_url, stop = run_fake_in_thread(create_stability_fake(state))
-    yield f"{base_url}/v2beta", state
-    stop()
+    yield from serve(
+        create_stability_fake,
+        FakeStabilityState(api_key=API_KEY, hang_s=5.0, retry_after_s=2.0),
+        "/v2beta",
+    )
 
 
 @pytest.fixture
@@ -36,21 +37,8 @@ def fake(fake_server: tuple[str, FakeStabilityState]) -> FakeStabilityState:
     return fake_server[1]
 
 
-@pytest.fixture
-def base_url(fake_server: tuple[str, FakeStabilityState]) -> str:
-    return fake_server[0]
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(trust_env=False, timeout=10) as client:
-        yield client
-
-
 def reference(size: tuple[int, int] = (640, 512)) -> ReferenceImage:
-    out = io.BytesIO()
-    Image.new("RGB", size, (90, 30, 160)).save(out, format="PNG")
-    return ReferenceImage(out.getvalue(), "image/png", size[0], size[1])
+    return picture((90, 30, 160), size)
 
 
 def _request(base_url: str, **overrides: Any) -> ImageRequest:
@@ -66,9 +54,7 @@ def _request(base_url: str, **overrides: Any) -> ImageRequest:
 
 
 async def _fail(request: ImageRequest, client: httpx.AsyncClient) -> ProviderError:
-    with pytest.raises(ProviderError) as caught:
-        await ADAPTER.generate(request, client)
-    return caught.value
+    return await failure(ADAPTER, request, client)
 
 
 # --- success -----------------------------------------------------------------------------
@@ -216,12 +202,8 @@ async def test_error_modes_map_to_the_taxonomy(
     retry_after: float | None,
 ) -> None:
     error = await _fail(_request(base_url, prompt=f"x [stability:{marker}]"), client)
-    info = error.info
-    assert (info.error_class, info.stage, info.retry_after_s) == (error_class, stage, retry_after)
-    assert info.message and info.detail
-    for text in (info.detail, info.message, str(error), repr(error)):
-        assert API_KEY not in text
-        assert API_KEY[:12] not in text
+    assert_classified(error, error_class, stage, retry_after)
+    assert_key_hidden(error, API_KEY)
 
 
 async def test_content_filtered_detail_says_so(

@@ -4,42 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import io
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-from PIL import Image
+from adapter_support import ProgressLog, failure, picture, serve, wait_until
 
 from atelier_contracts.errors import ErrorClass
-from atelier_fakes import run_fake_in_thread
 from atelier_fakes.stable_diffusion import FakeA1111State, create_stable_diffusion_fake
 from atelier_workers.adapters import ProviderError
-from atelier_workers.adapters.base import ImageRequest, InMemoryResumeStore, ReferenceImage
+from atelier_workers.adapters.base import ImageRequest, InMemoryResumeStore
 from atelier_workers.adapters.stable_diffusion import StableDiffusionAdapter
 
 ADAPTER = StableDiffusionAdapter()
 CREDENTIALS = "atelier:a1111-pass-0123456789"
 
 
-@dataclass(frozen=True)
-class ProgressRequest(ImageRequest):
-    """A request whose worker listens to provider progress."""
-
-    on_progress: Callable[[float | None, str], Awaitable[None]] | None = field(
-        default=None, compare=False, repr=False
-    )
-
-
 @pytest.fixture(scope="module")
 def fake_server() -> Iterator[tuple[str, FakeA1111State]]:
-    state = FakeA1111State()
-    base_url, stop = run_fake_in_thread(create_stable_diffusion_fake(state))
-    yield base_url, state
-    stop()
+    yield from serve(create_stable_diffusion_fake, FakeA1111State())
 
 
 @pytest.fixture
@@ -50,18 +35,7 @@ def fake(fake_server: tuple[str, FakeA1111State]) -> FakeA1111State:
     return state
 
 
-@pytest.fixture
-def base_url(fake_server: tuple[str, FakeA1111State]) -> str:
-    return fake_server[0]
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(trust_env=False, timeout=10) as client:
-        yield client
-
-
-def _request(base_url: str | None, **overrides: Any) -> ProgressRequest:
+def _request(base_url: str | None, **overrides: Any) -> ImageRequest:
     values: dict[str, Any] = {
         "model": "default",
         "prompt": "a lighthouse on a cliff at dusk",
@@ -70,27 +44,11 @@ def _request(base_url: str | None, **overrides: Any) -> ProgressRequest:
         "timeout_s": 10.0,
         "provider_config": {"poll_interval_s": 0.02},
     }
-    return ProgressRequest(**{**values, **overrides})
-
-
-def _png(color: tuple[int, int, int]) -> ReferenceImage:
-    out = io.BytesIO()
-    Image.new("RGB", (16, 16), color).save(out, format="PNG")
-    return ReferenceImage(data=out.getvalue(), content_type="image/png", width=16, height=16)
+    return ImageRequest(**{**values, **overrides})
 
 
 async def _fail(request: ImageRequest, client: httpx.AsyncClient) -> ProviderError:
-    with pytest.raises(ProviderError) as caught:
-        await ADAPTER.generate(request, client)
-    return caught.value
-
-
-async def _wait_until(check: Callable[[], bool], what: str) -> None:
-    for _ in range(500):
-        if check():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"never happened: {what}")
+    return await failure(ADAPTER, request, client)
 
 
 # --- success -----------------------------------------------------------------------------
@@ -99,11 +57,7 @@ async def _wait_until(check: Callable[[], bool], what: str) -> None:
 async def test_txt2img_batch_reports_each_seed(
     fake: FakeA1111State, base_url: str, client: httpx.AsyncClient
 ) -> None:
-    seen: list[tuple[float | None, str]] = []
-
-    async def on_progress(fraction: float | None, detail: str) -> None:
-        seen.append((fraction, detail))
-
+    seen = ProgressLog()
     store = InMemoryResumeStore()
     request = _request(
         base_url,
@@ -113,7 +67,7 @@ async def test_txt2img_batch_reports_each_seed(
         model="sd_xl_base_1.0",
         options={"steps": 10, "sampler_name": "DPM++ 2M", "cfg_scale": 6, "quality": "hd"},
         resume=store,
-        on_progress=on_progress,
+        on_progress=seen,
     )
     output = await ADAPTER.generate(request, client)
 
@@ -153,7 +107,7 @@ async def test_random_seed_comes_back_from_info(
 async def test_img2img_with_references(
     fake: FakeA1111State, base_url: str, client: httpx.AsyncClient
 ) -> None:
-    refs = (_png((255, 0, 0)),)
+    refs = (picture((255, 0, 0)),)
     output = await ADAPTER.generate(_request(base_url, reference_images=refs), client)
     assert len(output.images) == 1
     [call] = fake.generations
@@ -242,7 +196,7 @@ async def test_oom_detail_reaches_the_admin(
         {"prompt": ""},
         {"base_url": None},
         {"provider_config": {"payload": []}},
-        {"reference_images": (_png((1, 1, 1)), _png((2, 2, 2)))},  # one init image only
+        {"reference_images": (picture((1, 1, 1)), picture((2, 2, 2)))},  # one init image only
     ],
 )
 async def test_bad_requests_are_never_sent(
@@ -268,7 +222,7 @@ async def test_slow_generation_times_out(
     error = await _fail(_request(base_url, timeout_s=0.4), client)
     assert error.info.error_class is ErrorClass.TIMEOUT
     fake.interrupted = True  # let the abandoned generation end before the next test
-    await _wait_until(lambda: fake.job_count == 0, "the abandoned generation ended")
+    await wait_until(lambda: fake.job_count == 0, "the abandoned generation ended")
 
 
 # --- cancel ------------------------------------------------------------------------------
@@ -281,7 +235,7 @@ async def test_cancel_interrupts_the_running_generation(
     store = InMemoryResumeStore()
     request = _request(base_url, resume=store)
     task = asyncio.create_task(ADAPTER.generate(request, client))
-    await _wait_until(lambda: fake.job_count == 1, "the generation started")
+    await wait_until(lambda: fake.job_count == 1, "the generation started")
     assert store.handle == {"provider": "stable-diffusion", "running": True}
 
     await ADAPTER.cancel(request, store.handle, client)

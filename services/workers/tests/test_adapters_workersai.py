@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import base64
-import io
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-from PIL import Image
+from adapter_support import assert_classified, assert_key_hidden, failure, picture, serve
 
 from atelier_contracts.errors import ErrorClass
-from atelier_fakes.server import run_fake_in_thread
 from atelier_fakes.workersai import FakeWorkersAIState, create_workersai_fake
 from atelier_workers.adapters import ImageRequest, ProviderError, WorkersAIAdapter
 from atelier_workers.adapters.base import ReferenceImage
@@ -29,10 +27,11 @@ IMG2IMG = "@cf/runwayml/stable-diffusion-v1-5-img2img"
 
 @pytest.fixture(scope="module")
 def fake_server() -> Iterator[tuple[str, FakeWorkersAIState]]:
-    state = FakeWorkersAIState(api_key=API_KEY, account_id=ACCOUNT, hang_s=5.0, retry_after_s=2.0)
-    base_url, stop = run_fake_in_thread(create_workersai_fake(state))
-    yield f"{base_url}/client/v4", state
-    stop()
+    yield from serve(
+        create_workersai_fake,
+        FakeWorkersAIState(api_key=API_KEY, account_id=ACCOUNT, hang_s=5.0, retry_after_s=2.0),
+        "/client/v4",
+    )
 
 
 @pytest.fixture
@@ -41,21 +40,8 @@ def fake(fake_server: tuple[str, FakeWorkersAIState]) -> FakeWorkersAIState:
     return fake_server[1]
 
 
-@pytest.fixture
-def base_url(fake_server: tuple[str, FakeWorkersAIState]) -> str:
-    return fake_server[0]
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(trust_env=False, timeout=10) as client:
-        yield client
-
-
 def reference(color: tuple[int, int, int]) -> ReferenceImage:
-    out = io.BytesIO()
-    Image.new("RGB", (64, 64), color).save(out, format="PNG")
-    return ReferenceImage(out.getvalue(), "image/png", 64, 64)
+    return picture(color, (64, 64))
 
 
 def _request(base_url: str, **overrides: Any) -> ImageRequest:
@@ -72,9 +58,7 @@ def _request(base_url: str, **overrides: Any) -> ImageRequest:
 
 
 async def _fail(request: ImageRequest, client: httpx.AsyncClient) -> ProviderError:
-    with pytest.raises(ProviderError) as caught:
-        await ADAPTER.generate(request, client)
-    return caught.value
+    return await failure(ADAPTER, request, client)
 
 
 # --- success -----------------------------------------------------------------------------
@@ -199,12 +183,8 @@ async def test_error_modes_map_to_the_taxonomy(
     retry_after: float | None,
 ) -> None:
     error = await _fail(_request(base_url, model=model, prompt=f"x [workersai:{marker}]"), client)
-    info = error.info
-    assert (info.error_class, info.stage, info.retry_after_s) == (error_class, stage, retry_after)
-    assert info.message and info.detail
-    for text in (info.detail, info.message, str(error), repr(error)):
-        assert API_KEY not in text
-        assert API_KEY[:12] not in text
+    assert_classified(error, error_class, stage, retry_after)
+    assert_key_hidden(error, API_KEY)
 
 
 async def test_wrong_token_is_auth(

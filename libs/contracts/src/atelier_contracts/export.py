@@ -18,7 +18,9 @@ MESSAGES: dict[str, type[BaseModel]] = {
     "gen.started": generation.GenerationStarted,
     "gen.completed": generation.GenerationCompleted,
     "gen.failed": generation.GenerationFailed,
+    "gen.progress": generation.GenerationProgress,
     "media.landed": media.MediaLanded,
+    "media.assigned": media.MediaAssigned,
     "profiles.changed": profiles.ProfilesChanged,
 }
 

@@ -43,6 +43,31 @@ class GenerationStarted(Event):
     attempt: int = 1
 
 
+class GenerationProgress(Event):
+    """How far a running task's provider call is, as the provider reports it (queue position,
+    sampling steps, websocket progress); at most about one a second per task."""
+
+    type: Literal["gen.progress"] = "gen.progress"
+    task_id: str
+    job_id: str
+    project: str
+    provider: str
+    attempt: int = 1
+    fraction: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Share of this task's provider work done, when the provider gives a figure",
+        examples=[0.4],
+    )
+    detail: str | None = Field(
+        default=None,
+        max_length=200,
+        description="What the provider says it is doing",
+        examples=["queued at position 3", "step 12/30, about 8 s left"],
+    )
+
+
 class StagedImage(BaseModel):
     """Bytes a worker wrote to the staging bucket; media lands them."""
 

@@ -127,6 +127,31 @@ class ReferenceImageRef(BaseModel):
     media_id: str | None = Field(default=None, description="When it came from the media library")
 
 
+class SentReferenceImage(BaseModel):
+    """A reference image the model was sent, as a job shows it: where it came from and its size
+    after downscaling; the staging key stays inside Atelier."""
+
+    element_id: str | None = None
+    source: Literal["media", "url", "data_url"] = "media"
+    media_id: str | None = Field(default=None, description="When it came from the media library")
+    content_type: str
+    width: int
+    height: int
+    size_bytes: int
+
+    @classmethod
+    def of(cls, ref: ReferenceImageRef) -> SentReferenceImage:
+        return cls(
+            element_id=ref.element_id,
+            source=ref.source,
+            media_id=ref.media_id,
+            content_type=ref.content_type,
+            width=ref.width,
+            height=ref.height,
+            size_bytes=ref.size_bytes,
+        )
+
+
 class ExcludedImage(BaseModel):
     """An element image that was not sent, and why."""
 
@@ -201,6 +226,19 @@ class JobProgress(BaseModel):
     total: int = Field(description="Images asked for")
     landed: int = 0
     failed: int = 0
+    fraction: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="How far generation is (0..1), from the providers' own progress; only on "
+        "status events sent while images are being made, never stored",
+    )
+    detail: str | None = Field(
+        default=None,
+        max_length=200,
+        description="What the provider says it is doing",
+        examples=["queued at position 3", "step 12/30, about 8 s left"],
+    )
 
 
 class JobView(BaseModel):
@@ -217,6 +255,12 @@ class JobView(BaseModel):
     prompt: str
     assembled_prompt: str | None = None
     assembly_notes: list[str] = Field(default_factory=list)
+    reference_images: list[SentReferenceImage] = Field(
+        default_factory=list, description="The reference images sent with the prompt, in order"
+    )
+    excluded_images: list[ExcludedImage] = Field(
+        default_factory=list, description="Element images that were not sent, each with why"
+    )
     size: str
     count: int
     options: dict[str, Any] = Field(default_factory=dict)

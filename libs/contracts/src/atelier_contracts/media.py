@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from atelier_contracts.envelope import Event
 
@@ -61,3 +61,37 @@ class MediaListQuery(BaseModel):
 class MediaListReply(BaseModel):
     items: list[MediaItem]
     total: int
+
+
+class MediaAssigned(Event):
+    """A writer chose a landed image as the project's cover or as an element's image.
+
+    Newest wins per slot (project cover, or one element's image), ordered by `occurred_at`
+    (then `event_id`), so a redelivered or late event never replaces a newer choice.
+    """
+
+    type: Literal["media.assigned"] = "media.assigned"
+    media_id: str = Field(description="The landed image chosen")
+    project: str = Field(description="The image's project, which the assignment belongs to")
+    target: Literal["cover", "element"] = Field(examples=["cover"])
+    element_id: str | None = Field(
+        default=None, max_length=200, description="The element, when `target` is `element`"
+    )
+    assigned_by: str = Field(description="User id of the writer who chose it")
+
+    @model_validator(mode="after")
+    def _element_needs_id(self) -> MediaAssigned:
+        if (self.target == "element") != bool(self.element_id):
+            raise ValueError("element_id is required for target 'element' and only for it")
+        return self
+
+
+class ProjectAssignmentsQuery(BaseModel):
+    project: str
+
+
+class ProjectAssignmentsReply(BaseModel):
+    """What a project's cover and element images currently are (absent: never assigned)."""
+
+    cover: MediaItem | None = None
+    elements: dict[str, MediaItem] = Field(default_factory=dict)

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from atelier_contracts.envelope import Event
+from atelier_contracts.errors import AtelierError
 from atelier_contracts.subjects import PROVIDER_PATTERN
 
 ALLOWED_COUNTS = (1, 2, 4)
@@ -187,3 +188,118 @@ class QuotaReleaseRequest(BaseModel):
 
 class QuotaReleaseReply(BaseModel):
     released: bool
+
+
+# Admin commands and audit reads over NATS (`profiles.command.*`, `profiles.query.audit*`), for
+# the gateway's Inkweld-compatible admin routes (docs/adr/0008-inkweld-facade.md). A refusal is
+# answered in `error`, as the admin API would have said it: no reply means "profiles is down".
+class RemoteError(BaseModel):
+    code: str = Field(examples=["conflict"])
+    status: int = Field(description="The HTTP status the admin API answers it with")
+    message: str
+
+    @classmethod
+    def of(cls, error: AtelierError) -> RemoteError:
+        return cls(code=error.code, status=error.status_code, message=error.message)
+
+    def to_error(self) -> AtelierError:
+        return AtelierError(self.message, code=self.code, status_code=self.status)
+
+
+class ProfileCreateCommand(BaseModel):
+    fields: ProfileFields
+    requested_by: str = Field(description="User id of the admin, for the log")
+
+
+class ProfileReplaceCommand(BaseModel):
+    profile_id: str = Field(min_length=1, max_length=100)
+    fields: ProfileFields
+    requested_by: str
+
+
+class ProfileDeleteCommand(BaseModel):
+    profile_id: str = Field(min_length=1, max_length=100)
+    requested_by: str
+
+
+class ProfileCommandReply(BaseModel):
+    profile: Profile | None = Field(default=None, description="None after a delete or a refusal")
+    error: RemoteError | None = None
+
+
+class AuditFilterQuery(BaseModel):
+    """The admin API's audit filters (`GET /admin/v1/audits`); they combine (AND)."""
+
+    user_id: str | None = Field(default=None, max_length=200)
+    profile_id: str | None = Field(default=None, max_length=200)
+    status: Literal["completed", "partial", "failed", "cancelled"] | None = None
+    error_class: str | None = Field(default=None, max_length=40)
+    since: datetime | None = Field(default=None, description="Finished at or after")
+    until: datetime | None = Field(default=None, description="Finished before")
+    text: str | None = Field(default=None, max_length=200, description="Text in the prompt")
+
+
+class AuditListQuery(AuditFilterQuery):
+    limit: int = Field(default=50, ge=1, le=500)
+    offset: int = Field(default=0, ge=0)
+
+
+class AuditRecordError(BaseModel):
+    error_class: str
+    stage: str | None = None
+    message: str | None = None
+
+
+class AuditRecord(BaseModel):
+    """One finished job as the audit shows it (the provider's raw detail stays in profiles)."""
+
+    job_id: str
+    user_id: str
+    project: str
+    profile_id: str
+    profile_name: str
+    provider: str
+    model: str
+    status: str
+    moderated: bool
+    error: AuditRecordError | None = None
+    prompt: str = Field(description="As sent to the provider")
+    user_prompt: str = Field(description="As typed")
+    requested: int
+    landed: int
+    failed: int
+    cost: float
+    created_at: datetime
+    finished_at: datetime
+
+
+class AuditPageReply(BaseModel):
+    items: list[AuditRecord] = Field(default_factory=list)
+    total: int = 0
+    limit: int = 50
+    offset: int = 0
+    error: RemoteError | None = None
+
+
+class AuditTally(BaseModel):
+    jobs: int = 0
+    images: int = 0
+    cost: float = 0.0
+
+
+class AuditUserTally(AuditTally):
+    user_id: str
+
+
+class AuditProfileTally(AuditTally):
+    profile_id: str
+    profile_name: str
+
+
+class AuditSummaryReply(BaseModel):
+    total: AuditTally = Field(default_factory=AuditTally)
+    by_status: dict[str, int] = Field(default_factory=dict)
+    by_error_class: dict[str, int] = Field(default_factory=dict)
+    by_user: list[AuditUserTally] = Field(default_factory=list)
+    by_profile: list[AuditProfileTally] = Field(default_factory=list)
+    error: RemoteError | None = None

@@ -5,7 +5,7 @@ Dispatch uses `images_per_call` to split a job into tasks; adapters honour the s
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 KNOWN_PROVIDERS = (
@@ -163,4 +163,243 @@ def capabilities(provider: str, model: str) -> ProviderCapabilities:
         return ProviderCapabilities(
             "offline", model, known_model=True, max_pixels=_WORKER_MAX_PIXELS
         )
+    rules = _HOSTED_PROVIDERS.get(provider)
+    if rules is not None:
+        return rules(model)
     return ProviderCapabilities(provider, model, known_model=False, max_pixels=_WORKER_MAX_PIXELS)
+
+
+# --- every other provider: what its adapter sends (docs/providers.md's capability table) -----
+# `options` lists what the adapter passes on, besides `seed` and `negative_prompt` where the
+# provider takes them; any other option would be silently dropped, so a profile may not offer it.
+
+_INTEGER = frozenset({"integer"})
+_BOOLEAN = frozenset({"boolean"})
+_STRING = OptionRule(_TEXT)
+_SEED = OptionRule(_INTEGER)
+_NEGATIVE_PROMPT = OptionRule(_TEXT)
+_NO_SEED = "{name} takes no seed, so the same prompt never repeats an image"
+_NO_NEGATIVE_PROMPT = "{name} takes no negative prompt; say it in the prompt"
+# Gemini's aspect ratios and resolution tiers (OpenRouter copies them), and Stability's ratios;
+# the workers map a requested `WxH` to the nearest of these.
+GEMINI_ASPECT_RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9")
+IMAGE_TIERS = ("1K", "2K", "4K")
+STABILITY_ASPECT_RATIOS = ("16:9", "1:1", "21:9", "2:3", "3:2", "4:5", "5:4", "9:16", "9:21")
+GEMINI_MAX_REFERENCE_IMAGES = 14  # Gemini 3 Pro image; smaller models accept fewer in practice
+STABILITY_MODELS = frozenset(
+    {"core", "ultra", "sd3", "sd3.5-large", "sd3.5-large-turbo", "sd3.5-medium"}
+    | {"stable-image-core", "stable-image-ultra"}
+)
+STABILITY_MAX_SEED = 4_294_967_294
+BFL_MAX_PIXELS = 4 * 1024 * 1024  # FLUX sizes by width/height are scaled down to 4 MP
+WORKERSAI_MAX_SIDE = 2048  # each side is clamped to 256..2048
+
+
+def _refused(name: str, *options: str) -> dict[str, str]:
+    texts = {"seed": _NO_SEED, "negative_prompt": _NO_NEGATIVE_PROMPT}
+    return {option: texts[option].format(name=name) for option in options}
+
+
+def _number(minimum: float | None = None, maximum: float | None = None) -> OptionRule:
+    return OptionRule(_NUMBER, minimum=minimum, maximum=maximum)
+
+
+def _enum(*values: str) -> OptionRule:
+    return OptionRule(_ENUM, frozenset(values))
+
+
+def _openrouter(model: str) -> ProviderCapabilities:
+    # Options pass through to whichever upstream model OpenRouter routes to: not restricted.
+    # A seed is sent on the images API (`provider_config.api: images`) only.
+    return ProviderCapabilities(
+        "openrouter",
+        model,
+        known_model=True,
+        max_pixels=_WORKER_MAX_PIXELS,
+        refused_options=_refused("OpenRouter", "negative_prompt"),
+    )
+
+
+def _gemini(model: str) -> ProviderCapabilities:
+    return ProviderCapabilities(
+        "gemini",
+        model,
+        known_model=model.startswith("gemini-"),
+        max_pixels=_WORKER_MAX_PIXELS,
+        options={
+            "aspect_ratio": _enum(*GEMINI_ASPECT_RATIOS),
+            "image_size": _enum(*IMAGE_TIERS),
+            "person_generation": _enum("ALLOW_ALL", "ALLOW_ADULT", "ALLOW_NONE"),
+        },
+        refused_options=_refused("Gemini", "seed", "negative_prompt"),
+        max_reference_images=GEMINI_MAX_REFERENCE_IMAGES,
+    )
+
+
+def _stability(model: str) -> ProviderCapabilities:
+    endpoint = {"stable-image-core": "core", "stable-image-ultra": "ultra"}.get(model, model)
+    options: dict[str, OptionRule] = {
+        "seed": OptionRule(_INTEGER, minimum=0, maximum=STABILITY_MAX_SEED),
+        "negative_prompt": _NEGATIVE_PROMPT,
+        "aspect_ratio": _enum(*STABILITY_ASPECT_RATIOS),
+        "output_format": _enum("png", "jpeg", "webp"),
+    }
+    if endpoint == "core":
+        options["style_preset"] = _STRING
+    else:
+        options["strength"] = _number(0, 1)
+        if endpoint != "ultra":
+            options["cfg_scale"] = _number(1, 10)
+    return ProviderCapabilities(
+        "stability",
+        model,
+        known_model=model in STABILITY_MODELS,
+        max_pixels=_WORKER_MAX_PIXELS,
+        options=options,
+        max_reference_images=0 if endpoint == "core" else 1,
+    )
+
+
+def _bfl(model: str) -> ProviderCapabilities:
+    by_ratio = model.startswith("flux-kontext") or model.endswith("-ultra")
+    references = 8 if model.startswith("flux-2") else 4 if model.startswith("flux-kontext") else 0
+    return ProviderCapabilities(
+        "bfl",
+        model,
+        known_model=model.startswith("flux-"),
+        max_pixels=_WORKER_MAX_PIXELS if by_ratio else BFL_MAX_PIXELS,
+        options={
+            "seed": _SEED,
+            "safety_tolerance": OptionRule(_INTEGER, minimum=0, maximum=6),
+            "output_format": _enum("jpeg", "png"),
+            "steps": OptionRule(_INTEGER),
+            "guidance": _number(),
+            "prompt_upsampling": OptionRule(_BOOLEAN),
+            "raw": OptionRule(_BOOLEAN),
+        },
+        refused_options=_refused("FLUX", "negative_prompt"),
+        max_reference_images=references,
+    )
+
+
+def _workersai(model: str) -> ProviderCapabilities:
+    flux2 = "/flux-2" in model  # multipart models: no negative prompt, up to 4 references
+    options: dict[str, OptionRule] = {
+        "seed": _SEED,
+        "num_steps": OptionRule(_INTEGER),
+        "steps": OptionRule(_INTEGER),
+        "guidance": _number(),
+        "strength": _number(0, 1),
+    }
+    if not flux2:
+        options["negative_prompt"] = _NEGATIVE_PROMPT
+    return ProviderCapabilities(
+        "workersai",
+        model,
+        known_model=model.startswith("@cf/"),
+        max_pixels=WORKERSAI_MAX_SIDE * WORKERSAI_MAX_SIDE,
+        options=options,
+        refused_options=_refused("FLUX.2 on Workers AI", "negative_prompt") if flux2 else {},
+        max_reference_images=4 if flux2 else 1,
+    )
+
+
+def _falai(model: str) -> ProviderCapabilities:
+    # Reference images go to the app's `reference_field`: how many it takes is the app's.
+    return ProviderCapabilities(
+        "falai",
+        model,
+        known_model=True,
+        max_pixels=_WORKER_MAX_PIXELS,
+        options={
+            "seed": _SEED,
+            "negative_prompt": _NEGATIVE_PROMPT,
+            "num_inference_steps": OptionRule(_INTEGER, minimum=1),
+            "guidance_scale": _number(),
+            "enable_safety_checker": OptionRule(_BOOLEAN),
+            "safety_tolerance": OptionRule(_TEXT | _NUMBER),
+            "output_format": _enum("jpeg", "png"),
+            "acceleration": _enum("none", "regular", "high"),
+            "strength": _number(0, 1),
+        },
+    )
+
+
+def _replicate(model: str) -> ProviderCapabilities:
+    return ProviderCapabilities(
+        "replicate",
+        model,
+        known_model=True,
+        max_pixels=_WORKER_MAX_PIXELS,
+        options={
+            "seed": _SEED,
+            "negative_prompt": _NEGATIVE_PROMPT,
+            "num_inference_steps": OptionRule(_INTEGER, minimum=1),
+            "guidance": _number(),
+            "guidance_scale": _number(),
+            "output_format": _enum("webp", "jpg", "png"),
+            "output_quality": OptionRule(_INTEGER, minimum=0, maximum=100),
+            "safety_tolerance": OptionRule(_INTEGER, minimum=1, maximum=6),
+            "go_fast": OptionRule(_BOOLEAN),
+            "megapixels": OptionRule(_TEXT),
+            "prompt_upsampling": OptionRule(_BOOLEAN),
+            "prompt_strength": _number(0, 1),
+        },
+    )
+
+
+def _comfyui(model: str) -> ProviderCapabilities:
+    # The workflow and node map decide what is used: seed and negative prompt need their node
+    # map entries, reference images their `reference_image` nodes (checked when a job runs).
+    return ProviderCapabilities(
+        "comfyui",
+        model,
+        known_model=True,
+        max_pixels=_WORKER_MAX_PIXELS,
+        options={
+            "seed": _SEED,
+            "negative_prompt": _NEGATIVE_PROMPT,
+            "steps": OptionRule(_INTEGER, minimum=1),
+        },
+    )
+
+
+def _stable_diffusion(model: str) -> ProviderCapabilities:
+    return ProviderCapabilities(
+        "stable-diffusion",
+        model,
+        known_model=True,
+        max_pixels=_WORKER_MAX_PIXELS,
+        options={
+            "seed": _SEED,
+            "negative_prompt": _NEGATIVE_PROMPT,
+            "steps": OptionRule(_INTEGER, minimum=1),
+            "cfg_scale": _number(),
+            "sampler_name": _STRING,
+            "scheduler": _STRING,
+            "denoising_strength": _number(0, 1),
+            "subseed": OptionRule(_INTEGER),
+            "subseed_strength": _number(0, 1),
+            "restore_faces": OptionRule(_BOOLEAN),
+            "tiling": OptionRule(_BOOLEAN),
+            "enable_hr": OptionRule(_BOOLEAN),
+            "hr_scale": _number(),
+            "hr_upscaler": _STRING,
+            "hr_second_pass_steps": OptionRule(_INTEGER),
+            "distilled_cfg_scale": _number(),
+        },
+        max_reference_images=1,  # img2img repaints one init image
+    )
+
+
+_HOSTED_PROVIDERS: dict[str, Callable[[str], ProviderCapabilities]] = {
+    "openrouter": _openrouter,
+    "gemini": _gemini,
+    "stability": _stability,
+    "bfl": _bfl,
+    "workersai": _workersai,
+    "falai": _falai,
+    "replicate": _replicate,
+    "comfyui": _comfyui,
+    "stable-diffusion": _stable_diffusion,
+}

@@ -17,6 +17,7 @@ class Subject(StrEnum):
     GEN_STARTED = "gen.started"
     GEN_COMPLETED = "gen.completed"
     GEN_FAILED = "gen.failed"
+    GEN_PROGRESS = "gen.progress"  # provider progress of a running task, throttled by the worker
     MEDIA_LANDED = "media.landed"
     MEDIA_ASSIGNED = "media.assigned"
     PROFILES_CHANGED = "profiles.changed"
@@ -27,11 +28,18 @@ class Subject(StrEnum):
     PROFILES_CREDENTIALS = "profiles.query.credentials"
     QUOTA_RESERVE = "profiles.query.quota_reserve"
     QUOTA_RELEASE = "profiles.query.quota_release"
+    # Admin commands and audit reads for the gateway's Inkweld-compatible routes (ADR 0008).
+    PROFILES_CREATE = "profiles.command.create"
+    PROFILES_REPLACE = "profiles.command.replace"
+    PROFILES_DELETE = "profiles.command.delete"
+    AUDITS_LIST = "profiles.query.audits"
+    AUDITS_SUMMARY = "profiles.query.audit_summary"
     JOBS_GET = "jobs.query.get"
     JOBS_CANCEL = "jobs.command.cancel"
     JOBS_LIST = "jobs.query.list"
     MEDIA_GET = "media.query.get"
     MEDIA_LIST = "media.query.list"
+    MEDIA_ASSIGNMENTS = "media.query.assignments"
     CONTEXT_PREVIEW = "context.query.preview"
 
 
@@ -72,7 +80,8 @@ class StreamSpec:
 JOBS_STREAM = StreamSpec("ATELIER_JOBS", (Subject.JOBS_REQUESTED, Subject.JOBS_ENRICHED))
 TASKS_STREAM = StreamSpec("ATELIER_TASKS", ("gen.*.requested",), work_queue=True)
 RESULTS_STREAM = StreamSpec(
-    "ATELIER_RESULTS", (Subject.GEN_STARTED, Subject.GEN_COMPLETED, Subject.GEN_FAILED)
+    "ATELIER_RESULTS",
+    (Subject.GEN_STARTED, Subject.GEN_COMPLETED, Subject.GEN_FAILED, Subject.GEN_PROGRESS),
 )
 MEDIA_STREAM = StreamSpec("ATELIER_MEDIA", (Subject.MEDIA_LANDED, Subject.MEDIA_ASSIGNED))
 STATUS_STREAM = StreamSpec("ATELIER_STATUS", (JOB_STATUS_ALL,), max_age_s=24 * 3600)
@@ -92,11 +101,13 @@ class Durable(StrEnum):
     """Durable consumer names: processes sharing one durable split its messages."""
 
     CONTEXT_JOBS = "context-jobs-requested"
+    CONTEXT_JOBS_FINISHED = "context-jobs-finished"  # deletes a final job's staged references
     DISPATCH_JOBS_REQUESTED = "dispatch-jobs-requested"
     DISPATCH_JOBS_ENRICHED = "dispatch-jobs-enriched"
     DISPATCH_RESULTS = "dispatch-gen-results"
     DISPATCH_MEDIA_LANDED = "dispatch-media-landed"
     MEDIA_GEN_COMPLETED = "media-gen-completed"
+    MEDIA_ASSIGNED = "media-assigned"  # records covers and element images
     PROFILES_JOB_OUTCOMES = "profiles-job-outcomes"  # settles quotas, writes the audit
 
 

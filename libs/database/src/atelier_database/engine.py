@@ -14,7 +14,7 @@ from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 
-def _normalize(url: str) -> str:
+def normalize_url(url: str) -> str:
     """Accept the URLs operators write (`postgresql://`, `sqlite:///`) and pick async drivers."""
     if url.startswith("postgresql://") or url.startswith("postgres://"):
         return "postgresql+psycopg://" + url.split("://", 1)[1]
@@ -25,7 +25,7 @@ def _normalize(url: str) -> str:
 
 class Database:
     def __init__(self, url: str, *, echo: bool = False) -> None:
-        self.url = _normalize(url)
+        self.url = normalize_url(url)
         parsed = make_url(self.url)
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
         kwargs: dict[str, Any] = {"echo": echo}

@@ -50,6 +50,10 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"""
 Atelier is ready in {time.monotonic() - started:.1f} s.
+
+  Open the web page (signed in as the demo user; the token stays in that browser tab):
+    {info.gateway_url}/#token={info.user_token}
+
   gateway (app API)   {info.gateway_url}      docs: {info.gateway_url}/docs
   profiles (admin)    {info.admin_url}      docs: {info.admin_url}/docs
   NATS                {info.nats_url}

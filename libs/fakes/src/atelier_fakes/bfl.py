@@ -26,8 +26,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from PIL import Image, UnidentifiedImageError
 
+from atelier_fakes import _common
+from atelier_fakes._common import RecordedRequest, StoredFile
 from atelier_fakes.images import CONTENT_TYPES, render_image
-from atelier_fakes.openai import RecordedRequest, StoredFile, _hang, _parse_json
 
 MARKERS: dict[str, str] = {
     "request-moderated": "poll ends in `Request Moderated` (input flagged)",
@@ -82,34 +83,33 @@ class Task:
     pending_s: float
     markers: list[str]
     polls: int = 0
-    sample_id: str | None = None
+    sample_url: str | None = None
 
 
 @dataclass
-class FakeBFLState:
-    """Configuration and everything the fake saw; shared between the app and the test."""
-
+class FakeBFLState(_common.FakeState):
     api_key: str = "bfl-fake-key-00000000-0000-0000-0000"
     pending_s: float = 0.2
     slow_pending_s: float = 30.0
     url_ttl_s: float = 600.0  # "sample URLs expire after about 10 minutes"
     hang_s: float = 60.0
     retry_after_s: float = 2.0
-    submissions: list[RecordedRequest] = field(default_factory=list)
-    polls: list[RecordedRequest] = field(default_factory=list)
     downloads: list[RecordedRequest] = field(default_factory=list)
     tasks: dict[str, Task] = field(default_factory=dict)
     files: dict[str, StoredFile] = field(default_factory=dict)
 
     @property
+    def submissions(self) -> list[RecordedRequest]:
+        return [recorded for recorded in self.requests if recorded.method == "POST"]
+
+    @property
+    def polls(self) -> list[RecordedRequest]:
+        return [recorded for recorded in self.requests if recorded.method == "GET"]
+
+    @property
     def bodies(self) -> list[Any]:
         return [recorded.body for recorded in self.submissions]
 
-    def reset(self) -> None:
-        self.submissions.clear()
-        self.polls.clear()
-        self.downloads.clear()
-        self.tasks.clear()
         self.files.clear()
 
 
@@ -128,7 +128,7 @@ def create_bfl_fake(state: FakeBFLState | None = None) -> FastAPI:
 
     @app.get("/v1/get_result")
     async def get_result(request: Request, id: str = "") -> Response:
-        state.polls.append(RecordedRequest("GET", str(request.url), dict(request.headers), None))
+        state.requests.append(_common.record(request))
         try:
             _check_auth(request.headers.get("x-key"), state.api_key)
             return _poll(request, state, id)
@@ -137,10 +137,8 @@ def create_bfl_fake(state: FakeBFLState | None = None) -> FastAPI:
 
     @app.post("/v1/{model}")
     async def submit(model: str, request: Request) -> Response:
-        body = _parse_json(await request.body())
-        state.submissions.append(
-            RecordedRequest("POST", request.url.path, dict(request.headers), body)
-        )
+        body = await _common.json_body(request)
+        state.requests.append(_common.record(request, body))
         try:
             key = _check_auth(request.headers.get("x-key"), state.api_key)
             width, height = _validated(model, body)
@@ -148,18 +146,13 @@ def create_bfl_fake(state: FakeBFLState | None = None) -> FastAPI:
         except _Reject as reject:
             return _error(reject)
 
-    @app.get("/files/{file_id}")
-    async def get_file(file_id: str, request: Request) -> Response:
-        state.downloads.append(
-            RecordedRequest("GET", request.url.path, dict(request.headers), None)
-        )
-        stored = state.files.get(file_id)
-        if stored is None:
-            return Response("The specified blob does not exist.", status_code=404)
-        if time.time() >= stored.expires_at:
-            return Response("Signed expiry time has passed.", status_code=410)
-        return Response(stored.data, media_type=stored.content_type)
-
+    _common.serve_files(
+        app,
+        state.files,
+        state.downloads,
+        missing="The specified blob does not exist.",
+        expired="Signed expiry time has passed.",
+    )
     return app
 
 
@@ -268,11 +261,9 @@ async def _accept(
     key: str,
 ) -> Response:
     markers = _MARKER_RE.findall(body["prompt"])
-    for marker in markers:
-        if marker == "hang":
-            await _hang(request, state.hang_s)
-        else:
-            _raise_for_marker(marker, state, key)
+    await _common.hang_or_raise(
+        request, markers, state.hang_s, lambda marker: _raise_for_marker(marker, state, key)
+    )
     task = Task(
         id=str(uuid.uuid4()),
         model=model,
@@ -326,8 +317,7 @@ def _poll(request: Request, state: FakeBFLState, task_id: str) -> Response:
             return JSONResponse(
                 {"id": task.id, "status": _OUTCOMES[marker], "result": None, "details": details}
             )
-    if task.sample_id is None:
-        task.sample_id = uuid.uuid4().hex
+    if task.sample_url is None:
         if "garbage-image" in task.markers:
             data = b"<html>not an image</html>"
         else:
@@ -335,8 +325,15 @@ def _poll(request: Request, state: FakeBFLState, task_id: str) -> Response:
                 f"{task.prompt}#{task.seed}", task.width, task.height, task.output_format
             )
         expires = time.time() + (-1.0 if "expired-url" in task.markers else state.url_ttl_s)
-        state.files[task.sample_id] = StoredFile(data, CONTENT_TYPES[task.output_format], expires)
-    sample = f"{str(request.base_url).rstrip('/')}/files/{task.sample_id}?se=signed&sig=abc"
+        task.sample_url = _common.store_file(
+            state.files,
+            str(request.base_url),
+            data,
+            CONTENT_TYPES[task.output_format],
+            expires,
+            query="?se=signed&sig=abc",
+        )
+    sample = task.sample_url
     return JSONResponse(
         {
             "id": task.id,
@@ -386,33 +383,19 @@ def _error(reject: _Reject) -> JSONResponse:
 
 def add_cli(fakes: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """`python -m atelier_fakes bfl ...`"""
-    parser = fakes.add_parser(
+    _common.add_fake_parser(
+        fakes,
         "bfl",
         help="fake Black Forest Labs FLUX API (POST /v1/{model}, GET /v1/get_result)",
         description="Fake BFL submit-and-poll API with expiring sample URLs.",
-        epilog="failure markers (put them in the prompt):\n"
-        + "\n".join(f"  [bfl:{name}]  {what}" for name, what in MARKERS.items()),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=0, help="port; 0 picks a free one (default)")
-    parser.add_argument("--api-key", default=FakeBFLState.api_key, help="x-key to accept")
-    parser.add_argument(
-        "--pending", type=float, default=FakeBFLState.pending_s, help="seconds a task is Pending"
-    )
-    parser.add_argument(
-        "--url-ttl", type=float, default=FakeBFLState.url_ttl_s, help="seconds a sample URL lives"
-    )
-    parser.add_argument("--hang", type=float, default=FakeBFLState.hang_s)
-    parser.add_argument("--log-level", default="info", help="uvicorn log level (default info)")
-    parser.set_defaults(
+        markers=MARKERS,
+        state=FakeBFLState,
+        serve=create_bfl_fake,
         url_suffix="/v1",
-        make_app=lambda args: create_bfl_fake(
-            FakeBFLState(
-                api_key=args.api_key,
-                pending_s=args.pending,
-                url_ttl_s=args.url_ttl,
-                hang_s=args.hang,
-            )
-        ),
+        flags={
+            "api_key": ("--api-key", "x-key to accept"),
+            "pending_s": ("--pending", "seconds a task is Pending"),
+            "url_ttl_s": _common.URL_TTL,
+            "hang_s": _common.HANG,
+        },
     )

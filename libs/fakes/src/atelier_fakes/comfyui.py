@@ -31,8 +31,9 @@ from fastapi.responses import JSONResponse, Response
 from PIL import Image
 from starlette.datastructures import UploadFile
 
+from atelier_fakes import _common
+from atelier_fakes._common import RecordedRequest
 from atelier_fakes.images import render_image
-from atelier_fakes.openai import RecordedRequest
 
 MARKERS: dict[str, str] = {
     "execution-error": "the sampler raises mid-run: `execution_error` (torch.OutOfMemoryError)",
@@ -88,15 +89,12 @@ class QueuedPrompt:
 
 
 @dataclass
-class FakeComfyUIState:
-    """Configuration and everything the fake saw; shared between the app and the test."""
-
+class FakeComfyUIState(_common.FakeState):
     node_s: float = 0.01  # time each node takes
     step_s: float = 0.02  # time each sampler step takes
     history_lag_s: float = 0.3
     checkpoints: tuple[str, ...] = ("sd_xl_base_1.0.safetensors", "flux1-dev-fp8.safetensors")
     websocket_enabled: bool = True
-    requests: list[RecordedRequest] = field(default_factory=list)
     ws_connections: list[str] = field(default_factory=list)  # clientIds, in connection order
     # Everything below is the server's in-memory world; `restart()` empties it.
     pending: list[QueuedPrompt] = field(default_factory=list)
@@ -173,9 +171,9 @@ def _add_routes(app: FastAPI, state: FakeComfyUIState, prefix: str) -> None:
         try:
             body = await request.json()
         except ValueError:
-            state.requests.append(_record(request, raw.decode("utf-8", errors="replace")))
+            state.requests.append(_common.record(request, raw.decode("utf-8", errors="replace")))
             return Response("500: Internal Server Error", status_code=500)
-        state.requests.append(_record(request, body))
+        state.requests.append(_common.record(request, body))
         if not isinstance(body, dict) or "prompt" not in body:
             return JSONResponse(
                 {
@@ -218,7 +216,7 @@ def _add_routes(app: FastAPI, state: FakeComfyUIState, prefix: str) -> None:
 
     @app.get(f"{prefix}/history/{{prompt_id}}")
     async def get_history_entry(prompt_id: str, request: Request) -> Response:
-        state.requests.append(_record(request, None))
+        state.requests.append(_common.record(request))
         entry = state.history.get(prompt_id)
         if entry is None or time.time() < entry.get("_visible_at", 0):
             return JSONResponse({})
@@ -226,7 +224,7 @@ def _add_routes(app: FastAPI, state: FakeComfyUIState, prefix: str) -> None:
 
     @app.get(f"{prefix}/history")
     async def get_history(request: Request, max_items: int | None = None) -> Response:
-        state.requests.append(_record(request, None))
+        state.requests.append(_common.record(request))
         now = time.time()
         items = [(k, v) for k, v in state.history.items() if now >= v.get("_visible_at", 0)]
         if max_items is not None:
@@ -235,7 +233,7 @@ def _add_routes(app: FastAPI, state: FakeComfyUIState, prefix: str) -> None:
 
     @app.get(f"{prefix}/queue")
     async def get_queue(request: Request) -> Response:
-        state.requests.append(_record(request, None))
+        state.requests.append(_common.record(request))
         running = [_queue_item(state.running)] if state.running else []
         return JSONResponse(
             {"queue_running": running, "queue_pending": [_queue_item(p) for p in state.pending]}
@@ -244,7 +242,7 @@ def _add_routes(app: FastAPI, state: FakeComfyUIState, prefix: str) -> None:
     @app.post(f"{prefix}/queue")
     async def post_queue(request: Request) -> Response:
         body = await request.json()
-        state.requests.append(_record(request, body))
+        state.requests.append(_common.record(request, body))
         if isinstance(body, dict) and body.get("clear"):
             state.pending.clear()
         if isinstance(body, dict) and isinstance(body.get("delete"), list):
@@ -261,7 +259,7 @@ def _add_routes(app: FastAPI, state: FakeComfyUIState, prefix: str) -> None:
                 body = await request.json()
             except ValueError:
                 body = None
-        state.requests.append(_record(request, body))
+        state.requests.append(_common.record(request, body))
         wanted = body.get("prompt_id") if isinstance(body, dict) else None
         if state.running is not None and wanted in (None, state.running.prompt_id):
             state.interrupt_requested = True
@@ -271,7 +269,9 @@ def _add_routes(app: FastAPI, state: FakeComfyUIState, prefix: str) -> None:
     async def upload_image(request: Request) -> Response:
         form = await request.form()
         image = form.get("image")
-        state.requests.append(_record(request, {k: v for k, v in form.items() if k != "image"}))
+        state.requests.append(
+            _common.record(request, {k: v for k, v in form.items() if k != "image"})
+        )
         if not isinstance(image, UploadFile) or not image.filename:
             return Response(status_code=400)
         data = await image.read()
@@ -289,7 +289,7 @@ def _add_routes(app: FastAPI, state: FakeComfyUIState, prefix: str) -> None:
     async def view(
         request: Request, filename: str, subfolder: str = "", type: str = "output"
     ) -> Response:
-        state.requests.append(_record(request, None))
+        state.requests.append(_common.record(request))
         if ".." in filename or ".." in subfolder:
             return Response(status_code=400)
         if type == "input":
@@ -299,11 +299,6 @@ def _add_routes(app: FastAPI, state: FakeComfyUIState, prefix: str) -> None:
         if data is None:
             return Response(status_code=404)
         return Response(data, media_type="image/png")
-
-
-def _record(request: Request, body: Any) -> RecordedRequest:
-    path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    return RecordedRequest(request.method, path, dict(request.headers), body)
 
 
 def _markers(graph: Any) -> frozenset[str]:
@@ -678,34 +673,20 @@ def _now_ms() -> int:
 
 def add_cli(fakes: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """`python -m atelier_fakes comfyui ...`"""
-    parser = fakes.add_parser(
+    _common.add_fake_parser(
+        fakes,
         "comfyui",
         help="fake ComfyUI server (/prompt, /ws, /history, /view, /upload/image, /queue)",
         description="Fake ComfyUI: validates API-format workflows, runs them one at a time "
         "with websocket events, keeps history in memory.",
-        epilog="failure markers (put them in any string input, e.g. the prompt text):\n"
-        + "\n".join(f"  [comfyui:{name}]  {what}" for name, what in MARKERS.items()),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=0, help="port; 0 picks a free one (default)")
-    parser.add_argument(
-        "--step-time", type=float, default=FakeComfyUIState.step_s, help="seconds per step"
-    )
-    parser.add_argument(
-        "--node-time", type=float, default=FakeComfyUIState.node_s, help="seconds per node"
-    )
-    parser.add_argument(
-        "--no-websocket", action="store_true", help="refuse /ws (clients must poll history)"
-    )
-    parser.add_argument("--log-level", default="info", help="uvicorn log level (default info)")
-    parser.set_defaults(
+        markers=MARKERS,
+        where="in any string input, e.g. the prompt text",
+        state=FakeComfyUIState,
+        serve=create_comfyui_fake,
         url_suffix="",
-        make_app=lambda args: create_comfyui_fake(
-            FakeComfyUIState(
-                step_s=args.step_time,
-                node_s=args.node_time,
-                websocket_enabled=not args.no_websocket,
-            )
-        ),
+        flags={
+            "step_s": ("--step-time", "seconds per step"),
+            "node_s": ("--node-time", "seconds per node"),
+            "websocket_enabled": ("--websocket", "serve /ws (without it clients poll history)"),
+        },
     )

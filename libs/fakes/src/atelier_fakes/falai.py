@@ -22,8 +22,9 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
+from atelier_fakes import _common
+from atelier_fakes._common import RecordedRequest, StoredFile
 from atelier_fakes.images import CONTENT_TYPES, render_image
-from atelier_fakes.openai import RecordedRequest, StoredFile
 
 MARKERS: dict[str, str] = {
     "401": "submit answers 401, whatever the key",
@@ -80,9 +81,7 @@ class FalJob:
 
 
 @dataclass
-class FakeFalState:
-    """Configuration and everything the fake saw; shared between the app and the test."""
-
+class FakeFalState(_common.FakeState):
     api_key: str = "fal-fake-key-id:fake-secret-0000"
     queue_s: float = 0.2  # time a request spends IN_QUEUE
     run_s: float = 0.2  # then IN_PROGRESS
@@ -90,7 +89,6 @@ class FakeFalState:
     result_ttl_s: float = 360.0  # fal keeps results of 10 KB or more for 6 minutes
     url_ttl_s: float = 3600.0
     retry_after_s: float = 2.0
-    requests: list[RecordedRequest] = field(default_factory=list)
     downloads: list[RecordedRequest] = field(default_factory=list)
     jobs: dict[str, FalJob] = field(default_factory=dict)
     files: dict[str, StoredFile] = field(default_factory=dict)
@@ -99,10 +97,6 @@ class FakeFalState:
     def submissions(self) -> list[RecordedRequest]:
         return [recorded for recorded in self.requests if recorded.method == "POST"]
 
-    def reset(self) -> None:
-        self.requests.clear()
-        self.downloads.clear()
-        self.jobs.clear()
         self.files.clear()
 
 
@@ -112,19 +106,11 @@ def create_falai_fake(state: FakeFalState | None = None) -> FastAPI:
     app = FastAPI(title="Fake fal.ai queue API", docs_url=None, redoc_url=None)
     app.state.fake = state
 
-    @app.get("/files/{file_id}")
-    async def get_file(file_id: str, request: Request) -> Response:
-        state.downloads.append(_record(request, None))
-        stored = state.files.get(file_id)
-        if stored is None:
-            return Response("Not Found", status_code=404)
-        if time.time() >= stored.expires_at:
-            return Response("This link has expired.", status_code=410)
-        return Response(stored.data, media_type=stored.content_type)
+    _common.serve_files(app, state.files, state.downloads)
 
     @app.get("/{app_path:path}/requests/{request_id}/status")
     async def get_status(app_path: str, request_id: str, request: Request) -> Response:
-        state.requests.append(_record(request, None))
+        state.requests.append(_common.record(request))
         if (denied := _check_auth(request, state)) is not None:
             return denied
         job = _job_for(state, app_path, request_id)
@@ -139,7 +125,7 @@ def create_falai_fake(state: FakeFalState | None = None) -> FastAPI:
 
     @app.get("/{app_path:path}/requests/{request_id}")
     async def get_result(app_path: str, request_id: str, request: Request) -> Response:
-        state.requests.append(_record(request, None))
+        state.requests.append(_common.record(request))
         if (denied := _check_auth(request, state)) is not None:
             return denied
         job = _job_for(state, app_path, request_id)
@@ -156,7 +142,7 @@ def create_falai_fake(state: FakeFalState | None = None) -> FastAPI:
 
     @app.put("/{app_path:path}/requests/{request_id}/cancel")
     async def cancel(app_path: str, request_id: str, request: Request) -> Response:
-        state.requests.append(_record(request, None))
+        state.requests.append(_common.record(request))
         if (denied := _check_auth(request, state)) is not None:
             return denied
         job = _job_for(state, app_path, request_id)
@@ -169,15 +155,15 @@ def create_falai_fake(state: FakeFalState | None = None) -> FastAPI:
 
     @app.post("/{model_path:path}")
     async def submit(model_path: str, request: Request) -> Response:
-        body = await _json_body(request)
-        state.requests.append(_record(request, body))
+        body = await _common.json_body(request)
+        state.requests.append(_common.record(request, body))
         if (denied := _check_auth(request, state)) is not None:
             return denied
         segments = [part for part in model_path.split("/") if part]
         if len(segments) < 2:
             return _detail(404, f"Application '{model_path}' not found")
         if not isinstance(body, dict):
-            return _validation("body", "Input should be a valid dictionary", "dict_type")
+            return _common.unprocessable("body", "Input should be a valid dictionary", "dict_type")
         prompt = body.get("prompt")
         markers = frozenset(_MARKER_RE.findall(prompt)) if isinstance(prompt, str) else frozenset()
         if (scripted := _scripted_submit(markers, state)) is not None:
@@ -207,18 +193,6 @@ def create_falai_fake(state: FakeFalState | None = None) -> FastAPI:
         )
 
     return app
-
-
-def _record(request: Request, body: Any) -> RecordedRequest:
-    path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    return RecordedRequest(request.method, path, dict(request.headers), body)
-
-
-async def _json_body(request: Request) -> Any:
-    try:
-        return await request.json()
-    except ValueError:
-        return (await request.body()).decode("utf-8", errors="replace")
 
 
 def _check_auth(request: Request, state: FakeFalState) -> Response | None:
@@ -269,7 +243,7 @@ def _scripted_submit(markers: frozenset[str], state: FakeFalState) -> Response |
     if "500" in markers:
         return _detail(500, "Internal Server Error")
     if "422" in markers:
-        return _validation(
+        return _common.unprocessable(
             "image_size", "Input should be 'square_hd', 'square', ... or an object", "enum"
         )
     return None
@@ -279,27 +253,29 @@ def _validate_input(body: dict[str, Any]) -> Response | None:
     """The checks a fal FLUX app makes (unknown fields are ignored, as pydantic does there)."""
     prompt = body.get("prompt")
     if not isinstance(prompt, str) or not prompt:
-        return _validation("prompt", "Field required", "missing")
+        return _common.unprocessable("prompt", "Field required", "missing")
     num_images = body.get("num_images", 1)
     if isinstance(num_images, bool) or not isinstance(num_images, int):
-        return _validation("num_images", "Input should be a valid integer", "int_type")
+        return _common.unprocessable("num_images", "Input should be a valid integer", "int_type")
     if not 1 <= num_images <= _MAX_IMAGES:
-        return _validation(
+        return _common.unprocessable(
             "num_images", f"Input should be less than or equal to {_MAX_IMAGES}", "less_than_equal"
         )
     if _dimensions(body) is None:
-        return _validation(
+        return _common.unprocessable(
             "image_size", "Input should be a preset name or {width, height} up to 4096", "enum"
         )
     seed = body.get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        return _validation("seed", "Input should be a valid integer", "int_type")
+        return _common.unprocessable("seed", "Input should be a valid integer", "int_type")
     for key in ("image_urls", "image_url"):
         value = body.get(key)
         urls = value if isinstance(value, list) else [value] if value is not None else []
         for url in urls:
             if not isinstance(url, str) or not url.startswith(("data:image/", "http")):
-                return _validation(key, "Input should be a valid URL or data URI", "url_parsing")
+                return _common.unprocessable(
+                    key, "Input should be a valid URL or data URI", "url_parsing"
+                )
     return None
 
 
@@ -364,11 +340,12 @@ async def _render_result(job: FalJob, state: FakeFalState, request: Request) -> 
     for data in rendered:
         if "garbage-image" in markers:
             data = b"<html><body>Access denied</body></html>"
-        file_id = uuid.uuid4().hex
-        state.files[file_id] = StoredFile(data, CONTENT_TYPES[output_format], expires_at)
+        url = _common.store_file(
+            state.files, str(request.base_url), data, CONTENT_TYPES[output_format], expires_at
+        )
         images.append(
             {
-                "url": f"{str(request.base_url).rstrip('/')}/files/{file_id}",
+                "url": url,
                 "width": width,
                 "height": height,
                 "content_type": CONTENT_TYPES[output_format],
@@ -387,45 +364,23 @@ def _detail(status: int, message: str, headers: dict[str, str] | None = None) ->
     return JSONResponse({"detail": message}, status_code=status, headers=headers)
 
 
-def _validation(field_name: str, message: str, error_type: str) -> JSONResponse:
-    return JSONResponse(
-        {"detail": [{"loc": ["body", field_name], "msg": message, "type": error_type}]},
-        status_code=422,
-    )
-
-
 def add_cli(fakes: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """`python -m atelier_fakes falai ...`"""
-    parser = fakes.add_parser(
+    _common.add_fake_parser(
+        fakes,
         "falai",
         help="fake fal.ai queue API (POST /{owner}/{app}, status, result, cancel)",
         description="Fake fal.ai queue API: IN_QUEUE → IN_PROGRESS → COMPLETED, expiring "
         "results and media URLs.",
-        epilog="failure markers (put them in the prompt):\n"
-        + "\n".join(f"  [falai:{name}]  {what}" for name, what in MARKERS.items()),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=0, help="port; 0 picks a free one (default)")
-    parser.add_argument("--api-key", default=FakeFalState.api_key, help="`Key` to accept")
-    parser.add_argument("--queue", type=float, default=FakeFalState.queue_s, help="seconds queued")
-    parser.add_argument("--run", type=float, default=FakeFalState.run_s, help="seconds running")
-    parser.add_argument(
-        "--result-ttl", type=float, default=FakeFalState.result_ttl_s, help="seconds results live"
-    )
-    parser.add_argument(
-        "--url-ttl", type=float, default=FakeFalState.url_ttl_s, help="seconds media URLs live"
-    )
-    parser.add_argument("--log-level", default="info", help="uvicorn log level (default info)")
-    parser.set_defaults(
+        markers=MARKERS,
+        state=FakeFalState,
+        serve=create_falai_fake,
         url_suffix="",
-        make_app=lambda args: create_falai_fake(
-            FakeFalState(
-                api_key=args.api_key,
-                queue_s=args.queue,
-                run_s=args.run,
-                result_ttl_s=args.result_ttl,
-                url_ttl_s=args.url_ttl,
-            )
-        ),
+        flags={
+            "api_key": ("--api-key", "`Key` to accept"),
+            "queue_s": ("--queue", "seconds queued"),
+            "run_s": ("--run", "seconds running"),
+            "result_ttl_s": ("--result-ttl", "seconds results live"),
+            "url_ttl_s": _common.URL_TTL,
+        },
     )

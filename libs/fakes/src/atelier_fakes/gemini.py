@@ -16,14 +16,14 @@ import base64
 import binascii
 import re
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
+from atelier_fakes import _common
 from atelier_fakes.images import render_image
-from atelier_fakes.openai import RecordedRequest, _hang, _parse_json
 
 MARKERS: dict[str, str] = {
     "block-prompt": "200 with promptFeedback.blockReason PROHIBITED_CONTENT and no candidates",
@@ -43,7 +43,7 @@ MARKERS: dict[str, str] = {
     "503": "503 UNAVAILABLE (model overloaded)",
     "504": "504 DEADLINE_EXCEEDED",
     "garbage-image": "200 whose inlineData is not an image",
-    "hang": "answer only after `hang_s` seconds (or never, if the client gives up)",
+    "hang": _common.HANG_MARKER,
 }
 _MARKER_RE = re.compile(r"\[gemini:([a-z0-9\-]+)\]")
 
@@ -72,22 +72,12 @@ _ERROR_INFO = "type.googleapis.com/google.rpc.ErrorInfo"
 
 
 @dataclass
-class FakeGeminiState:
-    """Configuration and everything the fake saw; shared between the app and the test."""
-
+class FakeGeminiState(_common.FakeState):
     api_key: str = "AIzaFakeGeminiKey-000000000000000000"
     hang_s: float = 60.0
     delay_s: float = 0.0  # added before every answer, to model generation time
     retry_delay_s: float = 2.0
     max_reference_images: int = 14
-    requests: list[RecordedRequest] = field(default_factory=list)
-
-    @property
-    def bodies(self) -> list[Any]:
-        return [recorded.body for recorded in self.requests]
-
-    def reset(self) -> None:
-        self.requests.clear()
 
 
 class _Reject(Exception):
@@ -107,10 +97,8 @@ def create_gemini_fake(state: FakeGeminiState | None = None) -> FastAPI:
 
     @app.post("/v1beta/models/{model_and_method}")
     async def generate_content(model_and_method: str, request: Request) -> Response:
-        body = _parse_json(await request.body())
-        state.requests.append(
-            RecordedRequest("POST", request.url.path, dict(request.headers), body)
-        )
+        body = await _common.json_body(request)
+        state.requests.append(_common.record(request, body))
         try:
             model, _, method = model_and_method.partition(":")
             if method != "generateContent":
@@ -260,7 +248,7 @@ async def _answer(
     thought = False
     for marker in _MARKER_RE.findall(prompt):
         if marker == "hang":
-            await _hang(request, state.hang_s)
+            await _common.hang(request, state.hang_s)
         elif marker == "thought-image":
             thought = True
         else:
@@ -396,23 +384,14 @@ def _error(reject: _Reject) -> JSONResponse:
 
 def add_cli(fakes: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """`python -m atelier_fakes gemini ...`"""
-    parser = fakes.add_parser(
+    _common.add_fake_parser(
+        fakes,
         "gemini",
         help="fake Gemini API (POST /v1beta/models/{model}:generateContent)",
         description="Fake Gemini generateContent for image models, safety outcomes included.",
-        epilog="failure markers (put them in the prompt):\n"
-        + "\n".join(f"  [gemini:{name}]  {what}" for name, what in MARKERS.items()),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=0, help="port; 0 picks a free one (default)")
-    parser.add_argument("--api-key", default=FakeGeminiState.api_key, help="key to accept")
-    parser.add_argument("--delay", type=float, default=0.0, help="seconds before each answer")
-    parser.add_argument("--hang", type=float, default=FakeGeminiState.hang_s)
-    parser.add_argument("--log-level", default="info", help="uvicorn log level (default info)")
-    parser.set_defaults(
+        markers=MARKERS,
+        state=FakeGeminiState,
+        serve=create_gemini_fake,
         url_suffix="/v1beta",
-        make_app=lambda args: create_gemini_fake(
-            FakeGeminiState(api_key=args.api_key, delay_s=args.delay, hang_s=args.hang)
-        ),
+        flags={"api_key": _common.API_KEY, "delay_s": _common.DELAY, "hang_s": _common.HANG},
     )

@@ -10,6 +10,7 @@ e.g. "a cat [openai:429]"; see `MARKERS`.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
 import json
@@ -28,6 +29,8 @@ from jsonschema import Draft202012Validator, ValidationError
 from jsonschema.exceptions import best_match
 from starlette.datastructures import FormData, UploadFile
 
+from atelier_fakes import _common
+from atelier_fakes._common import RecordedRequest, StoredFile
 from atelier_fakes.images import CONTENT_TYPES, render_image
 
 log = logging.getLogger(__name__)
@@ -52,7 +55,7 @@ MARKERS: dict[str, str] = {
     "bad-size": "400 invalid_value for param size",
     "empty": "200 with `data: []`",
     "garbage-image": "200 whose b64_json is not an image",
-    "hang": "answer only after `hang_s` seconds (or never, if the client gives up)",
+    "hang": _common.HANG_MARKER,
     "expired-url": "200 with a url that has already expired (GET → 410)",
 }
 _MARKER_RE = re.compile(r"\[openai:([a-z0-9\-]+)\]")
@@ -67,14 +70,6 @@ _GPT_PROMPT_LIMIT = 32000
 _SIZE_RE = re.compile(r"^(\d+)x(\d+)$")
 # ImagesResponse only allows these values in its echo of size and quality.
 _RESPONSE_SIZES = ("1024x1024", "1024x1536", "1536x1024")
-
-
-@dataclass
-class RecordedRequest:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: Any  # parsed JSON, or the raw text when it did not parse
 
 
 @dataclass
@@ -94,36 +89,16 @@ class RecordedEdit:
 
 
 @dataclass
-class StoredFile:
-    data: bytes
-    content_type: str
-    expires_at: float
-
-
-@dataclass
-class FakeOpenAIState:
-    """Configuration and everything the fake saw; shared between the app and the test."""
-
+class FakeOpenAIState(_common.FakeState):
     api_key: str = "sk-fake-openai-test-key-0000"
     spec_path: Path | None = DEFAULT_SPEC_PATH
     url_ttl_s: float = 3600.0  # DALL·E URLs live 60 minutes
     hang_s: float = 60.0
     retry_after_s: float = 2.0
     retry_after_ms: int = 1500
-    requests: list[RecordedRequest] = field(default_factory=list)  # POSTs to the API
     downloads: list[RecordedRequest] = field(default_factory=list)  # GETs of result URLs
     files: dict[str, StoredFile] = field(default_factory=dict)
     edits: list[RecordedEdit] = field(default_factory=list)  # POSTs to /images/edits
-
-    @property
-    def bodies(self) -> list[Any]:
-        return [recorded.body for recorded in self.requests]
-
-    def reset(self) -> None:
-        self.requests.clear()
-        self.downloads.clear()
-        self.files.clear()
-        self.edits.clear()
 
 
 class _Reject(Exception):
@@ -158,11 +133,8 @@ def create_openai_fake(state: FakeOpenAIState | None = None) -> FastAPI:
     @app.post("/v1/images/generations")
     async def create_image(request: Request) -> Response:
         request_id = f"req_{uuid.uuid4().hex}"
-        raw = await request.body()
-        body = _parse_json(raw)
-        state.requests.append(
-            RecordedRequest("POST", request.url.path, dict(request.headers), body)
-        )
+        body = await _common.json_body(request)
+        state.requests.append(_common.record(request, body))
         try:
             _check_auth(request.headers.get("authorization"), state.api_key)
             checked = _validated(body, validator, known_params)
@@ -190,18 +162,9 @@ def create_openai_fake(state: FakeOpenAIState | None = None) -> FastAPI:
         except _Reject as reject:
             return _error_response(reject, request_id)
 
-    @app.get("/files/{file_id}")
-    async def get_file(file_id: str, request: Request) -> Response:
-        state.downloads.append(
-            RecordedRequest("GET", request.url.path, dict(request.headers), None)
-        )
-        stored = state.files.get(file_id)
-        if stored is None:
-            return Response("The specified blob does not exist.", status_code=404)
-        if time.time() >= stored.expires_at:
-            return Response("This link has expired.", status_code=410)
-        return Response(stored.data, media_type=stored.content_type)
-
+    _common.serve_files(
+        app, state.files, state.downloads, missing="The specified blob does not exist."
+    )
     return app
 
 
@@ -323,13 +286,6 @@ def _check_edit_images(model: str, images: list[ReceivedImage]) -> None:
         raise _Reject(400, "dall-e-2 edits take exactly one image.", param="image")
 
 
-def _parse_json(raw: bytes) -> Any:
-    try:
-        return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return raw.decode("utf-8", errors="replace")
-
-
 def _check_auth(header: str | None, api_key: str) -> None:
     if not header or not header.startswith("Bearer ") or not header[7:].strip():
         raise _Reject(
@@ -375,9 +331,28 @@ def _validated(
     return body
 
 
+# JSON Schema keyword → OpenAI's error code and message for a value that breaks it.
+_SCHEMA_ERRORS = {
+    "minimum": (
+        "integer_below_min_value",
+        "Invalid '{param}': integer below minimum value. Expected a value >= {limit}, but got "
+        "{value} instead.",
+    ),
+    "maximum": (
+        "integer_above_max_value",
+        "Invalid '{param}': integer above maximum value. Expected a value <= {limit}, but got "
+        "{value} instead.",
+    ),
+    "enum": ("invalid_value", "Invalid value: {value!r}. Supported values are: {supported}."),
+    "type": (
+        "invalid_type",
+        "Invalid type for '{param}': expected {limit}, but got {kind} instead.",
+    ),
+}
+
+
 def _schema_rejection(error: ValidationError) -> _Reject:
     param = ".".join(str(part) for part in error.absolute_path) or None
-    value = error.instance
     if error.validator == "required":
         missing = next(k for k in error.validator_value if k not in error.instance)
         return _Reject(
@@ -386,39 +361,21 @@ def _schema_rejection(error: ValidationError) -> _Reject:
             param=missing,
             code="missing_required_parameter",
         )
-    if error.validator == "minimum":
-        return _Reject(
-            400,
-            f"Invalid '{param}': integer below minimum value. Expected a value >= "
-            f"{error.validator_value}, but got {value} instead.",
-            param=param,
-            code="integer_below_min_value",
-        )
-    if error.validator == "maximum":
-        return _Reject(
-            400,
-            f"Invalid '{param}': integer above maximum value. Expected a value <= "
-            f"{error.validator_value}, but got {value} instead.",
-            param=param,
-            code="integer_above_max_value",
-        )
-    if error.validator == "enum":
-        supported = ", ".join(repr(v) for v in error.validator_value if v is not None)
-        return _Reject(
-            400,
-            f"Invalid value: {value!r}. Supported values are: {supported}.",
-            param=param,
-            code="invalid_value",
-        )
-    if error.validator == "type":
-        return _Reject(
-            400,
-            f"Invalid type for '{param}': expected {error.validator_value}, but got "
-            f"{type(value).__name__} instead.",
-            param=param,
-            code="invalid_type",
-        )
-    return _Reject(400, f"Invalid '{param}': {error.message}", param=param, code="invalid_value")
+    code, template = _SCHEMA_ERRORS.get(
+        str(error.validator), ("invalid_value", "Invalid '{param}': {message}")
+    )
+    limit = error.validator_value
+    message = template.format(
+        param=param,
+        value=error.instance,
+        limit=limit,
+        kind=type(error.instance).__name__,
+        supported=", ".join(repr(v) for v in limit if v is not None)
+        if error.validator == "enum"
+        else "",
+        message=error.message,
+    )
+    return _Reject(400, message, param=param, code=code)
 
 
 async def _answer(
@@ -429,7 +386,7 @@ async def _answer(
     expire_now = False
     for marker in _MARKER_RE.findall(prompt):
         if marker == "hang":
-            await _hang(request, state.hang_s)
+            await _common.hang(request, state.hang_s)
         elif marker == "expired-url":
             expire_now = True
         else:
@@ -600,15 +557,6 @@ def _size_rejection(size: str, supported: tuple[str, ...]) -> _Reject:
     )
 
 
-async def _hang(request: Request, seconds: float) -> None:
-    """Stall like an overloaded provider, but stop early once the client has given up."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if await request.is_disconnected():
-            return
-        await asyncio.sleep(0.05)
-
-
 async def _success(
     request: Request,
     body: dict[str, Any],
@@ -639,7 +587,13 @@ async def _success(
         item: dict[str, Any] = {}
         if wants_url:
             expires_at = time.time() + (-1.0 if expire_now else state.url_ttl_s)
-            item["url"] = _store(state, image, CONTENT_TYPES[output_format], expires_at, request)
+            item["url"] = _common.store_file(
+                state.files,
+                str(request.base_url),
+                image,
+                CONTENT_TYPES[output_format],
+                expires_at,
+            )
         else:
             item["b64_json"] = base64.b64encode(image).decode("ascii")
         if model == "dall-e-3":
@@ -687,14 +641,6 @@ def _gpt_image_extras(
     return extras
 
 
-def _store(
-    state: FakeOpenAIState, data: bytes, content_type: str, expires_at: float, request: Request
-) -> str:
-    file_id = uuid.uuid4().hex
-    state.files[file_id] = StoredFile(data, content_type, expires_at)
-    return f"{str(request.base_url).rstrip('/')}/files/{file_id}"
-
-
 def _json(status: int, payload: dict[str, Any], request_id: str) -> JSONResponse:
     return JSONResponse(payload, status_code=status, headers={"x-request-id": request_id})
 
@@ -703,3 +649,24 @@ def _error_response(reject: _Reject, request_id: str) -> JSONResponse:
     response = _json(reject.status, {"error": reject.error}, request_id)
     response.headers.update(reject.headers)
     return response
+
+
+def add_cli(fakes: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`python -m atelier_fakes openai ...`"""
+    _common.add_fake_parser(
+        fakes,
+        "openai",
+        help="fake OpenAI Images API (POST /v1/images/generations)",
+        description="Fake OpenAI Images API on /v1, validating bodies against OpenAI's "
+        "OpenAPI document.",
+        markers=MARKERS,
+        state=FakeOpenAIState,
+        serve=create_openai_fake,
+        url_suffix="/v1",
+        flags={
+            "api_key": ("--api-key", "bearer key to accept"),
+            "spec_path": ("--spec", "OpenAI OpenAPI document to validate bodies against"),
+            "url_ttl_s": _common.URL_TTL,
+            "hang_s": _common.HANG,
+        },
+    )

@@ -23,9 +23,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
+from atelier_fakes import _common
+from atelier_fakes._common import RecordedRequest, StoredFile
 from atelier_fakes.gemini import SIZES_1K, TIERS
 from atelier_fakes.images import render_image
-from atelier_fakes.openai import RecordedRequest, StoredFile, _hang, _parse_json
 
 MARKERS: dict[str, str] = {
     "200-error": "chat: 200 whose choice has finish_reason error and an `error` object (502)",
@@ -49,7 +50,7 @@ MARKERS: dict[str, str] = {
     "503": "503 no provider meets your routing requirements",
     "524": "524 upstream timed out (Cloudflare)",
     "529": "529 provider overloaded",
-    "hang": "answer only after `hang_s` seconds (or never, if the client gives up)",
+    "hang": _common.HANG_MARKER,
 }
 _MARKER_RE = re.compile(r"\[openrouter:([a-z0-9\-]+)\]")
 _IMAGE_ONLY_PREFIXES = ("black-forest-labs/", "sourceful/")
@@ -80,27 +81,15 @@ _DATA_URL_RE = re.compile(r"^data:image/[\w.+-]+;base64,(.+)$", re.S)
 
 
 @dataclass
-class FakeOpenRouterState:
-    """Configuration and everything the fake saw; shared between the app and the test."""
-
+class FakeOpenRouterState(_common.FakeState):
     api_key: str = "sk-or-v1-fake-openrouter-key-0000"
     hang_s: float = 60.0
     delay_s: float = 0.0
     retry_after_s: float = 2.0
     reset_in_s: float = 5.0  # how far ahead [openrouter:429-reset] puts X-RateLimit-Reset
     url_ttl_s: float = 600.0
-    requests: list[RecordedRequest] = field(default_factory=list)
     downloads: list[RecordedRequest] = field(default_factory=list)
     files: dict[str, StoredFile] = field(default_factory=dict)
-
-    @property
-    def bodies(self) -> list[Any]:
-        return [recorded.body for recorded in self.requests]
-
-    def reset(self) -> None:
-        self.requests.clear()
-        self.downloads.clear()
-        self.files.clear()
 
 
 class _Reject(Exception):
@@ -138,24 +127,13 @@ def create_openrouter_fake(state: FakeOpenRouterState | None = None) -> FastAPI:
     async def images(request: Request) -> Response:
         return await _handle(request, state, _images)
 
-    @app.get("/files/{file_id}")
-    async def get_file(file_id: str, request: Request) -> Response:
-        state.downloads.append(
-            RecordedRequest("GET", request.url.path, dict(request.headers), None)
-        )
-        stored = state.files.get(file_id)
-        if stored is None:
-            return Response("Not found", status_code=404)
-        if time.time() >= stored.expires_at:
-            return Response("This link has expired.", status_code=410)
-        return Response(stored.data, media_type=stored.content_type)
-
+    _common.serve_files(app, state.files, state.downloads, missing="Not found")
     return app
 
 
 async def _handle(request: Request, state: FakeOpenRouterState, answer: Any) -> Response:
-    body = _parse_json(await request.body())
-    state.requests.append(RecordedRequest("POST", request.url.path, dict(request.headers), body))
+    body = await _common.json_body(request)
+    state.requests.append(_common.record(request, body))
     try:
         given = _check_auth(request.headers.get("authorization"), state.api_key)
         if not isinstance(body, dict):
@@ -196,11 +174,9 @@ async def _chat(
     image_config = body.get("image_config") or {}
     ratio, tier = _ratio_tier(image_config.get("aspect_ratio"), image_config.get("image_size"))
     markers = _MARKER_RE.findall(prompt)
-    for marker in markers:
-        if marker == "hang":
-            await _hang(request, state.hang_s)
-        else:
-            _raise_for_marker(marker, model, state, key)
+    await _common.hang_or_raise(
+        request, markers, state.hang_s, lambda marker: _raise_for_marker(marker, model, state, key)
+    )
     if "200-error" in markers:
         return _chat_answer(
             model,
@@ -250,11 +226,9 @@ async def _images(
         _decode_data_url(url)
     ratio, tier = _ratio_tier(body.get("aspect_ratio"), body.get("resolution"))
     markers = _MARKER_RE.findall(prompt)
-    for marker in markers:
-        if marker == "hang":
-            await _hang(request, state.hang_s)
-        else:
-            _raise_for_marker(marker, model, state, key)
+    await _common.hang_or_raise(
+        request, markers, state.hang_s, lambda marker: _raise_for_marker(marker, model, state, key)
+    )
     if "200-error-top" in markers:
         return _top_level_error_200()
     if "empty" in markers:
@@ -342,9 +316,9 @@ async def _image_url(
     image = await asyncio.to_thread(render_image, prompt, width, height)
     if "url-result" in markers or "expired-url" in markers:
         expires_at = time.time() + (-1.0 if "expired-url" in markers else state.url_ttl_s)
-        file_id = uuid.uuid4().hex
-        state.files[file_id] = StoredFile(image, "image/png", expires_at)
-        return f"{str(request.base_url).rstrip('/')}/files/{file_id}"
+        return _common.store_file(
+            state.files, str(request.base_url), image, "image/png", expires_at
+        )
     return "data:image/png;base64," + base64.b64encode(image).decode("ascii")
 
 
@@ -452,23 +426,14 @@ def _raise_for_marker(marker: str, model: str, state: FakeOpenRouterState, key: 
 
 def add_cli(fakes: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """`python -m atelier_fakes openrouter ...`"""
-    parser = fakes.add_parser(
+    _common.add_fake_parser(
+        fakes,
         "openrouter",
         help="fake OpenRouter (POST /api/v1/chat/completions and /api/v1/images)",
         description="Fake OpenRouter chat completions (image modalities) and images API.",
-        epilog="failure markers (put them in the prompt):\n"
-        + "\n".join(f"  [openrouter:{name}]  {what}" for name, what in MARKERS.items()),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=0, help="port; 0 picks a free one (default)")
-    parser.add_argument("--api-key", default=FakeOpenRouterState.api_key, help="key to accept")
-    parser.add_argument("--delay", type=float, default=0.0, help="seconds before each answer")
-    parser.add_argument("--hang", type=float, default=FakeOpenRouterState.hang_s)
-    parser.add_argument("--log-level", default="info", help="uvicorn log level (default info)")
-    parser.set_defaults(
+        markers=MARKERS,
+        state=FakeOpenRouterState,
+        serve=create_openrouter_fake,
         url_suffix="/api/v1",
-        make_app=lambda args: create_openrouter_fake(
-            FakeOpenRouterState(api_key=args.api_key, delay_s=args.delay, hang_s=args.hang)
-        ),
+        flags={"api_key": _common.API_KEY, "delay_s": _common.DELAY, "hang_s": _common.HANG},
     )

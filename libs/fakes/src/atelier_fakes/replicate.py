@@ -23,8 +23,9 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
+from atelier_fakes import _common
+from atelier_fakes._common import RecordedRequest, StoredFile
 from atelier_fakes.images import CONTENT_TYPES, render_image
-from atelier_fakes.openai import RecordedRequest, StoredFile
 
 MARKERS: dict[str, str] = {
     "401": "create answers 401 Unauthenticated, whatever the token",
@@ -89,16 +90,13 @@ class Prediction:
 
 
 @dataclass
-class FakeReplicateState:
-    """Configuration and everything the fake saw; shared between the app and the test."""
-
+class FakeReplicateState(_common.FakeState):
     api_token: str = "r8_fake_token_0000000000000000"
     boot_s: float = 0.1  # `starting`
     run_s: float = 0.2  # then `processing`
     max_wait_s: float = 60.0  # the most `Prefer: wait` holds a call
     url_ttl_s: float = 3600.0
     retry_after_s: float = 3.0
-    requests: list[RecordedRequest] = field(default_factory=list)
     downloads: list[RecordedRequest] = field(default_factory=list)
     predictions: dict[str, Prediction] = field(default_factory=dict)
     files: dict[str, StoredFile] = field(default_factory=dict)
@@ -112,10 +110,6 @@ class FakeReplicateState:
             if recorded.method == "POST" and recorded.path.endswith("/predictions")
         ]
 
-    def reset(self) -> None:
-        self.requests.clear()
-        self.downloads.clear()
-        self.predictions.clear()
         self.files.clear()
 
 
@@ -126,8 +120,8 @@ def create_replicate_fake(state: FakeReplicateState | None = None) -> FastAPI:
     app.state.fake = state
 
     async def create(request: Request, model: str, version: str | None) -> Response:
-        body = await _json_body(request)
-        state.requests.append(_record(request, body))
+        body = await _common.json_body(request)
+        state.requests.append(_common.record(request, body))
         if (denied := _check_auth(request, state)) is not None:
             return denied
         if not isinstance(body, dict) or not isinstance(body.get("input"), dict):
@@ -177,7 +171,7 @@ def create_replicate_fake(state: FakeReplicateState | None = None) -> FastAPI:
 
     @app.get("/v1/predictions/{prediction_id}")
     async def get_prediction(prediction_id: str, request: Request) -> Response:
-        state.requests.append(_record(request, None))
+        state.requests.append(_common.record(request))
         if (denied := _check_auth(request, state)) is not None:
             return denied
         prediction = state.predictions.get(prediction_id)
@@ -190,7 +184,7 @@ def create_replicate_fake(state: FakeReplicateState | None = None) -> FastAPI:
 
     @app.post("/v1/predictions/{prediction_id}/cancel")
     async def cancel(prediction_id: str, request: Request) -> Response:
-        state.requests.append(_record(request, None))
+        state.requests.append(_common.record(request))
         if (denied := _check_auth(request, state)) is not None:
             return denied
         prediction = state.predictions.get(prediction_id)
@@ -200,26 +194,10 @@ def create_replicate_fake(state: FakeReplicateState | None = None) -> FastAPI:
             prediction.canceled_at = time.time()
         return JSONResponse(await _view(prediction, state, request))
 
-    @app.get("/files/{file_id}")
-    async def get_file(file_id: str, request: Request) -> Response:
-        state.downloads.append(_record(request, None))
-        stored = state.files.get(file_id)
-        if stored is None or time.time() >= stored.expires_at:
-            return Response("Not Found", status_code=404)
-        return Response(stored.data, media_type=stored.content_type)
+    # Replicate's delivery URLs answer an expired file like a missing one.
+    _common.serve_files(app, state.files, state.downloads, expired="Not Found", expired_status=404)
 
     return app
-
-
-def _record(request: Request, body: Any) -> RecordedRequest:
-    return RecordedRequest(request.method, request.url.path, dict(request.headers), body)
-
-
-async def _json_body(request: Request) -> Any:
-    try:
-        return await request.json()
-    except ValueError:
-        return (await request.body()).decode("utf-8", errors="replace")
 
 
 def _check_auth(request: Request, state: FakeReplicateState) -> Response | None:
@@ -379,9 +357,9 @@ async def _render_output(prediction: Prediction, state: FakeReplicateState, base
     for data in rendered:
         if "garbage-image" in markers:
             data = b"<html><body>Access denied</body></html>"
-        file_id = uuid.uuid4().hex
-        state.files[file_id] = StoredFile(data, CONTENT_TYPES[output_format], expires_at)
-        urls.append(f"{base}/files/{file_id}")
+        urls.append(
+            _common.store_file(state.files, base, data, CONTENT_TYPES[output_format], expires_at)
+        )
     return urls
 
 
@@ -402,38 +380,20 @@ def _problem(
 
 def add_cli(fakes: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """`python -m atelier_fakes replicate ...`"""
-    parser = fakes.add_parser(
+    _common.add_fake_parser(
+        fakes,
         "replicate",
         help="fake Replicate predictions API (create with Prefer: wait, get, cancel)",
         description="Fake Replicate API on /v1: starting → processing → succeeded/failed, "
         "RFC 7807 errors, expiring output URLs.",
-        epilog="failure markers (put them in the prompt):\n"
-        + "\n".join(f"  [replicate:{name}]  {what}" for name, what in MARKERS.items()),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=0, help="port; 0 picks a free one (default)")
-    parser.add_argument(
-        "--api-token", default=FakeReplicateState.api_token, help="bearer token to accept"
-    )
-    parser.add_argument(
-        "--boot", type=float, default=FakeReplicateState.boot_s, help="seconds `starting`"
-    )
-    parser.add_argument(
-        "--run", type=float, default=FakeReplicateState.run_s, help="seconds `processing`"
-    )
-    parser.add_argument(
-        "--url-ttl", type=float, default=FakeReplicateState.url_ttl_s, help="seconds URLs live"
-    )
-    parser.add_argument("--log-level", default="info", help="uvicorn log level (default info)")
-    parser.set_defaults(
+        markers=MARKERS,
+        state=FakeReplicateState,
+        serve=create_replicate_fake,
         url_suffix="/v1",
-        make_app=lambda args: create_replicate_fake(
-            FakeReplicateState(
-                api_token=args.api_token,
-                boot_s=args.boot,
-                run_s=args.run,
-                url_ttl_s=args.url_ttl,
-            )
-        ),
+        flags={
+            "api_token": ("--api-token", "bearer token to accept"),
+            "boot_s": ("--boot", "seconds `starting`"),
+            "run_s": ("--run", "seconds `processing`"),
+            "url_ttl_s": _common.URL_TTL,
+        },
     )

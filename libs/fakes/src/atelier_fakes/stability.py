@@ -17,16 +17,15 @@ import io
 import random
 import re
 import uuid
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from PIL import Image, ImageFilter, UnidentifiedImageError
 from starlette.datastructures import UploadFile
 
+from atelier_fakes import _common
 from atelier_fakes.images import CONTENT_TYPES, render_image
-from atelier_fakes.openai import RecordedRequest, _hang
 
 MARKERS: dict[str, str] = {
     "content-filtered": "200 with a blurred image and `finish-reason: CONTENT_FILTERED`",
@@ -39,7 +38,7 @@ MARKERS: dict[str, str] = {
     "429-retry-after": "429 rate_limit_exceeded with `retry-after` (seconds)",
     "500": "500 internal_error",
     "garbage-image": "200 image/png whose bytes are not an image",
-    "hang": "answer only after `hang_s` seconds (or never, if the client gives up)",
+    "hang": _common.HANG_MARKER,
 }
 _MARKER_RE = re.compile(r"\[stability:([a-z0-9\-]+)\]")
 
@@ -86,22 +85,12 @@ FIELDS: dict[str, frozenset[str]] = {
 
 
 @dataclass
-class FakeStabilityState:
-    """Configuration and everything the fake saw; shared between the app and the test."""
-
+class FakeStabilityState(_common.FakeState):
     api_key: str = "sk-fake-stability-key-000000000000"
     hang_s: float = 60.0
     delay_s: float = 0.0
     retry_after_s: float = 2.0
     # Each request as its form fields (text values; files as `(filename, content_type, size)`).
-    requests: list[RecordedRequest] = field(default_factory=list)
-
-    @property
-    def bodies(self) -> list[Any]:
-        return [recorded.body for recorded in self.requests]
-
-    def reset(self) -> None:
-        self.requests.clear()
 
 
 class _Reject(Exception):
@@ -122,7 +111,7 @@ def create_stability_fake(state: FakeStabilityState | None = None) -> FastAPI:
     @app.post("/v2beta/stable-image/generate/{endpoint}")
     async def generate(endpoint: str, request: Request) -> Response:
         request_id = uuid.uuid4().hex
-        recorded = RecordedRequest("POST", request.url.path, dict(request.headers), None)
+        recorded = _common.record(request)
         state.requests.append(recorded)
         try:
             if endpoint not in FIELDS:
@@ -243,7 +232,7 @@ async def _answer(
     filtered = False
     for marker in _MARKER_RE.findall(prompt):
         if marker == "hang":
-            await _hang(request, state.hang_s)
+            await _common.hang(request, state.hang_s)
         elif marker == "content-filtered":
             filtered = True
         elif marker == "garbage-image":
@@ -321,23 +310,14 @@ def _scripted_rejection(marker: str, state: FakeStabilityState, key: str) -> _Re
 
 def add_cli(fakes: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """`python -m atelier_fakes stability ...`"""
-    parser = fakes.add_parser(
+    _common.add_fake_parser(
+        fakes,
         "stability",
         help="fake Stability AI (POST /v2beta/stable-image/generate/{core,ultra,sd3})",
         description="Fake Stability AI v2beta Stable Image endpoints (multipart in).",
-        epilog="failure markers (put them in the prompt):\n"
-        + "\n".join(f"  [stability:{name}]  {what}" for name, what in MARKERS.items()),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=0, help="port; 0 picks a free one (default)")
-    parser.add_argument("--api-key", default=FakeStabilityState.api_key, help="key to accept")
-    parser.add_argument("--delay", type=float, default=0.0, help="seconds before each answer")
-    parser.add_argument("--hang", type=float, default=FakeStabilityState.hang_s)
-    parser.add_argument("--log-level", default="info", help="uvicorn log level (default info)")
-    parser.set_defaults(
+        markers=MARKERS,
+        state=FakeStabilityState,
+        serve=create_stability_fake,
         url_suffix="/v2beta",
-        make_app=lambda args: create_stability_fake(
-            FakeStabilityState(api_key=args.api_key, delay_s=args.delay, hang_s=args.hang)
-        ),
+        flags={"api_key": _common.API_KEY, "delay_s": _common.DELAY, "hang_s": _common.HANG},
     )

@@ -26,8 +26,9 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
+from atelier_fakes import _common
+from atelier_fakes._common import RecordedRequest
 from atelier_fakes.images import render_image
-from atelier_fakes.openai import RecordedRequest
 
 MARKERS: dict[str, str] = {
     "oom": "500 `{error: OutOfMemoryError, ...}` (CUDA out of memory)",
@@ -42,15 +43,12 @@ _MAX_SEED = 2**32 - 1
 
 
 @dataclass
-class FakeA1111State:
-    """Configuration and everything the fake saw; shared between the app and the test."""
-
+class FakeA1111State(_common.FakeState):
     credentials: str | None = None  # "user:pass" turns on HTTP Basic auth, like --api-auth
     step_s: float = 0.02
     default_steps: int = 20
     checkpoints: tuple[str, ...] = ("v1-5-pruned-emaonly.safetensors", "sd_xl_base_1.0")
     current_checkpoint: str = "v1-5-pruned-emaonly.safetensors"
-    requests: list[RecordedRequest] = field(default_factory=list)
     # Live generation state, as /sdapi/v1/progress shows it.
     job_count: int = 0
     sampling_step: int = 0
@@ -77,12 +75,12 @@ def create_stable_diffusion_fake(state: FakeA1111State | None = None) -> FastAPI
     app.state.fake = state
 
     async def generate(request: Request, mode: str) -> Response:
-        body = await _json_body(request)
-        state.requests.append(_record(request, body))
+        body = await _common.json_body(request)
+        state.requests.append(_common.record(request, body))
         if (denied := _check_auth(request, state)) is not None:
             return denied
         if not isinstance(body, dict):
-            return _unprocessable("body", "Input should be a valid dictionary", "dict_type")
+            return _common.unprocessable("body", "Input should be a valid dictionary", "dict_type")
         if (invalid := _validate(body, mode)) is not None:
             return invalid
         markers = frozenset(_MARKER_RE.findall(str(body.get("prompt", ""))))
@@ -112,7 +110,7 @@ def create_stable_diffusion_fake(state: FakeA1111State | None = None) -> FastAPI
 
     @app.get("/sdapi/v1/progress")
     async def progress(request: Request, skip_current_image: bool = False) -> Response:
-        state.requests.append(_record(request, None))
+        state.requests.append(_common.record(request))
         if (denied := _check_auth(request, state)) is not None:
             return denied
         steps = state.sampling_steps or 1
@@ -140,7 +138,7 @@ def create_stable_diffusion_fake(state: FakeA1111State | None = None) -> FastAPI
 
     @app.post("/sdapi/v1/interrupt")
     async def interrupt(request: Request) -> Response:
-        state.requests.append(_record(request, None))
+        state.requests.append(_common.record(request))
         if (denied := _check_auth(request, state)) is not None:
             return denied
         if state.job_count:
@@ -164,17 +162,6 @@ def create_stable_diffusion_fake(state: FakeA1111State | None = None) -> FastAPI
     return app
 
 
-def _record(request: Request, body: Any) -> RecordedRequest:
-    return RecordedRequest(request.method, request.url.path, dict(request.headers), body)
-
-
-async def _json_body(request: Request) -> Any:
-    try:
-        return await request.json()
-    except ValueError:
-        return None
-
-
 def _check_auth(request: Request, state: FakeA1111State) -> Response | None:
     if state.credentials is None:
         return None
@@ -193,10 +180,10 @@ def _validate(body: dict[str, Any], mode: str) -> Response | None:
     for key in ("width", "height", "batch_size", "n_iter", "steps", "seed"):
         value = body.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-            return _unprocessable(key, "Input should be a valid integer", "int_type")
+            return _common.unprocessable(key, "Input should be a valid integer", "int_type")
     prompt = body.get("prompt", "")
     if not isinstance(prompt, str):
-        return _unprocessable("prompt", "Input should be a valid string", "string_type")
+        return _common.unprocessable("prompt", "Input should be a valid string", "string_type")
     sampler = body.get("sampler_name")
     if sampler is not None and sampler not in _SAMPLERS:
         return JSONResponse({"detail": "Sampler not found"}, status_code=404)
@@ -272,36 +259,20 @@ async def _run(
     return JSONResponse({"images": encoded, "parameters": parameters, "info": json.dumps(info)})
 
 
-def _unprocessable(field_name: str, message: str, error_type: str) -> JSONResponse:
-    return JSONResponse(
-        {"detail": [{"loc": ["body", field_name], "msg": message, "type": error_type}]},
-        status_code=422,
-    )
-
-
 def add_cli(fakes: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """`python -m atelier_fakes stable-diffusion ...`"""
-    parser = fakes.add_parser(
+    _common.add_fake_parser(
+        fakes,
         "stable-diffusion",
         help="fake AUTOMATIC1111/Forge API (/sdapi/v1/txt2img, img2img, progress, interrupt)",
         description="Fake A1111 web UI API: one generation at a time, progress polling, "
         "interrupt, optional HTTP Basic auth.",
-        epilog="failure markers (put them in the prompt):\n"
-        + "\n".join(f"  [stable-diffusion:{name}]  {what}" for name, what in MARKERS.items()),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=0, help="port; 0 picks a free one (default)")
-    parser.add_argument(
-        "--api-auth", default=None, metavar="USER:PASS", help="require HTTP Basic auth"
-    )
-    parser.add_argument(
-        "--step-time", type=float, default=FakeA1111State.step_s, help="seconds per step"
-    )
-    parser.add_argument("--log-level", default="info", help="uvicorn log level (default info)")
-    parser.set_defaults(
+        markers=MARKERS,
+        state=FakeA1111State,
+        serve=create_stable_diffusion_fake,
         url_suffix="",
-        make_app=lambda args: create_stable_diffusion_fake(
-            FakeA1111State(credentials=args.api_auth, step_s=args.step_time)
-        ),
+        flags={
+            "credentials": ("--api-auth", "USER:PASS: require HTTP Basic auth"),
+            "step_s": ("--step-time", "seconds per step"),
+        },
     )

@@ -15,7 +15,7 @@ import base64
 import binascii
 import io
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -23,8 +23,8 @@ from fastapi.responses import JSONResponse, Response
 from PIL import Image, UnidentifiedImageError
 from starlette.datastructures import UploadFile
 
+from atelier_fakes import _common
 from atelier_fakes.images import render_image
-from atelier_fakes.openai import RecordedRequest, _hang, _parse_json
 
 MARKERS: dict[str, str] = {
     "401-echo-key": "401 whose message echoes the caller's token (a leaky proxy)",
@@ -38,7 +38,7 @@ MARKERS: dict[str, str] = {
     "200-failure": "200 with success:false and code 3043",
     "empty": "200 JSON with success:true and no result.image",
     "garbage-image": "200 image/png whose bytes are not an image",
-    "hang": "answer only after `hang_s` seconds (or never, if the client gives up)",
+    "hang": _common.HANG_MARKER,
 }
 _MARKER_RE = re.compile(r"\[workersai:([a-z0-9\-]+)\]")
 # Models whose answer is JSON with a base64 image; the others send raw bytes.
@@ -65,23 +65,13 @@ _FORM_FIELDS = frozenset({"prompt", "width", "height", "steps", "guidance", "see
 
 
 @dataclass
-class FakeWorkersAIState:
-    """Configuration and everything the fake saw; shared between the app and the test."""
-
+class FakeWorkersAIState(_common.FakeState):
     api_key: str = "cf-fake-workers-ai-token-0000000000000"
     account_id: str = "0123456789abcdef0123456789abcdef"
     hang_s: float = 60.0
     delay_s: float = 0.0
     retry_after_s: float = 2.0
     # JSON bodies as parsed; multipart ones as their fields (files as (name, type, size)).
-    requests: list[RecordedRequest] = field(default_factory=list)
-
-    @property
-    def bodies(self) -> list[Any]:
-        return [recorded.body for recorded in self.requests]
-
-    def reset(self) -> None:
-        self.requests.clear()
 
 
 class _Reject(Exception):
@@ -101,7 +91,7 @@ def create_workersai_fake(state: FakeWorkersAIState | None = None) -> FastAPI:
 
     @app.post("/client/v4/accounts/{account_id}/ai/run/{model:path}")
     async def run(account_id: str, model: str, request: Request) -> Response:
-        recorded = RecordedRequest("POST", request.url.path, dict(request.headers), None)
+        recorded = _common.record(request)
         state.requests.append(recorded)
         try:
             token = _check_auth(request.headers.get("authorization"), state.api_key)
@@ -120,7 +110,7 @@ def create_workersai_fake(state: FakeWorkersAIState | None = None) -> FastAPI:
             else:
                 if multipart:
                     raise _Reject(400, 5006, "this model takes a JSON body")
-                fields = _json_fields(_parse_json(await request.body()))
+                fields = _json_fields(await _common.json_body(request))
                 recorded.body = fields
             width, height = _dimensions(fields)
             if state.delay_s > 0:
@@ -210,7 +200,7 @@ async def _answer(
     prompt = str(fields["prompt"])
     for marker in _MARKER_RE.findall(prompt):
         if marker == "hang":
-            await _hang(request, state.hang_s)
+            await _common.hang(request, state.hang_s)
         elif marker == "empty":
             return JSONResponse({"result": {}, "success": True, "errors": [], "messages": []})
         elif marker == "garbage-image":
@@ -273,31 +263,19 @@ def _error(reject: _Reject) -> JSONResponse:
 
 def add_cli(fakes: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """`python -m atelier_fakes workersai ...`"""
-    parser = fakes.add_parser(
+    _common.add_fake_parser(
+        fakes,
         "workersai",
         help="fake Cloudflare Workers AI (POST /client/v4/accounts/{id}/ai/run/{model})",
         description="Fake Workers AI text-to-image models (JSON and FLUX.2 multipart).",
-        epilog="failure markers (put them in the prompt):\n"
-        + "\n".join(f"  [workersai:{name}]  {what}" for name, what in MARKERS.items()),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=0, help="port; 0 picks a free one (default)")
-    parser.add_argument("--api-key", default=FakeWorkersAIState.api_key, help="token to accept")
-    parser.add_argument(
-        "--account-id", default=FakeWorkersAIState.account_id, help="account id to accept"
-    )
-    parser.add_argument("--delay", type=float, default=0.0, help="seconds before each answer")
-    parser.add_argument("--hang", type=float, default=FakeWorkersAIState.hang_s)
-    parser.add_argument("--log-level", default="info", help="uvicorn log level (default info)")
-    parser.set_defaults(
+        markers=MARKERS,
+        state=FakeWorkersAIState,
+        serve=create_workersai_fake,
         url_suffix="/client/v4",
-        make_app=lambda args: create_workersai_fake(
-            FakeWorkersAIState(
-                api_key=args.api_key,
-                account_id=args.account_id,
-                delay_s=args.delay,
-                hang_s=args.hang,
-            )
-        ),
+        flags={
+            "api_key": ("--api-key", "token to accept"),
+            "account_id": ("--account-id", "account id to accept"),
+            "delay_s": _common.DELAY,
+            "hang_s": _common.HANG,
+        },
     )

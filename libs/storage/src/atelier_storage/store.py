@@ -10,9 +10,14 @@ import io
 from datetime import timedelta
 
 from minio import Minio
+from minio.deleteobjects import DeleteObject
 from minio.error import S3Error
 
 from atelier_settings import BaseServiceSettings
+
+
+class DeleteFailed(Exception):
+    """Object storage refused to delete some of the objects asked for."""
 
 
 class ObjectStore:
@@ -93,6 +98,34 @@ class ObjectStore:
 
     async def remove(self, bucket: str, key: str) -> None:
         await asyncio.to_thread(self.client.remove_object, bucket, key)
+
+    async def remove_prefix(self, bucket: str, prefix: str) -> int:
+        """Delete every object whose key starts with `prefix`; how many there were.
+
+        Idempotent: nothing under the prefix is not an error. Raises if any delete failed.
+        """
+        if not prefix:
+            raise ValueError("an empty prefix would delete the whole bucket")
+
+        def remove_all() -> int:
+            keys = [
+                o.object_name
+                for o in self.client.list_objects(bucket, prefix=prefix, recursive=True)
+                if o.object_name
+            ]
+            if not keys:
+                return 0
+            # remove_objects is lazy: its errors only exist once iterated.
+            errors = list(self.client.remove_objects(bucket, (DeleteObject(key) for key in keys)))
+            if errors:
+                first = errors[0]
+                raise DeleteFailed(
+                    f"{len(errors)} of {len(keys)} objects under {prefix!r} in {bucket!r} were "
+                    f"not deleted; first: {first.name!r}: {first.code} {first.message or ''}"
+                )
+            return len(keys)
+
+        return await asyncio.to_thread(remove_all)
 
     async def presigned_get(self, bucket: str, key: str, expires_s: int = 300) -> str:
         return await asyncio.to_thread(

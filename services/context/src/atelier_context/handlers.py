@@ -1,4 +1,5 @@
-"""Context's subscriptions: jobs.requested → jobs.enriched, and the preview query."""
+"""Context's subscriptions: jobs.requested → jobs.enriched, the preview query, and deleting a
+final job's staged reference images."""
 
 from __future__ import annotations
 
@@ -9,9 +10,15 @@ from faststream.nats import NatsBroker
 from atelier_context.references import MediaLookup, MediaUnavailable
 from atelier_context.service import ContextService
 from atelier_contracts.envelope import derived_event_id
-from atelier_contracts.jobs import ContextPreviewQuery, ContextPreviewReply, JobRequested
+from atelier_contracts.jobs import (
+    FINAL_STATUSES,
+    ContextPreviewQuery,
+    ContextPreviewReply,
+    JobRequested,
+    JobStatusChanged,
+)
 from atelier_contracts.media import MediaQuery, MediaReply
-from atelier_contracts.subjects import Durable, Subject
+from atelier_contracts.subjects import JOB_STATUS_ALL, Durable, Subject
 from atelier_messaging import durable_subscriber, publish_event, query
 
 # Request/reply subscribers share this queue group: replicas split the queries, one answer each.
@@ -44,6 +51,15 @@ def register_handlers(broker: NatsBroker, service: ContextService) -> None:
             update={"event_id": derived_event_id(request.event_id, Subject.JOBS_ENRICHED)}
         )
         await publish_event(broker, enriched, Subject.JOBS_ENRICHED)
+
+    # Ack policy: non-final statuses are acked at once; a final one once the job's `refs/<job>/`
+    # objects are deleted (deleting none is fine: no references, or a repeated event). A storage
+    # error raises and the event is redelivered with backoff; if it never succeeds the objects
+    # are left behind, costing space, never correctness (nothing reads them after the end).
+    @durable_subscriber(broker, JOB_STATUS_ALL, Durable.CONTEXT_JOBS_FINISHED)
+    async def discard_staged_references(event: JobStatusChanged) -> None:
+        if event.job.status in FINAL_STATUSES:
+            await service.discard_references(event.job.id)
 
     # Core NATS request/reply: nothing to ack; if we fail the gateway times out and says so.
     @broker.subscriber(Subject.CONTEXT_PREVIEW, queue=QUEUE)

@@ -4,7 +4,8 @@
 No broker and no HTTP here: the media lookup, the fetchers and the object store come in from
 the composition root. A job's reference images are staged under `refs/<job_id>/<n>.<ext>` in
 the staging bucket, so a redelivered `jobs.requested` writes the same keys again and publishes the
-same `jobs.enriched`. A preview runs the same assembly and stages nothing.
+same `jobs.enriched`; once the job is final they are deleted (`discard_references`). A preview runs
+the same assembly and stages nothing.
 """
 
 from __future__ import annotations
@@ -45,14 +46,22 @@ class Store(Protocol):
         metadata: dict[str, str] | None = None,
     ) -> None: ...
 
+    async def remove_prefix(self, bucket: str, prefix: str) -> int: ...
+
 
 class AssemblySource(AssemblyInput, Protocol):
     @property
     def project(self) -> str: ...
 
 
+def references_prefix(job_id: str) -> str:
+    """Where a job's reference images are staged; the trailing slash keeps job `ab` from
+    matching job `abc`."""
+    return f"refs/{job_id}/"
+
+
 def reference_key(job_id: str, index: int, extension: str) -> str:
-    return f"refs/{job_id}/{index}.{extension}"
+    return f"{references_prefix(job_id)}{index}.{extension}"
 
 
 @dataclass(frozen=True)
@@ -94,6 +103,14 @@ class ContextService:
             update={"reference_images": staged, "excluded_images": assembly.excluded}
         )
         return JobEnriched(request=request, assembled=assembled)
+
+    async def discard_references(self, job_id: str) -> int:
+        """Delete the job's staged reference images (once it is final, nobody reads them again);
+        how many there were. Idempotent: a second call finds none."""
+        removed = await self.store.remove_prefix(self.staging_bucket, references_prefix(job_id))
+        if removed:
+            log.info("staged reference images deleted", extra={"job_id": job_id, "count": removed})
+        return removed
 
     async def preview(self, query: ContextPreviewQuery) -> ContextPreviewReply:
         assembly = await self.assemble(query)

@@ -8,7 +8,12 @@ import logging
 from faststream.nats import NatsBroker
 from nats.js.errors import NotFoundError
 
-from atelier_contracts.generation import GenerationCompleted, GenerationFailed, GenerationStarted
+from atelier_contracts.generation import (
+    GenerationCompleted,
+    GenerationFailed,
+    GenerationProgress,
+    GenerationStarted,
+)
 from atelier_contracts.jobs import (
     CancelJobCommand,
     JobEnriched,
@@ -93,6 +98,17 @@ def register_handlers(broker: NatsBroker, service: DispatchService) -> None:
     )
     async def record_task_failed(event: GenerationFailed) -> None:
         await service.task_failed(event)
+
+    # Progress is worth little once late: a few tries, then the next tick will do.
+    @durable_subscriber(
+        broker,
+        Subject.GEN_PROGRESS,
+        f"{Durable.DISPATCH_RESULTS}-progress",
+        max_workers=8,
+        max_deliver=3,
+    )
+    async def announce_task_progress(event: GenerationProgress) -> None:
+        await service.task_progress(event)
 
     @durable_subscriber(
         broker, Subject.MEDIA_LANDED, Durable.DISPATCH_MEDIA_LANDED, max_workers=8, max_deliver=50

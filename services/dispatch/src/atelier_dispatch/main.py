@@ -6,13 +6,14 @@ import argparse
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 
 from fastapi import FastAPI
 
 from atelier_contracts.envelope import Event
-from atelier_database import Database
+from atelier_database import Database, migrate_to_head, upgrade_to_head
 from atelier_dispatch.handlers import register_handlers
-from atelier_dispatch.repository import TABLES
+from atelier_dispatch.migrations import MIGRATIONS
 from atelier_dispatch.service import DispatchService
 from atelier_dispatch.settings import Settings
 from atelier_messaging import CancelledJobs, ensure_streams, make_broker, publish_event
@@ -53,7 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     async def prepare() -> None:
         await ensure_streams(settings.nats_url, settings.stream_replicas)
-        await db.create_tables(TABLES)
+        await migrate_to_head(MIGRATIONS, db.url)
         sweeper.append(asyncio.create_task(sweep_forever()))
 
     async def stop() -> None:
@@ -77,7 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-def cli() -> None:
+def cli(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="atelier-dispatch",
         description="Atelier dispatch service: owns jobs and their state machine. Settings come "
@@ -85,7 +86,12 @@ def cli() -> None:
     )
     parser.add_argument("--host", help="bind address of the health port")
     parser.add_argument("--port", type=int, help="health port (ATELIER_DISPATCH_PORT)")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--migrate-only",
+        action="store_true",
+        help="bring the database schema to the newest revision and exit (a one-shot job)",
+    )
+    args = parser.parse_args(argv)
     settings = Settings()
     configure_telemetry(
         "dispatch",
@@ -93,4 +99,7 @@ def cli() -> None:
         json_logs=settings.log_json,
         otlp_endpoint=settings.otlp_endpoint,
     )
+    if args.migrate_only:
+        upgrade_to_head(MIGRATIONS, settings.database_url)
+        return
     serve(create_app(settings), args.host or settings.host, args.port or settings.port)

@@ -10,6 +10,7 @@ is derived from what it describes, so JetStream stores a repeat once.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -25,6 +26,7 @@ from atelier_contracts.errors import ErrorClass, ErrorInfo
 from atelier_contracts.generation import (
     GenerationCompleted,
     GenerationFailed,
+    GenerationProgress,
     GenerationStarted,
     GenerationTask,
 )
@@ -39,11 +41,13 @@ from atelier_contracts.jobs import (
     JobStatus,
     JobStatusChanged,
     JobView,
+    SentReferenceImage,
 )
 from atelier_contracts.media import MediaLanded
 from atelier_contracts.providers import images_per_call
 from atelier_contracts.subjects import gen_requested, job_status
 from atelier_database import Database
+from atelier_dispatch.progress import ProgressTracker
 from atelier_dispatch.repository import JobImageRow, JobRepository, JobRow, TaskRow, as_utc
 
 log = logging.getLogger("atelier.dispatch")
@@ -55,6 +59,14 @@ _BEFORE_DISPATCH = {JobStatus.QUEUED, JobStatus.ENRICHING}
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def task_seed(requested: object, task_id: str, first_index: int) -> int:
+    """The writer's seed advanced per image, or one derived from the task id: every image of a
+    job differs, and a redelivered or retried task draws the same image again."""
+    if isinstance(requested, int) and not isinstance(requested, bool):
+        return requested + first_index
+    return int.from_bytes(hashlib.sha256(task_id.encode()).digest()[:4], "big") % 2**31
 
 
 def split_into_tasks(count: int, per_call: int) -> list[tuple[int, int]]:
@@ -103,16 +115,20 @@ class DispatchService:
         self.retry_base_s = retry_base_s
         self.mark_cancelled = mark_cancelled
         self._locks: WeakValueDictionary[str, asyncio.Lock] = WeakValueDictionary()
+        self._progress = ProgressTracker()
 
     # -- plumbing ------------------------------------------------------------------------------
 
-    @asynccontextmanager
-    async def _job_transaction(self, job_id: str) -> AsyncIterator[tuple[JobRepository, _Outbox]]:
+    def _lock_of(self, job_id: str) -> asyncio.Lock:
         lock = self._locks.get(job_id)
         if lock is None:
             lock = self._locks[job_id] = asyncio.Lock()
+        return lock
+
+    @asynccontextmanager
+    async def _job_transaction(self, job_id: str) -> AsyncIterator[tuple[JobRepository, _Outbox]]:
         outbox = _Outbox([])
-        async with lock:
+        async with self._lock_of(job_id):
             async with self.db.session() as session:
                 yield JobRepository(session, lock_rows=not self.db.is_sqlite), outbox
                 await session.commit()
@@ -151,6 +167,11 @@ class DispatchService:
             prompt=request.prompt,
             assembled_prompt=assembled.prompt if assembled else None,
             assembly_notes=assembled.notes if assembled else [],
+            reference_images=[
+                SentReferenceImage.of(ref)
+                for ref in (assembled.reference_images if assembled else [])
+            ],
+            excluded_images=assembled.excluded_images if assembled else [],
             size=request.size,
             count=request.count,
             options=request.options,
@@ -203,7 +224,7 @@ class DispatchService:
             n=task.n,
             first_index=task.first_index,
             options=options,
-            seed=int(seed) + task.first_index if isinstance(seed, int) else None,
+            seed=task_seed(seed, task.id, task.first_index),
             reference_images=assembled.reference_images,
             deadline_at=as_utc(job.deadline_at or utcnow()),
             attempt=task.attempt,
@@ -265,6 +286,39 @@ class DispatchService:
                 repo.add(task)
             if JobStatus(job.status) == JobStatus.DISPATCHED:
                 await self._set_status(repo, outbox, job, JobStatus.GENERATING)
+
+    async def task_progress(self, event: GenerationProgress) -> None:
+        """gen.progress: a status event with how far the job is. Nothing is written (see
+        progress.py); a redelivered event republishes the same event id, stored once."""
+        async with self._lock_of(event.job_id):  # after any transition in flight here
+            async with self.db.session() as session:
+                repo = JobRepository(session, lock_rows=False)
+                job = await repo.get_job(event.job_id)
+                if job is None or JobStatus(job.status) in FINAL_STATUSES:
+                    return
+                tasks = await repo.tasks_of(job.id)
+                task = next((t for t in tasks if t.id == event.task_id), None)
+                if task is None or task.status not in ("pending", "started"):
+                    return  # the task already ended: a late tick would only mislead
+                if task.attempt != event.attempt:
+                    return  # a tick of an attempt we moved past
+                view = await self._view(repo, job)
+            fraction = self._progress.job_fraction(
+                job.id, tasks, view.progress.total, (task.id, task.attempt, event.fraction)
+            )
+            detail = event.detail
+            if detail and len(tasks) > 1:
+                detail = f"image {task.first_index + 1} of {view.progress.total}: {detail}"[:200]
+            progress = view.progress.model_copy(update={"fraction": fraction, "detail": detail})
+            # Newer than the stored state, so a client ordering updates by time shows it.
+            updated_at = max(utcnow(), view.updated_at)
+            await self.publish(
+                JobStatusChanged(
+                    event_id=derived_event_id(event.event_id, "status"),
+                    job=view.model_copy(update={"progress": progress, "updated_at": updated_at}),
+                ),
+                job_status(job.project, job.id),
+            )
 
     async def task_completed(self, event: GenerationCompleted) -> None:
         async with self._job_transaction(event.task.job_id) as (repo, outbox):

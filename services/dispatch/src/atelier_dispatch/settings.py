@@ -1,3 +1,5 @@
+from typing import ClassVar
+
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
@@ -6,6 +8,10 @@ from atelier_settings import BaseServiceSettings, default_database_url
 
 class Settings(BaseServiceSettings):
     model_config = SettingsConfigDict(env_prefix="ATELIER_DISPATCH_", extra="ignore")
+
+    # No secret of its own, and dispatch never talks to object storage: it must start without
+    # (and never be given) the S3 secret.
+    secret_fields: ClassVar[tuple[str, ...]] = ()
 
     port: int = 8083
     database_url: str = Field(default_factory=lambda: default_database_url("dispatch"))

@@ -33,9 +33,12 @@ from atelier_contracts.errors import Forbidden
 from atelier_contracts.jobs import ContextPreviewQuery
 from atelier_contracts.media import MediaItem
 from atelier_contracts.profiles import ProfileSnapshot
+from atelier_gateway.assignments import assign_media, project_assignments
 from atelier_gateway.auth import Authenticator, TokenRejected, User
 from atelier_gateway.backends import ContextPreviewer, MediaFetcher, not_answering
 from atelier_gateway.models import (
+    AssignBody,
+    AssignmentAccepted,
     ContextPreview,
     Features,
     GenerationAccepted,
@@ -44,6 +47,7 @@ from atelier_gateway.models import (
     JobOut,
     MediaOut,
     MediaPage,
+    ProjectAssignments,
 )
 from atelier_gateway.service import GatewayService, JobStream, QuotaRefused, validate_generation
 from atelier_gateway.settings import Settings
@@ -56,6 +60,11 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"description": "Unknown, or in a project the token does not grant"}
 }
+_LAST_EVENT_ID = Header(
+    alias="Last-Event-ID",
+    description="Sent by a reconnecting EventSource: the stream resumes after that event "
+    "(stored for 24 h); an id it does not know gets the current state first",
+)
 
 
 def create_router(settings: Settings, service: GatewayService, fetcher: MediaFetcher) -> APIRouter:
@@ -169,16 +178,27 @@ def create_router(settings: Settings, service: GatewayService, fetcher: MediaFet
     @router.get(
         "/generations/{job_id}/events",
         tags=["generation"],
-        responses=_NOT_FOUND,
+        responses={
+            **_NOT_FOUND,
+            204: {"description": "Resumed after the job's final event: nothing more will come"},
+        },
         response_class=EventSourceResponse,
     )
-    async def generation_events(job_id: str, user: CurrentUser) -> EventSourceResponse:
+    async def generation_events(
+        job_id: str,
+        user: CurrentUser,
+        last_event_id: Annotated[str | None, _LAST_EVENT_ID] = None,
+    ) -> Response:
         """SSE: the current state first, then every change; ends after the final state.
 
-        A reconnecting client gets the current state again, which is what `Last-Event-ID`
-        would resume to, so it needs no replay.
+        With `Last-Event-ID` (a reconnect), every change after that event instead, none twice.
         """
-        return _event_stream(await service.open_job_stream(user, job_id), settings.sse_ping_s)
+        stream = await service.open_job_stream(user, job_id, last_event_id)
+        if stream.already_final:
+            # 204 is what tells an EventSource to stop reconnecting.
+            await stream.subscription.close()
+            return Response(status_code=status.HTTP_204_NO_CONTENT)
+        return _event_stream(stream, settings.sse_ping_s)
 
     @router.get("/projects/{project}/generations", tags=["generation"], responses=_NOT_FOUND)
     async def list_generations(
@@ -195,9 +215,18 @@ def create_router(settings: Settings, service: GatewayService, fetcher: MediaFet
         responses=_NOT_FOUND,
         response_class=EventSourceResponse,
     )
-    async def project_generation_events(project: str, user: CurrentUser) -> EventSourceResponse:
-        """SSE: the project's active jobs, then every change of any of its jobs; never ends."""
-        return _event_stream(await service.open_project_stream(user, project), settings.sse_ping_s)
+    async def project_generation_events(
+        project: str,
+        user: CurrentUser,
+        last_event_id: Annotated[str | None, _LAST_EVENT_ID] = None,
+    ) -> EventSourceResponse:
+        """SSE: the project's active jobs, then every change of any of its jobs; never ends.
+
+        With `Last-Event-ID`, every change after that event (within `sse_replay_window_s`)
+        instead.
+        """
+        stream = await service.open_project_stream(user, project, last_event_id)
+        return _event_stream(stream, settings.sse_ping_s)
 
     @router.get("/projects/{project}/media", tags=["media"], responses=_NOT_FOUND)
     async def list_media(
@@ -239,6 +268,27 @@ def create_router(settings: Settings, service: GatewayService, fetcher: MediaFet
     )
     async def media_thumbnail(media_id: str, user: CurrentUser, request: Request) -> Response:
         return await image(media_id, user, request, "thumbnail")
+
+    @router.post(
+        "/media/{media_id}/assign",
+        status_code=status.HTTP_202_ACCEPTED,
+        tags=["media"],
+        responses=_NOT_FOUND,
+        summary="Use this image as the project's cover or an element's image",
+    )
+    async def use_media(
+        media_id: str, body: AssignBody, user: CurrentUser, response: Response
+    ) -> AssignmentAccepted:
+        """Stored as a durable `media.assigned` event before the answer; the newest choice per
+        slot wins. `GET /v1/projects/{project}/assignments` shows it once media recorded it."""
+        accepted = AssignmentAccepted.of(await assign_media(service, user, media_id, body))
+        response.headers["Location"] = accepted.links.assignments
+        return accepted
+
+    @router.get("/projects/{project}/assignments", tags=["media"], responses=_NOT_FOUND)
+    async def get_project_assignments(project: str, user: CurrentUser) -> ProjectAssignments:
+        """The project's cover and the image of each element that has one."""
+        return ProjectAssignments.of(project, await project_assignments(service, user, project))
 
     return router
 

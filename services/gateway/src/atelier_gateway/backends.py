@@ -2,8 +2,9 @@
 
 The gateway owns no data. Reads are core NATS request/reply to the service that owns the data
 (profiles, dispatch, media), a new job is one durable `jobs.requested` event, status streams are
-core NATS subscriptions to the status subjects, and image bytes come over HTTP from the presigned
-URLs the media service hands out. A service that does not answer becomes a 503 with a message
+core NATS subscriptions to the status subjects (an ordered JetStream consumer when a client
+resumes with `Last-Event-ID`), and image bytes come over HTTP from the presigned URLs the media
+service hands out. A service that does not answer becomes a 503 with a message
 naming it, never a hanging request or a stack trace.
 """
 
@@ -13,13 +14,16 @@ import contextlib
 import logging
 import math
 from collections.abc import Callable
+from datetime import datetime
 from typing import Protocol, TypeVar, runtime_checkable
 
 import httpx
 import nats.errors
 from faststream.exceptions import SubscriberNotFound
 from faststream.nats import NatsBroker
+from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from nats.js.api import ConsumerConfig, DeliverPolicy
 from pydantic import BaseModel, ValidationError
 
 from atelier_contracts.errors import AtelierError, NotFound, Unavailable
@@ -35,7 +39,15 @@ from atelier_contracts.jobs import (
     JobStatusChanged,
     JobView,
 )
-from atelier_contracts.media import MediaListQuery, MediaListReply, MediaQuery, MediaReply
+from atelier_contracts.media import (
+    MediaAssigned,
+    MediaListQuery,
+    MediaListReply,
+    MediaQuery,
+    MediaReply,
+    ProjectAssignmentsQuery,
+    ProjectAssignmentsReply,
+)
 from atelier_contracts.profiles import (
     ProfilesChanged,
     ProfilesListQuery,
@@ -45,7 +57,7 @@ from atelier_contracts.profiles import (
     QuotaReserveReply,
     QuotaReserveRequest,
 )
-from atelier_contracts.subjects import Subject
+from atelier_contracts.subjects import STATUS_STREAM, Subject
 from atelier_gateway.service import FeedClosed, StatusUpdate
 from atelier_messaging import publish_event, query
 
@@ -118,6 +130,21 @@ class NatsBackends:
     async def media_page(self, query: MediaListQuery) -> MediaListReply:
         return await self._ask("media", Subject.MEDIA_LIST, query, MediaListReply)
 
+    async def project_assignments(self, project: str) -> ProjectAssignmentsReply:
+        request = ProjectAssignmentsQuery(project=project)
+        return await self._ask("media", Subject.MEDIA_ASSIGNMENTS, request, ProjectAssignmentsReply)
+
+    async def publish_media_assigned(self, event: MediaAssigned) -> None:
+        # Returns once JetStream stored it: the 202 promises the choice will be recorded.
+        try:
+            await publish_event(self._broker, event, Subject.MEDIA_ASSIGNED)
+        except (TimeoutError, nats.errors.Error) as exc:
+            log.warning("media.assigned not stored", extra={"media_id": event.media_id})
+            raise Unavailable(
+                "Your choice could not be saved: the event queue is not answering; try again "
+                "shortly."
+            ) from exc
+
     async def context_preview(self, request: ContextPreviewQuery) -> ContextPreviewReply:
         timeout = max(self._timeout, CONTEXT_PREVIEW_TIMEOUT_S)
         try:
@@ -158,6 +185,37 @@ class NatsBackends:
             raise Unavailable("Job status updates are not available; try again shortly.") from exc
         return NatsStatusSubscription(subscription)
 
+    async def replay_status(
+        self, subject: str, *, since: datetime | None = None
+    ) -> JetStreamStatusFeed:
+        """The status events stored on `subject` (all of them, or from `since`), then live ones.
+
+        One ordered consumer (ephemeral, in memory, no acks) does both, so nothing falls between
+        the stored and the live events; nats-py recreates it from the next sequence when it
+        misses a heartbeat (a NATS reconnect), and the server drops it once we unsubscribe.
+        """
+        js = self._broker.connection.jetstream(timeout=self._timeout)
+        config = ConsumerConfig(
+            deliver_policy=DeliverPolicy.BY_START_TIME if since else DeliverPolicy.ALL,
+            opt_start_time=since,
+        )
+        try:
+            subscription = await js.subscribe(
+                subject, stream=STATUS_STREAM.name, ordered_consumer=True, config=config
+            )
+        except _NOT_ANSWERING as exc:
+            raise Unavailable("Job status updates are not available; try again shortly.") from exc
+        try:
+            info = await subscription.consumer_info()
+        except _NOT_ANSWERING as exc:
+            with contextlib.suppress(nats.errors.Error):
+                await subscription.unsubscribe()
+            raise Unavailable("Job status updates are not available; try again shortly.") from exc
+        # Nothing delivered and nothing pending: no event was stored before we asked.
+        delivered = info.delivered.consumer_seq if info.delivered else 0
+        empty = not info.num_pending and not delivered
+        return JetStreamStatusFeed(subscription, created=info.created, caught_up=empty)
+
 
 class NatsStatusSubscription:
     """`JobStatusChanged` events of one core NATS subscription, as `StatusUpdate`s."""
@@ -173,6 +231,7 @@ class NatsStatusSubscription:
                 return None
             except nats.errors.Error as exc:  # connection closed: the app is stopping
                 raise FeedClosed from exc
+            self._received(msg)
             try:
                 event = JobStatusChanged.model_validate_json(msg.data)
             except ValidationError:
@@ -180,10 +239,39 @@ class NatsStatusSubscription:
                 continue
             return StatusUpdate(event.job, str(event.event_id))
 
+    def _received(self, msg: Msg) -> None:
+        """Hook for every message taken from the subscription, before it is parsed."""
+
     async def close(self) -> None:
         # Called from both the stream's end and the response's background task: once is enough.
         with contextlib.suppress(nats.errors.Error):
             await self._subscription.unsubscribe()
+
+
+class JetStreamStatusFeed(NatsStatusSubscription):
+    """`NatsStatusSubscription` over an ordered JetStream consumer, which also knows when the
+    events stored before it was made have all been handed out (`caught_up`)."""
+
+    def __init__(self, subscription: Subscription, *, created: datetime, caught_up: bool) -> None:
+        super().__init__(subscription)
+        self._created = created
+        self._caught_up = caught_up
+
+    @property
+    def caught_up(self) -> bool:
+        return self._caught_up
+
+    def _received(self, msg: Msg) -> None:
+        if self._caught_up:
+            return
+        try:
+            metadata = msg.metadata
+        except Exception:  # not a JetStream message: nothing to learn from it
+            return
+        # The last stored event says nothing is pending after it; an event stored after the
+        # consumer was made is live, whatever is still pending (a busy project).
+        if metadata.num_pending == 0 or metadata.timestamp > self._created:
+            self._caught_up = True
 
 
 class MediaFetcher:

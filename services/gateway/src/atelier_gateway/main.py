@@ -14,8 +14,10 @@ from atelier_gateway.api import (
     install_quota_error_handler,
 )
 from atelier_gateway.backends import MediaFetcher, NatsBackends, register_profile_invalidation
+from atelier_gateway.inkweld import create_inkweld_router
 from atelier_gateway.service import GatewayService
 from atelier_gateway.settings import Settings
+from atelier_gateway.web import install_web_page
 from atelier_messaging import ensure_streams, make_broker
 from atelier_telemetry import configure_telemetry, instrument_fastapi
 from atelier_web import create_service_app, serve
@@ -36,6 +38,7 @@ def create_app(
         backends,
         job_lookup_grace_s=settings.job_lookup_grace_s,
         resync_s=settings.sse_resync_s,
+        replay_window_s=settings.sse_replay_window_s,
         profile_cache_s=settings.profile_cache_s,
     )
     register_profile_invalidation(broker, service.forget_profiles)
@@ -59,6 +62,9 @@ def create_app(
     install_auth_error_handler(app)
     install_quota_error_handler(app)
     app.include_router(create_router(settings, service, fetcher))
+    # The writing app's own API, mapped onto the same service (docs/inkweld.md).
+    app.include_router(create_inkweld_router(settings, service, fetcher, broker), prefix="/api/v1")
+    install_web_page(app)
     instrument_fastapi(app)
     app.state.broker = broker
     app.state.service = service

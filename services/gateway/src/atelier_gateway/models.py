@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, computed_field
+from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
 
 from atelier_contracts.errors import ErrorClass, ErrorInfo
 from atelier_contracts.jobs import (
@@ -20,9 +20,10 @@ from atelier_contracts.jobs import (
     JobProgress,
     JobStatus,
     JobView,
+    SentReferenceImage,
     Target,
 )
-from atelier_contracts.media import MediaItem
+from atelier_contracts.media import MediaAssigned, MediaItem, ProjectAssignmentsReply
 from atelier_contracts.profiles import OptionSpec, Profile
 from atelier_contracts.subjects import PROJECT_ID_PATTERN
 
@@ -215,6 +216,30 @@ class JobImageOut(BaseModel):
         )
 
 
+class SentImageOut(BaseModel):
+    """A reference image the model was sent with a job (after downscaling)."""
+
+    element_id: str | None = None
+    source: Literal["media", "url", "data_url"]
+    media_id: str | None = None
+    content_type: str
+    width: int
+    height: int
+    size_bytes: int
+
+    @classmethod
+    def of(cls, image: SentReferenceImage) -> SentImageOut:
+        return cls(
+            element_id=image.element_id,
+            source=image.source,
+            media_id=image.media_id,
+            content_type=image.content_type,
+            width=image.width,
+            height=image.height,
+            size_bytes=image.size_bytes,
+        )
+
+
 class JobOut(BaseModel):
     id: str
     project: str
@@ -227,6 +252,12 @@ class JobOut(BaseModel):
     prompt: str
     assembled_prompt: str | None
     assembly_notes: list[str]
+    reference_images: list[SentImageOut] = Field(
+        description="The reference images sent with the prompt, in order, as sent"
+    )
+    excluded_images: list[PreviewExclusion] = Field(
+        description="Element images that were not sent, each with the reason"
+    )
     size: str
     count: int
     options: dict[str, Any]
@@ -252,6 +283,11 @@ class JobOut(BaseModel):
             prompt=job.prompt,
             assembled_prompt=job.assembled_prompt,
             assembly_notes=job.assembly_notes,
+            reference_images=[SentImageOut.of(image) for image in job.reference_images],
+            excluded_images=[
+                PreviewExclusion(element_id=e.element_id, reason=e.reason)
+                for e in job.excluded_images
+            ],
             size=job.size,
             count=job.count,
             options=job.options,
@@ -320,3 +356,75 @@ class MediaOut(BaseModel):
 class MediaPage(BaseModel):
     items: list[MediaOut]
     total: int
+
+
+def project_assignments_url(project: str) -> str:
+    return f"/v1/projects/{project}/assignments"
+
+
+class AssignBody(BaseModel):
+    """`POST /v1/media/{id}/assign`: use this image as the project's cover or an element's."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    target: Literal["cover", "element"] = Field(examples=["cover"])
+    element_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="The worldbuilding element whose image this becomes (target `element`)",
+        examples=["mara-vell"],
+    )
+
+    @model_validator(mode="after")
+    def _element_id_for_elements_only(self) -> AssignBody:
+        if self.target == "element" and not self.element_id:
+            raise ValueError("target 'element' needs an element_id")
+        if self.target == "cover" and self.element_id is not None:
+            raise ValueError("target 'cover' takes no element_id")
+        return self
+
+
+class AssignmentLinks(BaseModel):
+    assignments: str
+
+
+class AssignmentAccepted(BaseModel):
+    """The choice is stored as a durable `media.assigned` event; media records it moments later
+    (newest choice per slot wins), after which `links.assignments` shows it."""
+
+    media_id: str
+    project: str
+    target: Literal["cover", "element"]
+    element_id: str | None
+    assigned_at: datetime
+    event_id: str
+    links: AssignmentLinks
+
+    @classmethod
+    def of(cls, event: MediaAssigned) -> AssignmentAccepted:
+        return cls(
+            media_id=event.media_id,
+            project=event.project,
+            target=event.target,
+            element_id=event.element_id,
+            assigned_at=event.occurred_at,
+            event_id=str(event.event_id),
+            links=AssignmentLinks(assignments=project_assignments_url(event.project)),
+        )
+
+
+class ProjectAssignments(BaseModel):
+    """A project's cover and the images chosen for its elements (by element id)."""
+
+    project: str
+    cover: MediaOut | None
+    elements: dict[str, MediaOut]
+
+    @classmethod
+    def of(cls, project: str, reply: ProjectAssignmentsReply) -> ProjectAssignments:
+        return cls(
+            project=project,
+            cover=MediaOut.of(reply.cover) if reply.cover else None,
+            elements={element: MediaOut.of(item) for element, item in reply.elements.items()},
+        )

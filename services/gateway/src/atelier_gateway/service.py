@@ -15,7 +15,7 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol
 from uuid import UUID, uuid4, uuid5
 
@@ -284,6 +284,15 @@ class StatusSubscription(Protocol):
     async def close(self) -> None: ...
 
 
+class ReplayingSubscription(StatusSubscription, Protocol):
+    """Stored status events, oldest first, then live ones from the same ordered consumer: what
+    was stored and what comes after arrive through one feed, with no gap and no overlap."""
+
+    @property
+    def caught_up(self) -> bool:
+        """Whether every event stored before the subscription was made has been handed out."""
+
+
 # How far along a job is, to order two states stamped with the same time.
 _STAGE = {
     JobStatus.QUEUED: 0,
@@ -317,15 +326,18 @@ async def follow_job(
     *,
     refresh: Callable[[], Awaitable[JobView | None]],
     quiet_s: float,
+    send_first: bool = True,
 ) -> AsyncGenerator[StatusUpdate, None]:
     """The current state, then every newer state, ending after a final one.
 
     The subscription must have been made before `first` was read, so nothing falls in between.
     After `quiet_s` without an event the job is read again: an event lost while NATS reconnected
-    would otherwise leave the stream open forever on a job that already ended.
+    would otherwise leave the stream open forever on a job that already ended. A resumed stream
+    passes the state the client already has as `first`, with `send_first=False`.
     """
     last = first
-    yield StatusUpdate(first)
+    if send_first:
+        yield StatusUpdate(first)
     while last.status not in FINAL_STATUSES:
         try:
             update = await subscription.next_update(quiet_s)
@@ -352,13 +364,15 @@ async def follow_project(
     *,
     quiet_s: float,
     remember: int = 1000,
+    seen: Iterable[JobView] = (),
 ) -> AsyncGenerator[StatusUpdate, None]:
     """The project's active jobs, then every newer state of any of its jobs, until closed.
 
     `remember` bounds the per-job memory of a long-lived stream; a job forgotten that long ago
-    only risks one repeated event.
+    only risks one repeated event. `seen`: states the client already has (a resumed stream's
+    last event), remembered but not sent.
     """
-    last: OrderedDict[str, JobView] = OrderedDict()
+    last: OrderedDict[str, JobView] = OrderedDict((job.id, job) for job in seen)
 
     def fresh(job: JobView) -> bool:
         if job.project != project or not is_newer(job, last.get(job.id)):
@@ -381,6 +395,41 @@ async def follow_project(
             yield update
 
 
+def resumable_event_id(last_event_id: str | None) -> str | None:
+    """The `Last-Event-ID` a client sent, when it can be one of ours (event ids are UUIDs).
+
+    Anything else (empty, garbled) gets the current state first, as a new client does.
+    """
+    if not last_event_id:
+        return None
+    try:
+        return str(UUID(last_event_id.strip()))
+    except ValueError:
+        return None
+
+
+async def skip_past(
+    last_event_id: str, feed: ReplayingSubscription, *, wait_s: float
+) -> StatusUpdate | None:
+    """Read the stored events up to the one with `last_event_id`, and return that one.
+
+    None when it is not among them (older than the stream keeps, from another job or made up)
+    or when the stored events stop coming for `wait_s`: the caller then starts from the current
+    state, read after this, so nothing skipped here is lost. Either way every event after the
+    returned point is still in `feed`.
+    """
+    while not feed.caught_up:
+        try:
+            update = await feed.next_update(wait_s)
+        except FeedClosed:
+            return None
+        if update is None:
+            return None
+        if update.event_id == last_event_id:
+            return update
+    return None
+
+
 # --- the service -----------------------------------------------------------------------------
 
 
@@ -397,6 +446,9 @@ class Backends(Protocol):
     async def release_quota(self, job_id: str) -> bool: ...
     async def cancel_job(self, job_id: str, user_id: str) -> JobView | None: ...
     async def subscribe_status(self, subject: str) -> StatusSubscription: ...
+    async def replay_status(
+        self, subject: str, *, since: datetime | None
+    ) -> ReplayingSubscription: ...
 
 
 @dataclass(frozen=True)
@@ -411,6 +463,9 @@ class JobStream:
 
     updates: AsyncGenerator[StatusUpdate, None]
     subscription: StatusSubscription
+    # A resumed job stream whose client already has the final state: nothing will ever come,
+    # and the answer is 204, which tells an EventSource to stop reconnecting.
+    already_final: bool = False
 
 
 def _not_found(what: str, ident: str) -> NotFound:
@@ -439,6 +494,8 @@ class GatewayService:
         *,
         job_lookup_grace_s: float = 2.0,
         resync_s: float = 30.0,
+        replay_window_s: float = 3600.0,
+        replay_wait_s: float = 5.0,
         profile_cache_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -446,6 +503,8 @@ class GatewayService:
         self.backends = backends
         self.job_lookup_grace_s = job_lookup_grace_s
         self.resync_s = resync_s
+        self.replay_window_s = replay_window_s
+        self.replay_wait_s = replay_wait_s
         self.profile_cache_s = profile_cache_s
         self._clock = clock
         self._sleep = sleep
@@ -600,13 +659,19 @@ class GatewayService:
             items=[item for item in page.items if item.project == project], total=page.total
         )
 
-    async def open_job_stream(self, user: User, job_id: str) -> JobStream:
+    async def open_job_stream(
+        self, user: User, job_id: str, last_event_id: str | None = None
+    ) -> JobStream:
         """Subscribe to the job's events, then read its state: in that order nothing is missed.
 
         The subject needs the job's project, so the job is looked up once before subscribing
-        (which also answers 404 before any stream starts) and read again after.
+        (which also answers 404 before any stream starts) and read again after. With a
+        `Last-Event-ID`, the stored events after it are sent instead (`_resume_job_stream`).
         """
         known = await self.job(user, job_id)
+        resume_after = resumable_event_id(last_event_id)
+        if resume_after is not None:
+            return await self._resume_job_stream(known, resume_after)
         subscription = await self.backends.subscribe_status(job_status(known.project, job_id))
         try:
             current = await self.backends.job(job_id) or known
@@ -620,8 +685,36 @@ class GatewayService:
         updates = follow_job(current, subscription, refresh=refresh, quiet_s=self.resync_s)
         return JobStream(updates, subscription)
 
-    async def open_project_stream(self, user: User, project: str) -> JobStream:
+    async def _resume_job_stream(self, known: JobView, resume_after: str) -> JobStream:
+        """Every stored event of the job after `resume_after`, then live ones, from one ordered
+        consumer over the whole (24 h) status stream; a job has a handful of events."""
+        feed = await self.backends.replay_status(job_status(known.project, known.id), since=None)
+
+        async def refresh() -> JobView | None:
+            return await self.backends.job(known.id)
+
+        try:
+            resumed = await skip_past(resume_after, feed, wait_s=self.replay_wait_s)
+            if resumed is None:  # not stored (any more): the current state first, as if new
+                current = await refresh() or known
+        except BaseException:
+            await feed.close()
+            raise
+        if resumed is None:
+            updates = follow_job(current, feed, refresh=refresh, quiet_s=self.resync_s)
+            return JobStream(updates, feed)
+        updates = follow_job(
+            resumed.job, feed, refresh=refresh, quiet_s=self.resync_s, send_first=False
+        )
+        return JobStream(updates, feed, already_final=resumed.job.status in FINAL_STATUSES)
+
+    async def open_project_stream(
+        self, user: User, project: str, last_event_id: str | None = None
+    ) -> JobStream:
         self._require_visible(user, project)
+        resume_after = resumable_event_id(last_event_id)
+        if resume_after is not None:
+            return await self._resume_project_stream(user, project, resume_after)
         subscription = await self.backends.subscribe_status(job_status_of_project(project))
         try:
             active = await self.jobs(user, project, active_only=True)
@@ -630,6 +723,26 @@ class GatewayService:
             raise
         updates = follow_project(project, active, subscription, quiet_s=self.resync_s)
         return JobStream(updates, subscription)
+
+    async def _resume_project_stream(
+        self, user: User, project: str, resume_after: str
+    ) -> JobStream:
+        """As `_resume_job_stream`, over the project's events of the last `replay_window_s`
+        (a busy project has many); an id older than that gets the active jobs first."""
+        since = datetime.now(UTC) - timedelta(seconds=self.replay_window_s)
+        feed = await self.backends.replay_status(job_status_of_project(project), since=since)
+        try:
+            resumed = await skip_past(resume_after, feed, wait_s=self.replay_wait_s)
+            if resumed is None:
+                active = await self.jobs(user, project, active_only=True)
+        except BaseException:
+            await feed.close()
+            raise
+        if resumed is None:
+            updates = follow_project(project, active, feed, quiet_s=self.resync_s)
+        else:
+            updates = follow_project(project, [], feed, quiet_s=self.resync_s, seen=[resumed.job])
+        return JobStream(updates, feed)
 
     @staticmethod
     def _require_grant(user: User, project: str) -> None:

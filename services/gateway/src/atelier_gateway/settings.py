@@ -58,6 +58,14 @@ class Settings(BaseServiceSettings):
         description="After this long without a status event, a job stream re-reads the job from "
         "dispatch, so an event missed during a NATS reconnect cannot leave it hanging",
     )
+    sse_replay_window_s: float = Field(
+        default=3600.0,
+        gt=0,
+        le=24 * 3600,
+        description="How far back a project stream resumed with `Last-Event-ID` looks for that "
+        "event (a job stream looks through all 24 h the status stream keeps); older ids get the "
+        "active jobs first",
+    )
     media_connect_timeout_s: float = Field(default=3.0, gt=0)
     media_read_timeout_s: float = Field(default=30.0, gt=0)
     media_cache_max_age_s: int = Field(

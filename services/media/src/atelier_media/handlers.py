@@ -8,13 +8,17 @@ from faststream.nats import NatsBroker
 
 from atelier_contracts.generation import GenerationCompleted
 from atelier_contracts.media import (
+    MediaAssigned,
     MediaLanded,
     MediaListQuery,
     MediaListReply,
     MediaQuery,
     MediaReply,
+    ProjectAssignmentsQuery,
+    ProjectAssignmentsReply,
 )
 from atelier_contracts.subjects import Durable, Subject
+from atelier_media.assignments import AssignmentService
 from atelier_media.service import MediaService, PublishLanded
 from atelier_messaging import durable_subscriber, publish_event
 
@@ -56,3 +60,16 @@ def register_handlers(
     @broker.subscriber(Subject.MEDIA_LIST, queue=QUEUE)
     async def list_media(query: MediaListQuery) -> MediaListReply:
         return await service.list_media(query)
+
+
+def register_assignment_handlers(broker: NatsBroker, assignments: AssignmentService) -> None:
+    # Ack policy: acked once the choice is committed (or found older than the slot's, or naming
+    # media that is not in the project: never retried, see `record_assignment`). A database
+    # failure naks it with backoff; recording is idempotent on the event id.
+    @durable_subscriber(broker, Subject.MEDIA_ASSIGNED, Durable.MEDIA_ASSIGNED)
+    async def record_assignment(event: MediaAssigned) -> None:
+        await assignments.record_assignment(event)
+
+    @broker.subscriber(Subject.MEDIA_ASSIGNMENTS, queue=QUEUE)
+    async def project_assignments(query: ProjectAssignmentsQuery) -> ProjectAssignmentsReply:
+        return await assignments.project_assignments(query.project)

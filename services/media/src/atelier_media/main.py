@@ -5,12 +5,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 from collections.abc import Sequence
+from typing import ClassVar
 
 from fastapi import FastAPI
 
-from atelier_database import Database
-from atelier_media.handlers import media_landed_publisher, register_handlers
-from atelier_media.repository import TABLES, MediaRepository
+from atelier_database import Database, migrate_to_head, upgrade_to_head
+from atelier_media.assignments import AssignmentRepository, AssignmentService
+from atelier_media.handlers import (
+    media_landed_publisher,
+    register_assignment_handlers,
+    register_handlers,
+)
+from atelier_media.migrations import MIGRATIONS
+from atelier_media.repository import MediaRepository
 from atelier_media.service import MediaService
 from atelier_media.settings import Settings
 from atelier_messaging import CancelledJobs, ensure_streams, make_broker
@@ -53,10 +60,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     register_handlers(
         broker, service, cancelled.is_cancelled if settings.run_startup_hooks else None
     )
+    assignments = AssignmentService(AssignmentRepository(db), repo)
+    register_assignment_handlers(broker, assignments)
 
     async def prepare() -> None:
         await ensure_streams(settings.nats_url, settings.stream_replicas)
-        await db.create_tables(TABLES)
+        await migrate_to_head(MIGRATIONS, db.url)
         # Workers create the staging bucket too; whoever starts first wins, both are idempotent.
         await store.ensure_bucket(settings.staging_bucket)
         await store.ensure_bucket(settings.media_bucket)
@@ -72,6 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # For tests: the in-memory broker wraps this broker; fixtures prepare tables and buckets.
     app.state.broker = broker
     app.state.service = service
+    app.state.assignments = assignments
     app.state.db = db
     return app
 
@@ -85,8 +95,16 @@ def cli(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--port", type=int, help="HTTP port for /healthz and /readyz (default: 8084)"
     )
+    parser.add_argument(
+        "--migrate-only",
+        action="store_true",
+        help="bring the database schema to the newest revision and exit (a one-shot job)",
+    )
     args = parser.parse_args(argv)
 
+    if args.migrate_only:
+        migrate_only()
+        return
     settings = Settings()
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     if overrides:
@@ -100,3 +118,14 @@ def cli(argv: Sequence[str] | None = None) -> None:
     app = create_app(settings)
     instrument_fastapi(app)
     serve(app, settings.host, settings.port, settings.log_level)
+
+
+class _MigrationSettings(Settings):
+    # A migration job reads the database URL only: it is given no S3 secret.
+    secret_fields: ClassVar[tuple[str, ...]] = ()
+
+
+def migrate_only() -> None:
+    settings = _MigrationSettings()
+    configure_telemetry(SERVICE, level=settings.log_level, json_logs=settings.log_json)
+    upgrade_to_head(MIGRATIONS, settings.database_url)

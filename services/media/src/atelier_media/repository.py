@@ -90,21 +90,17 @@ class MediaRepository:
         values = [item.model_dump() for item in items]
         dialect = self.db.engine.dialect.name
         stmt: Executable
+        # The rows go as parameters, not `.values(rows)`: a statement with literal rows cannot be
+        # cached, and compiling it anew was ~10% of media's CPU per image (bench/README.md).
         if dialect == "postgresql":
-            stmt = (
-                postgresql.insert(MediaRow)
-                .values(values)
-                .on_conflict_do_nothing(index_elements=["id"])
-            )
+            stmt = postgresql.insert(MediaRow).on_conflict_do_nothing(index_elements=["id"])
         elif dialect == "sqlite":
-            stmt = (
-                sqlite.insert(MediaRow).values(values).on_conflict_do_nothing(index_elements=["id"])
-            )
+            stmt = sqlite.insert(MediaRow).on_conflict_do_nothing(index_elements=["id"])
         else:  # pragma: no cover - we deploy on SQLite and PostgreSQL only
             raise RuntimeError(f"insert-if-absent is not implemented for {dialect}")
         # A Core statement: a connection in a transaction is all it needs, no ORM session.
         async with self.db.engine.begin() as conn:
-            await conn.execute(stmt)
+            await conn.execute(stmt, values)
         stored = await self.get_many([item.id for item in items])
         return [stored[item_id] for item_id in dict.fromkeys(item.id for item in items)]
 

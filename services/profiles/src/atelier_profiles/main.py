@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Awaitable, Callable, Sequence
+from typing import ClassVar
 
 from fastapi import FastAPI
 
 from atelier_contracts.profiles import ProfilesChanged
 from atelier_contracts.subjects import Subject
-from atelier_database import Database
+from atelier_database import Database, migrate_to_head, upgrade_to_head
 from atelier_messaging import ensure_streams, make_broker, publish_event
 from atelier_profiles.api import build_admin_router, build_governance_router
 from atelier_profiles.governance import GovernanceService
 from atelier_profiles.handlers import register_handlers
+from atelier_profiles.migrations import MIGRATIONS
 from atelier_profiles.repository import GovernanceRepository, ProfileRepository
 from atelier_profiles.service import ProfileService
 from atelier_profiles.settings import Settings
@@ -55,10 +57,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def declare_streams() -> None:
         await ensure_streams(settings.nats_url, settings.stream_replicas)
 
+    async def migrate() -> None:
+        await migrate_to_head(MIGRATIONS, database.url)
+
     on_startup: list[Callable[[], Awaitable[None]]] = []
     if settings.declare_streams:
         on_startup.append(declare_streams)
-    on_startup.append(repository.create_tables)
+    on_startup.append(migrate)
 
     app = create_service_app(
         "Atelier profiles",
@@ -86,8 +91,16 @@ def cli(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--host", help="interface to listen on (default: settings, 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port to listen on (default: settings, 8081)")
+    parser.add_argument(
+        "--migrate-only",
+        action="store_true",
+        help="bring the database schema to the newest revision and exit (a one-shot job)",
+    )
     args = parser.parse_args(argv)
 
+    if args.migrate_only:
+        migrate_only()
+        return
     settings = Settings()
     configure_telemetry(
         SERVICE,
@@ -103,3 +116,14 @@ def cli(argv: Sequence[str] | None = None) -> None:
         port=args.port if args.port is not None else settings.port,
         log_level=settings.log_level,
     )
+
+
+class _MigrationSettings(Settings):
+    # A migration job reads the database URL only: it is given none of the service's secrets.
+    secret_fields: ClassVar[tuple[str, ...]] = ()
+
+
+def migrate_only() -> None:
+    settings = _MigrationSettings()
+    configure_telemetry(SERVICE, level=settings.log_level, json_logs=settings.log_json)
+    upgrade_to_head(MIGRATIONS, settings.database_url)

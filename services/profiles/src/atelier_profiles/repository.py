@@ -16,16 +16,13 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Column,
-    Connection,
     DateTime,
     Index,
     Table,
     Text,
     delete,
     func,
-    inspect,
     or_,
-    text,
     update,
 )
 from sqlalchemy.exc import IntegrityError
@@ -125,13 +122,13 @@ class ProfileRepository:
         self._db = database
 
     async def create_tables(self) -> None:
-        """Create this service's tables only, even if other SQLModel tables are imported.
+        """For tests: this service's tables only, even if other SQLModel tables are imported.
 
-        A database made by an older version gets the nullable columns added since then.
+        The service itself runs its migrations (`atelier_profiles.migrations`), which a test
+        holds to exactly these tables.
         """
         async with self._db.engine.begin() as conn:
             await conn.run_sync(SQLModel.metadata.create_all, tables=all_tables())
-            await conn.run_sync(_add_missing_columns)
 
     async def drop_tables(self) -> None:
         """For tests on a shared database."""
@@ -238,19 +235,6 @@ class ProfileRepository:
                     if attempt:
                         raise
         return GenerationSettings(enabled=settings.enabled, reason=settings.reason)
-
-
-def _add_missing_columns(conn: Connection) -> None:
-    """`create_all` never alters a table: add the nullable columns an older version lacked."""
-    inspector = inspect(conn)
-    for table in all_tables():
-        if not inspector.has_table(table.name):
-            continue
-        present = {column["name"] for column in inspector.get_columns(table.name)}
-        for column in table.columns:
-            if column.name not in present and column.nullable:
-                kind = column.type.compile(dialect=conn.dialect)
-                conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}"))
 
 
 # --- Governance: provider credentials, quotas and reservations, the audit --------------------

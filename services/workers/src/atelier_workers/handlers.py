@@ -15,6 +15,7 @@ from atelier_contracts.errors import ErrorClass, ErrorInfo
 from atelier_contracts.generation import (
     GenerationCompleted,
     GenerationFailed,
+    GenerationProgress,
     GenerationStarted,
     GenerationTask,
 )
@@ -26,6 +27,7 @@ from atelier_messaging import (
     durable_subscriber,
     publish_event,
 )
+from atelier_workers.pacing import ProgressThrottle
 from atelier_workers.service import WorkerService
 from atelier_workers.settings import Settings
 
@@ -90,9 +92,32 @@ def register_handlers(
     def cancelled_result(task: GenerationTask) -> GenerationFailed:
         return service.failed(task, ErrorInfo.of(ErrorClass.CANCELLED))
 
-    async def run_abandonable(task: GenerationTask) -> GenerationCompleted | GenerationFailed:
+    def progress_reporter(task: GenerationTask, attempt: int) -> ProgressThrottle:
+        """Provider progress of this delivery as `gen.progress` events, throttled per task."""
+        sent = 0
+
+        async def publish(fraction: float | None, detail: str | None) -> None:
+            nonlocal sent
+            sent += 1
+            event = GenerationProgress(
+                event_id=derived_event_id(task.event_id, f"progress:{attempt}:{sent}"),
+                task_id=task.task_id,
+                job_id=task.job_id,
+                project=task.project,
+                provider=provider,
+                attempt=task.attempt,
+                fraction=fraction,
+                detail=detail[:200] if detail else None,
+            )
+            await publish_event(broker, event, Subject.GEN_PROGRESS)
+
+        return ProgressThrottle(publish, settings.progress_interval_s)
+
+    async def run_abandonable(
+        task: GenerationTask, progress: ProgressThrottle
+    ) -> GenerationCompleted | GenerationFailed:
         resume = handles.for_task(task.task_id)
-        run = asyncio.create_task(service.run_task(task, resume))
+        run = asyncio.create_task(service.run_task(task, resume, progress.report))
         inflight.add(task.job_id, run)
         try:
             return await run
@@ -134,15 +159,18 @@ def register_handlers(
             ),
             Subject.GEN_STARTED,
         )
+        progress = progress_reporter(task, attempt)
         try:
             async with keep_alive(msg, settings.heartbeat_s):
-                result = await run_abandonable(task)
+                result = await run_abandonable(task, progress)
         except Exception as exc:
             if attempt < settings.max_deliver:
                 raise
             result = service.failed(
                 task, ErrorInfo.of(ErrorClass.INTERNAL, f"worker gave up: {type(exc).__name__}")
             )
+        finally:
+            await progress.close()  # no progress after the outcome
         subject = (
             Subject.GEN_COMPLETED if isinstance(result, GenerationCompleted) else Subject.GEN_FAILED
         )

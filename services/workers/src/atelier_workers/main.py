@@ -23,6 +23,7 @@ from atelier_web import create_service_app, serve
 from atelier_workers.adapters import get_adapter
 from atelier_workers.credentials import ProviderCredentials, register_credential_invalidation
 from atelier_workers.handlers import InFlight, register_handlers
+from atelier_workers.pacing import TokenBucket
 from atelier_workers.service import WorkerService
 from atelier_workers.settings import Settings
 
@@ -62,6 +63,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         client,
         settings.api_key,
         credentials=credentials,
+        limiter=TokenBucket(settings.max_requests_per_minute, settings.rate_burst)
+        if settings.max_requests_per_minute is not None
+        else None,
     )
     cancelled = CancelledJobs(broker, settings.stream_replicas)
     handles = ProviderHandles(broker, settings.stream_replicas)

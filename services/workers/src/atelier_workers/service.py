@@ -24,12 +24,14 @@ from atelier_storage import ObjectStore
 from atelier_workers.adapters.base import (
     ImageRequest,
     InMemoryResumeStore,
+    ProgressCallback,
     ProviderAdapter,
     ProviderError,
     ReferenceImage,
     ResumeStore,
 )
 from atelier_workers.credentials import ProviderCredentials
+from atelier_workers.pacing import TokenBucket
 
 log = logging.getLogger("atelier.workers")
 
@@ -49,6 +51,8 @@ class WorkerService:
     # The key in use (never in repr); `credentials` refreshes it before each provider call.
     api_key: str | None = field(default=None, repr=False)
     credentials: ProviderCredentials | None = None
+    # This worker's own request rate limit for its provider (None: only concurrency limits).
+    limiter: TokenBucket | None = None
 
     async def refresh_api_key(self) -> None:
         """The key an admin stored in profiles (cached until it changes), else the worker's own."""
@@ -63,7 +67,11 @@ class WorkerService:
         )
 
     def build_request(
-        self, task: GenerationTask, timeout: float, resume: ResumeStore | None = None
+        self,
+        task: GenerationTask,
+        timeout: float,
+        resume: ResumeStore | None = None,
+        on_progress: ProgressCallback | None = None,
     ) -> ImageRequest:
         return ImageRequest(
             model=task.profile.model,
@@ -78,7 +86,30 @@ class WorkerService:
             timeout_s=timeout,
             provider_config=task.profile.provider_config,
             resume=resume if resume is not None else InMemoryResumeStore(),
+            on_progress=on_progress,
         )
+
+    async def wait_for_rate_limit(self, budget_s: float) -> float:
+        """Wait until the worker's own rate limit lets one more provider call through; the
+        seconds waited. `rate_limited` (nothing taken) when the wait would use up `budget_s`:
+        dispatch retries the task later rather than this worker holding it."""
+        if self.limiter is None:
+            return 0.0
+        wait = self.limiter.reserve()
+        if wait >= budget_s:
+            self.limiter.release()
+            raise ProviderError.of(
+                ErrorClass.RATE_LIMITED,
+                f"the worker's own request rate limit would make this call wait {wait:.0f} s",
+                retry_after_s=wait,
+            )
+        if wait > 0:
+            try:
+                await asyncio.sleep(wait)
+            except asyncio.CancelledError:
+                self.limiter.release()
+                raise
+        return wait
 
     async def cancel_at_provider(self, task: GenerationTask, resume: ResumeStore) -> bool:
         """Ask the provider to stop a job it accepted, where it has a cancel endpoint."""
@@ -95,14 +126,21 @@ class WorkerService:
             return False
 
     async def run_task(
-        self, task: GenerationTask, resume: ResumeStore | None = None
+        self,
+        task: GenerationTask,
+        resume: ResumeStore | None = None,
+        on_progress: ProgressCallback | None = None,
     ) -> GenerationCompleted | GenerationFailed:
         remaining = (task.deadline_at - datetime.now(UTC)).total_seconds()
         if remaining <= 0:
             return self.failed(task, ErrorInfo.of(ErrorClass.TIMEOUT, "deadline passed in queue"))
-        timeout = min(task.profile.timeout_s, remaining)
+        try:
+            waited = await self.wait_for_rate_limit(remaining)
+        except ProviderError as exc:
+            return self.failed(task, exc.info)
+        timeout = min(task.profile.timeout_s, remaining - waited)
         await self.refresh_api_key()
-        request = self.build_request(task, timeout, resume)
+        request = self.build_request(task, timeout, resume, on_progress)
         if task.reference_images:
             # Staged by the context service (validated, downscaled); the adapter gets the bytes.
             references = [

@@ -17,6 +17,20 @@ class Settings(BaseServiceSettings):
     port: int = 8090
     provider: str = Field(default="offline", description="Which provider this worker serves")
     concurrency: int = Field(default=8, ge=1, le=512, description="Provider calls in flight")
+    max_requests_per_minute: float | None = Field(
+        default=None,
+        gt=0,
+        description="This worker's own limit on new provider calls a minute (a token bucket; "
+        "each replica has its own); unset: only `concurrency` limits",
+    )
+    rate_burst: int = Field(
+        default=1,
+        ge=1,
+        description="Provider calls allowed at once before `max_requests_per_minute` spaces them",
+    )
+    progress_interval_s: float = Field(
+        default=1.0, gt=0, description="At most one `gen.progress` event per task this often"
+    )
     api_key: str | None = Field(
         default=None,
         repr=False,

@@ -8,7 +8,9 @@ normalized `ErrorInfo` (providers.md A.11). Batching, retries and fallbacks live
 from __future__ import annotations
 
 import io
+import logging
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -28,6 +30,12 @@ _SIZE_RE = re.compile(r"^\s*(\d{1,5})\s*[xX]\s*(\d{1,5})\s*$")
 # Provider error texts sometimes echo a (partly masked) key back, e.g. OpenAI's
 # "Incorrect API key provided: sk-abc***xyz". Such text must not reach logs or users.
 _KEY_LIKE_RE = re.compile(r"\b(?:sk|pk|rk)-[A-Za-z0-9_\-*.]{3,}")
+
+log = logging.getLogger("atelier.workers.adapters")
+
+# How far the provider says it is (0..1, None when it gives no figure) and what it is doing
+# ("queued at position 3", "step 12/30"); the worker turns it into job progress events.
+ProgressCallback = Callable[[float | None, str | None], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -84,6 +92,19 @@ class ImageRequest:
     provider_config: dict[str, Any] = field(default_factory=dict)
     reference_images: tuple[ReferenceImage, ...] = ()
     resume: ResumeStore = field(default_factory=InMemoryResumeStore, compare=False, repr=False)
+    on_progress: ProgressCallback | None = field(default=None, compare=False, repr=False)
+
+    async def report_progress(self, fraction: float | None, detail: str) -> None:
+        """Hand provider progress to the worker when it listens; never fails the generation."""
+        log.debug("provider progress: %s", detail)
+        if self.on_progress is None:
+            return
+        if fraction is not None:
+            fraction = min(max(fraction, 0.0), 1.0)
+        try:
+            await self.on_progress(fraction, detail)
+        except Exception:  # progress is a nicety; it must never fail a generation
+            log.warning("progress hook failed", exc_info=True)
 
 
 @dataclass(frozen=True)
@@ -94,6 +115,15 @@ class GeneratedImageData:
     height: int
     seed: int | None = None
     revised_prompt: str | None = None
+
+    @classmethod
+    def decoded(
+        cls, data: bytes, *, seed: int | None = None, revised_prompt: str | None = None
+    ) -> GeneratedImageData:
+        """Bytes a provider returned, sniffed for type and size (`no_image_returned` when they
+        are not a usable image)."""
+        content_type, width, height = image_size_of(data)
+        return cls(data, content_type, width, height, seed=seed, revised_prompt=revised_prompt)
 
 
 @dataclass(frozen=True)

@@ -22,29 +22,20 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 
 from atelier_contracts.errors import ErrorClass
+from atelier_contracts.providers import BFL_MAX_PIXELS
+from atelier_workers.adapters import _http
 from atelier_workers.adapters.base import (
-    GeneratedImageData,
     GenerationOutput,
     ImageRequest,
     ProviderError,
-    image_size_of,
     parse_size,
 )
-from atelier_workers.adapters.gemini import nearest_aspect_ratio
-from atelier_workers.adapters.openai import (
-    _download,
-    _json_object,
-    _json_or_none,
-    _send,
-    _with_id,
-    retry_after_of,
-)
+from atelier_workers.adapters.sizes import WIDE_ASPECT_RATIOS, nearest_aspect_ratio
 
 DEFAULT_BASE_URL = "https://api.bfl.ai/v1"
 DEFAULT_POLL_INTERVAL_S = 0.5  # BFL's own examples poll twice a second
-MAX_PIXELS = 4 * 1024 * 1024
+MAX_PIXELS = BFL_MAX_PIXELS
 MIN_SIDE = 64
-ASPECT_RATIOS = ("21:9", "16:9", "3:2", "4:3", "5:4", "1:1", "4:5", "3:4", "2:3", "9:16", "9:21")
 # Options passed through as body fields when set.
 _OPTIONS = frozenset(
     {"safety_tolerance", "output_format", "steps", "guidance", "prompt_upsampling", "raw"}
@@ -57,41 +48,22 @@ class _TaskGone(Exception):
     """The provider no longer knows the task we hold a handle for."""
 
 
-class BFLAdapter:
+class BFLAdapter(_http.HttpAdapter):
+    awaited = "finished image"
     name: str = "bfl"
 
-    def max_images_per_call(self, model: str) -> int:
-        return 1  # one image per task on every FLUX endpoint
-
-    async def generate(self, request: ImageRequest, client: httpx.AsyncClient) -> GenerationOutput:
-        body = self.build_body(request)
-        try:
-            async with asyncio.timeout(request.timeout_s):
-                return await self._run(request, body, client)
-        except TimeoutError as exc:
-            # The handle stays saved: a retry of this task resumes polling the same job.
-            raise ProviderError.of(
-                ErrorClass.TIMEOUT, f"no finished image within {request.timeout_s:g} s"
-            ) from exc
+    async def _generate(self, request: ImageRequest, client: httpx.AsyncClient) -> GenerationOutput:
+        # On a timeout the handle stays saved: a retry of this task resumes polling the same job.
+        return await self._run(request, self.build_body(request), client)
 
     def build_body(self, request: ImageRequest) -> dict[str, Any]:
         """The submission body; raises `invalid_request` instead of sending a bad one."""
-        if request.n != 1:
-            raise ProviderError.of(ErrorClass.INVALID_REQUEST, "bfl makes one image per call")
-        if not request.prompt:
-            raise ProviderError.of(ErrorClass.INVALID_REQUEST, "prompt is empty")
-        _poll_interval(request.provider_config)  # a bad setting must fail before we pay
-        limit = max_reference_images(request.model)
-        if len(request.reference_images) > limit:
-            raise ProviderError.of(
-                ErrorClass.INVALID_REQUEST,
-                f"{request.model} takes at most {limit} reference images, "
-                f"not {len(request.reference_images)}",
-            )
+        self.check_request(request, max_reference_images(request.model))
+        _http.poll_interval(request.provider_config, DEFAULT_POLL_INTERVAL_S)  # fail before we pay
         width, height = parse_size(request.size)
         body: dict[str, Any] = {"prompt": request.prompt}
         if uses_aspect_ratio(request.model):
-            body["aspect_ratio"] = nearest_aspect_ratio(width, height, ASPECT_RATIOS)
+            body["aspect_ratio"] = nearest_aspect_ratio(width, height, WIDE_ASPECT_RATIOS)
         else:
             body["width"], body["height"] = flux_dimensions(width, height)
         if request.seed is not None:
@@ -99,9 +71,7 @@ class BFLAdapter:
         for index, ref in enumerate(request.reference_images):
             key = "input_image" if index == 0 else f"input_image_{index + 1}"
             body[key] = base64.b64encode(ref.data).decode("ascii")
-        for key, value in request.options.items():
-            if key in _OPTIONS and value is not None:
-                body[key] = value
+        body.update(_http.passed_options(request.options, _OPTIONS))
         return body
 
     async def _run(
@@ -125,7 +95,7 @@ class BFLAdapter:
             await request.resume.save({})
             raise ProviderError.of(
                 ErrorClass.PROVIDER_UNAVAILABLE,
-                _with_id("the task vanished while polling (Task not found)", handle["id"]),
+                _http.with_id("the task vanished while polling (Task not found)", handle["id"]),
             ) from exc
 
     async def _submit(
@@ -133,13 +103,13 @@ class BFLAdapter:
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         url = f"{base}/{request.model}"
         secrets = (request.api_key,)
-        response = await _send(
+        response = await _http.send(
             lambda: client.post(url, json=body, headers=_key(request), timeout=request.timeout_s),
             secrets,
         )
         if response.status_code != 200:
             raise error_from_response(response, secrets)
-        payload = _json_object(response, None)
+        payload = _http.json_object(response, None)
         task_id = payload.get("id")
         if not isinstance(task_id, str) or not task_id:
             raise ProviderError.of(
@@ -169,22 +139,12 @@ class BFLAdapter:
         if not isinstance(sample, str) or not sample:
             await request.resume.save({})
             raise ProviderError.of(
-                ErrorClass.NO_IMAGE_RETURNED, _with_id("Ready without a sample URL", task_id)
+                ErrorClass.NO_IMAGE_RETURNED, _http.with_id("Ready without a sample URL", task_id)
             )
-        try:
-            data = await _download(sample, client, request.timeout_s)
-            content_type, width, height = image_size_of(data)
-        except ProviderError as exc:
-            if exc.error_class is ErrorClass.NO_IMAGE_RETURNED:
-                # An expired or broken sample cannot be fetched again later: start over next time.
-                await request.resume.save({})
-            raise
         seed = result.get("seed")
-        image = GeneratedImageData(
-            data,
-            content_type,
-            width,
-            height,
+        image = await _http.final_image(
+            request,
+            _http.download(sample, client, request.timeout_s),
             seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
         )
         return GenerationOutput(images=[image], usage=usage, provider_request_id=task_id or None)
@@ -205,8 +165,9 @@ class BFLAdapter:
                 f"polling_url host {urlsplit(polling_url).hostname!r} is not the API's "
                 f"({urlsplit(base).hostname!r}); refusing to send the key there",
             )
-        interval = _poll_interval(request.provider_config)
+        interval = _http.poll_interval(request.provider_config, DEFAULT_POLL_INTERVAL_S)
         secrets = (request.api_key,)
+        last_reported: str | None = None
         while True:
             try:
                 payload = await self._poll_once(request, polling_url, secrets, client)
@@ -230,6 +191,10 @@ class BFLAdapter:
             if isinstance(status, str) and status not in _PENDING:
                 await request.resume.save({})
                 raise _status_error(status, payload, task_id, secrets)
+            fraction, detail = _progress_of(status, payload)
+            if detail != last_reported:
+                last_reported = detail
+                await request.report_progress(fraction, detail)
             await asyncio.sleep(interval)
 
     async def _poll_once(
@@ -239,7 +204,7 @@ class BFLAdapter:
         secrets: tuple[str | None, ...],
         client: httpx.AsyncClient,
     ) -> dict[str, Any]:
-        response = await _send(
+        response = await _http.send(
             lambda: client.get(polling_url, headers=_key(request), timeout=request.timeout_s),
             secrets,
         )
@@ -247,7 +212,7 @@ class BFLAdapter:
             return {"status": _TASK_NOT_FOUND}
         if response.status_code != 200:
             raise error_from_response(response, secrets)
-        return _json_object(response, None)
+        return _http.json_object(response, None)
 
 
 def uses_aspect_ratio(model: str) -> bool:
@@ -280,7 +245,7 @@ def flux_dimensions(width: int, height: int) -> tuple[int, int]:
 def error_from_response(response: httpx.Response, secrets: tuple[str | None, ...]) -> ProviderError:
     """Map a non-200 answer (FastAPI-style `{"detail": ...}` or plain text) onto the taxonomy."""
     status = response.status_code
-    body = _json_or_none(response)
+    body = _http.json_or_none(response)
     detail_field = body.get("detail") if isinstance(body, dict) else None
     if isinstance(detail_field, list):
         shown = "; ".join(
@@ -295,28 +260,15 @@ def error_from_response(response: httpx.Response, secrets: tuple[str | None, ...
         shown = response.text[:300]
     detail = f"HTTP {status} detail={shown[:400]}"
 
-    def fail(error_class: ErrorClass, **extra: Any) -> ProviderError:
-        return ProviderError.of(error_class, detail, secrets=secrets, **extra)
-
-    if status in (401, 403):
-        return fail(ErrorClass.AUTH)
-    if status == 402:
-        return fail(ErrorClass.QUOTA_EXHAUSTED)
-    if status == 429:
-        # Too many active tasks (24, or 6 for kontext-max); Retry-After is not always sent.
-        return fail(ErrorClass.RATE_LIMITED, retry_after_s=retry_after_of(response.headers))
-    if status in (408, 504):
-        return fail(ErrorClass.TIMEOUT)
-    if status >= 500:
-        return fail(ErrorClass.PROVIDER_UNAVAILABLE, retry_after_s=retry_after_of(response.headers))
-    return fail(ErrorClass.INVALID_REQUEST)
+    # A 429 is too many active tasks (24, or 6 for kontext-max); Retry-After is not always sent.
+    return _http.error_for_status(status, response.headers, detail, secrets)
 
 
 def _status_error(
     status: str, payload: dict[str, Any], task_id: str, secrets: tuple[str | None, ...]
 ) -> ProviderError:
     details = payload.get("details")
-    shown = _with_id(f"status={status}" + (f" details={details}" if details else ""), task_id)
+    shown = _http.with_id(f"status={status}" + (f" details={details}" if details else ""), task_id)
     if status == "Request Moderated":
         return ProviderError.of(ErrorClass.CONTENT_BLOCKED, shown, stage="input", secrets=secrets)
     if status == "Content Moderated":
@@ -325,19 +277,17 @@ def _status_error(
     return ProviderError.of(ErrorClass.PROVIDER_UNAVAILABLE, shown, secrets=secrets)
 
 
+def _progress_of(status: Any, payload: dict[str, Any]) -> tuple[float | None, str]:
+    """A pending task's `progress` (0..1, when BFL sends one [U]) and a line saying so."""
+    shown = status.lower() if isinstance(status, str) else "waiting"
+    progress = payload.get("progress")
+    if isinstance(progress, int | float) and not isinstance(progress, bool):
+        return float(progress), f"{shown} {min(max(progress, 0), 1):.0%}"
+    return None, shown
+
+
 def _key(request: ImageRequest) -> dict[str, str]:
     return {"x-key": request.api_key} if request.api_key else {}
-
-
-def _poll_interval(config: dict[str, Any]) -> float:
-    raw = config.get("poll_interval_s", DEFAULT_POLL_INTERVAL_S)
-    try:
-        interval = float(raw)
-    except (TypeError, ValueError):
-        raise ProviderError.of(
-            ErrorClass.INVALID_REQUEST, f"provider_config poll_interval_s={raw!r} is not a number"
-        ) from None
-    return max(interval, 0.01)
 
 
 def _same_site(url: str, base: str) -> bool:

@@ -32,7 +32,6 @@ Profile settings (`provider_config`):
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import copy
 import hashlib
@@ -51,26 +50,24 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from atelier_contracts.errors import ErrorClass
-from atelier_contracts.providers import images_per_call
+from atelier_workers.adapters import _http
 from atelier_workers.adapters.base import (
-    GeneratedImageData,
     GenerationOutput,
     ImageRequest,
     ProviderError,
     ReferenceImage,
-    image_size_of,
     parse_size,
 )
-from atelier_workers.adapters.openai import retry_after_of
 
 log = logging.getLogger("atelier.workers.comfyui")
 
 DEFAULT_POLL_INTERVAL_S = 1.0
-MAX_POLL_FAILURES = 3
 # Every this many history checks without an entry, make sure the queue still has the prompt.
 QUEUE_CHECK_EVERY = 5
 # History can lag the websocket's "done" by a moment (A.13); wait this long for it to appear.
 HISTORY_GRACE_S = 5.0
+# A prompt gone from the queue gets this long to show up in history before it counts as lost.
+VANISHED_GRACE_S = 1.0
 # Binary frames carry previews (and whole images from SaveImageWebsocket nodes).
 MAX_WS_MESSAGE_BYTES = 32 * 1024 * 1024
 UPLOAD_SUBFOLDER = "atelier"
@@ -104,21 +101,9 @@ class _PromptGone(Exception):
     and history live in memory), the prompt was deleted, or it was never submitted."""
 
 
-class ComfyUIAdapter:
+class ComfyUIAdapter(_http.HttpAdapter):
+    awaited = "result"
     name: str = "comfyui"
-
-    def max_images_per_call(self, model: str) -> int:
-        return images_per_call(self.name, model)
-
-    async def generate(self, request: ImageRequest, client: httpx.AsyncClient) -> GenerationOutput:
-        try:
-            async with asyncio.timeout(request.timeout_s):
-                return await self._generate(request, client)
-        except TimeoutError as exc:
-            # The handle stays saved: a retry waits on this prompt instead of queueing another.
-            raise ProviderError.of(
-                ErrorClass.TIMEOUT, f"no result within {request.timeout_s:g} s"
-            ) from exc
 
     async def cancel(
         self, request: ImageRequest, handle: dict[str, Any], client: httpx.AsyncClient
@@ -131,24 +116,21 @@ class ComfyUIAdapter:
         prompt_id = handle.get("prompt_id")
         if not isinstance(prompt_id, str):
             return
-        base = _base(request)
-        await self._post_json(request, client, f"{base}/queue", {"delete": [prompt_id]})
+        await self._call(
+            request, client, "POST", "/queue", json={"delete": [prompt_id]}, timeout_s=30.0
+        )
         running, _ = await self._queue(request, client)
         if prompt_id in running:
-            await self._post_json(request, client, f"{base}/interrupt", {"prompt_id": prompt_id})
+            await self._call(
+                request, client, "POST", "/interrupt", json={"prompt_id": prompt_id}, timeout_s=30.0
+            )
 
     def build_workflow(
         self, request: ImageRequest, seed: int, uploaded: list[str]
     ) -> dict[str, Any]:
         """The workflow with this request's values written in; `invalid_request` if the
         profile's workflow or node map cannot take them."""
-        limit = self.max_images_per_call(request.model)
-        if not 1 <= request.n <= limit:
-            raise ProviderError.of(
-                ErrorClass.INVALID_REQUEST, f"ComfyUI takes n from 1 to {limit} per call"
-            )
-        if not request.prompt:
-            raise ProviderError.of(ErrorClass.INVALID_REQUEST, "prompt is empty")
+        self.check_request(request)
         width, height = parse_size(request.size)
         graph = copy.deepcopy(workflow_of(request.provider_config))
         node_map = parse_node_map(request.provider_config.get("node_map"))
@@ -190,7 +172,10 @@ class ComfyUIAdapter:
         return graph
 
     async def _generate(self, request: ImageRequest, client: httpx.AsyncClient) -> GenerationOutput:
-        saved = _handle_of(await request.resume.load())
+        # On a timeout the handle stays saved: a retry waits on this prompt, not queueing another.
+        saved = _http.saved_handle(
+            await request.resume.load(), self.name, ("prompt_id", "client_id")
+        )
         if saved is not None:
             try:
                 return await self._follow(request, saved, client, submit=None)
@@ -236,20 +221,15 @@ class ComfyUIAdapter:
         digest = hashlib.sha256(reference.data).hexdigest()[:20]
         extension = _EXTENSIONS.get(reference.content_type, "png")
         filename = f"atelier-{digest}.{extension}"
-        secrets = _secrets(request)
-        response = await _send(
-            lambda: client.post(
-                f"{_base(request)}/upload/image",
-                files={"image": (filename, reference.data, reference.content_type)},
-                data={"type": "input", "subfolder": UPLOAD_SUBFOLDER, "overwrite": "true"},
-                headers=_auth(request),
-                timeout=request.timeout_s,
-            ),
-            secrets,
+        response = await self._call(
+            request,
+            client,
+            "POST",
+            "/upload/image",
+            files={"image": (filename, reference.data, reference.content_type)},
+            data={"type": "input", "subfolder": UPLOAD_SUBFOLDER, "overwrite": "true"},
         )
-        if response.status_code != 200:
-            raise error_from_response(response, secrets)
-        payload = _json_or_none(response)
+        payload = _http.json_or_none(response)
         name = payload.get("name") if isinstance(payload, dict) else None
         if not isinstance(name, str) or not name:
             raise ProviderError.of(
@@ -268,20 +248,11 @@ class ComfyUIAdapter:
         handle: dict[str, Any],
     ) -> None:
         body = {"prompt": graph, "client_id": handle["client_id"], "prompt_id": handle["prompt_id"]}
-        secrets = _secrets(request)
-        response = await _send(
-            lambda: client.post(
-                f"{_base(request)}/prompt",
-                json=body,
-                headers=_auth(request),
-                timeout=request.timeout_s,
-            ),
-            secrets,
-        )
+        response = await self._call(request, client, "POST", "/prompt", check=False, json=body)
         if response.status_code != 200:
             await request.resume.save({})  # refused: nothing to resume
-            raise error_from_response(response, secrets)
-        payload = _json_or_none(response)
+            raise error_from_response(response, _http.key_secrets(request))
+        payload = _http.json_or_none(response)
         prompt_id = payload.get("prompt_id") if isinstance(payload, dict) else None
         if not isinstance(prompt_id, str):
             raise ProviderError.of(
@@ -301,7 +272,7 @@ class ComfyUIAdapter:
         submit: Callable[[], Awaitable[None]] | None,
     ) -> GenerationOutput:
         """Wait for the prompt (submitting it first when `submit` is given) and collect it."""
-        interval = _poll_interval(request.provider_config)
+        interval = _http.poll_interval(request.provider_config, DEFAULT_POLL_INTERVAL_S)
         async with self._events(request, client, handle["client_id"]) as socket:
             if submit is not None:
                 await submit()
@@ -328,7 +299,7 @@ class ComfyUIAdapter:
         try:
             socket = await connect(
                 url,
-                additional_headers=_auth(request),
+                additional_headers=_http.basic_or_bearer(request),
                 max_size=MAX_WS_MESSAGE_BYTES,
                 open_timeout=min(10.0, request.timeout_s),
                 # Follow the HTTP client's choice about proxies from the environment.
@@ -355,7 +326,8 @@ class ComfyUIAdapter:
         """Until history shows the prompt finished (its entry), or an event says it failed."""
         prompt_id = handle["prompt_id"]
         done_at: float | None = None  # when the websocket said the prompt finished
-        failures = misses = 0
+        failures = _http.PollFailures()
+        misses = 0
         next_check = time.monotonic()
         while True:
             if time.monotonic() >= next_check:
@@ -365,14 +337,10 @@ class ComfyUIAdapter:
                         misses += 1
                         if misses % QUEUE_CHECK_EVERY == 0:
                             entry = await self._unless_vanished(request, client, handle)
-                    failures = 0
+                    failures.succeeded()
                 except ProviderError as exc:
                     # Ride out a few hiccups: the prompt runs on regardless.
-                    failures += 1
-                    if exc.error_class is not ErrorClass.PROVIDER_UNAVAILABLE:
-                        raise
-                    if failures >= MAX_POLL_FAILURES:
-                        raise
+                    failures.failed(exc)
                     entry = None
                 if entry is not None:
                     return entry
@@ -409,9 +377,12 @@ class ComfyUIAdapter:
         running, pending = await self._queue(request, client)
         if handle["prompt_id"] in running | pending:
             return None
-        entry = await self._history_entry(request, client, handle)
-        if entry is None:
-            raise _PromptGone
+        # Just finished: history may lag the queue by a moment (A.13) before it has the entry.
+        deadline = time.monotonic() + VANISHED_GRACE_S
+        while (entry := await self._history_entry(request, client, handle)) is None:
+            if time.monotonic() > deadline:
+                raise _PromptGone
+            await asyncio.sleep(0.2)
         return entry
 
     async def _on_event(self, request: ImageRequest, prompt_id: str, raw: str) -> bool:
@@ -426,22 +397,22 @@ class ComfyUIAdapter:
         if kind == "status":
             remaining = data.get("status", {}).get("exec_info", {}).get("queue_remaining")
             if isinstance(remaining, int):
-                await report_progress(request, None, f"{remaining} in ComfyUI's queue")
+                await request.report_progress(None, f"{remaining} in ComfyUI's queue")
             return False
         if data.get("prompt_id") != prompt_id:
             return False
         if kind == "execution_start":
-            await report_progress(request, 0.0, "running")
+            await request.report_progress(0.0, "running")
         elif kind == "progress":
             value, maximum = data.get("value"), data.get("max")
             if isinstance(value, int | float) and isinstance(maximum, int | float) and maximum:
                 node = data.get("node")
-                await report_progress(
-                    request, min(value / maximum, 1.0), f"node {node}: {value}/{maximum}"
+                await request.report_progress(
+                    min(value / maximum, 1.0), f"node {node}: {value}/{maximum}"
                 )
         elif kind == "execution_error":
             await request.resume.save({})
-            raise _execution_error(data, _secrets(request))
+            raise _execution_error(data, _http.key_secrets(request))
         elif kind == "execution_interrupted":
             await request.resume.save({})
             raise ProviderError.of(
@@ -456,18 +427,8 @@ class ComfyUIAdapter:
     ) -> dict[str, Any] | None:
         """The prompt's finished history entry; raises its failure; None while it runs."""
         prompt_id = handle["prompt_id"]
-        secrets = _secrets(request)
-        response = await _send(
-            lambda: client.get(
-                f"{_base(request)}/history/{prompt_id}",
-                headers=_auth(request),
-                timeout=request.timeout_s,
-            ),
-            secrets,
-        )
-        if response.status_code != 200:
-            raise error_from_response(response, secrets)
-        payload = _json_or_none(response)
+        response = await self._call(request, client, "GET", f"/history/{prompt_id}")
+        payload = _http.json_or_none(response)
         entry = payload.get(prompt_id) if isinstance(payload, dict) else None
         if not isinstance(entry, dict):
             return None
@@ -475,7 +436,7 @@ class ComfyUIAdapter:
         status: dict[str, Any] = raw_status if isinstance(raw_status, dict) else {}
         if status.get("status_str") == "error":
             await request.resume.save({})
-            raise _history_failure(prompt_id, status, secrets)
+            raise _history_failure(prompt_id, status, _http.key_secrets(request))
         if status and not status.get("completed", False):
             return None
         return entry
@@ -484,16 +445,7 @@ class ComfyUIAdapter:
         self, request: ImageRequest, client: httpx.AsyncClient
     ) -> tuple[set[str], set[str]]:
         """Prompt ids running and pending."""
-        secrets = _secrets(request)
-        response = await _send(
-            lambda: client.get(
-                f"{_base(request)}/queue", headers=_auth(request), timeout=request.timeout_s
-            ),
-            secrets,
-        )
-        if response.status_code != 200:
-            raise error_from_response(response, secrets)
-        payload = _json_or_none(response)
+        payload = _http.json_or_none(await self._call(request, client, "GET", "/queue"))
         payload = payload if isinstance(payload, dict) else {}
         return _queue_ids(payload.get("queue_running")), _queue_ids(payload.get("queue_pending"))
 
@@ -514,24 +466,14 @@ class ComfyUIAdapter:
                 f"prompt {handle['prompt_id']} finished without output images",
             )
         seed = handle.get("seed") if request.n == 1 and len(files) == 1 else None
-        images: list[GeneratedImageData] = []
-        for file in files:
-            try:
-                data = await self._view(request, client, file)
-                content_type, width, height = image_size_of(data)
-            except ProviderError as exc:
-                if exc.error_class is ErrorClass.NO_IMAGE_RETURNED:
-                    await request.resume.save({})  # the files are gone: only a rerun helps
-                raise
-            images.append(
-                GeneratedImageData(
-                    data=data,
-                    content_type=content_type,
-                    width=width,
-                    height=height,
-                    seed=seed if isinstance(seed, int) else None,
-                )
+        images = [
+            await _http.final_image(
+                request,
+                self._view(request, client, file),
+                seed=seed if isinstance(seed, int) else None,
             )
+            for file in files
+        ]
         return GenerationOutput(
             images=images, usage={"images": len(images)}, provider_request_id=handle["prompt_id"]
         )
@@ -539,33 +481,42 @@ class ComfyUIAdapter:
     async def _view(
         self, request: ImageRequest, client: httpx.AsyncClient, file: dict[str, str]
     ) -> bytes:
-        secrets = _secrets(request)
-        response = await _send(
-            lambda: client.get(
-                f"{_base(request)}/view",
-                params=file,
-                headers=_auth(request),
-                timeout=request.timeout_s,
-            ),
-            secrets,
-        )
+        response = await self._call(request, client, "GET", "/view", check=False, params=file)
         if response.status_code == 404:
             raise ProviderError.of(
                 ErrorClass.NO_IMAGE_RETURNED, f"/view has no file {file.get('filename')!r}"
             )
         if response.status_code != 200:
-            raise error_from_response(response, secrets)
+            raise error_from_response(response, _http.key_secrets(request))
         return response.content
 
-    async def _post_json(
-        self, request: ImageRequest, client: httpx.AsyncClient, url: str, body: dict[str, Any]
-    ) -> None:
-        secrets = _secrets(request)
-        response = await _send(
-            lambda: client.post(url, json=body, headers=_auth(request), timeout=30.0), secrets
+    async def _call(
+        self,
+        request: ImageRequest,
+        client: httpx.AsyncClient,
+        method: str,
+        path: str,
+        *,
+        check: bool = True,
+        timeout_s: float | None = None,
+        **content: Any,
+    ) -> httpx.Response:
+        """One request to a ComfyUI route; unless `check` is off, any status but 200 raises
+        its failure."""
+        secrets = _http.key_secrets(request)
+        response = await _http.send(
+            lambda: client.request(
+                method,
+                f"{_base(request)}{path}",
+                headers=_http.basic_or_bearer(request),
+                timeout=timeout_s or request.timeout_s,
+                **content,
+            ),
+            secrets,
         )
-        if response.status_code != 200:
+        if check and response.status_code != 200:
             raise error_from_response(response, secrets)
+        return response
 
 
 def workflow_of(config: dict[str, Any]) -> dict[str, Any]:
@@ -641,34 +592,11 @@ def parse_node_map(raw: Any) -> dict[str, list[NodeTarget]]:
 def error_from_response(response: httpx.Response, secrets: tuple[str | None, ...]) -> ProviderError:
     """Map a ComfyUI answer (or its proxy's) other than 200 onto the shared taxonomy."""
     status = response.status_code
-    body = _json_or_none(response)
+    body = _http.json_or_none(response)
     detail = _error_detail(response, body)
 
-    def fail(error_class: ErrorClass, **extra: Any) -> ProviderError:
-        return ProviderError.of(error_class, detail, secrets=secrets, **extra)
-
-    if status in (401, 403):
-        return fail(ErrorClass.AUTH)  # from a proxy: ComfyUI itself has no auth
-    if status == 429:
-        return fail(ErrorClass.RATE_LIMITED, retry_after_s=retry_after_of(response.headers))
-    if status in (408, 504):
-        return fail(ErrorClass.TIMEOUT)
-    if status >= 500:
-        return fail(ErrorClass.PROVIDER_UNAVAILABLE)
-    return fail(ErrorClass.INVALID_REQUEST)
-
-
-async def report_progress(request: ImageRequest, fraction: float | None, detail: str) -> None:
-    """Hand provider progress to the worker, if it listens (an `on_progress` coroutine
-    function on the request); otherwise it only reaches the debug log."""
-    log.debug("comfyui progress: %s", detail)
-    hook = getattr(request, "on_progress", None)
-    if hook is None:
-        return
-    try:
-        await hook(fraction, detail)
-    except Exception:  # progress is a nicety; it must never fail a generation
-        log.warning("progress hook failed", exc_info=True)
+    # A 401/403/429 comes from a proxy in front: ComfyUI itself has neither auth nor limits.
+    return _http.error_for_status(status, response.headers, detail, secrets)
 
 
 def _set_input(graph: dict[str, Any], target: NodeTarget, value: Any) -> None:
@@ -762,78 +690,11 @@ def _queue_ids(items: Any) -> set[str]:
     return {str(item[1]) for item in items if isinstance(item, list) and len(item) > 1}
 
 
-def _handle_of(saved: dict[str, Any] | None) -> dict[str, Any] | None:
-    if not saved or saved.get("provider") != "comfyui":
-        return None
-    if not isinstance(saved.get("prompt_id"), str) or not isinstance(saved.get("client_id"), str):
-        return None
-    return dict(saved)
-
-
 def _base(request: ImageRequest) -> str:
-    if not request.base_url:
-        raise ProviderError.of(
-            ErrorClass.INVALID_REQUEST, "ComfyUI needs the server's base_url in the profile"
-        )
-    return request.base_url.rstrip("/")
+    return _http.self_hosted_base(request, "ComfyUI")
 
 
 def _ws_url(base: str, client_id: str) -> str:
     parts = urlsplit(base)
     scheme = "wss" if parts.scheme == "https" else "ws"
     return urlunsplit((scheme, parts.netloc, f"{parts.path}/ws", f"clientId={client_id}", ""))
-
-
-def _auth(request: ImageRequest) -> dict[str, str]:
-    """ComfyUI has no auth of its own; a proxy in front may want Basic ("user:pass") or a
-    bearer token."""
-    key = request.api_key
-    if not key:
-        return {}
-    if ":" in key:
-        return {"Authorization": "Basic " + base64.b64encode(key.encode()).decode("ascii")}
-    return {"Authorization": f"Bearer {key}"}
-
-
-def _secrets(request: ImageRequest) -> tuple[str | None, ...]:
-    """What must never reach a log: the key, and the password half of a "user:pass" one."""
-    key = request.api_key
-    return (key, key.split(":", 1)[1]) if key and ":" in key else (key,)
-
-
-def _poll_interval(config: dict[str, Any]) -> float:
-    raw = config.get("poll_interval_s", DEFAULT_POLL_INTERVAL_S)
-    with contextlib.suppress(TypeError, ValueError):
-        value = float(raw)
-        if value > 0:
-            return value
-    raise ProviderError.of(
-        ErrorClass.INVALID_REQUEST, f"provider_config.poll_interval_s={raw!r} must be > 0"
-    )
-
-
-def _json_or_none(response: httpx.Response) -> Any:
-    try:
-        return response.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None
-
-
-async def _send(
-    call: Callable[[], Awaitable[httpx.Response]], secrets: tuple[str | None, ...]
-) -> httpx.Response:
-    """Run one HTTP call, turning transport failures into `ProviderError`."""
-    try:
-        return await call()
-    except httpx.TimeoutException as exc:
-        raise ProviderError.of(
-            ErrorClass.TIMEOUT, f"{type(exc).__name__}: {exc}", secrets=secrets
-        ) from exc
-    except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
-        raise ProviderError.of(
-            ErrorClass.INVALID_REQUEST, f"{type(exc).__name__}: {exc}", secrets=secrets
-        ) from exc
-    except httpx.HTTPError as exc:
-        raise ProviderError.of(
-            ErrorClass.PROVIDER_UNAVAILABLE, f"{type(exc).__name__}: {exc}", secrets=secrets
-        ) from exc

@@ -10,9 +10,7 @@ the Gemini Developer API (A.3).
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import math
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -20,32 +18,22 @@ from typing import Any
 import httpx
 
 from atelier_contracts.errors import ErrorClass
+from atelier_contracts.providers import GEMINI_MAX_REFERENCE_IMAGES
+from atelier_workers.adapters import _http
 from atelier_workers.adapters.base import (
     GeneratedImageData,
     GenerationOutput,
     ImageRequest,
     ProviderError,
-    image_size_of,
-    parse_size,
 )
-from atelier_workers.adapters.openai import (
-    _decode_b64,
-    _json_object,
-    _json_or_none,
-    _send,
-    _with_id,
-    retry_after_of,
-)
+from atelier_workers.adapters.sizes import GEMINI_ASPECT_RATIOS, ratio_and_tier
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com/v1beta"
-ASPECT_RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9")
-IMAGE_SIZES = ("1K", "2K", "4K")
-MAX_REFERENCE_IMAGES = 14  # Gemini 3 Pro image; smaller models accept fewer in practice
 _PERSON_GENERATION = frozenset({"ALLOW_ALL", "ALLOW_ADULT", "ALLOW_NONE"})
 
 # Candidate finish reasons that mean "the model made (or began) an image and a filter removed
 # it": the prompt itself passed, so the block is at the output stage.
-_BLOCKED_OUTPUT = frozenset(
+BLOCKED_OUTPUT_REASONS = frozenset(
     {
         "IMAGE_SAFETY",
         "IMAGE_PROHIBITED_CONTENT",
@@ -63,36 +51,15 @@ _QUOTA_FAILURE = "type.googleapis.com/google.rpc.QuotaFailure"
 _ERROR_INFO = "type.googleapis.com/google.rpc.ErrorInfo"
 
 
-class GeminiAdapter:
+class GeminiAdapter(_http.HttpAdapter):
     name: str = "gemini"
 
-    def max_images_per_call(self, model: str) -> int:
-        # Gemini has no `n` and "won't always follow the exact number of image outputs" (A.3):
-        # one image per call is the only count we can promise, so dispatch splits larger jobs.
-        return 1
-
-    async def generate(self, request: ImageRequest, client: httpx.AsyncClient) -> GenerationOutput:
-        body = self.build_body(request)
-        try:
-            async with asyncio.timeout(request.timeout_s):
-                return await self._call(request, body, client)
-        except TimeoutError as exc:
-            raise ProviderError.of(
-                ErrorClass.TIMEOUT, f"no complete answer within {request.timeout_s:g} s"
-            ) from exc
+    async def _generate(self, request: ImageRequest, client: httpx.AsyncClient) -> GenerationOutput:
+        return await self._call(request, self.build_body(request), client)
 
     def build_body(self, request: ImageRequest) -> dict[str, Any]:
         """The generateContent body; raises `invalid_request` instead of sending a bad one."""
-        if request.n != 1:
-            raise ProviderError.of(ErrorClass.INVALID_REQUEST, "gemini makes one image per call")
-        if not request.prompt:
-            raise ProviderError.of(ErrorClass.INVALID_REQUEST, "prompt is empty")
-        if len(request.reference_images) > MAX_REFERENCE_IMAGES:
-            raise ProviderError.of(
-                ErrorClass.INVALID_REQUEST,
-                f"gemini takes at most {MAX_REFERENCE_IMAGES} reference images, "
-                f"not {len(request.reference_images)}",
-            )
+        self.check_request(request, GEMINI_MAX_REFERENCE_IMAGES)
         parts: list[dict[str, Any]] = [{"text": request.prompt}]
         parts += [
             {
@@ -103,7 +70,7 @@ class GeminiAdapter:
             }
             for ref in request.reference_images
         ]
-        ratio, tier = ratio_and_tier(request.size, ASPECT_RATIOS, request.options)
+        ratio, tier = ratio_and_tier(request.size, GEMINI_ASPECT_RATIOS, request.options)
         image_config: dict[str, Any] = {"aspectRatio": ratio}
         # Gemini 2.5 Flash Image only makes ~1K images and predates `imageSize`; leave it out
         # there rather than risk an INVALID_ARGUMENT for a field the model never had.
@@ -139,23 +106,13 @@ class GeminiAdapter:
         # The header, never `?key=`: a query string ends up in proxy logs and exception texts.
         headers = {"x-goog-api-key": request.api_key} if request.api_key else {}
         secrets = (request.api_key,)
-        response = await _send(
-            lambda: client.post(url, json=body, headers=headers, timeout=request.timeout_s),
-            secrets,
-        )
-        if response.status_code != 200:
-            raise error_from_response(response, secrets)
-        payload = _json_object(response, None)
+        response = await _http.post_json(request, client, url, body, headers, error_from_response)
+        payload = _http.json_object(response, None)
         request_id = (
             payload.get("responseId") if isinstance(payload.get("responseId"), str) else None
         )
         images = images_from_candidates(payload, request_id, secrets)
-        usage = payload.get("usageMetadata")
-        return GenerationOutput(
-            images=images,
-            usage=usage if isinstance(usage, dict) else {},
-            provider_request_id=request_id,
-        )
+        return GenerationOutput(images, _http.dict_of(payload.get("usageMetadata")), request_id)
 
 
 def images_from_candidates(
@@ -182,9 +139,8 @@ def images_from_candidates(
                 continue
             inline = part.get("inlineData") or part.get("inline_data")
             if isinstance(inline, dict) and isinstance(inline.get("data"), str):
-                data = _decode_b64(inline["data"], request_id)
-                content_type, width, height = image_size_of(data)
-                images.append(GeneratedImageData(data, content_type, width, height))
+                data = _http.decode_b64(inline["data"], request_id)
+                images.append(GeneratedImageData.decoded(data))
             elif isinstance(part.get("text"), str):
                 texts.append(part["text"])
     if images:
@@ -196,33 +152,30 @@ def images_from_candidates(
         message = feedback.get("blockReasonMessage") if isinstance(feedback, dict) else None
         detail = f"promptFeedback.blockReason={block}" + (f" {message}" if message else "")
         raise ProviderError.of(
-            ErrorClass.CONTENT_BLOCKED, _with_id(detail, request_id), stage="input", secrets=secrets
+            ErrorClass.CONTENT_BLOCKED,
+            _http.with_id(detail, request_id),
+            stage="input",
+            secrets=secrets,
         )
-    blocked = [reason for reason in finish_reasons if reason in _BLOCKED_OUTPUT]
+    blocked = [reason for reason in finish_reasons if reason in BLOCKED_OUTPUT_REASONS]
     shown = " ".join(
         [f"finishReason={','.join(finish_reasons) or 'none'}"]
         + [f"finishMessage={m[:200]}" for m in finish_messages]
         + ([f"text={' '.join(texts)[:200]!r}"] if texts else [])
     )
+    shown = _http.with_id(shown, request_id)
     if blocked:
-        raise ProviderError.of(
-            ErrorClass.CONTENT_BLOCKED,
-            _with_id(shown, request_id),
-            stage="output",
-            secrets=secrets,
-        )
+        raise ProviderError.of(ErrorClass.CONTENT_BLOCKED, shown, stage="output", secrets=secrets)
     # NO_IMAGE, IMAGE_OTHER, MAX_TOKENS, or STOP with only text: nothing to show, retry once.
     raise ProviderError.of(
-        ErrorClass.NO_IMAGE_RETURNED,
-        _with_id(f"200 without an image part: {shown}", request_id),
-        secrets=secrets,
+        ErrorClass.NO_IMAGE_RETURNED, f"200 without an image part: {shown}", secrets=secrets
     )
 
 
 def error_from_response(response: httpx.Response, secrets: tuple[str | None, ...]) -> ProviderError:
     """Map a non-200 `{"error": {code, message, status, details}}` onto the taxonomy."""
     status = response.status_code
-    body = _json_or_none(response)
+    body = _http.json_or_none(response)
     error = body.get("error") if isinstance(body, dict) else None
     error = error if isinstance(error, dict) else {}
     status_name = error.get("status") if isinstance(error.get("status"), str) else None
@@ -235,29 +188,25 @@ def error_from_response(response: httpx.Response, secrets: tuple[str | None, ...
         parts.append(f"message={message}")
     detail = " ".join(parts)
 
-    def fail(error_class: ErrorClass, **extra: Any) -> ProviderError:
-        return ProviderError.of(error_class, detail, secrets=secrets, **extra)
-
     retry_after = google_retry_delay(details)
-    if retry_after is None:
-        retry_after = retry_after_of(response.headers)
     # A wrong key is a 400 INVALID_ARGUMENT with reason API_KEY_INVALID, not a 401.
-    if (
-        "API_KEY_INVALID" in reasons
-        or status in (401, 403)
-        or status_name in ("UNAUTHENTICATED", "PERMISSION_DENIED")
-    ):
-        return fail(ErrorClass.AUTH)
+    if "API_KEY_INVALID" in reasons or status_name in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
+        return ProviderError.of(ErrorClass.AUTH, detail, secrets=secrets)
     if status == 429 or status_name == "RESOURCE_EXHAUSTED":
         if _is_daily_quota(details):
             # Waiting seconds cannot help with a per-day quota: fall back or alert.
-            return fail(ErrorClass.QUOTA_EXHAUSTED, retry_after_s=retry_after)
-        return fail(ErrorClass.RATE_LIMITED, retry_after_s=retry_after)
-    if status == 504 or status_name == "DEADLINE_EXCEEDED":
-        return fail(ErrorClass.TIMEOUT)
-    if status >= 500:
-        return fail(ErrorClass.PROVIDER_UNAVAILABLE, retry_after_s=retry_after)
-    return fail(ErrorClass.INVALID_REQUEST)
+            return ProviderError.of(
+                ErrorClass.QUOTA_EXHAUSTED,
+                detail,
+                retry_after_s=retry_after or _http.retry_after_of(response.headers),
+                secrets=secrets,
+            )
+        status = 429
+    elif status_name == "DEADLINE_EXCEEDED":
+        status = 504
+    return _http.error_for_status(
+        status, response.headers, detail, secrets, retry_after_s=retry_after
+    )
 
 
 def google_retry_delay(details: Iterable[Mapping[str, Any]]) -> float | None:
@@ -286,54 +235,3 @@ def _is_daily_quota(details: Iterable[Mapping[str, Any]]) -> bool:
             if isinstance(violation, Mapping) and "PerDay" in str(violation.get("quotaId", "")):
                 return True
     return False
-
-
-# --- sizes → aspect ratio and resolution tier (also used by providers that copy Gemini) ------
-
-
-def nearest_aspect_ratio(width: int, height: int, ratios: Iterable[str]) -> str:
-    """The ratio from `ratios` ("W:H") closest to width/height, compared on a log scale so
-    that 2:1 and 1:2 are equally far from 1:1."""
-    target = math.log(width / height)
-
-    def distance(ratio: str) -> float:
-        w, h = ratio.split(":")
-        return abs(math.log(int(w) / int(h)) - target)
-
-    return min(ratios, key=distance)
-
-
-def resolution_tier(width: int, height: int) -> str:
-    """1K, 2K or 4K, whichever pixel count (1024², 2048², 4096²) is nearest on a log scale."""
-    pixels = width * height
-    if pixels <= 2 * 1024 * 1024:
-        return "1K"
-    if pixels <= 8 * 1024 * 1024:
-        return "2K"
-    return "4K"
-
-
-def ratio_and_tier(
-    size: str,
-    ratios: tuple[str, ...],
-    options: Mapping[str, Any],
-    *,
-    ratio_option: str = "aspect_ratio",
-    tier_option: str = "image_size",
-) -> tuple[str, str]:
-    """Map a "WxH" size to (nearest ratio, nearest tier); a profile may pin either through
-    the options, as long as the value is one the provider takes."""
-    width, height = parse_size(size)
-    ratio = options.get(ratio_option) or nearest_aspect_ratio(width, height, ratios)
-    tier = options.get(tier_option) or resolution_tier(width, height)
-    if ratio not in ratios:
-        raise ProviderError.of(
-            ErrorClass.INVALID_REQUEST,
-            f"option {ratio_option}={ratio!r} must be one of: {', '.join(ratios)}",
-        )
-    if tier not in IMAGE_SIZES:
-        raise ProviderError.of(
-            ErrorClass.INVALID_REQUEST,
-            f"option {tier_option}={tier!r} must be one of: {', '.join(IMAGE_SIZES)}",
-        )
-    return str(ratio), str(tier)

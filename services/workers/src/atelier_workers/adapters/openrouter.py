@@ -11,8 +11,6 @@ Both take an aspect ratio and a 1K/2K/4K tier, mapped from the requested size li
 
 from __future__ import annotations
 
-import asyncio
-import base64
 import re
 import time
 from typing import Any
@@ -20,24 +18,16 @@ from typing import Any
 import httpx
 
 from atelier_contracts.errors import ErrorClass
+from atelier_workers.adapters import _http
 from atelier_workers.adapters.base import (
     GeneratedImageData,
     GenerationOutput,
     ImageRequest,
     ProviderError,
     ReferenceImage,
-    image_size_of,
 )
-from atelier_workers.adapters.gemini import ASPECT_RATIOS, ratio_and_tier
-from atelier_workers.adapters.openai import (
-    _decode_b64,
-    _download,
-    _json_object,
-    _json_or_none,
-    _send,
-    _with_id,
-    retry_after_of,
-)
+from atelier_workers.adapters.gemini import BLOCKED_OUTPUT_REASONS
+from atelier_workers.adapters.sizes import GEMINI_ASPECT_RATIOS, ratio_and_tier
 
 DEFAULT_BASE_URL = "https://openrouter.ai/api/v1"
 APIS = ("chat", "images")
@@ -45,49 +35,30 @@ APIS = ("chat", "images")
 _IMAGE_ONLY_PREFIXES = ("black-forest-labs/", "sourceful/")
 # Finish reasons (OpenRouter's own, and the upstream's `native_finish_reason`) meaning a filter
 # removed the output; Gemini's are passed through verbatim.
-_BLOCKED_FINISH = frozenset(
-    {
-        "content_filter",
-        "IMAGE_SAFETY",
-        "IMAGE_PROHIBITED_CONTENT",
-        "IMAGE_RECITATION",
-        "SAFETY",
-        "PROHIBITED_CONTENT",
-        "RECITATION",
-    }
-)
+_BLOCKED_FINISH = frozenset({"content_filter"}) | BLOCKED_OUTPUT_REASONS
 # Options the images API understands besides the ones we set ourselves.
 _IMAGES_API_OPTIONS = frozenset({"quality", "background", "output_format", "output_compression"})
 _DATA_URL_RE = re.compile(r"^data:(?P<type>[\w.+/-]+)?(?:;[\w=.+-]+)*;base64,(?P<data>.*)$", re.S)
 
 
-class OpenRouterAdapter:
+class OpenRouterAdapter(_http.HttpAdapter):
+    # One image per call (`images_per_call`): the chat path makes one, and on the images API
+    # which upstreams reject n > 1 is not knowable from the model id.
     name: str = "openrouter"
 
-    def max_images_per_call(self, model: str) -> int:
-        # The chat path makes one image; on the images API single-image upstreams reject n>1
-        # and which ones do is not knowable from the model id. One per call always works.
-        return 1
-
-    async def generate(self, request: ImageRequest, client: httpx.AsyncClient) -> GenerationOutput:
+    async def _generate(self, request: ImageRequest, client: httpx.AsyncClient) -> GenerationOutput:
         api = request.provider_config.get("api", "chat")
         if api not in APIS:
             raise ProviderError.of(
                 ErrorClass.INVALID_REQUEST, f"provider_config api={api!r} must be chat or images"
             )
         body = self.build_images_body(request) if api == "images" else self.build_chat_body(request)
-        try:
-            async with asyncio.timeout(request.timeout_s):
-                return await self._call(request, api, body, client)
-        except TimeoutError as exc:
-            raise ProviderError.of(
-                ErrorClass.TIMEOUT, f"no complete answer within {request.timeout_s:g} s"
-            ) from exc
+        return await self._call(request, api, body, client)
 
     def build_chat_body(self, request: ImageRequest) -> dict[str, Any]:
         """Chat completions with image output. No seed or negative prompt: not on this path."""
-        _check_common(request)
-        ratio, tier = ratio_and_tier(request.size, ASPECT_RATIOS, request.options)
+        self.check_request(request)
+        ratio, tier = ratio_and_tier(request.size, GEMINI_ASPECT_RATIOS, request.options)
         content: list[dict[str, Any]] = [{"type": "text", "text": request.prompt}]
         content += [
             {"type": "image_url", "image_url": {"url": data_url(ref)}}
@@ -107,9 +78,9 @@ class OpenRouterAdapter:
 
     def build_images_body(self, request: ImageRequest) -> dict[str, Any]:
         """The dedicated images API; takes a seed and reference images as `input_references`."""
-        _check_common(request)
+        self.check_request(request)
         ratio, tier = ratio_and_tier(
-            request.size, ASPECT_RATIOS, request.options, tier_option="resolution"
+            request.size, GEMINI_ASPECT_RATIOS, request.options, tier_option="resolution"
         )
         body: dict[str, Any] = {
             "model": request.model,
@@ -138,13 +109,8 @@ class OpenRouterAdapter:
         url = f"{base}/images" if api == "images" else f"{base}/chat/completions"
         headers = _headers(request)
         secrets = (request.api_key,)
-        response = await _send(
-            lambda: client.post(url, json=body, headers=headers, timeout=request.timeout_s),
-            secrets,
-        )
-        if response.status_code != 200:
-            raise error_from_response(response, secrets)
-        payload = _json_object(response, None)
+        response = await _http.post_json(request, client, url, body, headers, error_from_response)
+        payload = _http.json_object(response, None)
         request_id = payload.get("id") if isinstance(payload.get("id"), str) else None
         # Both paths may carry a top-level error in a 200 (the stream broke after headers).
         if isinstance(payload.get("error"), dict):
@@ -154,21 +120,16 @@ class OpenRouterAdapter:
         else:
             urls = _chat_image_urls(payload, request_id, secrets)
         images = [await _image_from(item, client, request.timeout_s, request_id) for item in urls]
-        usage = payload.get("usage")
-        return GenerationOutput(
-            images=images,
-            usage=usage if isinstance(usage, dict) else {},
-            provider_request_id=request_id,
-        )
+        return GenerationOutput(images, _http.dict_of(payload.get("usage")), request_id)
 
 
 def data_url(ref: ReferenceImage) -> str:
-    return f"data:{ref.content_type};base64,{base64.b64encode(ref.data).decode('ascii')}"
+    return _http.data_uri(ref.data, ref.content_type)
 
 
 def error_from_response(response: httpx.Response, secrets: tuple[str | None, ...]) -> ProviderError:
     """Map a non-200 answer (`{"error": {code, message, metadata}}` or anything else)."""
-    body = _json_or_none(response)
+    body = _http.json_or_none(response)
     error = body.get("error") if isinstance(body, dict) else None
     if not isinstance(error, dict):
         error = {"code": response.status_code, "message": response.text[:300]}
@@ -201,7 +162,7 @@ def error_from_body(
         parts.append(f"message={message[:300]}")
     if isinstance(metadata.get("raw"), str):
         parts.append(f"raw={metadata['raw'][:200]}")
-    detail = _with_id(" ".join(parts), request_id)
+    detail = _http.with_id(" ".join(parts), request_id)
 
     def fail(error_class: ErrorClass, **extra: Any) -> ProviderError:
         return ProviderError.of(error_class, detail, secrets=secrets, **extra)
@@ -223,14 +184,14 @@ def error_from_body(
     if status == 429:
         return fail(ErrorClass.RATE_LIMITED, retry_after_s=_retry_after(headers, metadata))
     if status >= 500:
-        return fail(ErrorClass.PROVIDER_UNAVAILABLE, retry_after_s=retry_after_of(headers))
+        return fail(ErrorClass.PROVIDER_UNAVAILABLE, retry_after_s=_http.retry_after_of(headers))
     return fail(ErrorClass.INVALID_REQUEST)
 
 
 def _retry_after(headers: httpx.Headers, metadata: dict[str, Any]) -> float | None:
     """`Retry-After` when sent; otherwise the `X-RateLimit-Reset` (epoch milliseconds) that
     OpenRouter copies into `metadata.headers` of its own rate-limit errors."""
-    hint = retry_after_of(headers)
+    hint = _http.retry_after_of(headers)
     if hint is not None:
         return hint
     limit_headers = metadata.get("headers")
@@ -243,13 +204,6 @@ def _retry_after(headers: httpx.Headers, metadata: dict[str, Any]) -> float | No
     return None
 
 
-def _check_common(request: ImageRequest) -> None:
-    if request.n != 1:
-        raise ProviderError.of(ErrorClass.INVALID_REQUEST, "openrouter makes one image per call")
-    if not request.prompt:
-        raise ProviderError.of(ErrorClass.INVALID_REQUEST, "prompt is empty")
-
-
 def _add_routing(body: dict[str, Any], request: ImageRequest) -> None:
     # Provider routing preferences (order, allow_fallbacks, data_collection...) from the profile.
     routing = request.provider_config.get("provider")
@@ -258,7 +212,7 @@ def _add_routing(body: dict[str, Any], request: ImageRequest) -> None:
 
 
 def _headers(request: ImageRequest) -> dict[str, str]:
-    headers = {"Authorization": f"Bearer {request.api_key}"} if request.api_key else {}
+    headers = _http.bearer(request)
     # OpenRouter's optional app attribution headers.
     referer = request.provider_config.get("http_referer")
     title = request.provider_config.get("app_title")
@@ -277,7 +231,7 @@ def _chat_image_urls(
     choice = choices[0] if isinstance(choices, list) and choices else None
     if not isinstance(choice, dict):
         raise ProviderError.of(
-            ErrorClass.NO_IMAGE_RETURNED, _with_id("200 without choices", request_id)
+            ErrorClass.NO_IMAGE_RETURNED, _http.with_id("200 without choices", request_id)
         )
     if isinstance(choice.get("error"), dict):
         raise error_from_body(choice["error"], httpx.Headers(), secrets, request_id)
@@ -297,18 +251,14 @@ def _chat_image_urls(
     shown = f"finish_reason={finish} native_finish_reason={native}"
     if text or refusal:
         shown += f" text={(refusal or text)[:200]!r}"
-    if finish in _BLOCKED_FINISH or native in _BLOCKED_FINISH:
-        raise ProviderError.of(
-            ErrorClass.CONTENT_BLOCKED, _with_id(shown, request_id), stage="output", secrets=secrets
-        )
-    if refusal:
-        raise ProviderError.of(
-            ErrorClass.CONTENT_BLOCKED, _with_id(shown, request_id), stage="input", secrets=secrets
-        )
+    shown = _http.with_id(shown, request_id)
+    filtered = finish in _BLOCKED_FINISH or native in _BLOCKED_FINISH
+    if filtered or refusal:
+        # A filter removed the image (output), or the model refused the prompt (input).
+        stage = "output" if filtered else "input"
+        raise ProviderError.of(ErrorClass.CONTENT_BLOCKED, shown, stage=stage, secrets=secrets)
     raise ProviderError.of(
-        ErrorClass.NO_IMAGE_RETURNED,
-        _with_id(f"200 with no images: {shown}", request_id),
-        secrets=secrets,
+        ErrorClass.NO_IMAGE_RETURNED, f"200 with no images: {shown}", secrets=secrets
     )
 
 
@@ -338,7 +288,7 @@ def _images_api_items(payload: dict[str, Any], request_id: str | None) -> list[s
             out.append(item["url"])
     if not out:
         raise ProviderError.of(
-            ErrorClass.NO_IMAGE_RETURNED, _with_id("200 with no images in `data`", request_id)
+            ErrorClass.NO_IMAGE_RETURNED, _http.with_id("200 with no images in `data`", request_id)
         )
     return out
 
@@ -348,14 +298,13 @@ async def _image_from(
 ) -> GeneratedImageData:
     match = _DATA_URL_RE.match(url)
     if match is not None:
-        data = _decode_b64(match.group("data"), request_id)
+        data = _http.decode_b64(match.group("data"), request_id)
     elif url.startswith(("http://", "https://")):
         # Some upstreams hand back a short-lived link instead of a data URL: fetch it now.
-        data = await _download(url, client, timeout_s)
+        data = await _http.download(url, client, timeout_s)
     else:
         raise ProviderError.of(
             ErrorClass.NO_IMAGE_RETURNED,
-            _with_id(f"image url is neither a data URL nor http(s): {url[:40]!r}", request_id),
+            _http.with_id(f"image url is neither a data URL nor http(s): {url[:40]!r}", request_id),
         )
-    content_type, width, height = image_size_of(data)
-    return GeneratedImageData(data=data, content_type=content_type, width=width, height=height)
+    return GeneratedImageData.decoded(data)

@@ -12,32 +12,23 @@ field. Ultra and SD3 take one reference image (image-to-image, with `strength`).
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import httpx
 
 from atelier_contracts.errors import ErrorClass
+from atelier_contracts.providers import STABILITY_ASPECT_RATIOS, STABILITY_MAX_SEED
+from atelier_workers.adapters import _http
 from atelier_workers.adapters.base import (
     GeneratedImageData,
     GenerationOutput,
     ImageRequest,
     ProviderError,
-    image_size_of,
     parse_size,
 )
-from atelier_workers.adapters.gemini import nearest_aspect_ratio
-from atelier_workers.adapters.openai import (
-    _decode_b64,
-    _json_or_none,
-    _send,
-    _with_id,
-    retry_after_of,
-)
+from atelier_workers.adapters.sizes import pinned_ratio
 
 DEFAULT_BASE_URL = "https://api.stability.ai/v2beta"
-ASPECT_RATIOS = ("16:9", "1:1", "21:9", "2:3", "3:2", "4:5", "5:4", "9:16", "9:21")
-MAX_SEED = 4_294_967_294
 SD3_MODELS = frozenset({"sd3.5-large", "sd3.5-large-turbo", "sd3.5-medium"})
 _ENDPOINT_ALIASES = {"stable-image-core": "core", "stable-image-ultra": "ultra"}
 _OUTPUT_FORMATS = frozenset({"png", "jpeg", "webp"})
@@ -50,31 +41,19 @@ _ENDPOINT_OPTIONS = {
 _DEFAULT_STRENGTH = "0.7"  # keep the reference recognisable while letting the prompt steer
 
 
-class StabilityAdapter:
+class StabilityAdapter(_http.HttpAdapter):
     name: str = "stability"
 
-    def max_images_per_call(self, model: str) -> int:
-        return 1  # no `n` on any v2beta endpoint
-
-    async def generate(self, request: ImageRequest, client: httpx.AsyncClient) -> GenerationOutput:
+    async def _generate(self, request: ImageRequest, client: httpx.AsyncClient) -> GenerationOutput:
         endpoint, fields = self.build_form(request)
-        try:
-            async with asyncio.timeout(request.timeout_s):
-                return await self._call(request, endpoint, fields, client)
-        except TimeoutError as exc:
-            raise ProviderError.of(
-                ErrorClass.TIMEOUT, f"no complete answer within {request.timeout_s:g} s"
-            ) from exc
+        return await self._call(request, endpoint, fields, client)
 
     def build_form(self, request: ImageRequest) -> tuple[str, list[tuple[str, Any]]]:
         """(endpoint, multipart fields); raises `invalid_request` instead of sending a bad one.
 
         Every field goes as a multipart part, even without an image: the API takes nothing else.
         """
-        if request.n != 1:
-            raise ProviderError.of(ErrorClass.INVALID_REQUEST, "stability makes one image per call")
-        if not request.prompt:
-            raise ProviderError.of(ErrorClass.INVALID_REQUEST, "prompt is empty")
+        self.check_request(request)
         endpoint = _ENDPOINT_ALIASES.get(request.model, request.model)
         if endpoint in SD3_MODELS:
             endpoint = "sd3"
@@ -101,9 +80,10 @@ class StabilityAdapter:
         if request.negative_prompt:
             fields.append(("negative_prompt", (None, request.negative_prompt)))
         if request.seed is not None:
-            if not 0 <= request.seed <= MAX_SEED:
+            if not 0 <= request.seed <= STABILITY_MAX_SEED:
                 raise ProviderError.of(
-                    ErrorClass.INVALID_REQUEST, f"seed must be 0..{MAX_SEED}, not {request.seed}"
+                    ErrorClass.INVALID_REQUEST,
+                    f"seed must be 0..{STABILITY_MAX_SEED}, not {request.seed}",
                 )
             fields.append(("seed", (None, str(request.seed))))
         fields.append(("output_format", (None, output_format)))
@@ -120,14 +100,7 @@ class StabilityAdapter:
         else:
             # aspect_ratio is only valid for text-to-image; image-to-image keeps the input's.
             width, height = parse_size(request.size)
-            ratio = request.options.get("aspect_ratio") or nearest_aspect_ratio(
-                width, height, ASPECT_RATIOS
-            )
-            if ratio not in ASPECT_RATIOS:
-                raise ProviderError.of(
-                    ErrorClass.INVALID_REQUEST,
-                    f"option aspect_ratio={ratio!r} must be one of: {', '.join(ASPECT_RATIOS)}",
-                )
+            ratio = pinned_ratio(request.options, STABILITY_ASPECT_RATIOS, width, height)
             fields.append(("aspect_ratio", (None, ratio)))
         for key, value in request.options.items():
             if key in _ENDPOINT_OPTIONS[endpoint] and value is not None:
@@ -145,14 +118,12 @@ class StabilityAdapter:
     ) -> GenerationOutput:
         base = (request.base_url or DEFAULT_BASE_URL).rstrip("/")
         url = f"{base}/stable-image/generate/{endpoint}"
-        headers = {"Accept": "image/*"}
-        if request.api_key:
-            headers["Authorization"] = f"Bearer {request.api_key}"
+        headers = {"Accept": "image/*", **_http.bearer(request)}
         client_id = request.provider_config.get("client_id")
         if isinstance(client_id, str) and client_id:
             headers["stability-client-id"] = client_id
         secrets = (request.api_key,)
-        response = await _send(
+        response = await _http.send(
             lambda: client.post(url, files=fields, headers=headers, timeout=request.timeout_s),
             secrets,
         )
@@ -164,13 +135,13 @@ class StabilityAdapter:
             # The bytes are a blurred placeholder: showing them would be showing nothing.
             raise ProviderError.of(
                 ErrorClass.CONTENT_BLOCKED,
-                _with_id("200 with finish-reason CONTENT_FILTERED (blurred output)", request_id),
+                _http.with_id(
+                    "200 with finish-reason CONTENT_FILTERED (blurred output)", request_id
+                ),
                 stage="output",
             )
-        content_type, width, height = image_size_of(data)
-        image = GeneratedImageData(data, content_type, width, height, seed=seed)
         return GenerationOutput(
-            images=[image],
+            images=[GeneratedImageData.decoded(data, seed=seed)],
             usage={"images": 1, "endpoint": endpoint},
             provider_request_id=request_id,
         )
@@ -183,16 +154,16 @@ def _image_and_outcome(
     into JSON, from `{image, finish_reason, seed}`."""
     content_type = response.headers.get("content-type", "")
     if content_type.startswith("application/json"):
-        payload = _json_or_none(response)
+        payload = _http.json_or_none(response)
         payload = payload if isinstance(payload, dict) else {}
         image = payload.get("image")
         if not isinstance(image, str):
             raise ProviderError.of(
-                ErrorClass.NO_IMAGE_RETURNED, _with_id("200 JSON without `image`", request_id)
+                ErrorClass.NO_IMAGE_RETURNED, _http.with_id("200 JSON without `image`", request_id)
             )
         finish = payload.get("finish_reason")
         return (
-            _decode_b64(image, request_id),
+            _http.decode_b64(image, request_id),
             finish if isinstance(finish, str) else None,
             _int_or_none(payload.get("seed")),
         )
@@ -206,7 +177,7 @@ def _image_and_outcome(
 def error_from_response(response: httpx.Response, secrets: tuple[str | None, ...]) -> ProviderError:
     """Map a non-200 `{"id", "name", "errors": [...]}` onto the taxonomy (A.4)."""
     status = response.status_code
-    body = _json_or_none(response)
+    body = _http.json_or_none(response)
     body = body if isinstance(body, dict) else {}
     name = body.get("name") if isinstance(body.get("name"), str) else None
     errors = body.get("errors")
@@ -217,24 +188,11 @@ def error_from_response(response: httpx.Response, secrets: tuple[str | None, ...
     if messages:
         parts.append("errors=" + "; ".join(m[:200] for m in messages))
     request_id = body.get("id") if isinstance(body.get("id"), str) else None
-    detail = _with_id(" ".join(parts), request_id or response.headers.get("x-request-id"))
-
-    def fail(error_class: ErrorClass, **extra: Any) -> ProviderError:
-        return ProviderError.of(error_class, detail, secrets=secrets, **extra)
+    detail = _http.with_id(" ".join(parts), request_id or response.headers.get("x-request-id"))
 
     if name == "content_moderation" or status == 403:
-        return fail(ErrorClass.CONTENT_BLOCKED, stage="input")
-    if status == 401:
-        return fail(ErrorClass.AUTH)
-    if status == 402:
-        return fail(ErrorClass.QUOTA_EXHAUSTED)
-    if status == 429:
-        return fail(ErrorClass.RATE_LIMITED, retry_after_s=retry_after_of(response.headers))
-    if status in (408, 504):
-        return fail(ErrorClass.TIMEOUT)
-    if status >= 500:
-        return fail(ErrorClass.PROVIDER_UNAVAILABLE, retry_after_s=retry_after_of(response.headers))
-    return fail(ErrorClass.INVALID_REQUEST)
+        return ProviderError.of(ErrorClass.CONTENT_BLOCKED, detail, stage="input", secrets=secrets)
+    return _http.error_for_status(status, response.headers, detail, secrets)
 
 
 def _extension(content_type: str) -> str:

@@ -22,27 +22,23 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
 from atelier_contracts.errors import ErrorClass
-from atelier_contracts.providers import images_per_call
+from atelier_workers.adapters import _http
 from atelier_workers.adapters.base import (
     GeneratedImageData,
     GenerationOutput,
     ImageRequest,
     ProviderError,
-    image_size_of,
     parse_size,
 )
-from atelier_workers.adapters.openai import retry_after_of
 
 log = logging.getLogger("atelier.workers.stable_diffusion")
 
@@ -80,20 +76,9 @@ class _Watch:
     interrupted: bool = False
 
 
-class StableDiffusionAdapter:
+class StableDiffusionAdapter(_http.HttpAdapter):
+    awaited = "answer"
     name: str = "stable-diffusion"
-
-    def max_images_per_call(self, model: str) -> int:
-        return images_per_call(self.name, model)
-
-    async def generate(self, request: ImageRequest, client: httpx.AsyncClient) -> GenerationOutput:
-        try:
-            async with asyncio.timeout(request.timeout_s):
-                return await self._generate(request, client)
-        except TimeoutError as exc:
-            raise ProviderError.of(
-                ErrorClass.TIMEOUT, f"no answer within {request.timeout_s:g} s"
-            ) from exc
 
     async def cancel(
         self, request: ImageRequest, handle: dict[str, Any], client: httpx.AsyncClient
@@ -101,10 +86,12 @@ class StableDiffusionAdapter:
         """`POST /sdapi/v1/interrupt`, only while our call is marked as running."""
         if handle.get("provider") != self.name or not handle.get("running"):
             return
-        secrets = _secrets(request)
-        response = await _send(
+        secrets = _http.key_secrets(request)
+        response = await _http.send(
             lambda: client.post(
-                f"{_base(request)}/sdapi/v1/interrupt", headers=_auth(request), timeout=30.0
+                f"{_base(request)}/sdapi/v1/interrupt",
+                headers=_http.basic_or_bearer(request),
+                timeout=30.0,
             ),
             secrets,
         )
@@ -114,13 +101,7 @@ class StableDiffusionAdapter:
     def build_call(self, request: ImageRequest) -> tuple[str, dict[str, Any]]:
         """The endpoint (`txt2img` or `img2img`) and JSON body; `invalid_request` instead of
         sending a bad one."""
-        limit = self.max_images_per_call(request.model)
-        if not 1 <= request.n <= limit:
-            raise ProviderError.of(
-                ErrorClass.INVALID_REQUEST, f"A1111 takes n from 1 to {limit} per call"
-            )
-        if not request.prompt:
-            raise ProviderError.of(ErrorClass.INVALID_REQUEST, "prompt is empty")
+        self.check_request(request)
         width, height = parse_size(request.size)
         extra = request.provider_config.get("payload", {})
         if not isinstance(extra, dict):
@@ -141,9 +122,7 @@ class StableDiffusionAdapter:
                 "save_images": False,
             }
         )
-        for key, value in request.options.items():
-            if key in _OPTION_FIELDS and value is not None:
-                body[key] = value
+        body.update(_http.passed_options(request.options, _OPTION_FIELDS))
         if request.model.strip() not in _CURRENT_MODEL:
             override = dict(body.get("override_settings") or {})
             override["sd_model_checkpoint"] = request.model.strip()
@@ -163,14 +142,17 @@ class StableDiffusionAdapter:
     async def _generate(self, request: ImageRequest, client: httpx.AsyncClient) -> GenerationOutput:
         endpoint, body = self.build_call(request)
         url = f"{_base(request)}/sdapi/v1/{endpoint}"
-        secrets = _secrets(request)
+        secrets = _http.key_secrets(request)
         await request.resume.save({"provider": self.name, "running": True})
         watch = _Watch()
         poller = asyncio.create_task(self._watch_progress(request, client, watch))
         try:
-            response = await _send(
+            response = await _http.send(
                 lambda: client.post(
-                    url, json=body, headers=_auth(request), timeout=request.timeout_s
+                    url,
+                    json=body,
+                    headers=_http.basic_or_bearer(request),
+                    timeout=request.timeout_s,
                 ),
                 secrets,
             )
@@ -193,7 +175,7 @@ class StableDiffusionAdapter:
     async def _watch_progress(
         self, request: ImageRequest, client: httpx.AsyncClient, watch: _Watch
     ) -> None:
-        interval = _poll_interval(request.provider_config)
+        interval = _http.poll_interval(request.provider_config, DEFAULT_POLL_INTERVAL_S)
         last: str | None = None
         while True:
             await asyncio.sleep(interval)
@@ -217,21 +199,21 @@ class StableDiffusionAdapter:
                 detail += f", about {eta:.0f} s left"
             if detail != last:
                 last = detail
-                await report_progress(request, min(max(float(fraction), 0.0), 1.0), detail)
+                await request.report_progress(float(fraction), detail)
 
     async def _progress(
         self, request: ImageRequest, client: httpx.AsyncClient
     ) -> dict[str, Any] | None:
-        response = await _send(
+        response = await _http.send(
             lambda: client.get(
                 f"{_base(request)}/sdapi/v1/progress",
                 params={"skip_current_image": "true"},
-                headers=_auth(request),
+                headers=_http.basic_or_bearer(request),
                 timeout=request.timeout_s,
             ),
-            _secrets(request),
+            _http.key_secrets(request),
         )
-        payload = _json_or_none(response) if response.status_code == 200 else None
+        payload = _http.json_or_none(response) if response.status_code == 200 else None
         return payload if isinstance(payload, dict) else None
 
     async def _was_interrupted(self, request: ImageRequest, client: httpx.AsyncClient) -> bool:
@@ -248,58 +230,30 @@ class StableDiffusionAdapter:
 def error_from_response(response: httpx.Response, secrets: tuple[str | None, ...]) -> ProviderError:
     """Map an A1111 error (`{error, detail, body, errors}` or FastAPI's `{detail}`)."""
     status = response.status_code
-    body = _json_or_none(response)
+    body = _http.json_or_none(response)
     detail = _detail(response, body)
 
-    def fail(error_class: ErrorClass, **extra: Any) -> ProviderError:
-        return ProviderError.of(error_class, detail, secrets=secrets, **extra)
-
-    if status in (401, 403):
-        return fail(ErrorClass.AUTH)
-    if status == 429:  # a proxy in front
-        return fail(ErrorClass.RATE_LIMITED, retry_after_s=retry_after_of(response.headers))
-    if status in (408, 504):
-        return fail(ErrorClass.TIMEOUT)
-    if status >= 500:
-        return fail(ErrorClass.PROVIDER_UNAVAILABLE)
-    return fail(ErrorClass.INVALID_REQUEST)  # 404 unknown sampler/init image, 422 validation
-
-
-async def report_progress(request: ImageRequest, fraction: float | None, detail: str) -> None:
-    """Hand provider progress to the worker, if it listens (an `on_progress` coroutine
-    function on the request); otherwise it only reaches the debug log."""
-    log.debug("a1111 progress: %s", detail)
-    hook = getattr(request, "on_progress", None)
-    if hook is None:
-        return
-    try:
-        await hook(fraction, detail)
-    except Exception:  # progress is a nicety; it must never fail a generation
-        log.warning("progress hook failed", exc_info=True)
+    # 404 (unknown sampler, no init image) and 422 (validation) are invalid requests; a 429 comes
+    # from a proxy in front.
+    return _http.error_for_status(status, response.headers, detail, secrets)
 
 
 def _output_from(response: httpx.Response, n: int) -> GenerationOutput:
-    payload = _json_or_none(response)
+    payload = _http.json_or_none(response)
     payload = payload if isinstance(payload, dict) else {}
     raw = payload.get("images")
     encoded = [item for item in raw if isinstance(item, str)] if isinstance(raw, list) else []
     if not encoded:
         raise ProviderError.of(ErrorClass.NO_IMAGE_RETURNED, "A1111 answered with no images")
     seeds = _seeds_of(payload.get("info"))
-    images: list[GeneratedImageData] = []
     # Extensions (ControlNet's detection maps, grids) may append extra pictures after the batch.
-    for index, item in enumerate(encoded[:n]):
-        data = _decode(item)
-        content_type, width, height = image_size_of(data)
-        images.append(
-            GeneratedImageData(
-                data=data,
-                content_type=content_type,
-                width=width,
-                height=height,
-                seed=seeds[index] if index < len(seeds) else None,
-            )
+    images = [
+        GeneratedImageData.decoded(
+            _http.decode_b64(item.split(",", 1)[-1], None),
+            seed=seeds[index] if index < len(seeds) else None,
         )
+        for index, item in enumerate(encoded[:n])
+    ]
     return GenerationOutput(images=images, usage={"images": len(images)})
 
 
@@ -319,17 +273,6 @@ def _seeds_of(info: Any) -> list[int]:
     return [seed] if isinstance(seed, int) else []
 
 
-def _decode(item: str) -> bytes:
-    if item.startswith("data:"):
-        item = item.split(",", 1)[-1]
-    try:
-        return base64.b64decode(item, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise ProviderError.of(
-            ErrorClass.NO_IMAGE_RETURNED, f"A1111 image is not base64: {exc}"
-        ) from exc
-
-
 def _detail(response: httpx.Response, body: Any) -> str:
     parts = [f"HTTP {response.status_code}"]
     if isinstance(body, dict):
@@ -344,61 +287,4 @@ def _detail(response: httpx.Response, body: Any) -> str:
 
 
 def _base(request: ImageRequest) -> str:
-    if not request.base_url:
-        raise ProviderError.of(
-            ErrorClass.INVALID_REQUEST, "A1111 needs the server's base_url in the profile"
-        )
-    return request.base_url.rstrip("/")
-
-
-def _auth(request: ImageRequest) -> dict[str, str]:
-    key = request.api_key
-    if not key:
-        return {}
-    if ":" in key:
-        return {"Authorization": "Basic " + base64.b64encode(key.encode()).decode("ascii")}
-    return {"Authorization": f"Bearer {key}"}
-
-
-def _secrets(request: ImageRequest) -> tuple[str | None, ...]:
-    """What must never reach a log: the key, and the password half of a "user:pass" one."""
-    key = request.api_key
-    return (key, key.split(":", 1)[1]) if key and ":" in key else (key,)
-
-
-def _poll_interval(config: dict[str, Any]) -> float:
-    raw = config.get("poll_interval_s", DEFAULT_POLL_INTERVAL_S)
-    with contextlib.suppress(TypeError, ValueError):
-        value = float(raw)
-        if value > 0:
-            return value
-    raise ProviderError.of(
-        ErrorClass.INVALID_REQUEST, f"provider_config.poll_interval_s={raw!r} must be > 0"
-    )
-
-
-def _json_or_none(response: httpx.Response) -> Any:
-    try:
-        return response.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None
-
-
-async def _send(
-    call: Callable[[], Awaitable[httpx.Response]], secrets: tuple[str | None, ...]
-) -> httpx.Response:
-    """Run one HTTP call, turning transport failures into `ProviderError`."""
-    try:
-        return await call()
-    except httpx.TimeoutException as exc:
-        raise ProviderError.of(
-            ErrorClass.TIMEOUT, f"{type(exc).__name__}: {exc}", secrets=secrets
-        ) from exc
-    except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
-        raise ProviderError.of(
-            ErrorClass.INVALID_REQUEST, f"{type(exc).__name__}: {exc}", secrets=secrets
-        ) from exc
-    except httpx.HTTPError as exc:
-        raise ProviderError.of(
-            ErrorClass.PROVIDER_UNAVAILABLE, f"{type(exc).__name__}: {exc}", secrets=secrets
-        ) from exc
+    return _http.self_hosted_base(request, "A1111")

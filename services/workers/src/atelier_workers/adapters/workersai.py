@@ -9,31 +9,24 @@ Errors come as `{success: false, errors: [{code, message}]}`, sometimes inside a
 
 from __future__ import annotations
 
-import asyncio
 import base64
 from typing import Any
 
 import httpx
 
 from atelier_contracts.errors import ErrorClass
+from atelier_contracts.providers import WORKERSAI_MAX_SIDE
+from atelier_workers.adapters import _http
 from atelier_workers.adapters.base import (
     GeneratedImageData,
     GenerationOutput,
     ImageRequest,
     ProviderError,
-    image_size_of,
     parse_size,
-)
-from atelier_workers.adapters.openai import (
-    _decode_b64,
-    _json_or_none,
-    _send,
-    _with_id,
-    retry_after_of,
 )
 
 DEFAULT_BASE_URL = "https://api.cloudflare.com/client/v4"
-MIN_SIDE, MAX_SIDE = 256, 2048
+MIN_SIDE, MAX_SIDE = 256, WORKERSAI_MAX_SIDE
 MAX_REFERENCES_MULTIPART = 4  # FLUX.2 on Workers AI takes up to four input images
 MAX_REFERENCES_JSON = 1  # img2img models take one init image
 # Options passed through when set; the model's own schema decides which it takes (steps for
@@ -47,21 +40,11 @@ _INPUT_CODES = range(5000, 6000)  # input validation errors ("required propertie
 _AUTH_CODES = frozenset({10000, 9109, 10001})
 
 
-class WorkersAIAdapter:
+class WorkersAIAdapter(_http.HttpAdapter):
     name: str = "workersai"
 
-    def max_images_per_call(self, model: str) -> int:
-        return 1  # every text-to-image model on Workers AI returns a single image
-
-    async def generate(self, request: ImageRequest, client: httpx.AsyncClient) -> GenerationOutput:
-        url = self.url_of(request)
-        try:
-            async with asyncio.timeout(request.timeout_s):
-                return await self._call(request, url, client)
-        except TimeoutError as exc:
-            raise ProviderError.of(
-                ErrorClass.TIMEOUT, f"no complete answer within {request.timeout_s:g} s"
-            ) from exc
+    async def _generate(self, request: ImageRequest, client: httpx.AsyncClient) -> GenerationOutput:
+        return await self._call(request, self.url_of(request), client)
 
     def url_of(self, request: ImageRequest) -> str:
         account_id = request.provider_config.get("account_id")
@@ -80,7 +63,7 @@ class WorkersAIAdapter:
         return "/flux-2" in request.model
 
     def build_json(self, request: ImageRequest) -> dict[str, Any]:
-        self._check(request, MAX_REFERENCES_JSON)
+        self.check_request(request, MAX_REFERENCES_JSON)
         width, height = workersai_dimensions(request.size)
         body: dict[str, Any] = {"prompt": request.prompt, "width": width, "height": height}
         if request.negative_prompt:
@@ -90,14 +73,12 @@ class WorkersAIAdapter:
         if request.reference_images:
             # The img2img schema's base64 form of its init image.
             body["image_b64"] = base64.b64encode(request.reference_images[0].data).decode()
-        for key, value in request.options.items():
-            if key in _OPTIONS and value is not None:
-                body[key] = value
+        body.update(_http.passed_options(request.options, _OPTIONS))
         return body
 
     def build_form(self, request: ImageRequest) -> list[tuple[str, Any]]:
         """FLUX.2's multipart fields. No negative prompt: FLUX has none."""
-        self._check(request, MAX_REFERENCES_MULTIPART)
+        self.check_request(request, MAX_REFERENCES_MULTIPART)
         width, height = workersai_dimensions(request.size)
         fields: list[tuple[str, Any]] = [
             ("prompt", (None, request.prompt)),
@@ -106,50 +87,36 @@ class WorkersAIAdapter:
         ]
         if request.seed is not None:
             fields.append(("seed", (None, str(request.seed))))
-        for key, value in request.options.items():
-            if key in _OPTIONS and value is not None:
-                fields.append((key, (None, str(value))))
+        fields += [
+            (key, (None, str(value)))
+            for key, value in _http.passed_options(request.options, _OPTIONS).items()
+        ]
         for index, ref in enumerate(request.reference_images):
             fields.append((f"input_image_{index}", (f"ref{index}", ref.data, ref.content_type)))
         return fields
 
-    def _check(self, request: ImageRequest, max_references: int) -> None:
-        if request.n != 1:
-            raise ProviderError.of(ErrorClass.INVALID_REQUEST, "workersai makes one image per call")
-        if not request.prompt:
-            raise ProviderError.of(ErrorClass.INVALID_REQUEST, "prompt is empty")
-        if len(request.reference_images) > max_references:
-            raise ProviderError.of(
-                ErrorClass.INVALID_REQUEST,
-                f"{request.model} takes at most {max_references} reference images here, "
-                f"not {len(request.reference_images)}",
-            )
-
     async def _call(
         self, request: ImageRequest, url: str, client: httpx.AsyncClient
     ) -> GenerationOutput:
-        headers = {"Authorization": f"Bearer {request.api_key}"} if request.api_key else {}
+        payload: dict[str, Any] = (
+            {"files": self.build_form(request)}
+            if self.uses_multipart(request)
+            else {"json": self.build_json(request)}
+        )
         secrets = (request.api_key,)
-        if self.uses_multipart(request):
-            fields = self.build_form(request)
-            response = await _send(
-                lambda: client.post(url, files=fields, headers=headers, timeout=request.timeout_s),
-                secrets,
-            )
-        else:
-            body = self.build_json(request)
-            response = await _send(
-                lambda: client.post(url, json=body, headers=headers, timeout=request.timeout_s),
-                secrets,
-            )
+        response = await _http.send(
+            lambda: client.post(
+                url, headers=_http.bearer(request), timeout=request.timeout_s, **payload
+            ),
+            secrets,
+        )
         request_id = response.headers.get("cf-ray")
         content_type = response.headers.get("content-type", "")
         if response.status_code == 200 and content_type.startswith("image/"):
             data = response.content
         else:
             data = _image_from_json(response, request_id, secrets)
-        content_type, width, height = image_size_of(data)
-        image = GeneratedImageData(data, content_type, width, height, seed=request.seed)
+        image = GeneratedImageData.decoded(data, seed=request.seed)
         return GenerationOutput(images=[image], usage={"images": 1}, provider_request_id=request_id)
 
 
@@ -168,7 +135,7 @@ def _snap(side: int) -> int:
 def _image_from_json(
     response: httpx.Response, request_id: str | None, secrets: tuple[str | None, ...]
 ) -> bytes:
-    payload = _json_or_none(response)
+    payload = _http.json_or_none(response)
     payload = payload if isinstance(payload, dict) else None
     if response.status_code != 200 or payload is None or payload.get("success") is False:
         raise error_from_response(response, payload, secrets)
@@ -176,9 +143,9 @@ def _image_from_json(
     image = result.get("image") if isinstance(result, dict) else None
     if not isinstance(image, str) or not image:
         raise ProviderError.of(
-            ErrorClass.NO_IMAGE_RETURNED, _with_id("200 without result.image", request_id)
+            ErrorClass.NO_IMAGE_RETURNED, _http.with_id("200 without result.image", request_id)
         )
-    return _decode_b64(image, request_id)
+    return _http.decode_b64(image, request_id)
 
 
 def error_from_response(
@@ -192,7 +159,7 @@ def error_from_response(
     message = "; ".join(f"{e.get('code')}: {e.get('message')}" for e in errors)
     if not message:
         message = response.text[:300] if payload is None else "no errors listed"
-    detail = _with_id(f"HTTP {status} errors={message[:400]}", response.headers.get("cf-ray"))
+    detail = _http.with_id(f"HTTP {status} errors={message[:400]}", response.headers.get("cf-ray"))
     lowered = message.lower()
 
     def fail(error_class: ErrorClass, **extra: Any) -> ProviderError:
@@ -207,14 +174,16 @@ def error_from_response(
     if status == 402 or _CODE_DAILY_LIMIT in codes or "daily free allocation" in lowered:
         return fail(ErrorClass.QUOTA_EXHAUSTED)
     if _CODE_CAPACITY in codes:
-        return fail(ErrorClass.PROVIDER_UNAVAILABLE, retry_after_s=retry_after_of(response.headers))
+        return fail(
+            ErrorClass.PROVIDER_UNAVAILABLE, retry_after_s=_http.retry_after_of(response.headers)
+        )
     if status == 429 or _CODE_RATE_LIMITED in codes:
-        return fail(ErrorClass.RATE_LIMITED, retry_after_s=retry_after_of(response.headers))
-    if status in (408, 504):
-        return fail(ErrorClass.TIMEOUT)
-    if any(isinstance(code, int) and code in _INPUT_CODES for code in codes):
+        return fail(ErrorClass.RATE_LIMITED, retry_after_s=_http.retry_after_of(response.headers))
+    if status not in (408, 504) and any(
+        isinstance(code, int) and code in _INPUT_CODES for code in codes
+    ):
         return fail(ErrorClass.INVALID_REQUEST)
-    if status >= 500 or status == 200:
-        # A 200 that says success:false without a code we know: their side failed.
-        return fail(ErrorClass.PROVIDER_UNAVAILABLE, retry_after_s=retry_after_of(response.headers))
-    return fail(ErrorClass.INVALID_REQUEST)
+    # A 200 that says success:false without a code we know: their side failed.
+    return _http.error_for_status(
+        status if status != 200 else 502, response.headers, detail, secrets
+    )

@@ -1,0 +1,43 @@
+"""`make bench`: every benchmark on the real stack, one after another, then the Markdown table in
+docs/performance.md. Each one writes bench/results/<name>.json.
+
+    uv run python -m bench                       # all of them (about 20 minutes on 2 cores)
+    uv run python -m bench --quick               # a short pass of each (results as *.tmp)
+    uv run python -m bench --only overhead peer  # some of them
+    uv run python -m bench --report              # only rewrite docs/performance.md from results
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+
+from bench.common import ROOT, ensure_project_venv
+from bench.report import write_report
+
+BENCHMARKS = ("overhead", "throughput", "concurrency", "peer", "scaling")
+
+
+def main() -> None:
+    ensure_project_venv()
+    cli = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    cli.add_argument("--quick", action="store_true", help="a short pass of each benchmark")
+    cli.add_argument("--only", nargs="+", choices=BENCHMARKS, help="run only these")
+    cli.add_argument("--report", action="store_true", help="only write docs/performance.md")
+    args = cli.parse_args()
+    failed = []
+    if not args.report:
+        for name in args.only or BENCHMARKS:
+            print(f"\n=== bench.{name}", flush=True)
+            command = [sys.executable, "-m", f"bench.{name}", *(["--quick"] if args.quick else [])]
+            if subprocess.run(command, cwd=ROOT).returncode != 0:
+                failed.append(name)
+    if not args.quick:
+        print(f"wrote {write_report().relative_to(ROOT)}")
+    if failed:
+        sys.exit(f"failed: {', '.join(failed)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,11 @@
+"""The dispatch service's database migrations (Alembic); revisions in `versions/`.
+
+Run to head at start-up, or by `python -m atelier_dispatch --migrate-only` as a one-shot job. A
+schema change is a new revision: docs/operations.md, "Database schemas".
+"""
+
+from pathlib import Path
+
+from atelier_database import Migrations
+
+MIGRATIONS = Migrations("dispatch", Path(__file__).parent)

@@ -1,0 +1,566 @@
+"""The app's routes (`/api/v1/...`), each a translation onto the native services.
+
+Generation goes through `GatewayService.submit`, exactly as `POST /v1/generations` does (same
+validation, quota, idempotency, durable `jobs.requested`); the synchronous answer then follows
+the job's status the way the SSE route does, for at most the configured time. Profiles and the
+switch come from the same catalog as `GET /v1/features`; admin changes and the audit are the
+profiles service's own methods over NATS. docs/inkweld.md lists every route and its mapping.
+
+Not in the gateway's own OpenAPI document: the contract of these routes is the app's document,
+served at `/api/v1/openapi.json`.
+"""
+
+# No `from __future__ import annotations`: FastAPI resolves the route annotations at run time.
+import asyncio
+import base64
+import hashlib
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Annotated, Any, Literal
+
+import jwt
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response, Security
+from fastapi.routing import APIRoute
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from faststream.nats import NatsBroker
+from starlette.background import BackgroundTask
+from starlette.datastructures import UploadFile
+from starlette.responses import JSONResponse, StreamingResponse
+
+from atelier_contracts.errors import Forbidden, InvalidInput, NotFound, Unavailable
+from atelier_contracts.jobs import FINAL_STATUSES, JobStatus, JobView
+from atelier_contracts.media import MediaItem
+from atelier_contracts.profiles import (
+    AuditFilterQuery,
+    AuditListQuery,
+    GenerationSettings,
+    Profile,
+)
+from atelier_gateway.assignments import assign_media, project_assignments
+from atelier_gateway.auth import Authenticator, User
+from atelier_gateway.backends import MediaFetcher
+from atelier_gateway.inkweld import mapping
+from atelier_gateway.inkweld.backends import ProfilesAdmin
+from atelier_gateway.inkweld.errors import InkweldRoute, StillRunning, document
+from atelier_gateway.inkweld.models import (
+    AdminImageModelProfile,
+    CreateImageModelProfileRequest,
+    CustomSizesResponse,
+    CustomSizesUpdate,
+    ImageAuditStats,
+    ImageGenerateRequest,
+    ImageGenerateResponse,
+    ImageGenerationAudit,
+    ImageGenerationStatus,
+    MediaListResponse,
+    MessageBody,
+    PaginatedImageAudits,
+    ProviderEntry,
+    ProviderType,
+    PublicImageModelProfile,
+    SystemFeatures,
+    UpdateImageModelProfileRequest,
+    UploadedMedia,
+)
+from atelier_gateway.inkweld.settings import InkweldSettings
+from atelier_gateway.models import AssignBody
+from atelier_gateway.service import GatewayService
+from atelier_gateway.settings import Settings
+
+# The claims that make a token an admin's for the app's admin routes (ADR 0008).
+ADMIN_ROLE = "admin"
+_JOB_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
+_PREFER_WAIT_RE = re.compile(r"(?:^|[,;\s])wait\s*=\s*([0-9]+(?:\.[0-9]+)?)", re.IGNORECASE)
+# The media service answers at most this many items per request.
+_MEDIA_PAGE = 500
+# Audit-by-id reads the audits of the job's user and profile; this many pages at most.
+_AUDIT_PAGES = 10
+# Multipart boundaries and part headers around an uploaded file.
+_MULTIPART_SLACK = 64 * 1024
+_TOO_LARGE = (
+    "The file is larger than any image Atelier keeps (ATELIER_GATEWAY_INKWELD_MAX_UPLOAD_BYTES)."
+)
+
+
+@dataclass(frozen=True)
+class Caller:
+    user: User
+    admin: bool
+
+
+def has_admin_claim(token: str) -> bool:
+    """`roles` containing "admin", or `admin: true`. Read only from a token the `Authenticator`
+    has just verified (signature, issuer, expiry): the payload is the one it checked."""
+    claims: dict[str, Any] = jwt.decode(token, options={"verify_signature": False})
+    roles = claims.get("roles")
+    return (isinstance(roles, list) and ADMIN_ROLE in roles) or claims.get("admin") is True
+
+
+def wait_seconds(prefer: str | None, limit_s: float) -> float:
+    """RFC 7240 `Prefer: wait=<seconds>` shortens the wait; it never lengthens it."""
+    match = _PREFER_WAIT_RE.search(prefer or "")
+    if match is None:
+        return limit_s
+    return max(0.0, min(float(match.group(1)), limit_s))
+
+
+async def wait_for_final(
+    service: GatewayService, user: User, job_id: str, wait_s: float
+) -> JobView | None:
+    """The job once it ended, or None if it is still running after `wait_s`.
+
+    Follows the job's status subject (subscribed before the state is read, as the SSE route
+    does), so the answer goes out the moment the job ends. Stopping to wait changes nothing
+    for the job: it is durable and lands whoever is still listening.
+    """
+    try:
+        async with asyncio.timeout(wait_s):
+            while True:
+                try:
+                    stream = await service.open_job_stream(user, job_id)
+                except (NotFound, Unavailable):
+                    # Not recorded yet, or dispatch is away for a moment: the job is queued
+                    # durably either way, so keep asking until the wait is over.
+                    await asyncio.sleep(0.2)
+                    continue
+                last: JobView | None = None
+                try:
+                    async for update in stream.updates:
+                        last = update.job
+                finally:
+                    await stream.updates.aclose()
+                    await stream.subscription.close()
+                if last is not None and last.status in FINAL_STATUSES:
+                    return last
+                await asyncio.sleep(0.2)  # the feed closed (reconnecting): read again
+    except TimeoutError:
+        return None
+
+
+async def _read_all(fetcher: MediaFetcher, url: str) -> bytes:
+    upstream = await fetcher.open(url)
+    try:
+        return await upstream.aread()
+    finally:
+        await upstream.aclose()
+
+
+async def _stream(fetcher: MediaFetcher, item: MediaItem, url: str, max_age_s: int) -> Response:
+    upstream = await fetcher.open(url)
+    headers = {
+        "Cache-Control": f"private, max-age={max_age_s}",
+        "ETag": f'"{item.sha256}"',
+        "X-Content-Type-Options": "nosniff",
+    }
+    if "content-length" in upstream.headers and "content-encoding" not in upstream.headers:
+        headers["Content-Length"] = upstream.headers["content-length"]
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            async for chunk in upstream.aiter_bytes():
+                yield chunk
+        finally:
+            await upstream.aclose()
+
+    return StreamingResponse(
+        body(),
+        media_type=item.content_type,
+        headers=headers,
+        background=BackgroundTask(upstream.aclose),
+    )
+
+
+def create_inkweld_router(
+    settings: Settings,
+    service: GatewayService,
+    fetcher: MediaFetcher,
+    broker: NatsBroker,
+    inkweld: InkweldSettings | None = None,
+) -> APIRouter:
+    """The app's routes; include it under `/api/v1`."""
+    inkweld = inkweld or InkweldSettings()
+    admin_api = ProfilesAdmin(broker, query_timeout_s=settings.query_timeout_s)
+    aliases = inkweld.provider_aliases
+    bearer = HTTPBearer(auto_error=False, scheme_name="InkweldBearer")
+    authenticator = Authenticator(
+        secret=settings.jwt_secret if settings.hs256_enabled else None,
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        leeway_s=settings.jwt_leeway_s,
+        jwks_url=settings.jwks_url,
+        jwks_cache_s=settings.jwks_cache_s,
+    )
+
+    async def current_caller(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
+    ) -> Caller:
+        token = credentials.credentials if credentials else None
+        user = await authenticator(token)  # raises unless the token is valid
+        assert token is not None
+        return Caller(user, admin=has_admin_claim(token))
+
+    async def admin_caller(caller: Annotated[Caller, Depends(current_caller)]) -> Caller:
+        if not caller.admin:
+            raise Forbidden(
+                f'This needs an admin: a token with `roles: ["{ADMIN_ROLE}"]` or `admin: true`.'
+            )
+        return caller
+
+    async def optional_caller(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
+    ) -> Caller | None:
+        if credentials is None:
+            return None
+        return await current_caller(credentials)
+
+    AnyCaller = Annotated[Caller, Depends(current_caller)]
+    Admin = Annotated[Caller, Depends(admin_caller)]
+    router = APIRouter(route_class=InkweldRoute, include_in_schema=False)
+
+    # --- helpers over the native service -------------------------------------------------
+
+    async def shown_catalog() -> tuple[GenerationSettings, list[tuple[Profile, ProviderType]]]:
+        catalog = await service.catalog()
+        return catalog.settings, mapping.visible_profiles(catalog.profiles, aliases)
+
+    async def shown_profile(profile_id: str) -> tuple[Profile, ProviderType]:
+        profile = await admin_api.profile(profile_id) if len(profile_id) <= 100 else None
+        provider = mapping.inkweld_provider(profile.provider, aliases) if profile else None
+        if profile is None or provider is None:
+            raise NotFound(f"There is no image profile {profile_id!r}.")
+        return profile, provider
+
+    def project_path(username: str, slug: str, user: User | None) -> str:
+        project = mapping.project_of(username, slug)
+        # Not granted looks like not there, as on every native read.
+        if project is None or user is None or not user.is_granted(project):
+            raise NotFound(f"There is no project {username}/{slug}.")
+        return project
+
+    async def project_media(user: User, project: str) -> AsyncIterator[MediaItem]:
+        offset = 0
+        while True:
+            page = await service.media_page(user, project, limit=_MEDIA_PAGE, offset=offset)
+            for item in page.items:
+                yield item
+            offset += _MEDIA_PAGE
+            if not page.items or offset >= page.total:
+                return
+
+    async def generated_upload(request: Request, user: User, project: str) -> MediaItem:
+        """The project's landed image whose bytes were uploaded: Atelier stores nothing but
+        generated images, so an upload is recognised, never stored (docs/inkweld.md)."""
+        # Refused before the body is read where the size is declared; the read below stops
+        # at the limit either way.
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > inkweld.max_upload_bytes + _MULTIPART_SLACK:
+            raise InvalidInput(_TOO_LARGE)
+        form = await request.form(max_files=1, max_fields=10)
+        try:
+            upload = next((v for v in form.values() if isinstance(v, UploadFile)), None)
+            if upload is None:
+                raise InvalidInput("Send the file as multipart/form-data (field `file`).")
+            digest = hashlib.sha256()
+            size = 0
+            while chunk := await upload.read(1 << 20):
+                size += len(chunk)
+                if size > inkweld.max_upload_bytes:
+                    raise InvalidInput(_TOO_LARGE)
+                digest.update(chunk)
+        finally:
+            await form.close()
+        sha256 = digest.hexdigest()
+        async for item in project_media(user, project):
+            if item.sha256 == sha256:
+                return item
+        raise InvalidInput(
+            "Atelier keeps only images it generated: this file is not one of the project's "
+            "generated images. Generate it, and it lands in the media library by itself."
+        )
+
+    async def reference_images(
+        user: User, project: str, body: ImageGenerateRequest
+    ) -> dict[str, str]:
+        """The image chosen for each `reference` element in the project, by element id."""
+        wanted = {e.elementId for e in body.worldbuildingContext or [] if e.role == "reference"}
+        if not wanted or not user.is_granted(project):
+            return {}
+        chosen = await project_assignments(service, user, project)
+        return {k: item.id for k, item in chosen.elements.items() if k in wanted}
+
+    # --- configuration and status ------------------------------------------------------------
+
+    @router.get("/config/features", operation_id="getSystemFeatures")
+    async def get_features() -> SystemFeatures:
+        """Public, as in the app: it is read before anyone signs in."""
+        switch, shown = await shown_catalog()
+        usable = any(profile.enabled for profile, _ in shown)
+        return mapping.system_features(switch, usable, inkweld.app_mode)
+
+    @router.get("/ai/image/status", operation_id="getImageGenerationStatus")
+    async def get_status(caller: AnyCaller) -> ImageGenerationStatus:
+        switch, shown = await shown_catalog()
+        return mapping.generation_status(switch, shown)
+
+    @router.get("/ai/image-profiles", operation_id="listImageProfiles")
+    async def list_profiles(caller: AnyCaller) -> list[PublicImageModelProfile]:
+        _, shown = await shown_catalog()
+        return [mapping.public_profile(p, name) for p, name in shown if p.enabled]
+
+    @router.get("/ai/image/custom-sizes", operation_id="getCustomImageSizes")
+    async def get_custom_sizes(caller: AnyCaller) -> CustomSizesResponse:
+        """Atelier has no custom sizes: every profile lists the sizes it makes."""
+        return CustomSizesResponse(sizes=[])
+
+    @router.put("/ai/image/custom-sizes", operation_id="updateCustomImageSizes")
+    async def put_custom_sizes(caller: Admin, body: CustomSizesUpdate) -> CustomSizesResponse:
+        raise InvalidInput(
+            "Atelier has no custom sizes: each profile lists the sizes it makes. Add the size "
+            "to a profile's supportedSizes instead."
+        )
+
+    # --- generation --------------------------------------------------------------------------
+
+    @router.post("/ai/image/generate", operation_id="generateImage")
+    async def generate(
+        body: ImageGenerateRequest,
+        caller: AnyCaller,
+        response: Response,
+        prefer: Annotated[str | None, Header()] = None,
+        idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    ) -> ImageGenerateResponse:
+        """Submits a durable job like `POST /v1/generations`, then waits for it to end."""
+        user = caller.user
+        project = mapping.generation_project(body.projectKey, user.projects)
+        _, shown = await shown_catalog()
+        match = next(((p, n) for p, n in shown if p.id == body.profileId), None)
+        if match is None:
+            raise InvalidInput(
+                f"There is no image profile {body.profileId!r}; GET /api/v1/ai/image-profiles "
+                "lists the ones available.",
+                code="unknown_profile",
+            )
+        profile, provider = match
+        native = mapping.generation_request(
+            body, project, profile, await reference_images(user, project, body)
+        )
+        submission = await service.submit(native, user, idempotency_key)
+        job_id = submission.response.id
+        wait_s = wait_seconds(prefer, inkweld.generate_timeout_s)
+        applied: dict[str, str] = {}
+        if prefer and wait_s < inkweld.generate_timeout_s:
+            applied["Preference-Applied"] = f"wait={wait_s:g}"
+        response.headers.update(applied)
+        job = await wait_for_final(service, user, job_id, wait_s)
+        if job is None:
+            raise StillRunning(job_id, wait_s, applied)
+        if job.status not in (JobStatus.COMPLETED, JobStatus.PARTIAL) or not job.images:
+            raise mapping.job_failure(job)
+        images = []
+        for image in sorted(job.images, key=lambda i: i.index):
+            item, url = await service.media_source(user, image.media_id, "content")
+            data = base64.b64encode(await _read_all(fetcher, url)).decode("ascii")
+            images.append(mapping.generated_image(image.index, item, data))
+        response.headers["Location"] = f"/v1/generations/{job_id}"
+        return mapping.generate_response(job, images, provider, body)
+
+    # --- admin: profiles ---------------------------------------------------------------------
+
+    @router.get("/admin/image-profiles", operation_id="adminListImageProfiles")
+    async def admin_list_profiles(caller: Admin) -> list[AdminImageModelProfile]:
+        catalog = await service.backends.profiles(include_disabled=True)  # fresh, not cached
+        shown = mapping.visible_profiles(catalog.profiles, aliases)
+        return [mapping.admin_profile(p, name) for p, name in shown]
+
+    @router.post(
+        "/admin/image-profiles",
+        operation_id="adminCreateImageProfile",
+        status_code=201,
+    )
+    async def admin_create_profile(
+        caller: Admin, body: CreateImageModelProfileRequest
+    ) -> AdminImageModelProfile:
+        fields = mapping.profile_fields_for_create(body)
+        profile = await admin_api.create_profile(fields, caller.user.id)
+        service.forget_profiles()
+        return mapping.admin_profile(profile, body.provider)
+
+    @router.get("/admin/image-profiles/providers", operation_id="adminListImageProviders")
+    async def admin_list_providers(caller: Admin) -> list[ProviderEntry]:
+        return mapping.provider_entries()
+
+    ProfileId = Annotated[str, Path(min_length=1, max_length=200)]
+
+    @router.get("/admin/image-profiles/{profileId}", operation_id="adminGetImageProfile")
+    async def admin_get_profile(caller: Admin, profileId: ProfileId) -> AdminImageModelProfile:
+        return mapping.admin_profile(*await shown_profile(profileId))
+
+    @router.patch("/admin/image-profiles/{profileId}", operation_id="adminUpdateImageProfile")
+    async def admin_update_profile(
+        caller: Admin, profileId: ProfileId, body: UpdateImageModelProfileRequest
+    ) -> AdminImageModelProfile:
+        current, shown_as = await shown_profile(profileId)
+        fields = mapping.profile_fields_for_update(current, body, shown_as)
+        profile = await admin_api.replace_profile(current.id, fields, caller.user.id)
+        service.forget_profiles()
+        provider = mapping.inkweld_provider(profile.provider, aliases) or shown_as
+        return mapping.admin_profile(profile, provider)
+
+    @router.delete("/admin/image-profiles/{profileId}", operation_id="adminDeleteImageProfile")
+    async def admin_delete_profile(caller: Admin, profileId: ProfileId) -> MessageBody:
+        current, _ = await shown_profile(profileId)
+        await admin_api.delete_profile(current.id, caller.user.id)
+        service.forget_profiles()
+        return MessageBody(message=f"Profile {current.name!r} deleted.")
+
+    # --- admin: audits -----------------------------------------------------------------------
+
+    @router.get("/admin/image-audits", operation_id="adminListImageAudits")
+    async def admin_list_audits(
+        caller: Admin,
+        userId: str | None = None,
+        profileId: str | None = None,
+        status: Literal["success", "moderated"] | None = None,
+        startDate: str | None = None,
+        endDate: str | None = None,
+        search: Annotated[str | None, Query(max_length=200)] = None,
+        page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
+        limit: Annotated[int, Query(ge=1, le=100)] = 50,
+    ) -> PaginatedImageAudits:
+        filters = mapping.audit_query(
+            user_id=userId,
+            profile_id=profileId,
+            status=status,
+            start_date=startDate,
+            end_date=endDate,
+            search=search,
+            page=page,
+            limit=limit,
+        )
+        reply = await admin_api.audits(filters)
+        return mapping.audit_page(reply, page=page, limit=limit)
+
+    @router.get("/admin/image-audits/stats/summary", operation_id="adminGetImageAuditStats")
+    async def admin_audit_stats(
+        caller: Admin, startDate: str | None = None, endDate: str | None = None
+    ) -> ImageAuditStats:
+        window = mapping.audit_query(start_date=startDate, end_date=endDate)
+        filters = AuditFilterQuery(since=window.since, until=window.until)
+        return mapping.audit_stats(await admin_api.audit_summary(filters))
+
+    @router.get("/admin/image-audits/{auditId}", operation_id="adminGetImageAudit")
+    async def admin_get_audit(
+        caller: Admin, auditId: Annotated[str, Path(max_length=200)]
+    ) -> ImageGenerationAudit:
+        """An audit entry is a finished job (its id is the job's). The audit is read by the
+        job's user and profile, from when it was made: dispatch says which job that is."""
+        missing = NotFound(f"There is no audit record {auditId!r}.")
+        job = await service.backends.job(auditId) if _JOB_ID_RE.match(auditId) else None
+        if job is None or job.status not in FINAL_STATUSES:
+            raise missing
+        filters = AuditListQuery(
+            user_id=job.user_id,
+            profile_id=job.profile_id,
+            since=job.created_at,
+            until=job.updated_at + timedelta(hours=1),
+            limit=500,
+        )
+        for page in range(_AUDIT_PAGES):
+            reply = await admin_api.audits(filters.model_copy(update={"offset": page * 500}))
+            found = next((r for r in reply.items if r.job_id == auditId), None)
+            if found is not None:
+                return mapping.inkweld_audit(found)
+            if (page + 1) * 500 >= reply.total:
+                break
+        raise missing
+
+    # --- media and covers: the project's generated images ------------------------------------
+
+    Username = Annotated[str, Path(max_length=100)]
+    Slug = Annotated[str, Path(max_length=100)]
+
+    @router.get("/media/{username}/{slug}", operation_id="listProjectMedia")
+    async def list_media(
+        caller: AnyCaller,
+        username: Username,
+        slug: Slug,
+        prefix: Annotated[str | None, Query(max_length=200)] = None,
+    ) -> MediaListResponse:
+        project = project_path(username, slug, caller.user)
+        entries = [
+            mapping.media_entry(item)
+            async for item in project_media(caller.user, project)
+            if mapping.media_filename(item).startswith(prefix or "")
+        ]
+        return MediaListResponse(items=entries, total=len(entries))
+
+    @router.post("/media/{username}/{slug}", operation_id="uploadProjectMedia")
+    async def upload_media(
+        caller: AnyCaller, username: Username, slug: Slug, request: Request
+    ) -> UploadedMedia:
+        project = project_path(username, slug, caller.user)
+        item = await generated_upload(request, caller.user, project)
+        return UploadedMedia(
+            message="Already in the media library: Atelier generated this image.",
+            filename=mapping.media_filename(item),
+            size=item.size_bytes,
+        )
+
+    @router.get("/media/{username}/{slug}/{filename}", operation_id="getProjectMediaFile")
+    async def get_media_file(
+        caller: AnyCaller,
+        username: Username,
+        slug: Slug,
+        filename: Annotated[str, Path(max_length=200)],
+    ) -> Response:
+        project = project_path(username, slug, caller.user)
+        item, url = await service.media_source(
+            caller.user, mapping.media_id_of(filename), "content"
+        )
+        if item.project != project:
+            raise NotFound(f"There is no file {filename!r} in {username}/{slug}.")
+        return await _stream(fetcher, item, url, settings.media_cache_max_age_s)
+
+    @router.post("/projects/{username}/{slug}/cover", operation_id="uploadProjectCover")
+    async def upload_cover(
+        caller: AnyCaller, username: Username, slug: Slug, request: Request
+    ) -> MessageBody:
+        """The uploaded image becomes the cover if it is one the project generated: a durable
+        `media.assigned`, as `POST /v1/media/{id}/assign` publishes."""
+        project = project_path(username, slug, caller.user)
+        item = await generated_upload(request, caller.user, project)
+        await assign_media(service, caller.user, item.id, AssignBody(target="cover"))
+        return MessageBody(message="Cover image set.")
+
+    @router.get("/projects/{username}/{slug}/cover", operation_id="getProjectCover")
+    async def get_cover(
+        caller: Annotated[Caller | None, Depends(optional_caller)], username: Username, slug: Slug
+    ) -> Response:
+        user = caller.user if caller else None
+        project = project_path(username, slug, user)
+        assert user is not None  # project_path raised otherwise
+        cover = (await project_assignments(service, user, project)).cover
+        if cover is None:
+            raise NotFound(f"{username}/{slug} has no cover image.")
+        item, url = await service.media_source(user, cover.id, "content")
+        return await _stream(fetcher, item, url, settings.media_cache_max_age_s)
+
+    @router.delete("/projects/{username}/{slug}/cover", operation_id="deleteProjectCover")
+    async def delete_cover(caller: AnyCaller, username: Username, slug: Slug) -> MessageBody:
+        project = project_path(username, slug, caller.user)
+        if (await project_assignments(service, caller.user, project)).cover is None:
+            raise NotFound(f"{username}/{slug} has no cover image.")
+        raise Forbidden(
+            "Atelier keeps a project's cover until another image is chosen: upload or pick "
+            "another generated image as the cover."
+        )
+
+    async def inkweld_document() -> JSONResponse:
+        """The app's document these routes follow (the gateway's own is `/openapi.json`)."""
+        return JSONResponse(document())
+
+    # Not one of the document's operations: a plain route.
+    router.add_api_route("/openapi.json", inkweld_document, route_class_override=APIRoute)
+    return router

@@ -1,0 +1,120 @@
+"""The admin commands and audit reads the gateway's Inkweld facade asks for over NATS: the same
+service methods as the admin API, refusals answered (not dropped)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+from atelier_contracts.profiles import (
+    AuditFilterQuery,
+    AuditListQuery,
+    AuditPageReply,
+    AuditSummaryReply,
+    ProfileCommandReply,
+    ProfileCreateCommand,
+    ProfileDeleteCommand,
+    ProfileReplaceCommand,
+)
+from atelier_contracts.subjects import Subject
+from atelier_messaging import query
+
+from .conftest import RunningApp, profile_fields
+from .test_audit import seed
+from .test_quotas import NOON
+
+
+async def command(app: RunningApp, subject: Subject, body: BaseModel) -> ProfileCommandReply:
+    return await query(app.broker, subject, body, ProfileCommandReply)
+
+
+async def test_create_replace_delete_announce_like_the_admin_api(running_app: RunningApp) -> None:
+    created = await command(
+        running_app,
+        Subject.PROFILES_CREATE,
+        ProfileCreateCommand(fields=profile_fields(name="Ink"), requested_by="root"),
+    )
+    assert created.error is None and created.profile is not None
+    profile_id = created.profile.id
+
+    replaced = await command(
+        running_app,
+        Subject.PROFILES_REPLACE,
+        ProfileReplaceCommand(
+            profile_id=profile_id,
+            fields=profile_fields(name="Ink 2", enabled=False),
+            requested_by="root",
+        ),
+    )
+    assert replaced.profile is not None and replaced.profile.name == "Ink 2"
+    assert not replaced.profile.enabled
+
+    deleted = await command(
+        running_app,
+        Subject.PROFILES_DELETE,
+        ProfileDeleteCommand(profile_id=profile_id, requested_by="root"),
+    )
+    assert deleted == ProfileCommandReply()
+    assert await running_app.service.find_profile(profile_id) is None
+    assert [c.action for c in running_app.changes] == ["created", "updated", "deleted"]
+
+
+async def test_refusals_come_back_with_the_admin_apis_status(running_app: RunningApp) -> None:
+    await running_app.service.create_profile(profile_fields(name="Taken"))
+    conflict = await command(
+        running_app,
+        Subject.PROFILES_CREATE,
+        ProfileCreateCommand(fields=profile_fields(name="taken"), requested_by="root"),
+    )
+    assert conflict.error is not None and (conflict.error.status, conflict.error.code) == (
+        409,
+        "conflict",
+    )
+    invalid = await command(
+        running_app,
+        Subject.PROFILES_CREATE,
+        ProfileCreateCommand(
+            fields=profile_fields(name="Bad", default_size="64x64"), requested_by="root"
+        ),
+    )
+    assert invalid.error is not None and invalid.error.status == 422
+    assert "default_size" in invalid.error.message
+    missing = await command(
+        running_app,
+        Subject.PROFILES_DELETE,
+        ProfileDeleteCommand(profile_id="nope", requested_by="root"),
+    )
+    assert missing.error is not None and missing.error.status == 404
+
+
+async def test_audit_reads(running_app: RunningApp) -> None:
+    profiles = await seed(running_app)
+    page = await query(
+        running_app.broker,
+        Subject.AUDITS_LIST,
+        AuditListQuery(profile_id=profiles["paint"].id, limit=2),
+        AuditPageReply,
+    )
+    assert page.error is None and page.total == 3 and len(page.items) == 2
+    blocked = await query(
+        running_app.broker,
+        Subject.AUDITS_LIST,
+        AuditListQuery(error_class="content_blocked"),
+        AuditPageReply,
+    )
+    [entry] = blocked.items
+    assert entry.job_id == "j3" and entry.moderated and entry.error is not None
+    assert entry.error.stage == "output"
+
+    summary = await query(
+        running_app.broker, Subject.AUDITS_SUMMARY, AuditFilterQuery(), AuditSummaryReply
+    )
+    assert summary.error is None and summary.total.jobs == 5
+    assert summary.by_error_class == {"content_blocked": 1, "timeout": 1}
+
+    backwards = await query(
+        running_app.broker,
+        Subject.AUDITS_LIST,
+        AuditListQuery(since=NOON, until=NOON),
+        AuditPageReply,
+    )
+    assert backwards.error is not None and backwards.error.status == 422
