@@ -59,6 +59,8 @@ async def _fail(request: ImageRequest, client: httpx.AsyncClient) -> ProviderErr
 async def test_success_follows_returned_urls(
     fake: FakeFalState, base_url: str, client: httpx.AsyncClient
 ) -> None:
+    # Long enough phases that a 20 ms poll sees both however busy the machine is.
+    fake.queue_s, fake.run_s = 1.0, 1.0
     seen = ProgressLog()
     store = InMemoryResumeStore()
     request = _request(
