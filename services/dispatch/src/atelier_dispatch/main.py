@@ -11,13 +11,14 @@ from collections.abc import Sequence
 from fastapi import FastAPI
 
 from atelier_contracts.envelope import Event
+from atelier_contracts.subjects import TASKS_STREAM
 from atelier_database import Database, migrate_to_head, upgrade_to_head
 from atelier_dispatch.handlers import register_handlers
 from atelier_dispatch.migrations import MIGRATIONS
 from atelier_dispatch.service import DispatchService
 from atelier_dispatch.settings import Settings
 from atelier_messaging import CancelledJobs, ensure_streams, make_broker, publish_event
-from atelier_telemetry import configure_telemetry
+from atelier_telemetry import configure_telemetry, set_queue_depth
 from atelier_web import create_service_app, serve
 
 log = logging.getLogger("atelier.dispatch")
@@ -43,12 +44,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     register_handlers(broker, service)
     sweeper: list[asyncio.Task[None]] = []
 
+    async def report_queue_depth() -> None:
+        """Tasks waiting per provider queue, for the metrics endpoint (and autoscaling)."""
+        js = broker.connection.jetstream()
+        for consumer in await js.consumers_info(TASKS_STREAM.name):
+            set_queue_depth(TASKS_STREAM.name, consumer.name, consumer.num_pending or 0)
+
     async def sweep_forever() -> None:
         while True:
             await asyncio.sleep(settings.sweep_interval_s)
             try:
                 await service.end_overdue_jobs()
                 await service.send_due_retries()
+                await report_queue_depth()
             except Exception:
                 log.exception("sweep failed; trying again next round")
 

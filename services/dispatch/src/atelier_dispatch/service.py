@@ -49,6 +49,7 @@ from atelier_contracts.subjects import gen_requested, job_status
 from atelier_database import Database
 from atelier_dispatch.progress import ProgressTracker
 from atelier_dispatch.repository import JobImageRow, JobRepository, JobRow, TaskRow, as_utc
+from atelier_telemetry import observe_stage_latency, record_generation_cost
 
 log = logging.getLogger("atelier.dispatch")
 
@@ -515,6 +516,11 @@ class DispatchService:
         if final != JobStatus.COMPLETED:
             job.error = job.error or first_error
         job.deadline_at = None
+        profile = JobRequested.model_validate(job.request).profile
+        record_generation_cost(profile.provider, profile.model, landed * profile.credit_cost)
+        observe_stage_latency(
+            "submitted_to_final", (utcnow() - as_utc(job.created_at)).total_seconds()
+        )
         await self._set_status(repo, outbox, job, final)
 
     # -- queries -------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from atelier_messaging import (
     durable_subscriber,
     publish_event,
 )
+from atelier_telemetry import provider_call_in_flight, record_generation_failure
 from atelier_workers.pacing import ProgressThrottle
 from atelier_workers.service import WorkerService
 from atelier_workers.settings import Settings
@@ -120,7 +121,8 @@ def register_handlers(
         run = asyncio.create_task(service.run_task(task, resume, progress.report))
         inflight.add(task.job_id, run)
         try:
-            return await run
+            with provider_call_in_flight(settings.provider):
+                return await run
         except asyncio.CancelledError:
             current = asyncio.current_task()
             if current is not None and current.cancelling():
@@ -174,6 +176,8 @@ def register_handlers(
         subject = (
             Subject.GEN_COMPLETED if isinstance(result, GenerationCompleted) else Subject.GEN_FAILED
         )
+        if isinstance(result, GenerationFailed):
+            record_generation_failure(provider, result.error.error_class.value)
         await publish_event(broker, result, subject)
         # The provider job is settled; its handle is no longer needed for a resume.
         with contextlib.suppress(Exception):
