@@ -194,49 +194,18 @@ class JobError(BaseModel):
         )
 
 
-class JobImageOut(BaseModel):
-    media_id: str
-    index: int
-    width: int
-    height: int
-    content_type: str
+class JobImageOut(JobImage):
+    """A job's image with the gateway URLs of its bytes."""
+
     content_url: str
     thumbnail_url: str
 
     @classmethod
     def of(cls, image: JobImage) -> JobImageOut:
         return cls(
-            media_id=image.media_id,
-            index=image.index,
-            width=image.width,
-            height=image.height,
-            content_type=image.content_type,
+            **image.model_dump(),
             content_url=media_content_url(image.media_id),
             thumbnail_url=media_thumbnail_url(image.media_id),
-        )
-
-
-class SentImageOut(BaseModel):
-    """A reference image the model was sent with a job (after downscaling)."""
-
-    element_id: str | None = None
-    source: Literal["media", "url", "data_url"]
-    media_id: str | None = None
-    content_type: str
-    width: int
-    height: int
-    size_bytes: int
-
-    @classmethod
-    def of(cls, image: SentReferenceImage) -> SentImageOut:
-        return cls(
-            element_id=image.element_id,
-            source=image.source,
-            media_id=image.media_id,
-            content_type=image.content_type,
-            width=image.width,
-            height=image.height,
-            size_bytes=image.size_bytes,
         )
 
 
@@ -252,7 +221,7 @@ class JobOut(BaseModel):
     prompt: str
     assembled_prompt: str | None
     assembly_notes: list[str]
-    reference_images: list[SentImageOut] = Field(
+    reference_images: list[SentReferenceImage] = Field(
         description="The reference images sent with the prompt, in order, as sent"
     )
     excluded_images: list[PreviewExclusion] = Field(
@@ -283,7 +252,7 @@ class JobOut(BaseModel):
             prompt=job.prompt,
             assembled_prompt=job.assembled_prompt,
             assembly_notes=job.assembly_notes,
-            reference_images=[SentImageOut.of(image) for image in job.reference_images],
+            reference_images=list(job.reference_images),
             excluded_images=[
                 PreviewExclusion(element_id=e.element_id, reason=e.reason)
                 for e in job.excluded_images
