@@ -23,7 +23,7 @@ from atelier_contracts.jobs import (
     JobView,
 )
 from atelier_contracts.profiles import ProfileSnapshot
-from atelier_contracts.subjects import Subject, job_status
+from atelier_contracts.subjects import Subject, job_finished
 from atelier_devstack import S3Info
 from atelier_storage import ObjectStore
 
@@ -94,7 +94,7 @@ def requested(job_id: str, data_url: str) -> JobRequested:
     )
 
 
-def status(job_id: str, value: JobStatus) -> JobStatusChanged:
+def status(job_id: str, value: JobStatus, assembled_prompt: str | None = None) -> JobStatusChanged:
     now = datetime.now(UTC)
     return JobStatusChanged(
         job=JobView(
@@ -107,6 +107,7 @@ def status(job_id: str, value: JobStatus) -> JobStatusChanged:
             model="gpt-image-1",
             status=value,
             prompt="A harbour at dusk",
+            assembled_prompt=assembled_prompt,
             size="1024x1024",
             count=1,
             progress=JobProgress(total=1),
@@ -134,22 +135,33 @@ async def test_a_final_status_deletes_the_jobs_staged_references_and_nothing_els
         "refs/job-ab/1.png",
     ]
 
-    # Still running: the worker may yet need them.
+    # Not final (never published on jobs.finished, ignored if it were): the worker may need them.
     for running in (JobStatus.ENRICHING, JobStatus.DISPATCHED, JobStatus.GENERATING):
-        await broker.publish(status(job, running), job_status(PROJECT, job))
+        await broker.publish(status(job, running), job_finished(PROJECT, job))
     assert len(keys(store, staging, f"refs/{job}/")) == 2
 
-    await broker.publish(status(job, JobStatus.COMPLETED), job_status(PROJECT, job))
+    await broker.publish(status(job, JobStatus.COMPLETED), job_finished(PROJECT, job))
     assert keys(store, staging) == ["refs/job-ab/0.png", "refs/job-ab/1.png"]
 
     # A repeated final event (redelivery) finds nothing and is fine.
-    await broker.publish(status(job, JobStatus.COMPLETED), job_status(PROJECT, job))
+    await broker.publish(status(job, JobStatus.COMPLETED), job_finished(PROJECT, job))
 
     for final in (JobStatus.PARTIAL, JobStatus.FAILED, JobStatus.CANCELLED):
         await store.put_bytes(staging, f"refs/{final}/0.png", b"x", "image/png")
-        await broker.publish(status(final, final), job_status(PROJECT, final))
+        await broker.publish(status(final, final), job_finished(PROJECT, final))
         assert keys(store, staging, f"refs/{final}/") == []
     assert keys(store, staging) == ["refs/job-ab/0.png", "refs/job-ab/1.png"]
+
+
+async def test_a_job_enriched_without_reference_images_costs_no_listing(
+    broker: NatsBroker, store: ObjectStore, staging: str
+) -> None:
+    # Enriched (an assembled prompt) with no reference images sent: nothing was staged, so the
+    # handler does not even list the prefix; what sits there was not put by this job.
+    await store.put_bytes(staging, "refs/plain/0.png", b"x", "image/png")
+    finished = status("plain", JobStatus.COMPLETED, assembled_prompt="A harbour at dusk")
+    await broker.publish(finished, job_finished(PROJECT, "plain"))
+    assert keys(store, staging, "refs/plain/") == ["refs/plain/0.png"]
 
 
 async def test_remove_prefix_counts_and_refuses_an_empty_prefix(

@@ -26,6 +26,7 @@ from atelier_contracts.jobs import (
 )
 from atelier_contracts.media import MediaItem, MediaLanded
 from atelier_contracts.profiles import ProfileSnapshot
+from atelier_contracts.subjects import job_finished
 from atelier_database import Database
 from atelier_dispatch.repository import TABLES
 from atelier_dispatch.service import DispatchService, split_into_tasks, task_seed
@@ -42,7 +43,11 @@ class Recorder:
         return [e for e, _ in self.events if isinstance(e, GenerationTask)]
 
     def statuses(self) -> list[JobStatus]:
-        return [e.job.status for e, _ in self.events if isinstance(e, JobStatusChanged)]
+        return [
+            e.job.status
+            for e, subject in self.events
+            if isinstance(e, JobStatusChanged) and subject.startswith("jobs.status.")
+        ]
 
 
 @pytest.fixture
@@ -156,8 +161,8 @@ async def test_happy_path_walks_every_stage(service: tuple[DispatchService, Reco
     assert [i.index for i in job.images] == [0, 1]
     assert job.progress.landed == 2 and job.progress.failed == 0
     statuses = rec.statuses()
+    assert JobStatus.QUEUED not in statuses  # queued and enriching are one step, one event
     for stage in (
-        JobStatus.QUEUED,
         JobStatus.ENRICHING,
         JobStatus.DISPATCHED,
         JobStatus.GENERATING,
@@ -166,6 +171,12 @@ async def test_happy_path_walks_every_stage(service: tuple[DispatchService, Reco
     ):
         assert stage in statuses
     assert statuses[-1] == JobStatus.COMPLETED
+    # The final status is repeated once on jobs.finished, for the services that settle outcomes.
+    finished = [(e, subject) for e, subject in rec.events if subject.startswith("jobs.finished.")]
+    assert len(finished) == 1
+    assert finished[0][1] == job_finished("proj", request.job_id)
+    assert isinstance(finished[0][0], JobStatusChanged)
+    assert finished[0][0].job.status == JobStatus.COMPLETED
 
 
 async def test_redelivered_events_change_nothing(service: tuple[DispatchService, Recorder]) -> None:

@@ -273,7 +273,9 @@ class JobView(BaseModel):
 
 
 class JobStatusChanged(Event):
-    """Published by dispatch on every transition, to `jobs.status.<project>.<job_id>`."""
+    """Published by dispatch on every transition, to `jobs.status.<project>.<job_id>`; the final
+    one is published a second time, with its own event id, to `jobs.finished.<project>.<job_id>`
+    (same shape: consumers of outcomes read it with this model)."""
 
     type: Literal["jobs.status"] = "jobs.status"
     job: JobView

@@ -68,6 +68,18 @@ def job_status_of_project(project: str) -> str:
 JOB_STATUS_ALL = "jobs.status.>"
 
 
+def job_finished(project: str, job_id: str) -> str:
+    """The job's final `JobStatusChanged` once more, on a subject of its own: services that only
+    act on outcomes (quota settlement, clean-up) receive one event per job instead of every
+    transition."""
+    if not _PROJECT_RE.match(project):
+        raise ValueError(f"project id {project!r} is not subject-safe")
+    return f"jobs.finished.{project}.{job_id}"
+
+
+JOB_FINISHED_ALL = "jobs.finished.>"
+
+
 @dataclass(frozen=True)
 class StreamSpec:
     name: str
@@ -86,6 +98,8 @@ RESULTS_STREAM = StreamSpec(
 MEDIA_STREAM = StreamSpec("ATELIER_MEDIA", (Subject.MEDIA_LANDED, Subject.MEDIA_ASSIGNED))
 STATUS_STREAM = StreamSpec("ATELIER_STATUS", (JOB_STATUS_ALL,), max_age_s=24 * 3600)
 PROFILES_STREAM = StreamSpec("ATELIER_PROFILES", (Subject.PROFILES_CHANGED,))
+# Outcomes settle credits: kept as long as the job events, not the one day of the status feed.
+FINISHED_STREAM = StreamSpec("ATELIER_FINISHED", (JOB_FINISHED_ALL,))
 
 ALL_STREAMS: tuple[StreamSpec, ...] = (
     JOBS_STREAM,
@@ -94,6 +108,7 @@ ALL_STREAMS: tuple[StreamSpec, ...] = (
     MEDIA_STREAM,
     STATUS_STREAM,
     PROFILES_STREAM,
+    FINISHED_STREAM,
 )
 
 
@@ -101,14 +116,14 @@ class Durable(StrEnum):
     """Durable consumer names: processes sharing one durable split its messages."""
 
     CONTEXT_JOBS = "context-jobs-requested"
-    CONTEXT_JOBS_FINISHED = "context-jobs-finished"  # deletes a final job's staged references
+    CONTEXT_JOBS_FINISHED = "context-finished-jobs"  # deletes a final job's staged references
     DISPATCH_JOBS_REQUESTED = "dispatch-jobs-requested"
     DISPATCH_JOBS_ENRICHED = "dispatch-jobs-enriched"
     DISPATCH_RESULTS = "dispatch-gen-results"
     DISPATCH_MEDIA_LANDED = "dispatch-media-landed"
     MEDIA_GEN_COMPLETED = "media-gen-completed"
     MEDIA_ASSIGNED = "media-assigned"  # records covers and element images
-    PROFILES_JOB_OUTCOMES = "profiles-job-outcomes"  # settles quotas, writes the audit
+    PROFILES_JOB_OUTCOMES = "profiles-finished-jobs"  # settles quotas, writes the audit
 
 
 # JetStream key-value buckets.

@@ -18,7 +18,7 @@ from atelier_contracts.jobs import (
     JobStatusChanged,
 )
 from atelier_contracts.media import MediaQuery, MediaReply
-from atelier_contracts.subjects import JOB_STATUS_ALL, Durable, Subject
+from atelier_contracts.subjects import JOB_FINISHED_ALL, Durable, Subject
 from atelier_messaging import durable_subscriber, publish_event, query
 
 # Request/reply subscribers share this queue group: replicas split the queries, one answer each.
@@ -52,14 +52,19 @@ def register_handlers(broker: NatsBroker, service: ContextService) -> None:
         )
         await publish_event(broker, enriched, Subject.JOBS_ENRICHED)
 
-    # Ack policy: non-final statuses are acked at once; a final one once the job's `refs/<job>/`
-    # objects are deleted (deleting none is fine: no references, or a repeated event). A storage
-    # error raises and the event is redelivered with backoff; if it never succeeds the objects
-    # are left behind, costing space, never correctness (nothing reads them after the end).
-    @durable_subscriber(broker, JOB_STATUS_ALL, Durable.CONTEXT_JOBS_FINISHED)
+    # Ack policy: ack once the final job's `refs/<job>/` objects are deleted (deleting none is
+    # fine: a repeated event). A job that was enriched without reference images staged nothing,
+    # so there is nothing to list; one that ended before enrichment is listed, as staging may
+    # have begun. A storage error raises and the event is redelivered with backoff; if it never
+    # succeeds the objects are left behind, costing space, never correctness.
+    @durable_subscriber(broker, JOB_FINISHED_ALL, Durable.CONTEXT_JOBS_FINISHED, max_workers=4)
     async def discard_staged_references(event: JobStatusChanged) -> None:
-        if event.job.status in FINAL_STATUSES:
-            await service.discard_references(event.job.id)
+        job = event.job
+        if job.status not in FINAL_STATUSES:
+            return
+        if job.assembled_prompt is not None and not job.reference_images:
+            return
+        await service.discard_references(job.id)
 
     # Core NATS request/reply: nothing to ack; if we fail the gateway times out and says so.
     @broker.subscriber(Subject.CONTEXT_PREVIEW, queue=QUEUE)

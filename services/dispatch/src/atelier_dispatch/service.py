@@ -45,7 +45,7 @@ from atelier_contracts.jobs import (
 )
 from atelier_contracts.media import MediaLanded
 from atelier_contracts.providers import images_per_call
-from atelier_contracts.subjects import gen_requested, job_status
+from atelier_contracts.subjects import gen_requested, job_finished, job_status
 from atelier_database import Database
 from atelier_dispatch.progress import ProgressTracker
 from atelier_dispatch.repository import JobImageRow, JobRepository, JobRow, TaskRow, as_utc
@@ -147,15 +147,18 @@ class DispatchService:
     async def _announce(self, repo: JobRepository, outbox: _Outbox, job: JobRow) -> None:
         view = await self._view(repo, job)
         key = f"status:{view.status}:{view.progress.landed}:{view.progress.failed}"
-        outbox.add(
-            JobStatusChanged(event_id=derived_event_id(_job_uuid(job), key), job=view),
-            job_status(job.project, job.id),
-        )
+        event_id = derived_event_id(_job_uuid(job), key)
+        outbox.add(JobStatusChanged(event_id=event_id, job=view), job_status(job.project, job.id))
+        if view.status in FINAL_STATUSES:
+            # Once more for the services that only act on outcomes (quotas, clean-up).
+            finished = JobStatusChanged(event_id=derived_event_id(event_id, "finished"), job=view)
+            outbox.add(finished, job_finished(job.project, job.id))
 
     async def _view(self, repo: JobRepository, job: JobRow) -> JobView:
         request = JobRequested.model_validate(job.request)
         assembled = AssembledPrompt.model_validate(job.assembled) if job.assembled else None
-        images = await repo.images_of(job.id)
+        # `landed` is recounted from the image rows whenever rows are added (`_settle`).
+        images = await repo.images_of(job.id) if job.landed else []
         return JobView(
             id=job.id,
             project=job.project,
@@ -238,9 +241,8 @@ class DispatchService:
         async with self._job_transaction(request.job_id) as (repo, outbox):
             job = await repo.get_job(request.job_id, for_update=True)
             if job is None:
+                # Queued and handed to context in one step: one status event, not two.
                 job = self._new_job(request)
-                repo.add(job)
-                await self._announce(repo, outbox, job)
             if JobStatus(job.status) == JobStatus.QUEUED:
                 await self._set_status(repo, outbox, job, JobStatus.ENRICHING)
 

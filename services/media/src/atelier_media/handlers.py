@@ -43,8 +43,9 @@ def register_handlers(
     # Ack policy: the message is acked only once the images are stored, the rows committed and
     # `media.landed` stored by JetStream. Any exception (S3 or database down, staged bytes missing)
     # naks it with a growing delay (RedeliveryBackoffMiddleware) up to `max_deliver`; redelivery
-    # is safe because landing is idempotent per task and image index.
-    @durable_subscriber(broker, Subject.GEN_COMPLETED, Durable.MEDIA_GEN_COMPLETED)
+    # is safe because landing is idempotent per task and image index. Several tasks land at once:
+    # most of a landing is waiting on object storage.
+    @durable_subscriber(broker, Subject.GEN_COMPLETED, Durable.MEDIA_GEN_COMPLETED, max_workers=4)
     async def land_generated_images(event: GenerationCompleted) -> None:
         if is_cancelled is not None and await is_cancelled(event.task.job_id):
             # A late result of a job the writer cancelled: never lands; its bytes are dropped.

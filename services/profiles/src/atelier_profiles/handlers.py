@@ -36,7 +36,7 @@ from atelier_contracts.profiles import (
     QuotaReserveRequest,
     RemoteError,
 )
-from atelier_contracts.subjects import JOB_STATUS_ALL, Durable, Subject
+from atelier_contracts.subjects import JOB_FINISHED_ALL, Durable, Subject
 from atelier_messaging import durable_subscriber
 from atelier_profiles.governance import GovernanceService
 from atelier_profiles.repository import AuditFilter
@@ -136,7 +136,7 @@ def register_handlers(
     # Ack policy: ack once the outcome is stored (or was stored before: recording is idempotent
     # on the job id); a database error raises and the event is redelivered with backoff.
     # Non-final statuses are acked at once.
-    @durable_subscriber(broker, JOB_STATUS_ALL, Durable.PROFILES_JOB_OUTCOMES, max_deliver=20)
+    @durable_subscriber(broker, JOB_FINISHED_ALL, Durable.PROFILES_JOB_OUTCOMES, max_deliver=20)
     async def record_job_outcome(event: JobStatusChanged) -> None:
         await governance.record_job_outcome(event)
 
