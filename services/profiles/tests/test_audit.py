@@ -8,7 +8,7 @@ from typing import Any
 
 from atelier_contracts.errors import ErrorClass, ErrorInfo
 from atelier_contracts.jobs import JobStatus
-from atelier_contracts.subjects import job_status
+from atelier_contracts.subjects import job_finished
 from atelier_messaging import publish_event
 
 from .conftest import RunningApp, profile_fields
@@ -57,11 +57,11 @@ async def seed(app: RunningApp) -> dict[str, Any]:
         ),
         final_job("j5", JobStatus.CANCELLED, count=2, landed=0, profile=sketch, prompt="Nope"),
     ]
-    # Through the broker, as dispatch publishes them: a non-final status first, then each
-    # final one twice (a redelivery must not count twice).
+    # Through the broker, as dispatch publishes outcomes: each final status twice (a redelivery
+    # must not count twice), and a non-final one, which profiles would never be sent, ignored.
     generating = final_job("j0", JobStatus.GENERATING, count=1, landed=0, profile=sketch)
     for event in [generating, *jobs, *jobs]:
-        await publish_event(app.broker, event, job_status("alpha", event.job.id))
+        await publish_event(app.broker, event, job_finished("alpha", event.job.id))
     return {"sketch": sketch, "paint": paint}
 
 
