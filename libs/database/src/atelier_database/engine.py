@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+import asyncio
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import event, text
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
-from sqlmodel import SQLModel
+from sqlmodel import Session, SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
+
+T = TypeVar("T")
 
 
 def normalize_url(url: str) -> str:
@@ -23,11 +26,21 @@ def normalize_url(url: str) -> str:
     return url
 
 
+def sync_url(url: str) -> str:
+    """The same database through a blocking driver: psycopg is both; SQLite is the stdlib's."""
+    url = normalize_url(url)
+    if url.startswith("sqlite+aiosqlite://"):
+        return "sqlite://" + url.removeprefix("sqlite+aiosqlite://")
+    return url
+
+
 class Database:
     def __init__(self, url: str, *, echo: bool = False) -> None:
         self.url = normalize_url(url)
         parsed = make_url(self.url)
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
+        self._echo = echo
+        self._sync_engine: Engine | None = None
         kwargs: dict[str, Any] = {"echo": echo}
         if self.is_sqlite:
             if parsed.database and parsed.database != ":memory:":
@@ -67,6 +80,38 @@ class Database:
         async with self._sessions() as session:
             yield session
 
+    @property
+    def sync_engine(self) -> Engine:
+        """A blocking engine on the same database, made on first use (see `run_sync`)."""
+        if self._sync_engine is None:
+            kwargs: dict[str, Any] = {"echo": self._echo}
+            if self.is_sqlite:
+                # Pooled connections move between the worker threads, one user at a time.
+                kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
+            else:
+                kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True)
+            self._sync_engine = create_engine(sync_url(self.url), **kwargs)
+            if self.is_sqlite:
+                event.listen(self._sync_engine, "connect", _sqlite_pragmas)
+        return self._sync_engine
+
+    async def run_sync(self, work: Callable[[Session], T]) -> T:
+        """Run `work` as one transaction on a worker thread, with a blocking session; commit
+        when it returns, roll back when it raises.
+
+        For hot paths: through the async driver every statement is a hop to aiosqlite's thread
+        and back (and a greenlet switch); here the whole transaction is one hop.
+        """
+        engine = self.sync_engine
+
+        def run() -> T:
+            with Session(engine, expire_on_commit=False) as session:
+                result = work(session)
+                session.commit()
+                return result
+
+        return await asyncio.to_thread(run)
+
     async def ping(self) -> bool:
         try:
             async with self.engine.connect() as conn:
@@ -77,6 +122,8 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+        if self._sync_engine is not None:
+            self._sync_engine.dispose()
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

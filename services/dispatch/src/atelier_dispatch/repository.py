@@ -1,4 +1,7 @@
-"""Dispatch's tables: jobs, their tasks, and the images that landed. All SQL lives here."""
+"""Dispatch's tables: jobs, their tasks, and the images that landed. All SQL lives here.
+
+The repository works on a blocking session: dispatch runs each job transaction whole on a worker
+thread (`Database.run_sync`), one hop instead of one per statement (ADR 0010)."""
 
 from __future__ import annotations
 
@@ -6,8 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import JSON, Column, DateTime, func
-from sqlmodel import Field, SQLModel, col, select
-from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlmodel import Field, Session, SQLModel, col, select
 
 from atelier_contracts.jobs import FINAL_STATUSES
 
@@ -69,25 +71,25 @@ class JobImageRow(SQLModel, table=True):
 
 
 class JobRepository:
-    def __init__(self, session: AsyncSession, *, lock_rows: bool) -> None:
+    def __init__(self, session: Session, *, lock_rows: bool) -> None:
         self.session = session
         self.lock_rows = lock_rows
 
-    async def get_job(self, job_id: str, *, for_update: bool = False) -> JobRow | None:
+    def get_job(self, job_id: str, *, for_update: bool = False) -> JobRow | None:
         query = select(JobRow).where(JobRow.id == job_id)
         if for_update and self.lock_rows:
             # Several dispatch replicas may handle events of one job at once (PostgreSQL).
             query = query.with_for_update()
-        return (await self.session.exec(query)).first()
+        return self.session.exec(query).first()
 
-    async def list_jobs(self, project: str, *, active_only: bool, limit: int) -> list[JobRow]:
+    def list_jobs(self, project: str, *, active_only: bool, limit: int) -> list[JobRow]:
         query = select(JobRow).where(JobRow.project == project)
         if active_only:
             query = query.where(col(JobRow.status).not_in([s.value for s in FINAL_STATUSES]))
         query = query.order_by(col(JobRow.created_at).desc()).limit(limit)
-        return list((await self.session.exec(query)).all())
+        return list(self.session.exec(query).all())
 
-    async def overdue_job_ids(self, now: datetime, limit: int = 100) -> list[str]:
+    def overdue_job_ids(self, now: datetime, limit: int = 100) -> list[str]:
         query = (
             select(JobRow.id)
             .where(col(JobRow.status).not_in([s.value for s in FINAL_STATUSES]))
@@ -95,35 +97,35 @@ class JobRepository:
             .where(col(JobRow.deadline_at) < now)
             .limit(limit)
         )
-        return list((await self.session.exec(query)).all())
+        return list(self.session.exec(query).all())
 
-    async def due_retries(self, now: datetime, limit: int = 100) -> list[TaskRow]:
+    def due_retries(self, now: datetime, limit: int = 100) -> list[TaskRow]:
         query = (
             select(TaskRow)
             .where(TaskRow.status == "retry_wait")
             .where(col(TaskRow.next_attempt_at) <= now)
             .limit(limit)
         )
-        return list((await self.session.exec(query)).all())
+        return list(self.session.exec(query).all())
 
-    async def tasks_of(self, job_id: str) -> list[TaskRow]:
+    def tasks_of(self, job_id: str) -> list[TaskRow]:
         query = select(TaskRow).where(TaskRow.job_id == job_id).order_by(col(TaskRow.first_index))
-        return list((await self.session.exec(query)).all())
+        return list(self.session.exec(query).all())
 
-    async def get_task(self, task_id: str) -> TaskRow | None:
-        return await self.session.get(TaskRow, task_id)
+    def get_task(self, task_id: str) -> TaskRow | None:
+        return self.session.get(TaskRow, task_id)
 
-    async def images_of(self, job_id: str) -> list[JobImageRow]:
+    def images_of(self, job_id: str) -> list[JobImageRow]:
         query = (
             select(JobImageRow).where(JobImageRow.job_id == job_id).order_by(col(JobImageRow.index))
         )
-        return list((await self.session.exec(query)).all())
+        return list(self.session.exec(query).all())
 
-    async def image_exists(self, media_id: str) -> bool:
-        return await self.session.get(JobImageRow, media_id) is not None
+    def image_exists(self, media_id: str) -> bool:
+        return self.session.get(JobImageRow, media_id) is not None
 
-    async def count_jobs(self) -> int:
-        return int((await self.session.exec(select(func.count()).select_from(JobRow))).one())
+    def count_jobs(self) -> int:
+        return int(self.session.exec(select(func.count()).select_from(JobRow)).one())
 
     def add(self, row: SQLModel) -> None:
         self.session.add(row)

@@ -5,6 +5,9 @@ queued → enriching → dispatched → generating → landing → completed | p
 Every handler is one transaction on the job (serialized per job), then publishes: first the tasks
 it created, then the job's status. Publishing after commit can repeat on redelivery; every event id
 is derived from what it describes, so JetStream stores a repeat once.
+
+The transactions are plain functions over a blocking session, run whole on a worker thread
+(`Database.run_sync`, ADR 0010); only the lock and the publishing are async.
 """
 
 from __future__ import annotations
@@ -13,13 +16,15 @@ import asyncio
 import hashlib
 import logging
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 from uuid import NAMESPACE_URL, UUID, uuid5
 from weakref import WeakValueDictionary
+
+from sqlmodel import Session
 
 from atelier_contracts.envelope import Event, derived_event_id
 from atelier_contracts.errors import ErrorClass, ErrorInfo
@@ -54,6 +59,7 @@ from atelier_telemetry import observe_stage_latency, record_generation_cost
 log = logging.getLogger("atelier.dispatch")
 
 Publish = Callable[[Event, str], Awaitable[None]]
+T = TypeVar("T")
 
 _BEFORE_DISPATCH = {JobStatus.QUEUED, JobStatus.ENRICHING}
 
@@ -126,26 +132,36 @@ class DispatchService:
             lock = self._locks[job_id] = asyncio.Lock()
         return lock
 
-    @asynccontextmanager
-    async def _job_transaction(self, job_id: str) -> AsyncIterator[tuple[JobRepository, _Outbox]]:
+    async def _in_job_transaction(
+        self, job_id: str, work: Callable[[JobRepository, _Outbox], None]
+    ) -> None:
+        """Run `work` as one transaction on the job (one at a time per job in this process; row
+        locks across replicas on PostgreSQL), then publish what it put in the outbox."""
         outbox = _Outbox([])
+        lock_rows = not self.db.is_sqlite
+
+        def transaction(session: Session) -> None:
+            work(JobRepository(session, lock_rows=lock_rows), outbox)
+
         async with self._lock_of(job_id):
-            async with self.db.session() as session:
-                yield JobRepository(session, lock_rows=not self.db.is_sqlite), outbox
-                await session.commit()
+            await self.db.run_sync(transaction)
             for event, subject in outbox.events:
                 await self.publish(event, subject)
 
-    async def _set_status(
+    async def _read(self, work: Callable[[JobRepository], T]) -> T:
+        """A read-only transaction: no lock, nothing published."""
+        return await self.db.run_sync(lambda session: work(JobRepository(session, lock_rows=False)))
+
+    def _set_status(
         self, repo: JobRepository, outbox: _Outbox, job: JobRow, status: JobStatus
     ) -> None:
         job.status = status.value
         job.updated_at = utcnow()
         repo.add(job)
-        await self._announce(repo, outbox, job)
+        self._announce(repo, outbox, job)
 
-    async def _announce(self, repo: JobRepository, outbox: _Outbox, job: JobRow) -> None:
-        view = await self._view(repo, job)
+    def _announce(self, repo: JobRepository, outbox: _Outbox, job: JobRow) -> None:
+        view = self._view(repo, job)
         key = f"status:{view.status}:{view.progress.landed}:{view.progress.failed}"
         event_id = derived_event_id(_job_uuid(job), key)
         outbox.add(JobStatusChanged(event_id=event_id, job=view), job_status(job.project, job.id))
@@ -154,11 +170,11 @@ class DispatchService:
             finished = JobStatusChanged(event_id=derived_event_id(event_id, "finished"), job=view)
             outbox.add(finished, job_finished(job.project, job.id))
 
-    async def _view(self, repo: JobRepository, job: JobRow) -> JobView:
+    def _view(self, repo: JobRepository, job: JobRow) -> JobView:
         request = JobRequested.model_validate(job.request)
         assembled = AssembledPrompt.model_validate(job.assembled) if job.assembled else None
         # `landed` is recounted from the image rows whenever rows are added (`_settle`).
-        images = await repo.images_of(job.id) if job.landed else []
+        images = repo.images_of(job.id) if job.landed else []
         return JobView(
             id=job.id,
             project=job.project,
@@ -238,19 +254,23 @@ class DispatchService:
 
     async def record_request(self, request: JobRequested) -> None:
         """jobs.requested: the job exists from now on; context is enriching it."""
-        async with self._job_transaction(request.job_id) as (repo, outbox):
-            job = await repo.get_job(request.job_id, for_update=True)
+
+        def work(repo: JobRepository, outbox: _Outbox) -> None:
+            job = repo.get_job(request.job_id, for_update=True)
             if job is None:
                 # Queued and handed to context in one step: one status event, not two.
                 job = self._new_job(request)
             if JobStatus(job.status) == JobStatus.QUEUED:
-                await self._set_status(repo, outbox, job, JobStatus.ENRICHING)
+                self._set_status(repo, outbox, job, JobStatus.ENRICHING)
+
+        await self._in_job_transaction(request.job_id, work)
 
     async def dispatch_enriched(self, event: JobEnriched) -> None:
         """jobs.enriched: split into tasks and hand them to the provider's queue."""
         request = event.request
-        async with self._job_transaction(request.job_id) as (repo, outbox):
-            job = await repo.get_job(request.job_id, for_update=True)
+
+        def work(repo: JobRepository, outbox: _Outbox) -> None:
+            job = repo.get_job(request.job_id, for_update=True)
             if job is None:  # enriched overtook requested: fine, it carries the request
                 job = self._new_job(request)
                 repo.add(job)
@@ -270,44 +290,53 @@ class DispatchService:
                             status="pending",
                         )
                     )
-                await repo.session.flush()
-                await self._set_status(repo, outbox, job, JobStatus.DISPATCHED)
+                repo.session.flush()
+                self._set_status(repo, outbox, job, JobStatus.DISPATCHED)
             # Also on a redelivery: re-send tasks not yet picked up (same ids: deduplicated).
             subject = gen_requested(request.profile.provider)
-            pending = [t for t in await repo.tasks_of(job.id) if t.status == "pending"]
+            pending = [t for t in repo.tasks_of(job.id) if t.status == "pending"]
             # Tasks go out before the status that announces them.
             outbox.events[0:0] = [(self._task_event(job, t), subject) for t in pending]
 
+        await self._in_job_transaction(request.job_id, work)
+
     async def task_started(self, event: GenerationStarted) -> None:
-        async with self._job_transaction(event.job_id) as (repo, outbox):
-            job = await repo.get_job(event.job_id, for_update=True)
-            task = await repo.get_task(event.task_id)
+        def work(repo: JobRepository, outbox: _Outbox) -> None:
+            job = repo.get_job(event.job_id, for_update=True)
+            task = repo.get_task(event.task_id)
             if job is None or task is None or JobStatus(job.status) in FINAL_STATUSES:
                 return
             if task.status == "pending":
                 task.status = "started"
                 repo.add(task)
             if JobStatus(job.status) == JobStatus.DISPATCHED:
-                await self._set_status(repo, outbox, job, JobStatus.GENERATING)
+                self._set_status(repo, outbox, job, JobStatus.GENERATING)
+
+        await self._in_job_transaction(event.job_id, work)
 
     async def task_progress(self, event: GenerationProgress) -> None:
         """gen.progress: a status event with how far the job is. Nothing is written (see
         progress.py); a redelivered event republishes the same event id, stored once."""
+
+        def read(repo: JobRepository) -> tuple[JobView, list[TaskRow], TaskRow] | None:
+            job = repo.get_job(event.job_id)
+            if job is None or JobStatus(job.status) in FINAL_STATUSES:
+                return None
+            tasks = repo.tasks_of(job.id)
+            task = next((t for t in tasks if t.id == event.task_id), None)
+            if task is None or task.status not in ("pending", "started"):
+                return None  # the task already ended: a late tick would only mislead
+            if task.attempt != event.attempt:
+                return None  # a tick of an attempt we moved past
+            return self._view(repo, job), tasks, task
+
         async with self._lock_of(event.job_id):  # after any transition in flight here
-            async with self.db.session() as session:
-                repo = JobRepository(session, lock_rows=False)
-                job = await repo.get_job(event.job_id)
-                if job is None or JobStatus(job.status) in FINAL_STATUSES:
-                    return
-                tasks = await repo.tasks_of(job.id)
-                task = next((t for t in tasks if t.id == event.task_id), None)
-                if task is None or task.status not in ("pending", "started"):
-                    return  # the task already ended: a late tick would only mislead
-                if task.attempt != event.attempt:
-                    return  # a tick of an attempt we moved past
-                view = await self._view(repo, job)
+            found = await self._read(read)
+            if found is None:
+                return
+            view, tasks, task = found
             fraction = self._progress.job_fraction(
-                job.id, tasks, view.progress.total, (task.id, task.attempt, event.fraction)
+                view.id, tasks, view.progress.total, (task.id, task.attempt, event.fraction)
             )
             detail = event.detail
             if detail and len(tasks) > 1:
@@ -320,13 +349,13 @@ class DispatchService:
                     event_id=derived_event_id(event.event_id, "status"),
                     job=view.model_copy(update={"progress": progress, "updated_at": updated_at}),
                 ),
-                job_status(job.project, job.id),
+                job_status(view.project, view.id),
             )
 
     async def task_completed(self, event: GenerationCompleted) -> None:
-        async with self._job_transaction(event.task.job_id) as (repo, outbox):
-            job = await repo.get_job(event.task.job_id, for_update=True)
-            task = await repo.get_task(event.task.task_id)
+        def work(repo: JobRepository, outbox: _Outbox) -> None:
+            job = repo.get_job(event.task.job_id, for_update=True)
+            task = repo.get_task(event.task.task_id)
             if job is None or task is None or JobStatus(job.status) in FINAL_STATUSES:
                 return
             if task.status in ("pending", "started", "retry_wait"):
@@ -334,12 +363,14 @@ class DispatchService:
                 task.next_attempt_at = None
                 repo.add(task)
             if JobStatus(job.status) in (JobStatus.DISPATCHED, JobStatus.GENERATING):
-                await self._set_status(repo, outbox, job, JobStatus.LANDING)
+                self._set_status(repo, outbox, job, JobStatus.LANDING)
+
+        await self._in_job_transaction(event.task.job_id, work)
 
     async def task_failed(self, event: GenerationFailed) -> None:
-        async with self._job_transaction(event.task.job_id) as (repo, outbox):
-            job = await repo.get_job(event.task.job_id, for_update=True)
-            task = await repo.get_task(event.task.task_id)
+        def work(repo: JobRepository, outbox: _Outbox) -> None:
+            job = repo.get_job(event.task.job_id, for_update=True)
+            task = repo.get_task(event.task.task_id)
             if job is None or task is None or JobStatus(job.status) in FINAL_STATUSES:
                 return
             if task.status in _DONE_TASK_STATUSES or event.task.attempt < task.attempt:
@@ -364,7 +395,9 @@ class DispatchService:
                 return
             task.status = "failed"
             repo.add(task)
-            await self._settle(repo, outbox, job)
+            self._settle(repo, outbox, job)
+
+        await self._in_job_transaction(event.task.job_id, work)
 
     def _retry_time(self, job: JobRow, task: TaskRow, error: ErrorInfo) -> datetime | None:
         """When to try a failed task again, or None when it must not be retried."""
@@ -383,56 +416,61 @@ class DispatchService:
 
     async def send_due_retries(self, now: datetime | None = None) -> int:
         """Part of the sweeper: hand tasks whose backoff ran out back to their provider."""
-        now = now or utcnow()
-        async with self.db.session() as session:
-            due = [
-                (t.job_id, t.id)
-                for t in await JobRepository(session, lock_rows=False).due_retries(now)
-            ]
+        at = now or utcnow()
+        due = await self._read(lambda repo: [(t.job_id, t.id) for t in repo.due_retries(at)])
         for job_id, task_id in due:
-            async with self._job_transaction(job_id) as (repo, outbox):
-                job = await repo.get_job(job_id, for_update=True)
-                task = await repo.get_task(task_id)
-                if job is None or task is None or task.status != "retry_wait":
-                    continue
-                if JobStatus(job.status) in FINAL_STATUSES:
-                    continue
-                task.status = "pending"
-                task.next_attempt_at = None
-                repo.add(task)
-                provider = JobRequested.model_validate(job.request).profile.provider
-                outbox.add(self._task_event(job, task), gen_requested(provider))
+            await self._in_job_transaction(job_id, partial(self._resend_task, job_id, task_id))
         return len(due)
+
+    def _resend_task(self, job_id: str, task_id: str, repo: JobRepository, outbox: _Outbox) -> None:
+        job = repo.get_job(job_id, for_update=True)
+        task = repo.get_task(task_id)
+        if job is None or task is None or task.status != "retry_wait":
+            return
+        if JobStatus(job.status) in FINAL_STATUSES:
+            return
+        task.status = "pending"
+        task.next_attempt_at = None
+        repo.add(task)
+        provider = JobRequested.model_validate(job.request).profile.provider
+        outbox.add(self._task_event(job, task), gen_requested(provider))
 
     async def cancel(self, job_id: str) -> JobView | None:
         """The writer cancelled: end the job now; workers and media see the mark and stop."""
-        async with self._job_transaction(job_id) as (repo, outbox):
-            job = await repo.get_job(job_id, for_update=True)
+        async with self._lock_of(job_id):
+            active = await self._read(partial(_is_active, job_id))
+            if active:
+                # Marked before the commit: a worker that checks after this sees it, and if the
+                # commit fails the mark only stops work on a job the writer wanted stopped.
+                await self.mark_cancelled(job_id)
+        views: list[JobView] = []
+
+        def work(repo: JobRepository, outbox: _Outbox) -> None:
+            job = repo.get_job(job_id, for_update=True)
             if job is None:
-                return None
+                return
             if JobStatus(job.status) not in FINAL_STATUSES:
-                for task in await repo.tasks_of(job_id):
+                for task in repo.tasks_of(job_id):
                     if task.status not in _DONE_TASK_STATUSES:
                         task.status = "cancelled"
                         task.next_attempt_at = None
                         repo.add(task)
                 job.error = ErrorInfo.of(ErrorClass.CANCELLED).model_dump(mode="json")
                 job.deadline_at = None
-                # Marked before commit: a worker that checks after this sees it, and if the
-                # commit fails the mark only stops work on a job the writer wanted stopped.
-                await self.mark_cancelled(job_id)
-                await self._set_status(repo, outbox, job, JobStatus.CANCELLED)
-            view = await self._view(repo, job)
-        return view
+                self._set_status(repo, outbox, job, JobStatus.CANCELLED)
+            views.append(self._view(repo, job))
+
+        await self._in_job_transaction(job_id, work)
+        return views[0] if views else None
 
     async def images_landed(self, event: MediaLanded) -> None:
-        async with self._job_transaction(event.job_id) as (repo, outbox):
-            job = await repo.get_job(event.job_id, for_update=True)
-            task = await repo.get_task(event.task_id)
+        def work(repo: JobRepository, outbox: _Outbox) -> None:
+            job = repo.get_job(event.job_id, for_update=True)
+            task = repo.get_task(event.task_id)
             if job is None or task is None:
                 return
             for item in event.media:
-                if not await repo.image_exists(item.id):
+                if not repo.image_exists(item.id):
                     repo.add(
                         JobImageRow(
                             media_id=item.id,
@@ -447,15 +485,16 @@ class DispatchService:
             if task.status != "landed":
                 task.status = "landed"
                 repo.add(task)
-            await repo.session.flush()
+            repo.session.flush()
             if JobStatus(job.status) not in FINAL_STATUSES:
-                await self._settle(repo, outbox, job)
+                self._settle(repo, outbox, job)
+
+        await self._in_job_transaction(event.job_id, work)
 
     async def end_overdue_jobs(self, now: datetime | None = None) -> int:
         """The sweeper: a job past its deadline ends with a reason instead of waiting forever."""
-        now = now or utcnow()
-        async with self.db.session() as session:
-            ids = await JobRepository(session, lock_rows=False).overdue_job_ids(now)
+        at = now or utcnow()
+        ids = await self._read(lambda repo: repo.overdue_job_ids(at))
         for job_id in ids:
             await self.fail_job(job_id, ErrorInfo.of(ErrorClass.TIMEOUT, "job passed its deadline"))
             log.warning("job passed its deadline", extra={"job_id": job_id})
@@ -463,11 +502,12 @@ class DispatchService:
 
     async def fail_job(self, job_id: str, error: ErrorInfo) -> None:
         """End a job now: images that landed stay; everything unfinished fails with `error`."""
-        async with self._job_transaction(job_id) as (repo, outbox):
-            job = await repo.get_job(job_id, for_update=True)
+
+        def work(repo: JobRepository, outbox: _Outbox) -> None:
+            job = repo.get_job(job_id, for_update=True)
             if job is None or JobStatus(job.status) in FINAL_STATUSES:
                 return
-            tasks = await repo.tasks_of(job_id)
+            tasks = repo.tasks_of(job_id)
             for task in tasks:
                 if task.status not in _DONE_TASK_STATUSES:
                     task.status = "failed"
@@ -475,16 +515,18 @@ class DispatchService:
                     repo.add(task)
             if not tasks:
                 job.error = error.model_dump(mode="json")
-            await repo.session.flush()
-            await self._settle(repo, outbox, job, force_final=True)
+            repo.session.flush()
+            self._settle(repo, outbox, job, force_final=True)
 
-    async def _settle(
+        await self._in_job_transaction(job_id, work)
+
+    def _settle(
         self, repo: JobRepository, outbox: _Outbox, job: JobRow, *, force_final: bool = False
     ) -> None:
         """Recount from the rows (never increments: redeliveries can't double count) and end the
         job once every task is landed or failed."""
-        tasks = await repo.tasks_of(job.id)
-        images = await repo.images_of(job.id)
+        tasks = repo.tasks_of(job.id)
+        images = repo.images_of(job.id)
         landed_per_task: dict[str, int] = {}
         for image in images:
             landed_per_task[image.task_id] = landed_per_task.get(image.task_id, 0) + 1
@@ -507,7 +549,7 @@ class DispatchService:
                 return
             job.updated_at = utcnow()
             repo.add(job)
-            await self._announce(repo, outbox, job)
+            self._announce(repo, outbox, job)
             return
         if landed >= total:
             final = JobStatus.COMPLETED
@@ -523,23 +565,28 @@ class DispatchService:
         observe_stage_latency(
             "submitted_to_final", (utcnow() - as_utc(job.created_at)).total_seconds()
         )
-        await self._set_status(repo, outbox, job, final)
+        self._set_status(repo, outbox, job, final)
 
     # -- queries -------------------------------------------------------------------------------
 
     async def get_job(self, job_id: str) -> JobView | None:
-        async with self.db.session() as session:
-            repo = JobRepository(session, lock_rows=False)
-            job = await repo.get_job(job_id)
-            return await self._view(repo, job) if job else None
+        def read(repo: JobRepository) -> JobView | None:
+            job = repo.get_job(job_id)
+            return self._view(repo, job) if job else None
+
+        return await self._read(read)
 
     async def list_jobs(self, query: JobListQuery) -> list[JobView]:
-        async with self.db.session() as session:
-            repo = JobRepository(session, lock_rows=False)
-            rows = await repo.list_jobs(
-                query.project, active_only=query.active_only, limit=query.limit
-            )
-            return [await self._view(repo, job) for job in rows]
+        def read(repo: JobRepository) -> list[JobView]:
+            rows = repo.list_jobs(query.project, active_only=query.active_only, limit=query.limit)
+            return [self._view(repo, job) for job in rows]
+
+        return await self._read(read)
+
+
+def _is_active(job_id: str, repo: JobRepository) -> bool:
+    job = repo.get_job(job_id)
+    return job is not None and JobStatus(job.status) not in FINAL_STATUSES
 
 
 def _job_uuid(job: JobRow) -> str:
