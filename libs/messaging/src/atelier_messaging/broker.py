@@ -161,7 +161,7 @@ def durable_subscriber(
     max_deliver: int = 20,
     ack_wait_s: float = 60.0,
     max_workers: int = 1,
-    batch_size: int | None = None,
+    batch_size: int = 1,
 ) -> LogicSubscriber[Any]:
     """A durable pull consumer with explicit acks.
 
@@ -170,16 +170,16 @@ def durable_subscriber(
     `delivery_attempt`, so they can end the job with a reason instead of dropping it.
     Processes sharing `durable` split the messages: that is how we scale out.
 
-    One pull request fetches up to `batch_size` messages (default: `max_workers`, what the
-    handlers can take at once): under load a message costs no pull round trip of its own, and
-    at most about twice that many wait in memory, well inside `ack_wait_s`.
+    Keep `batch_size` at 1 unless messages come in steady bursts: nats-py's fetch of N returns
+    only when N messages came or the pull expired (`timeout`, 5 s), so a lone message would
+    wait. One message per pull costs one small request, answered by the message itself.
     """
     spec = stream_for_subject(subject)
     return broker.subscriber(
         subject,
         stream=JStream(name=spec.name, declare=False),
         durable=durable,
-        pull_sub=PullSub(batch_size=batch_size or max_workers, timeout=5.0),
+        pull_sub=PullSub(batch_size=batch_size, timeout=5.0),
         config=ConsumerConfig(
             durable_name=durable,
             max_deliver=max_deliver,

@@ -141,9 +141,6 @@ def register_handlers(
         gen_requested(provider),
         worker_durable(provider),
         max_workers=settings.concurrency,
-        # One task per pull: a fetched task waits for a free slot with its ack clock running,
-        # and a slot frees only when a provider call (up to a minute) ends.
-        batch_size=1,
         ack_wait_s=settings.ack_wait_s,
         max_deliver=settings.max_deliver,
     )
