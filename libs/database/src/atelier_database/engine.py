@@ -86,8 +86,11 @@ class Database:
         if self._sync_engine is None:
             kwargs: dict[str, Any] = {"echo": self._echo}
             if self.is_sqlite:
-                # Pooled connections move between the worker threads, one user at a time.
+                # One connection, handed between the worker threads: SQLite has one writer at a
+                # time anyway, and waiting for the pool is a wake-up where waiting for SQLite's
+                # lock is a sleep-and-retry loop of up to 100 ms per round.
                 kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
+                kwargs.update(pool_size=1, max_overflow=0, pool_timeout=60)
             else:
                 kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True)
             self._sync_engine = create_engine(sync_url(self.url), **kwargs)

@@ -100,6 +100,9 @@ def make_broker(nats_url: str, service: str) -> NatsBroker:
         reconnect_time_wait=1,
         graceful_timeout=15.0,
         logger=logging.getLogger(f"atelier.{service}.broker"),
+        # "Received" / "Processed" for every message would be two log lines per event in every
+        # service; they show at DEBUG. Handler errors are still logged at ERROR.
+        log_level=logging.DEBUG,
     )
 
 
