@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 from collections.abc import Callable
 
@@ -11,6 +12,7 @@ from PIL import Image
 from atelier_media import service
 from atelier_media.service import (
     UnusableImage,
+    analyse_image,
     make_thumbnail,
     media_id_for,
     original_key,
@@ -104,6 +106,8 @@ def test_bytes_that_are_not_an_accepted_image_are_refused() -> None:
             probe_image(data)
         with pytest.raises(UnusableImage):
             make_thumbnail(data, 256)
+        with pytest.raises(UnusableImage):
+            analyse_image(data, 256)
 
 
 def test_truncated_image_is_refused(image_bytes: Callable[..., bytes]) -> None:
@@ -111,6 +115,26 @@ def test_truncated_image_is_refused(image_bytes: Callable[..., bytes]) -> None:
 
     with pytest.raises(UnusableImage):
         make_thumbnail(data[: len(data) // 2], 256)
+    with pytest.raises(UnusableImage):
+        analyse_image(data[: len(data) // 2], 256)
+
+
+@pytest.mark.parametrize("orientation", [1, 6])
+def test_analysing_in_one_pass_gives_what_probe_and_thumbnail_give(orientation: int) -> None:
+    # One decode for the landing; the result must not depend on it (the thumbnail works in
+    # place, so probing after it would read the thumbnail's size).
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    out = io.BytesIO()
+    Image.new("RGB", (1200, 600), (10, 120, 200)).save(out, format="JPEG", exif=exif)
+    data = out.getvalue()
+
+    analysed = analyse_image(data, 256)
+
+    assert analysed.info == probe_image(data)
+    assert analysed.sha256 == hashlib.sha256(data).hexdigest()
+    assert decode(analysed.thumbnail).size == decode(make_thumbnail(data, 256)).size
+    assert decode(analysed.thumbnail).format == "WEBP"
 
 
 def test_too_many_pixels_are_refused_before_decoding(

@@ -5,17 +5,23 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
+import urllib3
+from minio import Minio
 from PIL import Image
+from sqlalchemy import event as sa_event
 
 from atelier_contracts.generation import GenerationCompleted, StagedImage
 from atelier_contracts.media import MediaListQuery
+from atelier_devstack import S3Info
 from atelier_media.repository import MediaRepository
-from atelier_media.service import MediaService, StagedImageMissing, UnusableImage
+from atelier_media.service import MediaService, StagedImageMissing, UnusableImage, media_id_for
 from atelier_storage import ObjectStore
 
 pytestmark = pytest.mark.integration
@@ -26,6 +32,55 @@ Completed = Callable[..., GenerationCompleted]
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+class CountingPool(urllib3.PoolManager):
+    """The S3 client's HTTP pool, tallying each request by method and bucket: what the server
+    sees, including any request the SDK makes on its own (a stat before a copy, say)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            timeout=urllib3.Timeout(connect=5, read=30),
+            retries=urllib3.Retry(total=3, backoff_factor=0.2, status_forcelist=[500, 502, 503]),
+        )
+        self.requests: Counter[tuple[str, str]] = Counter()
+
+    def urlopen(  # type: ignore[override]
+        self, method: str, url: str, *args: Any, **kwargs: Any
+    ) -> urllib3.BaseHTTPResponse:
+        self.requests[(method, urlsplit(url).path.split("/")[1])] += 1
+        return super().urlopen(method, url, *args, **kwargs)
+
+
+def count_s3_requests(store: ObjectStore, seaweed: S3Info) -> Counter[tuple[str, str]]:
+    """From now on, every request `store` (and so the service) sends, by (method, bucket)."""
+    pool = CountingPool()
+    store.client = Minio(
+        seaweed.endpoint,
+        access_key=seaweed.access_key,
+        secret_key=seaweed.secret_key,
+        secure=False,
+        region=seaweed.region,
+        http_client=pool,
+    )
+    return pool.requests
+
+
+def record_sql(repo: MediaRepository) -> list[str]:
+    """The verb of every SQL statement the repository runs from now on, and "BEGIN" per
+    transaction (SQLAlchemy's begin event: also the implicit one of a read)."""
+    statements: list[str] = []
+    engine = repo.db.engine.sync_engine
+
+    def on_execute(*args: Any) -> None:
+        statements.append(str(args[2]).split()[0].upper())
+
+    def on_begin(conn: Any) -> None:
+        statements.append("BEGIN")
+
+    sa_event.listen(engine, "before_cursor_execute", on_execute)
+    sa_event.listen(engine, "begin", on_begin)
+    return statements
 
 
 async def object_keys(store: ObjectStore, bucket: str, prefix: str = "") -> list[str]:
@@ -247,3 +302,151 @@ async def test_two_consumers_landing_the_same_event_at_once_both_succeed_with_on
 
     assert first.media == second.media
     assert (await repo.list_by_project("proj-1", limit=10, offset=0))[1] == 2
+
+
+@pytest.mark.parametrize("n", [1, 3])
+async def test_a_landing_costs_per_image_one_get_two_puts_one_delete_and_one_insert_in_all(
+    n: int,
+    service: MediaService,
+    repo: MediaRepository,
+    store: ObjectStore,
+    seaweed: S3Info,
+    buckets: Any,
+    stage: StageImage,
+    completed: Completed,
+    image_bytes: Callable[..., bytes],
+) -> None:
+    # Every S3 round trip and every statement costs CPU here and in the server: no stat before a
+    # read or a write (the database already answers "landed before?"), no read before the insert.
+    event = completed([await stage(image_bytes(64, 64), index=i) for i in range(n)])
+    requests = count_s3_requests(store, seaweed)
+    statements = record_sql(repo)
+
+    first = await service.land_generated_images(event)
+
+    assert requests == {
+        ("GET", buckets.staging): n,
+        ("PUT", buckets.media): 2 * n,  # original and thumbnail
+        ("DELETE", buckets.staging): n,
+    }
+    assert statements == ["BEGIN", "INSERT"]  # one transaction, one multi-row INSERT
+
+    # A redelivery after the landing: one GET per image finds staging empty, one SELECT the rows.
+    requests.clear()
+    statements.clear()
+    second = await service.land_generated_images(event)
+
+    assert second.media == first.media
+    assert requests == {("GET", buckets.staging): n}
+    assert statements == ["BEGIN", "SELECT"]
+
+
+@pytest.mark.parametrize("failing_step", ["put_original", "put_thumbnail", "insert", "publish"])
+async def test_a_failure_at_any_step_loses_nothing_and_the_redelivery_lands_the_same_media(
+    failing_step: str,
+    service: MediaService,
+    repo: MediaRepository,
+    store: ObjectStore,
+    buckets: Any,
+    published: list[Any],
+    stage: StageImage,
+    completed: Completed,
+    image_bytes: Callable[..., bytes],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A crash between two steps leaves what a failure there leaves; JetStream then redelivers.
+    originals = [image_bytes(64, 64), image_bytes(80, 40)]
+    event = completed([await stage(data, index=i) for i, data in enumerate(originals)])
+    ids = [media_id_for(event.task.task_id, i) for i in range(2)]
+
+    class Crash(Exception):
+        pass
+
+    def fail_once(target: Any, name: str, after: int = 0) -> None:
+        real = getattr(target, name)
+        calls = 0
+
+        async def failing(*args: Any, **kwargs: Any) -> Any:
+            nonlocal calls
+            calls += 1
+            if calls == after + 1:
+                raise Crash(name)
+            return await real(*args, **kwargs)
+
+        monkeypatch.setattr(target, name, failing)
+
+    match failing_step:
+        case "put_original":
+            fail_once(store, "put_bytes")
+        case "put_thumbnail":
+            fail_once(store, "put_bytes", after=3)  # the second image's thumbnail
+        case "insert":
+            fail_once(repo, "insert_if_absent")
+        case "publish":
+            fail_once(service, "publish")
+
+    with pytest.raises(Crash):
+        await service.land_generated_images(event)
+    # Staging is untouched until the landing is announced.
+    assert len(await object_keys(store, buckets.staging)) == 2
+
+    landed = await service.land_generated_images(event)
+
+    assert [item.id for item in landed.media] == ids
+    assert [item.sha256 for item in landed.media] == [sha256(data) for data in originals]
+    assert published[-1] == landed
+    items, total = await repo.list_by_project("proj-1", limit=10, offset=0)
+    assert total == 2
+    assert sorted(items, key=lambda item: item.index) == landed.media
+    for item in landed.media:
+        assert sha256(await store.get_bytes(buckets.media, item.original_key)) == item.sha256
+        assert await store.exists(buckets.media, item.thumbnail_key)
+    assert await object_keys(store, buckets.staging) == []
+
+
+async def test_an_event_with_one_image_missing_records_nothing_and_keeps_the_others_staged(
+    service: MediaService,
+    repo: MediaRepository,
+    store: ObjectStore,
+    buckets: Any,
+    published: list[Any],
+    stage: StageImage,
+    completed: Completed,
+    image_bytes: Callable[..., bytes],
+) -> None:
+    present = await stage(image_bytes(64, 64), index=0)
+    ghost = StagedImage(
+        index=1,
+        staging_key="staging/never-written.png",
+        content_type="image/png",
+        width=64,
+        height=64,
+        size_bytes=100,
+    )
+
+    with pytest.raises(StagedImageMissing, match="never-written"):
+        await service.land_generated_images(completed([present, ghost]))
+
+    assert published == []
+    assert (await repo.list_by_project("proj-1", limit=10, offset=0))[1] == 0
+    # The present image's objects may be stored (content-addressed: a retry rewrites them);
+    # its staged bytes stay until its event lands.
+    assert await object_keys(store, buckets.staging) == [present.staging_key]
+
+
+async def test_insert_if_absent_returns_the_stored_row_for_an_id_already_there(
+    service: MediaService,
+    repo: MediaRepository,
+    stage: StageImage,
+    completed: Completed,
+    image_bytes: Callable[..., bytes],
+) -> None:
+    landed = await service.land_generated_images(completed([await stage(image_bytes(64, 64))]))
+    stored = landed.media[0]
+    retry = stored.model_copy(update={"created_at": stored.created_at.replace(year=2001)})
+    new = stored.model_copy(update={"id": "another-id", "index": 1})
+
+    returned = await repo.insert_if_absent([retry, new])
+
+    assert returned == [stored, new]  # the row that won, not the one offered again
+    assert await repo.get_many([stored.id, new.id]) == {stored.id: stored, new.id: new}

@@ -15,6 +15,9 @@ from minio.error import S3Error
 
 from atelier_settings import BaseServiceSettings
 
+# What S3 servers answer for an absent key (MinIO, SeaweedFS and AWS differ on HEAD and GET).
+_MISSING_OBJECT_CODES = ("NoSuchKey", "NoSuchObject", "NotFound")
+
 
 class DeleteFailed(Exception):
     """Object storage refused to delete some of the objects asked for."""
@@ -84,13 +87,31 @@ class ObjectStore:
 
         return await asyncio.to_thread(get)
 
+    async def get_bytes_if_exists(self, bucket: str, key: str) -> bytes | None:
+        """The object's bytes, or None when there is no such object: one request, no stat first."""
+
+        def get() -> bytes | None:
+            try:
+                response = self.client.get_object(bucket, key)
+            except S3Error as exc:
+                if exc.code in _MISSING_OBJECT_CODES:
+                    return None
+                raise
+            try:
+                return response.read()
+            finally:
+                response.close()
+                response.release_conn()
+
+        return await asyncio.to_thread(get)
+
     async def exists(self, bucket: str, key: str) -> bool:
         def stat() -> bool:
             try:
                 self.client.stat_object(bucket, key)
                 return True
             except S3Error as exc:
-                if exc.code in ("NoSuchKey", "NoSuchObject", "NotFound"):
+                if exc.code in _MISSING_OBJECT_CODES:
                     return False
                 raise
 

@@ -2,7 +2,8 @@
 
 No broker and no HTTP here: publishing is an injected async callable, storage is `ObjectStore`,
 SQL is the repository's. Landing is idempotent by construction — a media id is derived from the
-task and the image index, so a redelivered `gen.completed` finds its rows and only republishes.
+task and the image index, so a redelivered `gen.completed` ends with the same rows and
+republishes the same `media.landed`.
 """
 
 from __future__ import annotations
@@ -112,35 +113,58 @@ def open_image(data: bytes) -> Image.Image:
     return image
 
 
+def _probe(image: Image.Image) -> ImageInfo:
+    content_type, extension = _FORMATS[str(image.format)]
+    width, height = image.size
+    if image.getexif().get(_EXIF_ORIENTATION) in _TRANSPOSED_ORIENTATIONS:
+        width, height = height, width
+    return ImageInfo(content_type, extension, width, height)
+
+
+def _thumbnail(image: Image.Image, max_px: int) -> bytes:
+    # thumbnail() first: for JPEG it decodes at reduced scale (draft), far cheaper. It works in
+    # place, so probing has to come before it.
+    image.thumbnail((max_px, max_px), Image.Resampling.LANCZOS)
+    # Originals stay byte-exact with their EXIF; the thumbnail is shown upright.
+    upright = ImageOps.exif_transpose(image)
+    if upright.mode not in ("RGB", "RGBA"):
+        upright = upright.convert("RGBA" if upright.has_transparency_data else "RGB")
+    out = io.BytesIO()
+    upright.save(out, format="WEBP", quality=80, method=4)
+    return out.getvalue()
+
+
 def probe_image(data: bytes) -> ImageInfo:
     """Format and displayed size, read from the bytes (a worker's claim could be wrong)."""
     with open_image(data) as image:
-        content_type, extension = _FORMATS[str(image.format)]
-        width, height = image.size
-        if image.getexif().get(_EXIF_ORIENTATION) in _TRANSPOSED_ORIENTATIONS:
-            width, height = height, width
-        return ImageInfo(content_type, extension, width, height)
+        return _probe(image)
 
 
 def make_thumbnail(data: bytes, max_px: int) -> bytes:
     """A WebP no larger than `max_px` on its longest side, aspect kept, never upscaled."""
     try:
         with open_image(data) as image:
-            # thumbnail() first: for JPEG it decodes at reduced scale (draft), far cheaper.
-            image.thumbnail((max_px, max_px), Image.Resampling.LANCZOS)
-            # Originals stay byte-exact with their EXIF; the thumbnail is shown upright.
-            upright = ImageOps.exif_transpose(image)
-            if upright.mode not in ("RGB", "RGBA"):
-                upright = upright.convert("RGBA" if upright.has_transparency_data else "RGB")
-            out = io.BytesIO()
-            upright.save(out, format="WEBP", quality=80, method=4)
-            return out.getvalue()
+            return _thumbnail(image, max_px)
     except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt pixel data
         raise UnusableImage(f"image could not be decoded: {exc}") from exc
 
 
-def _sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+@dataclass(frozen=True)
+class AnalysedImage:
+    sha256: str
+    info: ImageInfo
+    thumbnail: bytes
+
+
+def analyse_image(data: bytes, max_px: int) -> AnalysedImage:
+    """Hash, probe and thumbnail in one go: the bytes are parsed once, in one worker thread."""
+    try:
+        with open_image(data) as image:
+            info = _probe(image)
+            thumbnail = _thumbnail(image, max_px)
+    except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt pixel data
+        raise UnusableImage(f"image could not be decoded: {exc}") from exc
+    return AnalysedImage(hashlib.sha256(data).hexdigest(), info, thumbnail)
 
 
 class MediaService:
@@ -166,18 +190,38 @@ class MediaService:
     async def land_generated_images(self, event: GenerationCompleted) -> MediaLanded:
         """Store originals and thumbnails, record them, publish `media.landed`, clean staging.
 
-        Safe to repeat: images already recorded are reused, not stored again, so a redelivery
-        after landing (staging already deleted) just republishes the same `MediaLanded`.
+        Safe to repeat. Staging is deleted only after the rows are committed, so a staged image
+        that is gone was landed before (a redelivery, or a concurrent landing of the same event):
+        its row is read and republished. Staged bytes that are still there are landed again;
+        every write is idempotent (content-addressed objects, `ON CONFLICT DO NOTHING` rows), so
+        a redelivery after a crash anywhere before the clean-up ends with the same media.
+
+        The usual first landing costs per image one GET, two PUTs and one DELETE on S3, and one
+        INSERT for the whole event: no stat before a read or write, no read before the insert.
         """
         task = event.task
         ids = [media_id_for(task.task_id, image.index) for image in event.images]
-        already = await self.repo.get_many(ids)
         landed_at = utcnow()
-        new_items = [
-            await self._store_image(event, image, media_id, landed_at)
-            for image, media_id in zip(event.images, ids, strict=True)
-            if media_id not in already
-        ]
+        new_items: list[MediaItem] = []
+        read: list[StagedImage] = []
+        gone: dict[str, StagedImage] = {}
+        # One image at a time, so only one image's bytes are held at once.
+        for image, media_id in zip(event.images, ids, strict=True):
+            data = await self.store.get_bytes_if_exists(self.staging_bucket, image.staging_key)
+            if data is None:
+                gone[media_id] = image
+                continue
+            new_items.append(await self._store_image(event, image, media_id, data, landed_at))
+            read.append(image)
+        already = await self.repo.get_many(list(gone)) if gone else {}
+        for media_id, image in gone.items():
+            # Before any row is written: an event's rows are committed all or none.
+            if media_id not in already:
+                raise StagedImageMissing(
+                    f"staged image {image.staging_key!r} of task {task.task_id} "
+                    f"(index {image.index}) is missing from bucket {self.staging_bucket!r} "
+                    "and was never landed"
+                )
         # One transaction for every row of the task; publishing comes after the commit so no
         # consumer ever hears about media that is not in the database.
         stored = {item.id: item for item in await self.repo.insert_if_absent(new_items)}
@@ -200,43 +244,37 @@ class MediaService:
                 "newly_stored": len(new_items),
             },
         )
-        await self._remove_staged(event.images)
+        # Only what was read: a staged image already gone needs no DELETE.
+        await self._remove_staged(read)
         return landed
 
     async def _store_image(
-        self, event: GenerationCompleted, image: StagedImage, media_id: str, landed_at: datetime
+        self,
+        event: GenerationCompleted,
+        image: StagedImage,
+        media_id: str,
+        data: bytes,
+        landed_at: datetime,
     ) -> MediaItem:
         task = event.task
-        if not await self.store.exists(self.staging_bucket, image.staging_key):
-            # Staging is deleted only after the rows are committed, so a concurrent landing of
-            # the same event (a redelivery racing a slow first delivery) has its row by now.
-            landed_meanwhile = await self.repo.get(media_id)
-            if landed_meanwhile is not None:
-                return landed_meanwhile
-            raise StagedImageMissing(
-                f"staged image {image.staging_key!r} of task {task.task_id} (index {image.index}) "
-                f"is missing from bucket {self.staging_bucket!r} and was never landed"
-            )
-        data = await self.store.get_bytes(self.staging_bucket, image.staging_key)
         if len(data) != image.size_bytes:
             log.warning(
                 "staged image size differs from the worker's report",
                 extra={"task_id": task.task_id, "reported": image.size_bytes, "read": len(data)},
             )
         # Hashing and decoding are CPU work: off the event loop so other messages keep flowing.
-        sha256 = await asyncio.to_thread(_sha256_hex, data)
-        info = await asyncio.to_thread(probe_image, data)
+        analysed = await asyncio.to_thread(analyse_image, data, self.thumbnail_max_px)
+        info = analysed.info
 
-        # Content-addressed: identical bytes from another task share one object.
-        okey = original_key(sha256, info.extension)
-        if not await self.store.exists(self.media_bucket, okey):
-            await self.store.put_bytes(
-                self.media_bucket, okey, data, info.content_type, metadata={"sha256": sha256}
-            )
-        tkey = thumbnail_key(sha256)
-        if not await self.store.exists(self.media_bucket, tkey):
-            thumbnail = await asyncio.to_thread(make_thumbnail, data, self.thumbnail_max_px)
-            await self.store.put_bytes(self.media_bucket, tkey, thumbnail, "image/webp")
+        # Content-addressed: identical bytes from another task share one object. Written without
+        # asking whether it exists: a PUT of the same content is idempotent and costs one round
+        # trip, where a stat first cost one more for every (almost always new) image.
+        okey = original_key(analysed.sha256, info.extension)
+        await self.store.put_bytes(
+            self.media_bucket, okey, data, info.content_type, metadata={"sha256": analysed.sha256}
+        )
+        tkey = thumbnail_key(analysed.sha256)
+        await self.store.put_bytes(self.media_bucket, tkey, analysed.thumbnail, "image/webp")
 
         return MediaItem(
             id=media_id,
@@ -248,7 +286,7 @@ class MediaService:
             width=info.width,
             height=info.height,
             size_bytes=len(data),
-            sha256=sha256,
+            sha256=analysed.sha256,
             original_key=okey,
             thumbnail_key=tkey,
             profile_id=task.profile.id,
