@@ -102,9 +102,21 @@ class TaskHandle:
     def __init__(self, handles: ProviderHandles, task_id: str) -> None:
         self.handles = handles
         self.task_id = task_id
+        # Whether a handle was saved or found: only then is there anything to forget. Adapters
+        # of providers that answer in one call never touch the store.
+        self.in_use = False
 
     async def load(self) -> dict[str, Any] | None:
-        return await self.handles.load(self.task_id)
+        handle = await self.handles.load(self.task_id)
+        self.in_use = self.in_use or handle is not None
+        return handle
 
     async def save(self, handle: dict[str, Any]) -> None:
+        self.in_use = True
         await self.handles.save(self.task_id, handle)
+
+    async def forget(self) -> None:
+        """Drop the handle once the provider job is settled; no request when there is none."""
+        if self.in_use:
+            await self.handles.forget(self.task_id)
+            self.in_use = False

@@ -23,6 +23,7 @@ from atelier_contracts.subjects import Subject, gen_requested, worker_durable
 from atelier_messaging import (
     CancelledJobs,
     ProviderHandles,
+    TaskHandle,
     delivery_attempt,
     durable_subscriber,
     publish_event,
@@ -115,9 +116,8 @@ def register_handlers(
         return ProgressThrottle(publish, settings.progress_interval_s)
 
     async def run_abandonable(
-        task: GenerationTask, progress: ProgressThrottle
+        task: GenerationTask, resume: TaskHandle, progress: ProgressThrottle
     ) -> GenerationCompleted | GenerationFailed:
-        resume = handles.for_task(task.task_id)
         run = asyncio.create_task(service.run_task(task, resume, progress.report))
         inflight.add(task.job_id, run)
         try:
@@ -162,9 +162,10 @@ def register_handlers(
             Subject.GEN_STARTED,
         )
         progress = progress_reporter(task, attempt)
+        resume = handles.for_task(task.task_id)
         try:
             async with keep_alive(msg, settings.heartbeat_s):
-                result = await run_abandonable(task, progress)
+                result = await run_abandonable(task, resume, progress)
         except Exception as exc:
             if attempt < settings.max_deliver:
                 raise
@@ -181,4 +182,4 @@ def register_handlers(
         await publish_event(broker, result, subject)
         # The provider job is settled; its handle is no longer needed for a resume.
         with contextlib.suppress(Exception):
-            await handles.forget(task.task_id)
+            await resume.forget()
