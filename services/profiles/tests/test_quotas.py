@@ -4,12 +4,14 @@ reservations never overspend, settle on completion and refund images that failed
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import event as sqla_event
 
 from atelier_contracts.errors import ErrorClass, ErrorInfo
 from atelier_contracts.jobs import JobProgress, JobStatus, JobStatusChanged, JobView
@@ -30,7 +32,7 @@ from atelier_profiles.governance import (
     QuotaPolicy,
     period_bounds,
 )
-from atelier_profiles.repository import GovernanceRepository, ProfileRepository
+from atelier_profiles.repository import AuditFilter, GovernanceRepository, ProfileRepository
 from atelier_profiles.service import ProfileService
 from atelier_security import at_rest_sealer, transport_sealer
 
@@ -53,6 +55,7 @@ class Governed:
     profiles: ProfileService
     repo: GovernanceRepository
     clock: Clock
+    database: Database
 
     async def profile(self, credit_cost: float, name: str = "Priced") -> Profile:
         return await self.profiles.create_profile(
@@ -96,7 +99,7 @@ async def governed(database_url: str) -> AsyncIterator[Governed]:
         clock=clock,
     )
     try:
-        yield Governed(governance, profiles, repo, clock)
+        yield Governed(governance, profiles, repo, clock, database)
     finally:
         await database.dispose()
 
@@ -267,6 +270,100 @@ async def test_a_new_period_starts_from_zero(governed: Governed) -> None:
     assert refused.resets_at == datetime(2026, 3, 19, tzinfo=UTC)
     governed.clock.now = NOON + timedelta(days=1)
     assert (await governed.reserve("d2", profile)).outcome == "reserved"
+
+
+@dataclass
+class SqlUse:
+    statements: int = 0
+    connections: int = 0
+
+
+@contextmanager
+def sql_use(database: Database) -> Iterator[SqlUse]:
+    """Counts the statements sent and the connections taken from the pool inside the block."""
+    use = SqlUse()
+    engine = database.engine.sync_engine
+
+    def on_statement(*_: Any) -> None:
+        use.statements += 1
+
+    def on_checkout(*_: Any) -> None:
+        use.connections += 1
+
+    sqla_event.listen(engine, "before_cursor_execute", on_statement)
+    sqla_event.listen(engine, "checkout", on_checkout)
+    try:
+        yield use
+    finally:
+        sqla_event.remove(engine, "before_cursor_execute", on_statement)
+        sqla_event.remove(engine, "checkout", on_checkout)
+
+
+async def test_reserving_and_settling_take_one_transaction_of_few_statements(
+    governed: Governed,
+) -> None:
+    # Every submission reserves and every finished job settles: each is one connection and one
+    # transaction, reading the policy, override and price with the reservation itself.
+    await governed.governance.set_policy(
+        QuotaPolicy(credits_per_period=100, rate_limit_count=3, rate_limit_window_s=60)
+    )
+    await governed.governance.set_override("bob", QuotaOverrideInput(credits_per_period=1))
+    profile = await governed.profile(1)
+
+    async def reserve(job_id: str, **overrides: Any) -> tuple[str, SqlUse]:
+        with sql_use(governed.database) as use:
+            reply = await governed.reserve(job_id, profile, **overrides)
+        return reply.outcome, use
+
+    cases = [
+        ("first", {}, "reserved"),  # also creates the period's usage row
+        ("second", {}, "reserved"),
+        ("first", {}, "reserved"),  # a retry: holds what it held
+        ("third", {}, "reserved"),
+        ("fourth", {}, "rate_limited"),
+        ("bobs", {"user_id": "bob", "count": 2}, "quota_exceeded"),
+    ]
+    for job_id, overrides, expected in cases:
+        outcome, use = await reserve(job_id, **overrides)
+        assert outcome == expected, job_id
+        assert use.connections == 1, (job_id, use)
+        assert use.statements <= 5, (job_id, use)  # 10 statements on 5 connections before
+
+    generating = final_job("first", JobStatus.GENERATING, count=1, landed=0, profile=profile)
+    failed = final_job("first", JobStatus.FAILED, count=1, landed=0, profile=profile)
+    with sql_use(governed.database) as use:
+        assert await governed.governance.record_job_outcome(generating) is False
+    assert (use.statements, use.connections) == (0, 0)  # most status events are not final
+    for recorded in (True, False):  # the outcome, then its redelivery
+        with sql_use(governed.database) as use:
+            assert await governed.governance.record_job_outcome(failed) is recorded
+        assert use.connections == 1 and use.statements <= 3, use
+    assert await governed.used() == 2
+
+
+async def test_jobs_are_charged_the_price_they_reserved_at(governed: Governed) -> None:
+    await governed.governance.set_policy(QuotaPolicy(credits_per_period=100))
+    profile = await governed.profile(2)
+    assert (await governed.reserve("job", profile, count=2)).cost == 4
+    await governed.profiles.replace_profile(
+        profile.id, profile_fields(name=profile.name, credit_cost=5)
+    )
+    event = final_job("job", JobStatus.COMPLETED, count=2, landed=2, profile=profile)
+    assert await governed.governance.record_job_outcome(event) is True
+    assert await governed.used() == 4
+    page = await governed.governance.audits(AuditFilter(), limit=10, offset=0)
+    assert [entry.cost for entry in page.items] == [4]
+
+
+async def test_a_job_on_a_deleted_profile_reserves_nothing(governed: Governed) -> None:
+    await governed.governance.set_policy(QuotaPolicy(credits_per_period=1))
+    profile = await governed.profile(5)
+    await governed.profiles.delete_profile(profile.id)
+    reply = await governed.reserve("job", profile, count=4)
+    assert (reply.outcome, reply.cost, reply.remaining) == ("reserved", 0, 1)
+    event = final_job("job", JobStatus.COMPLETED, count=4, landed=4, profile=profile)
+    assert await governed.governance.record_job_outcome(event) is True
+    assert await governed.used() == 0
 
 
 def test_period_bounds() -> None:

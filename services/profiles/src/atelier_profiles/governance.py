@@ -46,6 +46,12 @@ MAX_CREDITS = 1_000_000_000_000  # per period; milli-credits of it still fit a B
 DEFAULT_PERIOD: Period = "month"
 DEFAULT_RATE_LIMIT = 120
 DEFAULT_RATE_WINDOW_S = 60.0
+_DEFAULT_POLICY_VALUES = QuotaPolicyValues(
+    credits_milli=None,
+    period=DEFAULT_PERIOD,
+    rate_limit_count=DEFAULT_RATE_LIMIT,
+    rate_limit_window_s=DEFAULT_RATE_WINDOW_S,
+)
 
 
 # --- API models ------------------------------------------------------------------------------
@@ -386,30 +392,29 @@ class GovernanceService:
         )
 
     async def reserve(self, request: QuotaReserveRequest) -> QuotaReserveReply:
-        """Hold the job's credits, or say why not (quota spent, or submitting too fast)."""
+        """Hold the job's credits, or say why not (quota spent, or submitting too fast).
+
+        The hot path of every submission: one transaction in the repository reads the terms
+        (policy, override, price) and holds the credits; nothing is cached, so an admin's change
+        applies to the next submission on every replica.
+        """
         now = self._now()
-        policy = await self.get_policy()
-        limit, _ = await self._limit_of(request.user_id, policy)
-        start, end = period_bounds(policy.period, now)
-        profile = await self._profiles.find_profile(request.profile_id)
-        if profile is None:
-            # Deleted in the second since the gateway's catalog was read: the job still runs on
-            # its snapshot. Nothing to price it with; the audit shows the 0.
-            log.warning("reserving for an unknown profile", extra={"job_id": request.job_id})
-        per_image = to_milli(profile.credit_cost) if profile is not None else 0
         outcome = await self._repo.reserve(
             job_id=request.job_id,
             user_id=request.user_id,
             project=request.project,
             profile_id=request.profile_id,
             count=request.count,
-            credits_per_image_milli=per_image,
-            limit_milli=limit,
-            period_key=start.date().isoformat(),
-            rate_limit_count=policy.rate_limit_count,
-            rate_limit_window_s=policy.rate_limit_window_s,
             now=now,
+            default_policy=_DEFAULT_POLICY_VALUES,
+            period_key=lambda period: period_bounds(period, now)[0].date().isoformat(),
         )
+        if not outcome.priced:
+            # Deleted in the second since the gateway's catalog was read: the job still runs on
+            # its snapshot. Nothing to price it with; the audit shows the 0.
+            log.warning("reserving for an unknown profile", extra={"job_id": request.job_id})
+        policy, limit = outcome.policy, outcome.limit_milli
+        end = period_bounds(policy.period, now)[1]
         cost = from_milli(outcome.cost_milli)
         remaining = None if limit is None else from_milli(max(0, limit - outcome.used_milli))
         reply = QuotaReserveReply(
@@ -447,16 +452,14 @@ class GovernanceService:
     # --- job outcomes and the audit ----------------------------------------------------------
 
     async def record_job_outcome(self, event: JobStatusChanged) -> bool:
-        """A final status settles the job's reservation and writes its audit entry (once)."""
+        """A final status settles the job's reservation and writes its audit entry (once).
+
+        Dispatch sends each job's final status here once (`jobs.finished`); anything else is
+        ignored. One transaction (`GovernanceRepository.record_outcome`).
+        """
         job = event.job
         if job.status not in FINAL_STATUSES:
             return False
-        reservation = await self._repo.get_reservation(job.id)
-        if reservation is not None:
-            per_image = reservation.credits_per_image_milli
-        else:  # a job accepted before quotas existed, or by a gateway that did not reserve
-            profile = await self._profiles.find_profile(job.profile_id)
-            per_image = to_milli(profile.credit_cost) if profile is not None else 0
         landed = max(0, min(job.progress.landed, job.count))
         error = job.error
         audit = AuditRow(
@@ -477,7 +480,7 @@ class GovernanceService:
             requested=job.count,
             landed=job.progress.landed,
             failed=job.progress.failed,
-            cost_milli=per_image * landed,
+            cost_milli=0,  # priced by record_outcome, at the reservation's price
             job_created_at=job.created_at,
             finished_at=job.updated_at,
             recorded_at=self._now(),

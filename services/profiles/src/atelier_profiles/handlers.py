@@ -43,6 +43,11 @@ from atelier_profiles.repository import AuditFilter
 from atelier_profiles.service import ProfileService
 
 QUEUE = "profiles"
+# A core subscriber runs its handler one message at a time: a burst of submissions would wait
+# for each other's reservation in turn. Reservations may run side by side; the database
+# serializes those of one user (`GovernanceRepository.reserve`), and the connection pool
+# (10 + 10 on PostgreSQL) has room for them.
+QUOTA_WORKERS = 8
 
 log = logging.getLogger("atelier.profiles.handlers")
 
@@ -71,11 +76,11 @@ def register_handlers(
         # The reply carries the key sealed with the transport key, never the plaintext.
         return await governance.sealed_credential(query.provider)
 
-    @broker.subscriber(Subject.QUOTA_RESERVE, queue=QUEUE)
+    @broker.subscriber(Subject.QUOTA_RESERVE, queue=QUEUE, max_workers=QUOTA_WORKERS)
     async def answer_quota_reserve(request: QuotaReserveRequest) -> QuotaReserveReply:
         return await governance.reserve(request)
 
-    @broker.subscriber(Subject.QUOTA_RELEASE, queue=QUEUE)
+    @broker.subscriber(Subject.QUOTA_RELEASE, queue=QUEUE, max_workers=QUOTA_WORKERS)
     async def answer_quota_release(request: QuotaReleaseRequest) -> QuotaReleaseReply:
         return QuotaReleaseReply(released=await governance.release(request.job_id))
 

@@ -7,6 +7,7 @@ out. SQLModel table models skip validation, so they are only a storage shape her
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -17,14 +18,24 @@ from sqlalchemy import (
     BigInteger,
     Column,
     DateTime,
+    Executable,
     Index,
+    Integer,
+    Select,
     Table,
     Text,
+    bindparam,
+    case,
     delete,
     func,
+    literal,
     or_,
     update,
 )
+from sqlalchemy import select as core_select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import Insert as PostgresInsert
+from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, SQLModel, col, select
 
@@ -365,13 +376,19 @@ _AUDIT_TABLE: Table = AuditRow.__table__  # type: ignore[attr-defined]
 Index("profiles_audit_finished", _AUDIT_TABLE.c.finished_at)
 
 
+# Core handles of the tables the reservation and settlement statements use.
+_POLICY_TABLE: Table = QuotaPolicyRow.__table__  # type: ignore[attr-defined]
+_OVERRIDE_TABLE: Table = QuotaOverrideRow.__table__  # type: ignore[attr-defined]
+_USAGE_TABLE: Table = QuotaUsageRow.__table__  # type: ignore[attr-defined]
+
+
 def all_tables() -> list[Table]:
     return [
         *_TABLES,
         CredentialRow.__table__,  # type: ignore[attr-defined]
-        QuotaPolicyRow.__table__,  # type: ignore[attr-defined]
-        QuotaOverrideRow.__table__,  # type: ignore[attr-defined]
-        QuotaUsageRow.__table__,  # type: ignore[attr-defined]
+        _POLICY_TABLE,
+        _OVERRIDE_TABLE,
+        _USAGE_TABLE,
         _RESERVATION_TABLE,
         _AUDIT_TABLE,
     ]
@@ -390,6 +407,10 @@ class ReserveOutcome:
     outcome: str  # "reserved" | "quota_exceeded" | "rate_limited"
     cost_milli: int
     used_milli: int  # the period's usage after this answer
+    # The terms it was held to, as read in the reservation's own transaction.
+    policy: QuotaPolicyValues
+    limit_milli: int | None  # the user's override, else the policy's; None: no limit
+    priced: bool  # False: the profile no longer exists (reserved at 0)
     retry_after_s: float | None = None
 
 
@@ -437,11 +458,152 @@ class AuditFilter:
         return where
 
 
+# --- The hot statements, built once ---------------------------------------------------------
+#
+# A reservation runs for every submitted job and a settlement for every finished one. Each runs
+# as one transaction on one connection, in Core statements (no ORM session: every statement is
+# a thread hop on aiosqlite and a round trip on PostgreSQL, and a session adds its own work).
+# The statements are built here once, with bind parameters: building one and computing its
+# cache key on every call costs about as much CPU as SQLite takes to run it.
+
+_RES = _RESERVATION_TABLE.c
+_USAGE = _USAGE_TABLE.c
+_AUDIT = _AUDIT_TABLE.c
+
+
+def _read_terms() -> Select[Any]:
+    """Policy, the user's override and the profile's price: three primary-key lookups LEFT
+    JOINed to one row, so that absent rows read as NULLs."""
+    policy, override, profile = _POLICY_TABLE.c, _OVERRIDE_TABLE.c, _PROFILE_TABLE.c
+    anchor = core_select(literal(1).label("one")).subquery("anchor")
+    return core_select(
+        policy.id.label("policy_id"),
+        policy.credits_milli.label("policy_credits_milli"),
+        policy.period,
+        policy.rate_limit_count,
+        policy.rate_limit_window_s,
+        override.user_id.label("override_user_id"),
+        override.credits_milli.label("override_credits_milli"),
+        profile.credit_cost,
+    ).select_from(
+        anchor.outerjoin(_POLICY_TABLE, policy.id == _SETTINGS_ROW_ID)
+        .outerjoin(_OVERRIDE_TABLE, override.user_id == bindparam("user"))
+        .outerjoin(_PROFILE_TABLE, profile.id == bindparam("profile"))
+    )
+
+
+_READ_TERMS = _read_terms()
+
+
+def _lock_usage_row(insert: Callable[[Table], PostgresInsert | SqliteInsert]) -> Executable:
+    """Create the user's usage row of the period, or touch it; either way it is then locked
+    (`ON CONFLICT DO UPDATE` locks the row on PostgreSQL; on SQLite any write takes the lock).
+    Parameters: the row's columns."""
+    upsert = insert(_USAGE_TABLE)
+    return upsert.on_conflict_do_update(
+        index_elements=[_USAGE.user_id, _USAGE.period_key],
+        set_={"updated_at": upsert.excluded.updated_at},
+    ).returning(_USAGE.used_milli)
+
+
+def _record_audit(insert: Callable[[Table], PostgresInsert | SqliteInsert]) -> Executable:
+    """Parameters: the audit row's columns; returns nothing when it was recorded before."""
+    return (insert(_AUDIT_TABLE).on_conflict_do_nothing(index_elements=[_AUDIT.job_id])).returning(
+        _AUDIT.job_id
+    )
+
+
+# INSERT … ON CONFLICT differs per dialect (same API); keyed by `engine.dialect.name`.
+_LOCK_USAGE_ROW = {
+    "sqlite": _lock_usage_row(sqlite.insert),
+    "postgresql": _lock_usage_row(postgresql.insert),
+}
+_RECORD_AUDIT = {
+    "sqlite": _record_audit(sqlite.insert),
+    "postgresql": _record_audit(postgresql.insert),
+}
+
+_HELD = core_select(_RES.reserved_milli).where(_RES.job_id == bindparam("job")).scalar_subquery()
+# The oldest of the user's last `rate_limit_count` reservations in the window (OFFSET count-1):
+# present only when that many were made, and then the next one may start once it leaves the
+# window.
+_LIMITING = (
+    core_select(_RES.created_at)
+    .where(_RES.user_id == bindparam("user"), _RES.created_at > bindparam("window_start"))
+    .order_by(_RES.created_at.desc())
+    .limit(1)
+    .offset(bindparam("skip", type_=Integer))
+    .scalar_subquery()
+)
+_CHECK_HELD = core_select(_HELD.label("held"))
+_CHECK_HELD_AND_RATE = core_select(_HELD.label("held"), _LIMITING.label("limiting"))
+
+
+def _spend(*, within: bool) -> Executable:
+    statement = (
+        update(_USAGE_TABLE)
+        .where(_USAGE.user_id == bindparam("user"), _USAGE.period_key == bindparam("period"))
+        .values(used_milli=_USAGE.used_milli + bindparam("cost"), updated_at=bindparam("now"))
+        .returning(_USAGE.used_milli)
+    )
+    if within:
+        statement = statement.where(_USAGE.used_milli + bindparam("cost") <= bindparam("limit"))
+    return statement
+
+
+_SPEND = _spend(within=False)
+_SPEND_WITHIN_LIMIT = _spend(within=True)
+_GIVE_BACK = (
+    update(_USAGE_TABLE)
+    .where(_USAGE.user_id == bindparam("user"), _USAGE.period_key == bindparam("period"))
+    .values(used_milli=_USAGE.used_milli - bindparam("amount"), updated_at=bindparam("now"))
+)
+_INSERT_RESERVATION = _RESERVATION_TABLE.insert()  # parameters: the row's columns
+
+
+def _settle() -> Executable:
+    """Flip an unsettled reservation to settled, refunding the images that did not land."""
+    landed = bindparam("landed", type_=BigInteger)
+    charged = _RES.credits_per_image_milli * case((_RES.count < landed, _RES.count), else_=landed)
+    refund = case((_RES.reserved_milli > charged, _RES.reserved_milli - charged), else_=0)
+    return (
+        update(_RESERVATION_TABLE)
+        .where(_RES.job_id == bindparam("job"), _RES.settled.is_(False))
+        .values(settled=True, settled_at=bindparam("now"), refunded_milli=refund)
+        .returning(_RES.user_id, _RES.period_key, _RES.refunded_milli, _RES.credits_per_image_milli)
+    )
+
+
+_SETTLE = _settle()
+# When no reservation was settled: was the outcome recorded before (a redelivery)? If not, the
+# price per image: the reservation's, else the profile's current one.
+_UNSETTLED_OUTCOME = core_select(
+    core_select(_AUDIT.job_id)
+    .where(_AUDIT.job_id == bindparam("job"))
+    .scalar_subquery()
+    .label("recorded"),
+    core_select(_RES.credits_per_image_milli)
+    .where(_RES.job_id == bindparam("job"))
+    .scalar_subquery()
+    .label("per_image"),
+    core_select(_PROFILE_TABLE.c.credit_cost)
+    .where(_PROFILE_TABLE.c.id == bindparam("profile"))
+    .scalar_subquery()
+    .label("credit_cost"),
+)
+_FORGET = (
+    delete(_RESERVATION_TABLE)
+    .where(_RES.job_id == bindparam("job"), _RES.settled.is_(False))
+    .returning(_RES.user_id, _RES.period_key, _RES.reserved_milli)
+)
+
+
 class GovernanceRepository:
     """SQL of credentials, quotas, reservations and the audit."""
 
     def __init__(self, database: Database) -> None:
         self._db = database
+        self._dialect = database.engine.dialect.name  # "sqlite" or "postgresql"
 
     # Credentials.
 
@@ -585,21 +747,7 @@ class GovernanceRepository:
             row = await session.get(QuotaUsageRow, (user_id, period_key))
             return row.used_milli if row is not None else 0
 
-    # Reservations.
-
-    async def _ensure_usage_row(self, user_id: str, period_key: str) -> None:
-        async with self._db.session() as session:
-            if await session.get(QuotaUsageRow, (user_id, period_key)) is not None:
-                return
-            session.add(
-                QuotaUsageRow(
-                    user_id=user_id, period_key=period_key, used_milli=0, updated_at=_utcnow()
-                )
-            )
-            try:
-                await session.commit()
-            except IntegrityError:
-                await session.rollback()  # another submission made it first: fine
+    # Reservations (the statements are built once, above `GovernanceRepository`).
 
     async def reserve(
         self,
@@ -609,114 +757,131 @@ class GovernanceRepository:
         project: str,
         profile_id: str,
         count: int,
-        credits_per_image_milli: int,
-        limit_milli: int | None,
-        period_key: str,
-        rate_limit_count: int | None,
-        rate_limit_window_s: float,
         now: datetime,
+        default_policy: QuotaPolicyValues,
+        period_key: Callable[[str], str],
     ) -> ReserveOutcome:
-        """Hold credits for a job, atomically: never more than `limit_milli` in the period.
+        """Hold credits for a job, atomically: never more than the user's limit in the period.
 
-        The first statement writes the user's usage row, which serializes this user's
-        reservations until the commit: a row lock on PostgreSQL, the single write lock on SQLite.
-        Everything after it (the idempotency check, the rate limit count, the conditional
-        UPDATE) therefore sees every reservation committed before. The spend itself is a
+        One transaction. Its first statement reads the terms (policy, the user's override, the
+        profile's price); `period_key(period)` names the usage row of the period holding `now`.
+        The second upserts that row, which serializes this user's reservations until the
+        commit: a row lock on PostgreSQL, the single write lock on SQLite. Every statement after
+        it (the idempotency and rate limit check, the spend) therefore sees every reservation
+        committed before; on PostgreSQL each READ COMMITTED statement takes a fresh snapshot,
+        which is why that check is a statement of its own after the lock. The spend itself is a
         conditional UPDATE as well, so even without that lock it could not overspend.
         """
-        await self._ensure_usage_row(user_id, period_key)
-        usage = (col(QuotaUsageRow.user_id) == user_id) & (
-            col(QuotaUsageRow.period_key) == period_key
-        )
-        async with self._db.session() as session:
-            await session.exec(update(QuotaUsageRow).where(usage).values(updated_at=now))
-
-            async def used_now() -> int:
-                statement = select(QuotaUsageRow.used_milli).where(usage)
-                return int((await session.exec(statement)).one())
-
-            existing = await session.get(ReservationRow, job_id)
-            if existing is not None:
-                # The same job asked again (an Idempotency-Key retry): it already holds credits.
-                used = await used_now()
-                await session.commit()
-                return ReserveOutcome("reserved", existing.reserved_milli, used)
-
-            if rate_limit_count is not None:
-                window_start = now - timedelta(seconds=rate_limit_window_s)
-                recent = (
-                    await session.exec(
-                        select(ReservationRow.created_at)
-                        .where(
-                            col(ReservationRow.user_id) == user_id,
-                            col(ReservationRow.created_at) > window_start,
-                        )
-                        .order_by(col(ReservationRow.created_at).desc())
-                        .limit(rate_limit_count)
-                    )
-                ).all()
-                if len(recent) >= rate_limit_count:
-                    oldest = _as_utc(recent[-1])
-                    wait = (oldest + timedelta(seconds=rate_limit_window_s) - now).total_seconds()
-                    used = await used_now()
-                    await session.rollback()
-                    return ReserveOutcome("rate_limited", 0, used, retry_after_s=max(wait, 0.001))
-
-            cost = credits_per_image_milli * count
-            spend = (
-                update(QuotaUsageRow)
-                .where(usage)
-                .values(used_milli=col(QuotaUsageRow.used_milli) + cost, updated_at=now)
-            )
-            if limit_milli is not None:
-                spend = spend.where(col(QuotaUsageRow.used_milli) + cost <= limit_milli)
-            if not (await session.exec(spend)).rowcount:
-                used = await used_now()
-                await session.rollback()
-                return ReserveOutcome("quota_exceeded", cost, used)
-            session.add(
-                ReservationRow(
-                    job_id=job_id,
-                    user_id=user_id,
-                    project=project,
-                    profile_id=profile_id,
-                    period_key=period_key,
-                    count=count,
-                    credits_per_image_milli=credits_per_image_milli,
-                    reserved_milli=cost,
-                    created_at=now,
+        async with self._db.engine.connect() as conn:
+            terms = (
+                await conn.execute(_READ_TERMS, {"user": user_id, "profile": profile_id})
+            ).one()
+            policy = default_policy
+            if terms.policy_id is not None:
+                policy = QuotaPolicyValues(
+                    credits_milli=terms.policy_credits_milli,
+                    period=terms.period,
+                    rate_limit_count=terms.rate_limit_count,
+                    rate_limit_window_s=terms.rate_limit_window_s,
                 )
+            overridden = terms.override_user_id is not None
+            limit = terms.override_credits_milli if overridden else policy.credits_milli
+            priced = terms.credit_cost is not None
+            per_image = to_milli(terms.credit_cost) if priced else 0
+            cost = per_image * count
+
+            def answer(
+                outcome: str, cost_milli: int, used: int, retry_after_s: float | None = None
+            ) -> ReserveOutcome:
+                return ReserveOutcome(
+                    outcome,
+                    cost_milli,
+                    used,
+                    policy=policy,
+                    limit_milli=limit,
+                    priced=priced,
+                    retry_after_s=retry_after_s,
+                )
+
+            period = period_key(policy.period)
+            lock = _LOCK_USAGE_ROW[self._dialect]
+            row = {"user_id": user_id, "period_key": period, "used_milli": 0, "updated_at": now}
+            # Locked from here on: nobody else changes it before this transaction ends.
+            used = int((await conn.execute(lock, row)).scalar_one())
+
+            if policy.rate_limit_count is None:
+                found = (await conn.execute(_CHECK_HELD, {"job": job_id})).one()
+            else:
+                window_start = now - timedelta(seconds=policy.rate_limit_window_s)
+                found = (
+                    await conn.execute(
+                        _CHECK_HELD_AND_RATE,
+                        {
+                            "job": job_id,
+                            "user": user_id,
+                            "window_start": window_start,
+                            "skip": policy.rate_limit_count - 1,
+                        },
+                    )
+                ).one()
+            if found.held is not None:
+                # The same job asked again (an Idempotency-Key retry): it already holds credits.
+                await conn.rollback()
+                return answer("reserved", int(found.held), used)
+            if policy.rate_limit_count is not None and found.limiting is not None:
+                await conn.rollback()
+                leaves = _as_utc(found.limiting) + timedelta(seconds=policy.rate_limit_window_s)
+                return answer("rate_limited", 0, used, max((leaves - now).total_seconds(), 0.001))
+            if limit is not None and used + cost > limit:
+                await conn.rollback()
+                return answer("quota_exceeded", cost, used)
+
+            where = {"user": user_id, "period": period, "cost": cost, "now": now}
+            if limit is None:
+                spent = (await conn.execute(_SPEND, where)).scalar_one_or_none()
+            else:
+                where["limit"] = limit
+                spent = (await conn.execute(_SPEND_WITHIN_LIMIT, where)).scalar_one_or_none()
+            if spent is None:
+                await conn.rollback()
+                return answer("quota_exceeded", cost, used)
+            await conn.execute(
+                _INSERT_RESERVATION,
+                {
+                    "job_id": job_id,
+                    "user_id": user_id,
+                    "project": project,
+                    "profile_id": profile_id,
+                    "period_key": period,
+                    "count": count,
+                    "credits_per_image_milli": per_image,
+                    "reserved_milli": cost,
+                    "settled": False,
+                    "refunded_milli": 0,
+                    "created_at": now,
+                    "settled_at": None,
+                },
             )
-            await session.flush()
-            used = await used_now()
-            await session.commit()
-            return ReserveOutcome("reserved", cost, used)
+            await conn.commit()
+            return answer("reserved", cost, int(spent))
 
     async def release(self, job_id: str) -> bool:
         """Forget a reservation whose job was never queued, giving its credits back."""
-        async with self._db.session() as session:
-            row = await session.get(ReservationRow, job_id)
-            if row is None or row.settled:
+        async with self._db.engine.connect() as conn:
+            forgotten = (await conn.execute(_FORGET, {"job": job_id})).one_or_none()
+            if forgotten is None:  # unknown, released before, or settled: nothing to give back
+                await conn.rollback()
                 return False
-            user_id, period_key, reserved = row.user_id, row.period_key, row.reserved_milli
-            session.expunge(row)
-            result = await session.exec(
-                delete(ReservationRow).where(
-                    col(ReservationRow.job_id) == job_id, col(ReservationRow.settled).is_(False)
-                )
+            await conn.execute(
+                _GIVE_BACK,
+                {
+                    "user": forgotten.user_id,
+                    "period": forgotten.period_key,
+                    "amount": forgotten.reserved_milli,
+                    "now": _utcnow(),
+                },
             )
-            if not result.rowcount:
-                await session.rollback()
-                return False
-            await session.exec(
-                update(QuotaUsageRow)
-                .where(
-                    col(QuotaUsageRow.user_id) == user_id,
-                    col(QuotaUsageRow.period_key) == period_key,
-                )
-                .values(used_milli=col(QuotaUsageRow.used_milli) - reserved, updated_at=_utcnow())
-            )
-            await session.commit()
+            await conn.commit()
             return True
 
     async def get_reservation(self, job_id: str) -> ReservationRow | None:
@@ -728,51 +893,55 @@ class GovernanceRepository:
     async def record_outcome(self, audit: AuditRow, landed: int) -> bool:
         """Settle the job's reservation (refunding images that did not land) and record it.
 
+        `audit.cost_milli` is not used: the entry is charged `landed` images at the price the
+        reservation was made at (the profile's current price for a job that reserved nothing).
         False when the outcome was recorded before (a redelivered status event): nothing changes.
         The reservation is flipped to settled by a conditional UPDATE, so two deliveries racing
-        cannot both refund.
+        cannot both refund; the audit's primary key makes the entry happen once.
         """
-        async with self._db.session() as session:
-            row = await session.get(ReservationRow, audit.job_id)
-            reservation = None
-            if row is not None:
-                reservation = (
-                    row.user_id,
-                    row.period_key,
-                    row.reserved_milli,
-                    row.credits_per_image_milli * max(0, min(landed, row.count)),
-                    row.settled,
-                )
-                session.expunge(row)
-            if reservation is not None and not reservation[4]:
-                user_id, period_key, reserved, charged, _ = reservation
-                refund = max(0, reserved - charged)
-                flipped = await session.exec(
-                    update(ReservationRow)
-                    .where(
-                        col(ReservationRow.job_id) == audit.job_id,
-                        col(ReservationRow.settled).is_(False),
+        landed = max(0, landed)
+        now = _utcnow()
+        async with self._db.engine.connect() as conn:
+            settled = (
+                await conn.execute(_SETTLE, {"job": audit.job_id, "landed": landed, "now": now})
+            ).one_or_none()
+            if settled is not None:
+                per_image = int(settled.credits_per_image_milli)
+                if settled.refunded_milli:
+                    await conn.execute(
+                        _GIVE_BACK,
+                        {
+                            "user": settled.user_id,
+                            "period": settled.period_key,
+                            "amount": settled.refunded_milli,
+                            "now": now,
+                        },
                     )
-                    .values(settled=True, settled_at=_utcnow(), refunded_milli=refund)
-                )
-                if flipped.rowcount and refund:
-                    await session.exec(
-                        update(QuotaUsageRow)
-                        .where(
-                            col(QuotaUsageRow.user_id) == user_id,
-                            col(QuotaUsageRow.period_key) == period_key,
-                        )
-                        .values(
-                            used_milli=col(QuotaUsageRow.used_milli) - refund, updated_at=_utcnow()
-                        )
+            else:
+                # Settled before (then the audit is there: a redelivery), or never reserved (a
+                # job accepted before quotas existed, or by a gateway that did not reserve).
+                known = (
+                    await conn.execute(
+                        _UNSETTLED_OUTCOME, {"job": audit.job_id, "profile": audit.profile_id}
                     )
-            session.add(audit)
-            try:
-                await session.commit()
-            except IntegrityError:
-                # Recorded before: that transaction settled the reservation too.
-                await session.rollback()
+                ).one()
+                if known.recorded is not None:
+                    await conn.rollback()
+                    return False
+                if known.per_image is not None:
+                    per_image = int(known.per_image)
+                elif known.credit_cost is not None:
+                    per_image = to_milli(known.credit_cost)
+                else:
+                    per_image = 0
+            row = {column.name: getattr(audit, column.name) for column in _AUDIT_TABLE.columns}
+            row["cost_milli"] = per_image * landed
+            recorded = (await conn.execute(_RECORD_AUDIT[self._dialect], row)).one_or_none()
+            if recorded is None:
+                # Recorded in the meantime: that transaction settled the reservation too.
+                await conn.rollback()
                 return False
+            await conn.commit()
             return True
 
     # The audit.
