@@ -86,11 +86,9 @@ class Database:
         if self._sync_engine is None:
             kwargs: dict[str, Any] = {"echo": self._echo}
             if self.is_sqlite:
-                # One connection, handed between the worker threads: SQLite has one writer at a
-                # time anyway, and waiting for the pool is a wake-up where waiting for SQLite's
-                # lock is a sleep-and-retry loop of up to 100 ms per round.
-                kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
-                kwargs.update(pool_size=1, max_overflow=0, pool_timeout=60)
+                # One connection, used on the event loop's thread only (see `run_sync`).
+                kwargs["connect_args"] = {"timeout": 30}
+                kwargs.update(pool_size=1, max_overflow=0)
             else:
                 kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True)
             self._sync_engine = create_engine(sync_url(self.url), **kwargs)
@@ -99,11 +97,15 @@ class Database:
         return self._sync_engine
 
     async def run_sync(self, work: Callable[[Session], T]) -> T:
-        """Run `work` as one transaction on a worker thread, with a blocking session; commit
-        when it returns, roll back when it raises.
+        """Run `work` as one transaction with a blocking session; commit when it returns, roll
+        back when it raises.
 
         For hot paths: through the async driver every statement is a hop to aiosqlite's thread
-        and back (and a greenlet switch); here the whole transaction is one hop.
+        and back (and a greenlet switch). Here a PostgreSQL transaction is one hop to a worker
+        thread, and a SQLite one none at all: it runs right here, on the event loop's thread.
+        A SQLite transaction is a few statements on a local file with a single writer (this
+        process), well under a millisecond, less than the hop itself would cost; nothing else
+        can run meanwhile, so the one pooled connection is always free.
         """
         engine = self.sync_engine
 
@@ -113,6 +115,8 @@ class Database:
                 session.commit()
                 return result
 
+        if self.is_sqlite:
+            return run()
         return await asyncio.to_thread(run)
 
     async def ping(self) -> bool:
