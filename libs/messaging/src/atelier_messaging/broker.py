@@ -165,6 +165,7 @@ def durable_subscriber(
     ack_wait_s: float = 60.0,
     max_workers: int = 1,
     batch_size: int = 1,
+    max_ack_pending: int | None = None,
 ) -> LogicSubscriber[Any]:
     """A durable pull consumer with explicit acks.
 
@@ -176,6 +177,10 @@ def durable_subscriber(
     Keep `batch_size` at 1 unless messages come in steady bursts: nats-py's fetch of N returns
     only when N messages came or the pull expired (`timeout`, 5 s), so a lone message would
     wait. One message per pull costs one small request, answered by the message itself.
+
+    `max_ack_pending` caps the messages delivered and not yet acked across every process of the
+    consumer (JetStream's default: 1,000). A pull consumer is already bounded by what its
+    processes ask for; -1 lifts the cap for consumers whose handlers wait long (provider calls).
     """
     spec = stream_for_subject(subject)
     return broker.subscriber(
@@ -188,6 +193,7 @@ def durable_subscriber(
             max_deliver=max_deliver,
             ack_wait=ack_wait_s,
             filter_subject=subject,
+            max_ack_pending=max_ack_pending,
         ),
         ack_policy=AckPolicy.NACK_ON_ERROR,
         max_workers=max_workers,

@@ -141,6 +141,8 @@ def register_handlers(
         gen_requested(provider),
         worker_durable(provider),
         max_workers=settings.concurrency,
+        # Each replica pulls only what it has slots for; the sum over replicas may pass 1,000.
+        max_ack_pending=-1,
         ack_wait_s=settings.ack_wait_s,
         max_deliver=settings.max_deliver,
     )

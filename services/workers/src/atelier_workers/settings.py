@@ -16,7 +16,14 @@ class Settings(BaseServiceSettings):
 
     port: int = 8090
     provider: str = Field(default="offline", description="Which provider this worker serves")
-    concurrency: int = Field(default=8, ge=1, le=512, description="Provider calls in flight")
+    concurrency: int = Field(
+        default=8,
+        ge=1,
+        le=10_000,
+        description="Provider calls in flight in this process (each is a coroutine waiting on "
+        "the provider's HTTP API: thousands are cheap; the provider's own limits are usually "
+        "the ones that matter)",
+    )
     max_requests_per_minute: float | None = Field(
         default=None,
         gt=0,
