@@ -13,6 +13,7 @@ from atelier_telemetry import (
     render_metrics,
     set_queue_depth,
 )
+from atelier_telemetry.metrics import subject_label
 
 
 def sample(name: str, **labels: str) -> float:
@@ -60,3 +61,11 @@ def test_render_metrics_is_prometheus_text() -> None:
     body, content_type = render_metrics()
     assert content_type.startswith("text/plain")
     assert b"atelier_provider_calls_in_flight" in body
+
+
+def test_subject_labels_stay_bounded_when_subjects_carry_ids() -> None:
+    assert subject_label("jobs.status.demo.3f2a") == "jobs.status.>"
+    assert subject_label("jobs.finished.demo.3f2a") == "jobs.finished.>"
+    # Fixed subjects keep their name: the label says which stream or query it was.
+    for fixed in ("jobs.requested", "gen.openai.requested", "profiles.query.quota_reserve"):
+        assert subject_label(fixed) == fixed
