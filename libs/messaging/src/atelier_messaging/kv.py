@@ -42,32 +42,52 @@ class _Bucket:
         return self._kv
 
 
+async def _nothing(_: str) -> None:
+    return None
+
+
 class CancelledJobs(_Bucket):
+    """The marks of cancelled jobs. A process that runs `watch` keeps a local copy of every mark
+    and answers `is_cancelled` from it, without a request per message; until the watch has
+    caught up (or after it broke) the bucket is asked."""
+
     def __init__(self, broker: NatsBroker, replicas: int = 1) -> None:
         super().__init__(broker, CANCELLED_JOBS_BUCKET, _WEEK_S, replicas)
+        self._marked: set[str] = set()
+        self._caught_up = False
 
     async def mark(self, job_id: str) -> None:
         await (await self.kv()).put(job_id, b"cancelled")
 
     async def is_cancelled(self, job_id: str) -> bool:
+        if self._caught_up:
+            # A mark made this very moment may not be here yet; a worker's watch still stops
+            # the call it is making when the mark arrives.
+            return job_id in self._marked
         try:
             await (await self.kv()).get(job_id)
             return True
         except KeyNotFoundError:
             return False
 
-    async def watch(self, on_cancel: Callable[[str], Awaitable[None]]) -> None:
-        """Call `on_cancel(job_id)` for every job cancelled from now on; runs until cancelled."""
+    async def watch(self, on_cancel: Callable[[str], Awaitable[None]] = _nothing) -> None:
+        """Keep the local copy of the marks and call `on_cancel(job_id)` for each (at start for
+        the marks that exist, then as they come); runs until cancelled."""
         while True:
             try:
                 watcher = await (await self.kv()).watchall(include_history=False)
                 async for entry in watcher:
-                    if entry is not None and entry.value:
+                    if entry is None:  # the existing marks are in: answer from the copy
+                        self._caught_up = True
+                    elif entry.value:
+                        self._marked.add(entry.key)
                         await on_cancel(entry.key)
             except asyncio.CancelledError:
+                self._caught_up = False
                 raise
             except Exception:
-                log.exception("cancellation watch broke; watching again")
+                self._caught_up = False
+                log.exception("cancellation watch broke; asking the bucket until it is back")
                 await asyncio.sleep(1.0)
 
 

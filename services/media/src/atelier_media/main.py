@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 from collections.abc import Sequence
 from typing import ClassVar
 
@@ -63,6 +64,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     assignments = AssignmentService(AssignmentRepository(db), repo)
     register_assignment_handlers(broker, assignments)
 
+    background: list[asyncio.Task[None]] = []
+
     async def prepare() -> None:
         await ensure_streams(settings.nats_url, settings.stream_replicas)
         await migrate_to_head(MIGRATIONS, db.url)
@@ -70,13 +73,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await store.ensure_bucket(settings.staging_bucket)
         await store.ensure_bucket(settings.media_bucket)
 
+    async def watch_cancellations() -> None:
+        # After the broker is up: a local copy of the marks answers "was this job cancelled?"
+        # for every landing without a request to NATS.
+        background.append(asyncio.create_task(cancelled.watch()))
+
+    async def stop() -> None:
+        for task in background:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await db.dispose()
+
     app = create_service_app(
         "Atelier media",
         description="Lands generated images: originals, thumbnails, provenance, presigned URLs.",
         broker=broker,
         readiness=[_bounded(db.ping), _bounded(store.ping)],
         on_startup=[prepare] if settings.run_startup_hooks else [],
-        on_shutdown=[db.dispose],
+        after_startup=[watch_cancellations] if settings.run_startup_hooks else [],
+        on_shutdown=[stop],
     )
     # For tests: the in-memory broker wraps this broker; fixtures prepare tables and buckets.
     app.state.broker = broker
