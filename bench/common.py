@@ -103,10 +103,15 @@ def machine() -> dict[str, Any]:
     }
 
 
+def result_path(name: str, quick: bool) -> Path:
+    """bench/results/<name>.json, or for a quick run <name>.quick.json.tmp (ignored by git)."""
+    return RESULTS_DIR / (f"{name}.quick.json.tmp" if quick else f"{name}.json")
+
+
 def write_result(name: str, result: dict[str, Any], out: Path | None, quick: bool) -> Path:
     """Write `result` with the machine and command; quick runs go to a `.tmp` file (ignored)."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = out or RESULTS_DIR / (f"{name}.quick.json.tmp" if quick else f"{name}.json")
+    path = out or result_path(name, quick)
     document = {
         "benchmark": name,
         "when": datetime.now(UTC).isoformat(timespec="seconds"),

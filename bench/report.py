@@ -10,15 +10,34 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench.common import RESULTS_DIR, ROOT
+from bench.common import ROOT, result_path
 
 DOC = ROOT / "docs" / "performance.md"
 MARKER = "<!-- notes -->"
+RESULTS = (
+    "overhead",
+    "throughput",
+    "throughput_count4",
+    "concurrency",
+    "peer",
+    "scaling",
+    "messaging_floor",
+)
+
+# JetStream messages one 1-image job costs, for the messaging floor of §6.
+# Consumed (each a delivery, a handler call and an ack): dispatch 5 (jobs.requested,
+# jobs.enriched, gen.started, gen.completed, media.landed), context 2 (jobs.requested,
+# jobs.finished), the worker 1 (the task), media 1 (gen.completed), profiles 1 (jobs.finished).
+CONSUMES_PER_IMAGE = 10
+# Published (each with its PubAck): jobs.requested (gateway), jobs.enriched (context),
+# gen.<provider>.requested (dispatch: the task), gen.started and gen.completed (worker),
+# media.landed (media), 5 jobs.status and 1 jobs.finished (dispatch).
+PUBLISHES_PER_IMAGE = 12
 
 
 def _load(name: str) -> dict[str, Any] | None:
     """The full run's result, else the last quick one (its command shows `--quick`)."""
-    for path in (RESULTS_DIR / f"{name}.json", RESULTS_DIR / f"{name}.quick.json.tmp"):
+    for path in (result_path(name, quick=False), result_path(name, quick=True)):
         if path.exists():
             loaded: dict[str, Any] = json.loads(path.read_text())
             return loaded
@@ -37,10 +56,96 @@ def _sorted_by_cpu(per: dict[str, float]) -> str:
     return ", ".join(f"{k} {v:g}" for k, v in sorted(per.items(), key=lambda kv: -kv[1]))
 
 
+def _throughput_body(t: dict[str, Any]) -> list[str]:
+    """The figures of one throughput run: images/s, the per-process table, the bottleneck."""
+    return [
+        f"**{t['images_per_s']} images/s** ({t['jobs_per_s']} jobs/s), thumbnails included; "
+        f"{t['jobs_lost']} lost, {t['jobs_not_completed']} not completed; submissions "
+        f"refused and retried: {t.get('submissions_refused') or 'none'}. Both cores: "
+        f"{t['machine_cores_busy']} busy.",
+        "",
+        _row("process", "CPU ms per image", "cores used"),
+        _row("---", "---", "---"),
+        *[
+            _row(k, v, t["cpu_cores_used"][k])
+            for k, v in sorted(t["cpu_ms_per_image"].items(), key=lambda kv: -kv[1])
+        ],
+        _row("**all services**", t["services_cpu_ms_per_image"], ""),
+        "",
+        f"Bottleneck: {t['bottleneck']['note']}.",
+        "",
+    ]
+
+
+def _floor(floor: dict[str, Any]) -> dict[str, float]:
+    """The messaging floor (ms of CPU, client + nats-server) from messaging_floor's medians."""
+    total = {row["scenario"]: row["total_us_per_msg"] / 1000 for row in floor["scenarios"]}
+    consume, publish = total["consume_atelier_8"], total["publish_atelier_8"]
+    return {
+        "hop": total["hop_atelier_8"],
+        "consume": consume,
+        "publish": publish,
+        "per_image": CONSUMES_PER_IMAGE * consume + PUBLISHES_PER_IMAGE * publish,
+    }
+
+
+def _messaging_floor(floor: dict[str, Any], throughput: dict[str, Any] | None) -> list[str]:
+    """§6: every scenario of messaging_floor, and the floor it sets per image."""
+    hop = next(row for row in floor["scenarios"] if row["scenario"] == "hop_atelier_8")
+    f = _floor(floor)
+    beside = (
+        f" (§2 measured {throughput['services_cpu_ms_per_image']} ms per image for every "
+        "process of the stack)"
+        if throughput
+        else ""
+    )
+    lines = [
+        "## 6. The messaging floor: one hop",
+        "",
+        "CPU per message of our messaging stack alone: its own nats-server (JetStream, file "
+        "storage), no services, every client in the bench process. "
+        f"{floor['rounds']} rounds of {floor['messages_per_round']:,} messages per scenario "
+        f"after {floor['warmup']} unmeasured, medians; each message a {floor['event']} "
+        f"({floor['event_bytes']:,} bytes of JSON). Client µs is the bench process's CPU, "
+        "server µs nats-server's (in 10 ms ticks: about ±5 µs per message).",
+        "",
+        _row("scenario", "workers", "msgs/s", "client µs", "server µs", "total µs", "what"),
+        _row(*(["---"] * 7)),
+        *[
+            _row(
+                r["scenario"],
+                r["workers"],
+                f"{r['msgs_per_s']:,.0f}",
+                r["client_us_per_msg"],
+                r["server_us_per_msg"],
+                r["total_us_per_msg"],
+                r["what"],
+            )
+            for r in floor["scenarios"]
+        ],
+        "",
+        f"A hop as Atelier's services make it (consume + publish_event, 8 workers) costs "
+        f"**{f['hop']:.2f} ms** of CPU ({hop['client_us_per_msg'] / 1000:.2f} client + "
+        f"{hop['server_us_per_msg'] / 1000:.2f} nats-server); a 1-image job makes "
+        f"{CONSUMES_PER_IMAGE} consumes and {PUBLISHES_PER_IMAGE} publishes, so its messaging "
+        f"floor ≈ {CONSUMES_PER_IMAGE} \u00d7 {f['consume']:.3f} ms (consume_atelier_8) + "
+        f"{PUBLISHES_PER_IMAGE} \u00d7 {f['publish']:.3f} ms (publish_atelier_8) = "
+        f"**{f['per_image']:.1f} ms** of CPU per image{beside}.",
+        "",
+    ]
+    return lines
+
+
 def render() -> str:
-    overhead, throughput = _load("overhead"), _load("throughput")
-    concurrency, peer, scaling = _load("concurrency"), _load("peer"), _load("scaling")
-    present = [r for r in (overhead, throughput, concurrency, peer, scaling) if r]
+    results = {name: _load(name) for name in RESULTS}
+    overhead, throughput, throughput4 = (
+        results["overhead"],
+        results["throughput"],
+        results["throughput_count4"],
+    )
+    concurrency, peer, scaling = results["concurrency"], results["peer"], results["scaling"]
+    floor = results["messaging_floor"]
+    present = {name: r for name, r in results.items() if r}
     lines = [
         "# Performance",
         "",
@@ -51,7 +156,7 @@ def render() -> str:
         "",
     ]
     if present:
-        m = present[0]["machine"]
+        m = next(iter(present.values()))["machine"]
         lines += [
             f"**Machine**: {m['nproc']} cores ({m['cpu_model']}), {m['memory_gib']} GiB, "
             f"Linux {m['kernel']}, Python {m['python']}. The load generator runs on the same "
@@ -59,15 +164,15 @@ def render() -> str:
             "",
             "**Load from other work** (1-min load average when each result was written): "
             + ", ".join(
-                f"{r['benchmark']} {r['machine'].get('load_average_1_5_15', ['?'])[0]}"
-                for r in present
+                f"{name} {r['machine'].get('load_average_1_5_15', ['?'])[0]}"
+                for name, r in present.items()
             )
             + ". On 2 cores anything above ~2 means other processes (e.g. test suites run by "
             "other engineers on the same machine) competed for the CPU: latency and throughput "
             "are then upper and lower bounds; CPU per image (from /proc) is not affected much.",
             "",
             "**Commands**: "
-            + "; ".join(f"`{r['command']}` ({r['when'][:16]})" for r in present)
+            + "; ".join(f"`{r['command']}` ({r['when'][:16]})" for r in present.values())
             + ". A `--quick` command marks a short run standing in for a full one not yet made.",
             "",
         ]
@@ -105,6 +210,34 @@ def render() -> str:
                 f"{throughput['services_cpu_ms_per_image']} ms",
                 "≤ 8 ms",
                 _yes(throughput["services_cpu_ms_per_image"] <= 8),
+            )
+        )
+    if throughput4:
+        per_job = f"({throughput4['count_per_job']} per job)"
+        lines.append(
+            _row(
+                f"images/s sustained, thumbnails included {per_job}",
+                throughput4["images_per_s"],
+                "",
+                "",
+            )
+        )
+        lines.append(
+            _row(
+                f"CPU per image, all services {per_job}",
+                f"{throughput4['services_cpu_ms_per_image']} ms",
+                "",
+                "",
+            )
+        )
+    if floor:
+        lines.append(
+            _row(
+                f"messaging floor per 1-image job ({CONSUMES_PER_IMAGE} consumes + "
+                f"{PUBLISHES_PER_IMAGE} publishes)",
+                f"{_floor(floor)['per_image']:.1f} ms",
+                "",
+                "",
             )
         )
     if concurrency:
@@ -186,21 +319,20 @@ def render() -> str:
             f"## 2. Throughput ({t['seconds']} s, {t['in_flight']} jobs in flight, "
             f"{t['size']}, {t['count_per_job']} image per job)",
             "",
-            f"**{t['images_per_s']} images/s** ({t['jobs_per_s']} jobs/s), thumbnails included; "
-            f"{t['jobs_lost']} lost, {t['jobs_not_completed']} not completed; submissions "
-            f"refused and retried: {t.get('submissions_refused') or 'none'}. Both cores: "
-            f"{t['machine_cores_busy']} busy.",
+            *_throughput_body(t),
+        ]
+    if throughput4:
+        t = throughput4
+        if not throughput:
+            lines += ["## 2. Throughput", ""]
+        lines += [
+            f"### {t['count_per_job']} images per job ({t['seconds']} s, {t['in_flight']} jobs "
+            f"in flight, {t['size']})",
             "",
-            _row("process", "CPU ms per image", "cores used"),
-            _row("---", "---", "---"),
-            *[
-                _row(k, v, t["cpu_cores_used"][k])
-                for k, v in sorted(t["cpu_ms_per_image"].items(), key=lambda kv: -kv[1])
-            ],
-            _row("**all services**", t["services_cpu_ms_per_image"], ""),
+            f"The same benchmark with `--count {t['count_per_job']}`: each job's CPU is divided "
+            f"by its {t['count_per_job']} images.",
             "",
-            f"Bottleneck: {t['bottleneck']['note']}.",
-            "",
+            *_throughput_body(t),
         ]
     if concurrency:
         c = concurrency
@@ -360,6 +492,8 @@ def render() -> str:
                 )
             )
         lines.append("")
+    if floor:
+        lines += _messaging_floor(floor, throughput)
     return "\n".join(lines)
 
 
