@@ -201,9 +201,20 @@ def atelier_request(bench: BenchStack, profile_id: str, sync: bool) -> Request:
             "count": 1,
         }
 
+    def inkweld_job(i: int) -> dict[str, Any]:
+        # The app's own body (docs/inkweld.md): the images come back in the answer, base64.
+        return {
+            "projectKey": PROJECT,
+            "profileId": profile_id,
+            "prompt": PROMPT,
+            "n": 1,
+            "size": SIZE,
+        }
+
     async def call_sync(client: httpx.AsyncClient, i: int) -> None:
-        response = await client.post(f"{gateway}{SYNC_ROUTE}", json=job(i), headers=headers)
+        response = await client.post(f"{gateway}{SYNC_ROUTE}", json=inkweld_job(i), headers=headers)
         response.raise_for_status()
+        assert response.json()["data"][0]["b64Json"]
 
     async def call_submit_and_follow(client: httpx.AsyncClient, i: int) -> None:
         accepted = await client.post(f"{gateway}/v1/generations", json=job(i), headers=headers)
@@ -336,8 +347,10 @@ async def measure(
                 }
             )
             async with httpx.AsyncClient() as client:
-                spec = (await client.get(f"{bench.info.gateway_url}/openapi.json")).json()
-            sync = SYNC_ROUTE in spec.get("paths", {})
+                # The Inkweld routes have their own document, under /api/v1.
+                spec = (await client.get(f"{bench.info.gateway_url}/api/v1/openapi.json")).json()
+            paths = spec.get("paths", {})
+            sync = SYNC_ROUTE in paths or SYNC_ROUTE.removeprefix("/api/v1") in paths
             procs = ProcessWatch(bench.stack)
             atelier_pids = [
                 pid for name, pids in procs.groups.items() if name != "bench-client" for pid in pids
