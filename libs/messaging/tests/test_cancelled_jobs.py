@@ -5,22 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import pytest
 
-from atelier_devstack import NatsInfo, Supervisor, start_nats
+from atelier_devstack import NatsInfo
 from atelier_messaging import CancelledJobs, make_broker
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsInfo]:
-    root: Path = tmp_path_factory.mktemp("cancel-nats")
-    with Supervisor(root / "logs") as sup:
-        yield start_nats(sup, root / "data")
 
 
 @pytest.fixture

@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import nats
 import pytest
 
 from atelier_contracts.subjects import PROVIDER_HANDLES_BUCKET
-from atelier_devstack import NatsInfo, Supervisor, start_nats
+from atelier_devstack import NatsInfo
 from atelier_messaging import ProviderHandles, make_broker
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsInfo]:
-    root: Path = tmp_path_factory.mktemp("handles-nats")
-    with Supervisor(root / "logs") as sup:
-        yield start_nats(sup, root / "data")
 
 
 @pytest.fixture

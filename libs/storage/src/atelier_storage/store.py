@@ -76,32 +76,27 @@ class ObjectStore:
             metadata=metadata,  # type: ignore[arg-type]
         )
 
-    async def get_bytes(self, bucket: str, key: str) -> bytes:
-        def get() -> bytes:
-            response = self.client.get_object(bucket, key)
-            try:
-                return response.read()
-            finally:
-                response.close()
-                response.release_conn()
+    def _read(self, bucket: str, key: str) -> bytes:
+        response = self.client.get_object(bucket, key)
+        try:
+            return response.read()
+        finally:
+            response.close()
+            response.release_conn()
 
-        return await asyncio.to_thread(get)
+    async def get_bytes(self, bucket: str, key: str) -> bytes:
+        return await asyncio.to_thread(self._read, bucket, key)
 
     async def get_bytes_if_exists(self, bucket: str, key: str) -> bytes | None:
         """The object's bytes, or None when there is no such object: one request, no stat first."""
 
         def get() -> bytes | None:
             try:
-                response = self.client.get_object(bucket, key)
+                return self._read(bucket, key)
             except S3Error as exc:
                 if exc.code in _MISSING_OBJECT_CODES:
                     return None
                 raise
-            try:
-                return response.read()
-            finally:
-                response.close()
-                response.release_conn()
 
         return await asyncio.to_thread(get)
 
