@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from uuid import uuid4
 
 import pytest
+from sqlalchemy import event
 
 from atelier_contracts.envelope import Event
 from atelier_contracts.errors import ErrorClass, ErrorInfo
@@ -249,3 +251,45 @@ async def test_openai_jobs_go_out_as_one_call(service: tuple[DispatchService, Re
     await svc.dispatch_enriched(_enriched(request))
     sent = [(e.n, subject) for e, subject in rec.events if isinstance(e, GenerationTask)]
     assert sent == [(4, "gen.openai.requested")]
+
+
+# record_request 2 (read; insert) · dispatch_enriched 3 (read; update job, insert tasks) ·
+# task_started 4 and task_completed 4 (read job, task; update both) · images_landed 6 (read job,
+# tasks, images; insert images, update task, update job).
+STATEMENTS_PER_JOB = 19
+
+
+async def test_a_job_costs_a_bounded_number_of_statements(
+    service: tuple[DispatchService, Recorder],
+) -> None:
+    """A guard against what once made dispatch CPU-bound: the ORM's autoflushes, re-reads and
+    one statement per changed object. Counted on the real engine, never timed."""
+    svc, rec = service
+
+    async def one_job() -> None:
+        request = _request(count=1)
+        await svc.record_request(request)
+        await svc.dispatch_enriched(_enriched(request))
+        task = rec.tasks()[-1]
+        await svc.task_started(
+            GenerationStarted(
+                task_id=task.task_id, job_id=task.job_id, project="proj", provider="offline"
+            )
+        )
+        await svc.task_completed(_completed(task))
+        await svc.images_landed(_landed(task, 0))
+
+    await one_job()  # a first connection's set-up statements are not the job's
+    statements: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement)
+
+    engine = svc.db.sync_engine
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        await one_job()
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert rec.statuses()[-1] == JobStatus.COMPLETED
+    assert len(statements) <= STATEMENTS_PER_JOB, "\n".join(statements)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterable
 
-from atelier_dispatch.repository import TaskRow
+from atelier_dispatch.repository import TaskRecord
 
 # Task rows whose provider work is over (well or badly): they count whole.
 _DONE = frozenset({"completed", "landed", "failed", "cancelled"})
@@ -30,7 +30,7 @@ class ProgressTracker:
     def job_fraction(
         self,
         job_id: str,
-        tasks: Iterable[TaskRow],
+        tasks: Iterable[TaskRecord],
         total: int,
         reported: tuple[str, int, float | None],
     ) -> float | None:

@@ -1,15 +1,34 @@
 """Dispatch's tables: jobs, their tasks, and the images that landed. All SQL lives here.
 
-The repository works on a blocking session: dispatch runs each job transaction whole on a worker
-thread (`Database.run_sync`), one hop instead of one per statement (ADR 0010)."""
+The repository works on the blocking connection of one transaction: dispatch runs each job
+transaction whole (`Database.run_sync`, ADR 0010). The tables are SQLModel models (migrations,
+schema), but rows are read and written with SQLAlchemy Core statements (those of job events built
+once, at import) and handed over as plain records: a job event is a handful of small statements,
+and the ORM's unit of work (autoflush, identity map, change tracking, flush ordering) cost several
+times what the statements themselves did. So nothing is written behind the caller's back: every
+write is a call below, in the order the caller makes it.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, func
-from sqlmodel import Field, Session, SQLModel, col, select
+from sqlalchemy import (
+    JSON,
+    Column,
+    Connection,
+    DateTime,
+    Table,
+    bindparam,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlmodel import Field, Session, SQLModel
 
 from atelier_contracts.jobs import FINAL_STATUSES
 
@@ -70,65 +89,252 @@ class JobImageRow(SQLModel, table=True):
     content_type: str
 
 
+TABLES: tuple[type[SQLModel], ...] = (JobRow, TaskRow, JobImageRow)
+
+
+# -- records: one row each, as read or about to be written -----------------------------------------
+
+
+@dataclass(slots=True)
+class JobRecord:
+    """A `dispatch_jobs` row. `request`, `assembled` and `error` hold the stored JSON."""
+
+    id: str
+    project: str
+    user_id: str
+    status: str
+    request: dict[str, Any]
+    assembled: dict[str, Any] | None
+    error: dict[str, Any] | None
+    landed: int
+    failed: int
+    created_at: datetime
+    updated_at: datetime
+    deadline_at: datetime | None
+
+
+@dataclass(slots=True)
+class TaskRecord:
+    """A `dispatch_tasks` row: one provider call of a job."""
+
+    id: str
+    job_id: str
+    first_index: int
+    n: int
+    # pending | started | completed | landed | failed | retry_wait | cancelled
+    status: str
+    attempt: int = 1
+    error: dict[str, Any] | None = None
+    next_attempt_at: datetime | None = None
+
+
+@dataclass(slots=True)
+class ImageRecord:
+    """A `dispatch_job_images` row: an image of the job that media stored."""
+
+    media_id: str
+    job_id: str
+    task_id: str
+    index: int
+    width: int
+    height: int
+    content_type: str
+
+
+# -- statements, built once: SQLAlchemy caches their compiled form by statement -------------------
+
+_JOBS: Table = JobRow.__table__  # type: ignore[attr-defined]
+_TASKS: Table = TaskRow.__table__  # type: ignore[attr-defined]
+_IMAGES: Table = JobImageRow.__table__  # type: ignore[attr-defined]
+
+# Selected in the records' field order, so a row unpacks into its record.
+_SELECT_JOBS = select(*(_JOBS.c[name] for name in JobRecord.__dataclass_fields__))
+_SELECT_TASKS = select(*(_TASKS.c[name] for name in TaskRecord.__dataclass_fields__))
+_SELECT_IMAGES = select(*(_IMAGES.c[name] for name in ImageRecord.__dataclass_fields__))
+
+_JOB_BY_ID = _SELECT_JOBS.where(_JOBS.c.id == bindparam("job_id"))
+# Several dispatch replicas may handle events of one job at once (PostgreSQL).
+_JOB_BY_ID_FOR_UPDATE = _JOB_BY_ID.with_for_update()
+_TASK_BY_ID = _SELECT_TASKS.where(_TASKS.c.id == bindparam("task_id"))
+_TASKS_OF_JOB = _SELECT_TASKS.where(_TASKS.c.job_id == bindparam("job_id")).order_by(
+    _TASKS.c.first_index
+)
+_IMAGES_OF_JOB = _SELECT_IMAGES.where(_IMAGES.c.job_id == bindparam("job_id")).order_by(
+    _IMAGES.c.index
+)
+_NOT_FINAL = _JOBS.c.status.not_in([s.value for s in FINAL_STATUSES])
+_OVERDUE_JOB_IDS = (
+    select(_JOBS.c.id)
+    .where(_NOT_FINAL, _JOBS.c.deadline_at.is_not(None), _JOBS.c.deadline_at < bindparam("now"))
+    .limit(bindparam("limit"))
+)
+_DUE_RETRIES = (
+    _SELECT_TASKS.where(
+        _TASKS.c.status == "retry_wait", _TASKS.c.next_attempt_at <= bindparam("now")
+    )
+).limit(bindparam("limit"))
+_COUNT_JOBS = select(func.count()).select_from(_JOBS)
+
+_INSERT_JOB = insert(_JOBS)
+_INSERT_TASKS = insert(_TASKS)
+_INSERT_IMAGES = insert(_IMAGES)
+# What a job transaction may change of a job, and of a task; the rest is fixed at insert.
+_UPDATE_JOB = (
+    update(_JOBS)
+    .where(_JOBS.c.id == bindparam("job_id"))
+    .values(
+        status=bindparam("status"),
+        assembled=bindparam("assembled"),
+        error=bindparam("error"),
+        landed=bindparam("landed"),
+        failed=bindparam("failed"),
+        updated_at=bindparam("updated_at"),
+        deadline_at=bindparam("deadline_at"),
+    )
+)
+_UPDATE_TASK = (
+    update(_TASKS)
+    .where(_TASKS.c.id == bindparam("task_id"))
+    .values(
+        status=bindparam("status"),
+        attempt=bindparam("attempt"),
+        error=bindparam("error"),
+        next_attempt_at=bindparam("next_attempt_at"),
+    )
+)
+
+
+def _job_values(job: JobRecord) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "project": job.project,
+        "user_id": job.user_id,
+        "status": job.status,
+        "request": job.request,
+        "assembled": job.assembled,
+        "error": job.error,
+        "landed": job.landed,
+        "failed": job.failed,
+        "created_at": job.created_at,
+        "updated_at": job.updated_at,
+        "deadline_at": job.deadline_at,
+    }
+
+
+def _task_values(task: TaskRecord) -> dict[str, Any]:
+    return {
+        "id": task.id,
+        "job_id": task.job_id,
+        "first_index": task.first_index,
+        "n": task.n,
+        "status": task.status,
+        "attempt": task.attempt,
+        "error": task.error,
+        "next_attempt_at": task.next_attempt_at,
+    }
+
+
+def _image_values(image: ImageRecord) -> dict[str, Any]:
+    return {
+        "media_id": image.media_id,
+        "job_id": image.job_id,
+        "task_id": image.task_id,
+        "index": image.index,
+        "width": image.width,
+        "height": image.height,
+        "content_type": image.content_type,
+    }
+
+
 class JobRepository:
+    """Reads return records; a record changed in memory is written by `save_job`/`save_tasks`."""
+
     def __init__(self, session: Session, *, lock_rows: bool) -> None:
-        self.session = session
+        # The session's own connection, so everything is the session's one transaction.
+        self.connection: Connection = session.connection()
         self.lock_rows = lock_rows
 
-    def get_job(self, job_id: str, *, for_update: bool = False) -> JobRow | None:
-        query = select(JobRow).where(JobRow.id == job_id)
-        if for_update and self.lock_rows:
-            # Several dispatch replicas may handle events of one job at once (PostgreSQL).
-            query = query.with_for_update()
-        return self.session.exec(query).first()
+    # -- reads ---------------------------------------------------------------------------------
 
-    def list_jobs(self, project: str, *, active_only: bool, limit: int) -> list[JobRow]:
-        query = select(JobRow).where(JobRow.project == project)
+    def get_job(self, job_id: str, *, for_update: bool = False) -> JobRecord | None:
+        query = _JOB_BY_ID_FOR_UPDATE if for_update and self.lock_rows else _JOB_BY_ID
+        row = self.connection.execute(query, {"job_id": job_id}).first()
+        return JobRecord(*row) if row is not None else None
+
+    def list_jobs(self, project: str, *, active_only: bool, limit: int) -> list[JobRecord]:
+        query = _SELECT_JOBS.where(_JOBS.c.project == project)
         if active_only:
-            query = query.where(col(JobRow.status).not_in([s.value for s in FINAL_STATUSES]))
-        query = query.order_by(col(JobRow.created_at).desc()).limit(limit)
-        return list(self.session.exec(query).all())
+            query = query.where(_NOT_FINAL)
+        query = query.order_by(_JOBS.c.created_at.desc()).limit(limit)
+        return [JobRecord(*row) for row in self.connection.execute(query)]
 
     def overdue_job_ids(self, now: datetime, limit: int = 100) -> list[str]:
-        query = (
-            select(JobRow.id)
-            .where(col(JobRow.status).not_in([s.value for s in FINAL_STATUSES]))
-            .where(col(JobRow.deadline_at).is_not(None))
-            .where(col(JobRow.deadline_at) < now)
-            .limit(limit)
-        )
-        return list(self.session.exec(query).all())
+        rows = self.connection.execute(_OVERDUE_JOB_IDS, {"now": now, "limit": limit})
+        return list(rows.scalars())
 
-    def due_retries(self, now: datetime, limit: int = 100) -> list[TaskRow]:
-        query = (
-            select(TaskRow)
-            .where(TaskRow.status == "retry_wait")
-            .where(col(TaskRow.next_attempt_at) <= now)
-            .limit(limit)
-        )
-        return list(self.session.exec(query).all())
+    def due_retries(self, now: datetime, limit: int = 100) -> list[TaskRecord]:
+        rows = self.connection.execute(_DUE_RETRIES, {"now": now, "limit": limit})
+        return [TaskRecord(*row) for row in rows]
 
-    def tasks_of(self, job_id: str) -> list[TaskRow]:
-        query = select(TaskRow).where(TaskRow.job_id == job_id).order_by(col(TaskRow.first_index))
-        return list(self.session.exec(query).all())
+    def tasks_of(self, job_id: str) -> list[TaskRecord]:
+        """The job's tasks by their first image."""
+        return [
+            TaskRecord(*row) for row in self.connection.execute(_TASKS_OF_JOB, {"job_id": job_id})
+        ]
 
-    def get_task(self, task_id: str) -> TaskRow | None:
-        return self.session.get(TaskRow, task_id)
+    def get_task(self, task_id: str) -> TaskRecord | None:
+        row = self.connection.execute(_TASK_BY_ID, {"task_id": task_id}).first()
+        return TaskRecord(*row) if row is not None else None
 
-    def images_of(self, job_id: str) -> list[JobImageRow]:
-        query = (
-            select(JobImageRow).where(JobImageRow.job_id == job_id).order_by(col(JobImageRow.index))
-        )
-        return list(self.session.exec(query).all())
-
-    def image_exists(self, media_id: str) -> bool:
-        return self.session.get(JobImageRow, media_id) is not None
+    def images_of(self, job_id: str) -> list[ImageRecord]:
+        """The job's images by index."""
+        rows = self.connection.execute(_IMAGES_OF_JOB, {"job_id": job_id})
+        return [ImageRecord(*row) for row in rows]
 
     def count_jobs(self) -> int:
-        return int(self.session.exec(select(func.count()).select_from(JobRow)).one())
+        return int(self.connection.execute(_COUNT_JOBS).scalar_one())
 
-    def add(self, row: SQLModel) -> None:
-        self.session.add(row)
+    # -- writes --------------------------------------------------------------------------------
 
+    def insert_job(self, job: JobRecord) -> None:
+        self.connection.execute(_INSERT_JOB, _job_values(job))
 
-TABLES: tuple[type[SQLModel], ...] = (JobRow, TaskRow, JobImageRow)
+    def save_job(self, job: JobRecord) -> None:
+        """Write what a job transaction may change of an existing job."""
+        self.connection.execute(
+            _UPDATE_JOB,
+            {
+                "job_id": job.id,
+                "status": job.status,
+                "assembled": job.assembled,
+                "error": job.error,
+                "landed": job.landed,
+                "failed": job.failed,
+                "updated_at": job.updated_at,
+                "deadline_at": job.deadline_at,
+            },
+        )
+
+    def insert_tasks(self, tasks: Sequence[TaskRecord]) -> None:
+        """New tasks, after their job's row (a foreign key)."""
+        if tasks:
+            self.connection.execute(_INSERT_TASKS, [_task_values(t) for t in tasks])
+
+    def save_tasks(self, tasks: Iterable[TaskRecord]) -> None:
+        """Write what a job transaction may change of existing tasks."""
+        values = [
+            {
+                "task_id": t.id,
+                "status": t.status,
+                "attempt": t.attempt,
+                "error": t.error,
+                "next_attempt_at": t.next_attempt_at,
+            }
+            for t in tasks
+        ]
+        if values:
+            self.connection.execute(_UPDATE_TASK, values)
+
+    def insert_images(self, images: Sequence[ImageRecord]) -> None:
+        if images:
+            self.connection.execute(_INSERT_IMAGES, [_image_values(i) for i in images])

@@ -6,8 +6,9 @@ Every handler is one transaction on the job (serialized per job), then publishes
 it created, then the job's status. Publishing after commit can repeat on redelivery; every event id
 is derived from what it describes, so JetStream stores a repeat once.
 
-The transactions are plain functions over a blocking session, run whole on a worker thread
-(`Database.run_sync`, ADR 0010); only the lock and the publishing are async.
+The transactions are plain functions over the repository (Core statements on one blocking
+connection), run whole on a worker thread (`Database.run_sync`, ADR 0010); only the lock and the
+publishing are async.
 """
 
 from __future__ import annotations
@@ -53,7 +54,13 @@ from atelier_contracts.providers import images_per_call
 from atelier_contracts.subjects import gen_requested, job_finished, job_status
 from atelier_database import Database
 from atelier_dispatch.progress import ProgressTracker
-from atelier_dispatch.repository import JobImageRow, JobRepository, JobRow, TaskRow, as_utc
+from atelier_dispatch.repository import (
+    ImageRecord,
+    JobRecord,
+    JobRepository,
+    TaskRecord,
+    as_utc,
+)
 from atelier_telemetry import observe_stage_latency, record_generation_cost
 
 log = logging.getLogger("atelier.dispatch")
@@ -153,15 +160,28 @@ class DispatchService:
         return await self.db.run_sync(lambda session: work(JobRepository(session, lock_rows=False)))
 
     def _set_status(
-        self, repo: JobRepository, outbox: _Outbox, job: JobRow, status: JobStatus
-    ) -> None:
+        self,
+        repo: JobRepository,
+        outbox: _Outbox,
+        job: JobRecord,
+        request: JobRequested,
+        status: JobStatus,
+        images: list[ImageRecord] | None = None,
+    ) -> JobView:
+        """Move the job (in memory: the caller writes it) and announce it."""
         job.status = status.value
         job.updated_at = utcnow()
-        repo.add(job)
-        self._announce(repo, outbox, job)
+        return self._announce(repo, outbox, job, request, images)
 
-    def _announce(self, repo: JobRepository, outbox: _Outbox, job: JobRow) -> None:
-        view = self._view(repo, job)
+    def _announce(
+        self,
+        repo: JobRepository,
+        outbox: _Outbox,
+        job: JobRecord,
+        request: JobRequested,
+        images: list[ImageRecord] | None = None,
+    ) -> JobView:
+        view = self._view(repo, job, request, images)
         key = f"status:{view.status}:{view.progress.landed}:{view.progress.failed}"
         event_id = derived_event_id(_job_uuid(job), key)
         outbox.add(JobStatusChanged(event_id=event_id, job=view), job_status(job.project, job.id))
@@ -169,12 +189,21 @@ class DispatchService:
             # Once more for the services that only act on outcomes (quotas, clean-up).
             finished = JobStatusChanged(event_id=derived_event_id(event_id, "finished"), job=view)
             outbox.add(finished, job_finished(job.project, job.id))
+        return view
 
-    def _view(self, repo: JobRepository, job: JobRow) -> JobView:
-        request = JobRequested.model_validate(job.request)
+    def _view(
+        self,
+        repo: JobRepository,
+        job: JobRecord,
+        request: JobRequested,
+        images: list[ImageRecord] | None = None,
+    ) -> JobView:
+        """The job as clients see it. `request` is `job.request` parsed (once per transaction);
+        `images`, when the caller already holds the job's image rows, saves reading them."""
         assembled = AssembledPrompt.model_validate(job.assembled) if job.assembled else None
-        # `landed` is recounted from the image rows whenever rows are added (`_settle`).
-        images = repo.images_of(job.id) if job.landed else []
+        if images is None:
+            # `landed` is recounted from the image rows whenever rows are added (`_settle`).
+            images = repo.images_of(job.id) if job.landed else []
         return JobView(
             id=job.id,
             project=job.project,
@@ -212,23 +241,31 @@ class DispatchService:
             updated_at=as_utc(job.updated_at),
         )
 
-    def _new_job(self, request: JobRequested) -> JobRow:
+    def _new_job(self, request: JobRequested) -> JobRecord:
         now = utcnow()
-        return JobRow(
+        return JobRecord(
             id=request.job_id,
             project=request.project,
             user_id=request.user_id,
             status=JobStatus.QUEUED.value,
             request=request.model_dump(mode="json"),
+            assembled=None,
+            error=None,
+            landed=0,
+            failed=0,
             created_at=now,
             updated_at=now,
             deadline_at=now
             + timedelta(seconds=request.profile.timeout_s * 3 + self.deadline_slack_s),
         )
 
-    def _task_event(self, job: JobRow, task: TaskRow) -> GenerationTask:
-        request = JobRequested.model_validate(job.request)
-        assembled = AssembledPrompt.model_validate(job.assembled)
+    def _task_event(
+        self,
+        job: JobRecord,
+        request: JobRequested,
+        assembled: AssembledPrompt,
+        task: TaskRecord,
+    ) -> GenerationTask:
         seed = request.options.get("seed")
         options = {k: v for k, v in request.options.items() if k not in ("seed", "negative_prompt")}
         return GenerationTask(
@@ -251,6 +288,8 @@ class DispatchService:
         )
 
     # -- event handlers ------------------------------------------------------------------------
+    # Each reads the rows it needs, changes the records in memory and writes them explicitly
+    # (the repository has no unit of work); views and counts come from those same records.
 
     async def record_request(self, request: JobRequested) -> None:
         """jobs.requested: the job exists from now on; context is enriching it."""
@@ -260,8 +299,11 @@ class DispatchService:
             if job is None:
                 # Queued and handed to context in one step: one status event, not two.
                 job = self._new_job(request)
-            if JobStatus(job.status) == JobStatus.QUEUED:
-                self._set_status(repo, outbox, job, JobStatus.ENRICHING)
+                self._set_status(repo, outbox, job, _request_of(job), JobStatus.ENRICHING)
+                repo.insert_job(job)
+            elif JobStatus(job.status) == JobStatus.QUEUED:
+                self._set_status(repo, outbox, job, _request_of(job), JobStatus.ENRICHING)
+                repo.save_job(job)
 
         await self._in_job_transaction(request.job_id, work)
 
@@ -271,46 +313,55 @@ class DispatchService:
 
         def work(repo: JobRepository, outbox: _Outbox) -> None:
             job = repo.get_job(request.job_id, for_update=True)
+            is_new = job is None
             if job is None:  # enriched overtook requested: fine, it carries the request
                 job = self._new_job(request)
-                repo.add(job)
             status = JobStatus(job.status)
             if status in FINAL_STATUSES:
                 return
+            stored_request = _request_of(job)
             if status in _BEFORE_DISPATCH:
                 job.assembled = event.assembled.model_dump(mode="json")
                 per_call = images_per_call(request.profile.provider, request.profile.model)
-                for k, (first, n) in enumerate(split_into_tasks(request.count, per_call)):
-                    repo.add(
-                        TaskRow(
-                            id=f"{job.id}.{k}",
-                            job_id=job.id,
-                            first_index=first,
-                            n=n,
-                            status="pending",
-                        )
+                # A job before dispatch has no tasks yet: these are all of them, all pending.
+                pending = [
+                    TaskRecord(
+                        id=f"{job.id}.{k}", job_id=job.id, first_index=first, n=n, status="pending"
                     )
-                repo.session.flush()
-                self._set_status(repo, outbox, job, JobStatus.DISPATCHED)
-            # Also on a redelivery: re-send tasks not yet picked up (same ids: deduplicated).
+                    for k, (first, n) in enumerate(split_into_tasks(request.count, per_call))
+                ]
+                self._set_status(repo, outbox, job, stored_request, JobStatus.DISPATCHED)
+                if is_new:
+                    repo.insert_job(job)
+                else:
+                    repo.save_job(job)
+                repo.insert_tasks(pending)
+            else:
+                # A redelivery: re-send tasks not yet picked up (same ids: deduplicated).
+                pending = [t for t in repo.tasks_of(job.id) if t.status == "pending"]
             subject = gen_requested(request.profile.provider)
-            pending = [t for t in repo.tasks_of(job.id) if t.status == "pending"]
+            assembled = AssembledPrompt.model_validate(job.assembled)
             # Tasks go out before the status that announces them.
-            outbox.events[0:0] = [(self._task_event(job, t), subject) for t in pending]
+            outbox.events[0:0] = [
+                (self._task_event(job, stored_request, assembled, t), subject) for t in pending
+            ]
 
         await self._in_job_transaction(request.job_id, work)
 
     async def task_started(self, event: GenerationStarted) -> None:
         def work(repo: JobRepository, outbox: _Outbox) -> None:
             job = repo.get_job(event.job_id, for_update=True)
+            if job is None or JobStatus(job.status) in FINAL_STATUSES:
+                return
             task = repo.get_task(event.task_id)
-            if job is None or task is None or JobStatus(job.status) in FINAL_STATUSES:
+            if task is None:
                 return
             if task.status == "pending":
                 task.status = "started"
-                repo.add(task)
+                repo.save_tasks([task])
             if JobStatus(job.status) == JobStatus.DISPATCHED:
-                self._set_status(repo, outbox, job, JobStatus.GENERATING)
+                self._set_status(repo, outbox, job, _request_of(job), JobStatus.GENERATING)
+                repo.save_job(job)
 
         await self._in_job_transaction(event.job_id, work)
 
@@ -318,17 +369,17 @@ class DispatchService:
         """gen.progress: a status event with how far the job is. Nothing is written (see
         progress.py); a redelivered event republishes the same event id, stored once."""
 
-        def read(repo: JobRepository) -> tuple[JobView, list[TaskRow], TaskRow] | None:
+        def read(repo: JobRepository) -> tuple[JobView, list[TaskRecord], TaskRecord] | None:
             job = repo.get_job(event.job_id)
             if job is None or JobStatus(job.status) in FINAL_STATUSES:
                 return None
             tasks = repo.tasks_of(job.id)
-            task = next((t for t in tasks if t.id == event.task_id), None)
+            task = _find_task(tasks, event.task_id)
             if task is None or task.status not in ("pending", "started"):
                 return None  # the task already ended: a late tick would only mislead
             if task.attempt != event.attempt:
                 return None  # a tick of an attempt we moved past
-            return self._view(repo, job), tasks, task
+            return self._view(repo, job, _request_of(job)), tasks, task
 
         async with self._lock_of(event.job_id):  # after any transition in flight here
             found = await self._read(read)
@@ -355,33 +406,41 @@ class DispatchService:
     async def task_completed(self, event: GenerationCompleted) -> None:
         def work(repo: JobRepository, outbox: _Outbox) -> None:
             job = repo.get_job(event.task.job_id, for_update=True)
+            if job is None or JobStatus(job.status) in FINAL_STATUSES:
+                return
             task = repo.get_task(event.task.task_id)
-            if job is None or task is None or JobStatus(job.status) in FINAL_STATUSES:
+            if task is None:
                 return
             if task.status in ("pending", "started", "retry_wait"):
                 task.status = "completed"
                 task.next_attempt_at = None
-                repo.add(task)
+                repo.save_tasks([task])
             if JobStatus(job.status) in (JobStatus.DISPATCHED, JobStatus.GENERATING):
-                self._set_status(repo, outbox, job, JobStatus.LANDING)
+                self._set_status(repo, outbox, job, _request_of(job), JobStatus.LANDING)
+                repo.save_job(job)
 
         await self._in_job_transaction(event.task.job_id, work)
 
     async def task_failed(self, event: GenerationFailed) -> None:
         def work(repo: JobRepository, outbox: _Outbox) -> None:
             job = repo.get_job(event.task.job_id, for_update=True)
-            task = repo.get_task(event.task.task_id)
-            if job is None or task is None or JobStatus(job.status) in FINAL_STATUSES:
+            if job is None or JobStatus(job.status) in FINAL_STATUSES:
+                return
+            # All of them: settling the job below counts them.
+            tasks = repo.tasks_of(job.id)
+            task = _find_task(tasks, event.task.task_id)
+            if task is None:
                 return
             if task.status in _DONE_TASK_STATUSES or event.task.attempt < task.attempt:
                 return  # already settled, or a stale report of an attempt we moved past
             task.error = event.error.model_dump(mode="json")
-            retry_at = self._retry_time(job, task, event.error)
+            request = _request_of(job)
+            retry_at = self._retry_time(job, request, task, event.error)
             if retry_at is not None:
                 task.status = "retry_wait"
                 task.attempt += 1
                 task.next_attempt_at = retry_at
-                repo.add(task)
+                repo.save_tasks([task])
                 log.info(
                     "task will be retried",
                     extra={
@@ -394,14 +453,15 @@ class DispatchService:
                 )
                 return
             task.status = "failed"
-            repo.add(task)
-            self._settle(repo, outbox, job)
+            repo.save_tasks([task])
+            self._settle(repo, outbox, job, request, tasks, repo.images_of(job.id))
 
         await self._in_job_transaction(event.task.job_id, work)
 
-    def _retry_time(self, job: JobRow, task: TaskRow, error: ErrorInfo) -> datetime | None:
+    def _retry_time(
+        self, job: JobRecord, request: JobRequested, task: TaskRecord, error: ErrorInfo
+    ) -> datetime | None:
         """When to try a failed task again, or None when it must not be retried."""
-        request = JobRequested.model_validate(job.request)
         limit = int(request.profile.provider_config.get("max_attempts", self.max_attempts))
         if error.error_class == ErrorClass.NO_IMAGE_RETURNED:
             limit = min(limit, 2)  # at most once more: an empty answer tends to repeat
@@ -431,9 +491,13 @@ class DispatchService:
             return
         task.status = "pending"
         task.next_attempt_at = None
-        repo.add(task)
-        provider = JobRequested.model_validate(job.request).profile.provider
-        outbox.add(self._task_event(job, task), gen_requested(provider))
+        repo.save_tasks([task])
+        request = _request_of(job)
+        assembled = AssembledPrompt.model_validate(job.assembled)
+        outbox.add(
+            self._task_event(job, request, assembled, task),
+            gen_requested(request.profile.provider),
+        )
 
     async def cancel(self, job_id: str) -> JobView | None:
         """The writer cancelled: end the job now; workers and media see the mark and stop."""
@@ -449,16 +513,19 @@ class DispatchService:
             job = repo.get_job(job_id, for_update=True)
             if job is None:
                 return
-            if JobStatus(job.status) not in FINAL_STATUSES:
-                for task in repo.tasks_of(job_id):
-                    if task.status not in _DONE_TASK_STATUSES:
-                        task.status = "cancelled"
-                        task.next_attempt_at = None
-                        repo.add(task)
-                job.error = ErrorInfo.of(ErrorClass.CANCELLED).model_dump(mode="json")
-                job.deadline_at = None
-                self._set_status(repo, outbox, job, JobStatus.CANCELLED)
-            views.append(self._view(repo, job))
+            request = _request_of(job)
+            if JobStatus(job.status) in FINAL_STATUSES:
+                views.append(self._view(repo, job, request))
+                return
+            unfinished = [t for t in repo.tasks_of(job_id) if t.status not in _DONE_TASK_STATUSES]
+            for task in unfinished:
+                task.status = "cancelled"
+                task.next_attempt_at = None
+            repo.save_tasks(unfinished)
+            job.error = ErrorInfo.of(ErrorClass.CANCELLED).model_dump(mode="json")
+            job.deadline_at = None
+            views.append(self._set_status(repo, outbox, job, request, JobStatus.CANCELLED))
+            repo.save_job(job)
 
         await self._in_job_transaction(job_id, work)
         return views[0] if views else None
@@ -466,13 +533,22 @@ class DispatchService:
     async def images_landed(self, event: MediaLanded) -> None:
         def work(repo: JobRepository, outbox: _Outbox) -> None:
             job = repo.get_job(event.job_id, for_update=True)
-            task = repo.get_task(event.task_id)
-            if job is None or task is None:
+            if job is None:
                 return
+            # Read once, kept current below, and counted by `_settle`: no re-reading.
+            tasks = repo.tasks_of(job.id)
+            task = _find_task(tasks, event.task_id)
+            if task is None:
+                return
+            images = repo.images_of(job.id)
+            # Media ids are derived from the task (and so the job): a redelivery repeats them.
+            known = {image.media_id for image in images}
+            new: list[ImageRecord] = []
             for item in event.media:
-                if not repo.image_exists(item.id):
-                    repo.add(
-                        JobImageRow(
+                if item.id not in known:
+                    known.add(item.id)
+                    new.append(
+                        ImageRecord(
                             media_id=item.id,
                             job_id=job.id,
                             task_id=task.id,
@@ -482,12 +558,14 @@ class DispatchService:
                             content_type=item.content_type,
                         )
                     )
+            repo.insert_images(new)
             if task.status != "landed":
                 task.status = "landed"
-                repo.add(task)
-            repo.session.flush()
+                repo.save_tasks([task])
             if JobStatus(job.status) not in FINAL_STATUSES:
-                self._settle(repo, outbox, job)
+                if new:
+                    images = sorted(images + new, key=_by_index)  # as `images_of` orders them
+                self._settle(repo, outbox, job, _request_of(job), tasks, images)
 
         await self._in_job_transaction(event.job_id, work)
 
@@ -508,25 +586,32 @@ class DispatchService:
             if job is None or JobStatus(job.status) in FINAL_STATUSES:
                 return
             tasks = repo.tasks_of(job_id)
-            for task in tasks:
-                if task.status not in _DONE_TASK_STATUSES:
-                    task.status = "failed"
-                    task.error = error.model_dump(mode="json")
-                    repo.add(task)
+            unfinished = [t for t in tasks if t.status not in _DONE_TASK_STATUSES]
+            for task in unfinished:
+                task.status = "failed"
+                task.error = error.model_dump(mode="json")
+            repo.save_tasks(unfinished)
             if not tasks:
                 job.error = error.model_dump(mode="json")
-            repo.session.flush()
-            self._settle(repo, outbox, job, force_final=True)
+            images = repo.images_of(job_id)
+            self._settle(repo, outbox, job, _request_of(job), tasks, images, force_final=True)
 
         await self._in_job_transaction(job_id, work)
 
     def _settle(
-        self, repo: JobRepository, outbox: _Outbox, job: JobRow, *, force_final: bool = False
+        self,
+        repo: JobRepository,
+        outbox: _Outbox,
+        job: JobRecord,
+        request: JobRequested,
+        tasks: list[TaskRecord],
+        images: list[ImageRecord],
+        *,
+        force_final: bool = False,
     ) -> None:
         """Recount from the rows (never increments: redeliveries can't double count) and end the
-        job once every task is landed or failed."""
-        tasks = repo.tasks_of(job.id)
-        images = repo.images_of(job.id)
+        job once every task is landed or failed. `tasks` and `images` are all of the job's rows
+        as this transaction left them (read in it, and changed and written since)."""
         landed_per_task: dict[str, int] = {}
         for image in images:
             landed_per_task[image.task_id] = landed_per_task.get(image.task_id, 0) + 1
@@ -542,16 +627,14 @@ class DispatchService:
         if failed and first_error is None:
             first_error = ErrorInfo.of(ErrorClass.NO_IMAGE_RETURNED).model_dump(mode="json")
         job.landed, job.failed = landed, failed
-        total = JobRequested.model_validate(job.request).count
         done = bool(tasks) and all(t.status in _DONE_TASK_STATUSES for t in tasks)
         if not (done or force_final):
-            if JobStatus(job.status) in FINAL_STATUSES:
-                return
-            job.updated_at = utcnow()
-            repo.add(job)
-            self._announce(repo, outbox, job)
+            if JobStatus(job.status) not in FINAL_STATUSES:
+                job.updated_at = utcnow()
+                self._announce(repo, outbox, job, request, images)
+            repo.save_job(job)
             return
-        if landed >= total:
+        if landed >= request.count:
             final = JobStatus.COMPLETED
         elif landed > 0:
             final = JobStatus.PARTIAL
@@ -560,28 +643,42 @@ class DispatchService:
         if final != JobStatus.COMPLETED:
             job.error = job.error or first_error
         job.deadline_at = None
-        profile = JobRequested.model_validate(job.request).profile
+        profile = request.profile
         record_generation_cost(profile.provider, profile.model, landed * profile.credit_cost)
         observe_stage_latency(
             "submitted_to_final", (utcnow() - as_utc(job.created_at)).total_seconds()
         )
-        self._set_status(repo, outbox, job, final)
+        self._set_status(repo, outbox, job, request, final, images)
+        repo.save_job(job)
 
     # -- queries -------------------------------------------------------------------------------
 
     async def get_job(self, job_id: str) -> JobView | None:
         def read(repo: JobRepository) -> JobView | None:
             job = repo.get_job(job_id)
-            return self._view(repo, job) if job else None
+            return self._view(repo, job, _request_of(job)) if job else None
 
         return await self._read(read)
 
     async def list_jobs(self, query: JobListQuery) -> list[JobView]:
         def read(repo: JobRepository) -> list[JobView]:
             rows = repo.list_jobs(query.project, active_only=query.active_only, limit=query.limit)
-            return [self._view(repo, job) for job in rows]
+            return [self._view(repo, job, _request_of(job)) for job in rows]
 
         return await self._read(read)
+
+
+def _request_of(job: JobRecord) -> JobRequested:
+    """The job's request as stored; parsed once per transaction and handed around."""
+    return JobRequested.model_validate(job.request)
+
+
+def _find_task(tasks: list[TaskRecord], task_id: str) -> TaskRecord | None:
+    return next((t for t in tasks if t.id == task_id), None)
+
+
+def _by_index(image: ImageRecord) -> int:
+    return image.index
 
 
 def _is_active(job_id: str, repo: JobRepository) -> bool:
@@ -589,7 +686,7 @@ def _is_active(job_id: str, repo: JobRepository) -> bool:
     return job is not None and JobStatus(job.status) not in FINAL_STATUSES
 
 
-def _job_uuid(job: JobRow) -> str:
+def _job_uuid(job: JobRecord) -> str:
     """Job ids are UUIDs made by the gateway; other ids still get a stable namespace."""
     try:
         return str(UUID(job.id))
