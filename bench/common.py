@@ -19,6 +19,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -374,6 +375,7 @@ class Submitter:
         self.counter = 0
         self.rejected = 0
         self.refusals: dict[int, int] = {}
+        self.transport_retries: dict[str, int] = {}
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -397,10 +399,20 @@ class Submitter:
         }
         submitted = time.monotonic()
         # As the app would: a 503 (a service the gateway asks did not answer in time) or 429 is
-        # retried after a pause. The job id is new each time, so a retry never duplicates a job
-        # that was refused; every refusal is counted and reported.
+        # retried after a pause, and so is a connection the server closed under us (a keep-alive
+        # connection idle past uvicorn's timeout, reused at that very moment). The Idempotency-
+        # Key makes a retry name the same job, so it never makes two; every retry is counted.
+        headers = {"Idempotency-Key": f"bench-{uuid.uuid4()}"}
         for attempt in range(RETRIES):
-            response = await self.client.post("/v1/generations", json=body)
+            try:
+                response = await self.client.post("/v1/generations", json=body, headers=headers)
+            except httpx.TransportError as exc:
+                name = type(exc).__name__
+                self.transport_retries[name] = self.transport_retries.get(name, 0) + 1
+                if attempt == RETRIES - 1:
+                    raise
+                await asyncio.sleep(0.1)
+                continue
             if response.status_code in (200, 202):
                 break
             self.rejected += 1

@@ -92,6 +92,7 @@ async def measure(
     return {
         "env": env,
         "submissions_refused": {str(k): v for k, v in submitter.refusals.items()},
+        "submissions_retried_after_connection_errors": dict(submitter.transport_retries),
         "jobs": jobs,
         "submitted": len(ids),
         "provider_delay_s": delay_s,

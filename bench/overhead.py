@@ -101,6 +101,7 @@ async def measure(n: int, size: str, in_flight: int, env: dict[str, str]) -> dic
     return {
         "env": env,
         "submissions_refused": {str(k): v for k, v in submitter.refusals.items()},
+        "submissions_retried_after_connection_errors": dict(submitter.transport_retries),
         "size": size,
         "in_flight": in_flight,
         "jobs": n,

@@ -162,14 +162,16 @@ def render() -> str:
             f"Linux {m['kernel']}, Python {m['python']}. The load generator runs on the same "
             "cores as the stack (its CPU is listed as `bench-client`).",
             "",
-            "**Load from other work** (1-min load average when each result was written): "
+            "**Load** (1-min load average when each result was written, the benchmark's own "
+            "processes included): "
             + ", ".join(
                 f"{name} {r['machine'].get('load_average_1_5_15', ['?'])[0]}"
                 for name, r in present.items()
             )
-            + ". On 2 cores anything above ~2 means other processes (e.g. test suites run by "
-            "other engineers on the same machine) competed for the CPU: latency and throughput "
-            "are then upper and lower bounds; CPU per image (from /proc) is not affected much.",
+            + ". A benchmark that keeps both cores busy reads 2-8 here by itself. This is a "
+            "virtual machine whose speed drifts: the same commit measured 39-50 ms of CPU per "
+            "image in quick runs an hour apart, so compare figures taken in one sitting (the "
+            "notes below have an interleaved before/after).",
             "",
             "**Commands**: "
             + "; ".join(f"`{r['command']}` ({r['when'][:16]})" for r in present.values())

@@ -93,6 +93,8 @@ async def measure(
                 await submitter.aclose()
     return {
         "env": env,
+        "submissions_refused": {str(k): v for k, v in submitter.refusals.items()},
+        "submissions_retried_after_connection_errors": dict(submitter.transport_retries),
         "direct_adapter_64_ms": ms(direct_small),
         "by_in_flight": by_in_flight,
         "by_size": by_size,

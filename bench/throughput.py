@@ -85,6 +85,7 @@ async def measure(
     return {
         "env": env,
         "submissions_refused": {str(k): v for k, v in submitter.refusals.items()},
+        "submissions_retried_after_connection_errors": dict(submitter.transport_retries),
         "size": size,
         "count_per_job": count,
         "in_flight": in_flight,
