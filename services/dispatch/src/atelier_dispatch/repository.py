@@ -12,7 +12,7 @@ write is a call below, in the order the caller makes it.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -204,46 +204,9 @@ _UPDATE_TASK = (
 )
 
 
-def _job_values(job: JobRecord) -> dict[str, Any]:
-    return {
-        "id": job.id,
-        "project": job.project,
-        "user_id": job.user_id,
-        "status": job.status,
-        "request": job.request,
-        "assembled": job.assembled,
-        "error": job.error,
-        "landed": job.landed,
-        "failed": job.failed,
-        "created_at": job.created_at,
-        "updated_at": job.updated_at,
-        "deadline_at": job.deadline_at,
-    }
-
-
-def _task_values(task: TaskRecord) -> dict[str, Any]:
-    return {
-        "id": task.id,
-        "job_id": task.job_id,
-        "first_index": task.first_index,
-        "n": task.n,
-        "status": task.status,
-        "attempt": task.attempt,
-        "error": task.error,
-        "next_attempt_at": task.next_attempt_at,
-    }
-
-
-def _image_values(image: ImageRecord) -> dict[str, Any]:
-    return {
-        "media_id": image.media_id,
-        "job_id": image.job_id,
-        "task_id": image.task_id,
-        "index": image.index,
-        "width": image.width,
-        "height": image.height,
-        "content_type": image.content_type,
-    }
+def _values(record: JobRecord | TaskRecord | ImageRecord) -> dict[str, Any]:
+    """A record as statement parameters: its fields are its table's columns, by name."""
+    return {field.name: getattr(record, field.name) for field in fields(record)}
 
 
 class JobRepository:
@@ -297,7 +260,7 @@ class JobRepository:
     # -- writes --------------------------------------------------------------------------------
 
     def insert_job(self, job: JobRecord) -> None:
-        self.connection.execute(_INSERT_JOB, _job_values(job))
+        self.connection.execute(_INSERT_JOB, _values(job))
 
     def save_job(self, job: JobRecord) -> None:
         """Write what a job transaction may change of an existing job."""
@@ -318,7 +281,7 @@ class JobRepository:
     def insert_tasks(self, tasks: Sequence[TaskRecord]) -> None:
         """New tasks, after their job's row (a foreign key)."""
         if tasks:
-            self.connection.execute(_INSERT_TASKS, [_task_values(t) for t in tasks])
+            self.connection.execute(_INSERT_TASKS, [_values(t) for t in tasks])
 
     def save_tasks(self, tasks: Iterable[TaskRecord]) -> None:
         """Write what a job transaction may change of existing tasks."""
@@ -337,4 +300,4 @@ class JobRepository:
 
     def insert_images(self, images: Sequence[ImageRecord]) -> None:
         if images:
-            self.connection.execute(_INSERT_IMAGES, [_image_values(i) for i in images])
+            self.connection.execute(_INSERT_IMAGES, [_values(i) for i in images])
