@@ -32,6 +32,9 @@ async def test_run_sync_commits_on_return_and_rolls_back_on_raise(database_url: 
         assert await db.run_sync(add) == "added"
         # PostgreSQL: on a worker thread; SQLite: right on the loop's (a local file, no wait).
         assert (threading.get_ident() in threads) == db.is_sqlite
+        threads.clear()
+        await db.run_sync(lambda session: threads.add(threading.get_ident()), in_thread=True)
+        assert threading.get_ident() not in threads  # asked for: a worker thread on both
 
         def add_then_fail(session: Session) -> None:
             session.add(Counter(name="b", value=2))

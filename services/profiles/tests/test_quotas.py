@@ -280,9 +280,10 @@ class SqlUse:
 
 @contextmanager
 def sql_use(database: Database) -> Iterator[SqlUse]:
-    """Counts the statements sent and the connections taken from the pool inside the block."""
+    """Counts the statements sent and the connections taken from the pool inside the block, on
+    both of the database's engines (the async one, and the blocking one of `run_sync`)."""
     use = SqlUse()
-    engine = database.engine.sync_engine
+    engines = (database.engine.sync_engine, database.sync_engine)
 
     def on_statement(*_: Any) -> None:
         use.statements += 1
@@ -290,13 +291,15 @@ def sql_use(database: Database) -> Iterator[SqlUse]:
     def on_checkout(*_: Any) -> None:
         use.connections += 1
 
-    sqla_event.listen(engine, "before_cursor_execute", on_statement)
-    sqla_event.listen(engine, "checkout", on_checkout)
+    for engine in engines:
+        sqla_event.listen(engine, "before_cursor_execute", on_statement)
+        sqla_event.listen(engine, "checkout", on_checkout)
     try:
         yield use
     finally:
-        sqla_event.remove(engine, "before_cursor_execute", on_statement)
-        sqla_event.remove(engine, "checkout", on_checkout)
+        for engine in engines:
+            sqla_event.remove(engine, "before_cursor_execute", on_statement)
+            sqla_event.remove(engine, "checkout", on_checkout)
 
 
 async def test_reserving_and_settling_take_one_transaction_of_few_statements(

@@ -86,8 +86,9 @@ class Database:
         if self._sync_engine is None:
             kwargs: dict[str, Any] = {"echo": self._echo}
             if self.is_sqlite:
-                # One connection, used on the event loop's thread only (see `run_sync`).
-                kwargs["connect_args"] = {"timeout": 30}
+                # One connection (SQLite has one writer at a time anyway), handed from thread to
+                # thread by the pool when `run_sync` runs in one.
+                kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
                 kwargs.update(pool_size=1, max_overflow=0)
             else:
                 kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True)
@@ -96,7 +97,7 @@ class Database:
                 event.listen(self._sync_engine, "connect", _sqlite_pragmas)
         return self._sync_engine
 
-    async def run_sync(self, work: Callable[[Session], T]) -> T:
+    async def run_sync(self, work: Callable[[Session], T], *, in_thread: bool = False) -> T:
         """Run `work` as one transaction with a blocking session; commit when it returns, roll
         back when it raises.
 
@@ -106,6 +107,10 @@ class Database:
         A SQLite transaction is a few statements on a local file with a single writer (this
         process), well under a millisecond, less than the hop itself would cost; nothing else
         can run meanwhile, so the one pooled connection is always free.
+
+        `in_thread=True` takes the hop on SQLite too. A service that also writes through the
+        async engine needs it: there, an async transaction may hold SQLite's write lock while
+        it waits for the event loop, and a transaction blocking the loop would wait for it.
         """
         engine = self.sync_engine
 
@@ -115,7 +120,7 @@ class Database:
                 session.commit()
                 return result
 
-        if self.is_sqlite:
+        if self.is_sqlite and not in_thread:
             return run()
         return await asyncio.to_thread(run)
 

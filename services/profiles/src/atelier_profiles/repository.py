@@ -37,7 +37,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import Insert as PostgresInsert
 from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Field, SQLModel, col, select
+from sqlmodel import Field, Session, SQLModel, col, select
 
 from atelier_contracts.errors import Conflict
 from atelier_contracts.profiles import GenerationSettings, Profile, ProfileFields
@@ -772,10 +772,10 @@ class GovernanceRepository:
         which is why that check is a statement of its own after the lock. The spend itself is a
         conditional UPDATE as well, so even without that lock it could not overspend.
         """
-        async with self._db.engine.connect() as conn:
-            terms = (
-                await conn.execute(_READ_TERMS, {"user": user_id, "profile": profile_id})
-            ).one()
+
+        def work(session: Session) -> ReserveOutcome:
+            conn = session.connection()
+            terms = conn.execute(_READ_TERMS, {"user": user_id, "profile": profile_id}).one()
             policy = default_policy
             if terms.policy_id is not None:
                 policy = QuotaPolicyValues(
@@ -807,14 +807,14 @@ class GovernanceRepository:
             lock = _LOCK_USAGE_ROW[self._dialect]
             row = {"user_id": user_id, "period_key": period, "used_milli": 0, "updated_at": now}
             # Locked from here on: nobody else changes it before this transaction ends.
-            used = int((await conn.execute(lock, row)).scalar_one())
+            used = int(conn.execute(lock, row).scalar_one())
 
             if policy.rate_limit_count is None:
-                found = (await conn.execute(_CHECK_HELD, {"job": job_id})).one()
+                found = conn.execute(_CHECK_HELD, {"job": job_id}).one()
             else:
                 window_start = now - timedelta(seconds=policy.rate_limit_window_s)
                 found = (
-                    await conn.execute(
+                    conn.execute(
                         _CHECK_HELD_AND_RATE,
                         {
                             "job": job_id,
@@ -826,26 +826,26 @@ class GovernanceRepository:
                 ).one()
             if found.held is not None:
                 # The same job asked again (an Idempotency-Key retry): it already holds credits.
-                await conn.rollback()
+                session.rollback()
                 return answer("reserved", int(found.held), used)
             if policy.rate_limit_count is not None and found.limiting is not None:
-                await conn.rollback()
+                session.rollback()
                 leaves = _as_utc(found.limiting) + timedelta(seconds=policy.rate_limit_window_s)
                 return answer("rate_limited", 0, used, max((leaves - now).total_seconds(), 0.001))
             if limit is not None and used + cost > limit:
-                await conn.rollback()
+                session.rollback()
                 return answer("quota_exceeded", cost, used)
 
             where = {"user": user_id, "period": period, "cost": cost, "now": now}
             if limit is None:
-                spent = (await conn.execute(_SPEND, where)).scalar_one_or_none()
+                spent = conn.execute(_SPEND, where).scalar_one_or_none()
             else:
                 where["limit"] = limit
-                spent = (await conn.execute(_SPEND_WITHIN_LIMIT, where)).scalar_one_or_none()
+                spent = conn.execute(_SPEND_WITHIN_LIMIT, where).scalar_one_or_none()
             if spent is None:
-                await conn.rollback()
+                session.rollback()
                 return answer("quota_exceeded", cost, used)
-            await conn.execute(
+            conn.execute(
                 _INSERT_RESERVATION,
                 {
                     "job_id": job_id,
@@ -862,17 +862,20 @@ class GovernanceRepository:
                     "settled_at": None,
                 },
             )
-            await conn.commit()
             return answer("reserved", cost, int(spent))
+
+        return await self._db.run_sync(work, in_thread=True)
 
     async def release(self, job_id: str) -> bool:
         """Forget a reservation whose job was never queued, giving its credits back."""
-        async with self._db.engine.connect() as conn:
-            forgotten = (await conn.execute(_FORGET, {"job": job_id})).one_or_none()
+
+        def work(session: Session) -> bool:
+            conn = session.connection()
+            forgotten = conn.execute(_FORGET, {"job": job_id}).one_or_none()
             if forgotten is None:  # unknown, released before, or settled: nothing to give back
-                await conn.rollback()
+                session.rollback()
                 return False
-            await conn.execute(
+            conn.execute(
                 _GIVE_BACK,
                 {
                     "user": forgotten.user_id,
@@ -881,8 +884,9 @@ class GovernanceRepository:
                     "now": _utcnow(),
                 },
             )
-            await conn.commit()
             return True
+
+        return await self._db.run_sync(work, in_thread=True)
 
     async def get_reservation(self, job_id: str) -> ReservationRow | None:
         async with self._db.session() as session:
@@ -901,14 +905,16 @@ class GovernanceRepository:
         """
         landed = max(0, landed)
         now = _utcnow()
-        async with self._db.engine.connect() as conn:
+
+        def work(session: Session) -> bool:
+            conn = session.connection()
             settled = (
-                await conn.execute(_SETTLE, {"job": audit.job_id, "landed": landed, "now": now})
+                conn.execute(_SETTLE, {"job": audit.job_id, "landed": landed, "now": now})
             ).one_or_none()
             if settled is not None:
                 per_image = int(settled.credits_per_image_milli)
                 if settled.refunded_milli:
-                    await conn.execute(
+                    conn.execute(
                         _GIVE_BACK,
                         {
                             "user": settled.user_id,
@@ -921,12 +927,12 @@ class GovernanceRepository:
                 # Settled before (then the audit is there: a redelivery), or never reserved (a
                 # job accepted before quotas existed, or by a gateway that did not reserve).
                 known = (
-                    await conn.execute(
+                    conn.execute(
                         _UNSETTLED_OUTCOME, {"job": audit.job_id, "profile": audit.profile_id}
                     )
                 ).one()
                 if known.recorded is not None:
-                    await conn.rollback()
+                    session.rollback()
                     return False
                 if known.per_image is not None:
                     per_image = int(known.per_image)
@@ -936,13 +942,14 @@ class GovernanceRepository:
                     per_image = 0
             row = {column.name: getattr(audit, column.name) for column in _AUDIT_TABLE.columns}
             row["cost_milli"] = per_image * landed
-            recorded = (await conn.execute(_RECORD_AUDIT[self._dialect], row)).one_or_none()
+            recorded = conn.execute(_RECORD_AUDIT[self._dialect], row).one_or_none()
             if recorded is None:
                 # Recorded in the meantime: that transaction settled the reservation too.
-                await conn.rollback()
+                session.rollback()
                 return False
-            await conn.commit()
             return True
+
+        return await self._db.run_sync(work, in_thread=True)
 
     # The audit.
 
