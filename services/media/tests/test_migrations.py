@@ -92,6 +92,40 @@ async def test_a_database_made_before_migrations_is_adopted_with_its_data(
         await database.dispose()
 
 
+async def test_a_seed_past_32_bits_is_stored(database_url: str) -> None:
+    # Stability takes seeds up to 2^32 - 2: revision 0003 made the column 64-bit.
+    await migrate_to_head(MIGRATIONS, database_url)
+    database = Database(database_url)
+    repository = MediaRepository(database)
+    item = MediaItem(
+        id="media-big-seed",
+        project="p",
+        job_id="job-1",
+        task_id="task-1",
+        index=0,
+        content_type="image/png",
+        width=64,
+        height=64,
+        size_bytes=100,
+        sha256="cd" * 32,
+        original_key="originals/cd/x.png",
+        thumbnail_key="thumbnails/cd/x.webp",
+        profile_id="profile-1",
+        provider="stability",
+        model="sd3",
+        prompt="a lighthouse",
+        size="64x64",
+        seed=4_294_967_294,
+        created_at=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+    try:
+        await repository.insert_if_absent([item])
+        stored = await repository.get("media-big-seed")
+        assert stored is not None and stored.seed == 4_294_967_294
+    finally:
+        await database.dispose()
+
+
 def test_migrate_only_needs_no_s3_secret_outside_local(
     database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

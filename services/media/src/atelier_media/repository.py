@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from sqlalchemy import Column, DateTime, Index, Text, func
+from sqlalchemy import BigInteger, Column, DateTime, Index, Text, func
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.expression import Executable
 from sqlmodel import Field, SQLModel, col, select
@@ -43,7 +43,8 @@ class MediaRow(SQLModel, table=True):
     # Prompts can be long; TEXT avoids a length limit PostgreSQL would enforce on VARCHAR(n).
     prompt: str = Field(sa_column=Column(Text, nullable=False))
     size: str
-    seed: int | None = None
+    # Providers' seeds go up to 2^32 - 2 (Stability): past a 32-bit INTEGER on PostgreSQL.
+    seed: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
     revised_prompt: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
 
