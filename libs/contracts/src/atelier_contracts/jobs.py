@@ -156,7 +156,7 @@ class ExcludedImage(BaseModel):
     """An element image that was not sent, and why."""
 
     element_id: str
-    reason: str
+    reason: str = Field(examples=["Over the maximum: Sketch takes at most 1 reference image."])
 
 
 class AssembledPrompt(BaseModel):

@@ -15,11 +15,13 @@ from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validat
 from atelier_contracts.errors import ErrorClass, ErrorInfo
 from atelier_contracts.jobs import (
     ContextPreviewReply,
+    ExcludedImage,
     GenerationContext,
     JobImage,
     JobProgress,
     JobStatus,
     JobView,
+    ReferenceImagePreview,
     SentReferenceImage,
     Target,
 )
@@ -78,23 +80,6 @@ class GenerationAccepted(BaseModel):
     links: Links
 
 
-class PreviewImage(BaseModel):
-    """A reference image a generation would send, as sent (after downscaling)."""
-
-    element_id: str
-    source: Literal["media", "url", "data_url"]
-    media_id: str | None = None
-    content_type: str
-    width: int
-    height: int
-    size_bytes: int
-
-
-class PreviewExclusion(BaseModel):
-    element_id: str
-    reason: str = Field(examples=["Over the maximum: Sketch takes at most 1 reference image."])
-
-
 class ContextPreview(BaseModel):
     """`POST /v1/context/preview`: exactly what a generation with the same body would send."""
 
@@ -102,35 +87,14 @@ class ContextPreview(BaseModel):
     negative_prompt: str | None = None
     elements_used: list[str]
     notes: list[str] = Field(description="What was left out or shortened, and why")
-    reference_images: list[PreviewImage]
-    excluded_images: list[PreviewExclusion] = Field(
+    reference_images: list[ReferenceImagePreview]
+    excluded_images: list[ExcludedImage] = Field(
         description="Element images that would not be sent, each with the reason"
     )
 
     @classmethod
     def of(cls, reply: ContextPreviewReply) -> ContextPreview:
-        return cls(
-            prompt=reply.prompt,
-            negative_prompt=reply.negative_prompt,
-            elements_used=reply.elements_used,
-            notes=reply.notes,
-            reference_images=[
-                PreviewImage(
-                    element_id=image.element_id,
-                    source=image.source,
-                    media_id=image.media_id,
-                    content_type=image.content_type,
-                    width=image.width,
-                    height=image.height,
-                    size_bytes=image.size_bytes,
-                )
-                for image in reply.reference_images
-            ],
-            excluded_images=[
-                PreviewExclusion(element_id=e.element_id, reason=e.reason)
-                for e in reply.excluded_images
-            ],
-        )
+        return cls.model_validate(reply.model_dump())
 
 
 class FeatureProfile(BaseModel):
@@ -224,7 +188,7 @@ class JobOut(BaseModel):
     reference_images: list[SentReferenceImage] = Field(
         description="The reference images sent with the prompt, in order, as sent"
     )
-    excluded_images: list[PreviewExclusion] = Field(
+    excluded_images: list[ExcludedImage] = Field(
         description="Element images that were not sent, each with the reason"
     )
     size: str
@@ -240,33 +204,13 @@ class JobOut(BaseModel):
 
     @classmethod
     def of(cls, job: JobView) -> JobOut:
-        return cls(
-            id=job.id,
-            project=job.project,
-            user_id=job.user_id,
-            profile_id=job.profile_id,
-            profile_name=job.profile_name,
-            provider=job.provider,
-            model=job.model,
-            status=job.status,
-            prompt=job.prompt,
-            assembled_prompt=job.assembled_prompt,
-            assembly_notes=job.assembly_notes,
-            reference_images=list(job.reference_images),
-            excluded_images=[
-                PreviewExclusion(element_id=e.element_id, reason=e.reason)
-                for e in job.excluded_images
-            ],
-            size=job.size,
-            count=job.count,
-            options=job.options,
-            target=job.target,
-            progress=job.progress,
-            images=[JobImageOut.of(image) for image in job.images],
-            error=JobError.of(job.error) if job.error else None,
-            created_at=job.created_at,
-            updated_at=job.updated_at,
-            links=Links(self=generation_url(job.id), events=generation_events_url(job.id)),
+        return cls.model_validate(
+            {
+                **job.model_dump(exclude={"images", "error"}),
+                "images": [JobImageOut.of(image) for image in job.images],
+                "error": JobError.of(job.error) if job.error else None,
+                "links": Links(self=generation_url(job.id), events=generation_events_url(job.id)),
+            }
         )
 
 
@@ -299,24 +243,10 @@ class MediaOut(BaseModel):
 
     @classmethod
     def of(cls, item: MediaItem) -> MediaOut:
+        # Only the fields declared here: the storage keys and task id stay inside Atelier.
+        shown = item.model_dump(include=set(cls.model_fields) & set(MediaItem.model_fields))
         return cls(
-            id=item.id,
-            project=item.project,
-            job_id=item.job_id,
-            index=item.index,
-            content_type=item.content_type,
-            width=item.width,
-            height=item.height,
-            size_bytes=item.size_bytes,
-            sha256=item.sha256,
-            profile_id=item.profile_id,
-            provider=item.provider,
-            model=item.model,
-            prompt=item.prompt,
-            size=item.size,
-            seed=item.seed,
-            revised_prompt=item.revised_prompt,
-            created_at=item.created_at,
+            **shown,
             content_url=media_content_url(item.id),
             thumbnail_url=media_thumbnail_url(item.id),
         )
