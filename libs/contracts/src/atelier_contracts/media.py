@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, model_validator
 
 from atelier_contracts.envelope import Event
+from atelier_contracts.profiles import RemoteError
 
 
 class MediaItem(BaseModel):
@@ -31,6 +32,16 @@ class MediaItem(BaseModel):
     seed: int | None = None
     revised_prompt: str | None = None
     created_at: datetime
+    source: Literal["generated", "uploaded"] = Field(
+        default="generated",
+        description="`uploaded`: an image a writer uploaded (the app's media sync or a cover); "
+        "its job, task, profile and prompt fields are empty",
+    )
+    delivered_at: datetime | None = Field(
+        default=None,
+        description="When a synchronous app route (`/api/v1/ai/image/generate[-stream]`) handed "
+        "the bytes to the app, which keeps its own copy and uploads it under its own name",
+    )
 
 
 class MediaLanded(Event):
@@ -95,3 +106,100 @@ class ProjectAssignmentsReply(BaseModel):
 
     cover: MediaItem | None = None
     elements: dict[str, MediaItem] = Field(default_factory=dict)
+
+
+# Project files: what the app's media sync and cover upload store (docs/inkweld.md). The bytes go
+# to the staging bucket through a presigned PUT that media hands out (the gateway holds no storage
+# credentials, ADR 0004), then `store_file` moves them into the media bucket and records the file.
+FILENAME_PATTERN = r"^[^/\\\x00-\x1f\x7f]{1,255}$"
+
+
+class ProjectFile(BaseModel):
+    """A file stored under the exact name it was uploaded with, byte for byte."""
+
+    project: str
+    filename: str = Field(examples=["generated-1754550000000-0.png"])
+    content_type: str = Field(examples=["image/png"])
+    size_bytes: int
+    sha256: str
+    uploaded_at: datetime
+    uploaded_by: str = Field(description="User id of the uploader")
+    media_id: str | None = Field(
+        default=None,
+        description="The library item with the same bytes (images only): a generated image the "
+        "app uploaded back, or the item made for an uploaded image",
+    )
+
+
+class UploadSlotRequest(BaseModel):
+    """`media.command.upload_slot`: where to PUT an upload's bytes."""
+
+    project: str = Field(min_length=1, max_length=100)
+
+
+class UploadSlotReply(BaseModel):
+    staging_key: str | None = None
+    put_url: str | None = Field(default=None, description="Presigned PUT, short-lived")
+    expires_s: int = 0
+    error: RemoteError | None = None
+
+
+class StoreFileCommand(BaseModel):
+    """`media.command.store_file`: record a staged upload as a project file.
+
+    With `as_cover` the image is re-encoded as the app's backend does (JPEG inside 1600x2560,
+    quality 90), stored as `cover-<ms>.jpg`, the project's previous cover file is removed, and
+    `filename` is ignored.
+    """
+
+    project: str = Field(min_length=1, max_length=100)
+    filename: str | None = Field(default=None, pattern=FILENAME_PATTERN)
+    staging_key: str = Field(min_length=1, max_length=300)
+    size_bytes: int = Field(ge=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    content_type: str | None = Field(default=None, max_length=200)
+    uploaded_by: str = Field(min_length=1, max_length=200)
+    as_cover: bool = False
+
+
+class StoreFileReply(BaseModel):
+    file: ProjectFile | None = None
+    media: MediaItem | None = Field(default=None, description="The file's library item, if any")
+    error: RemoteError | None = None
+
+
+class ProjectFilesQuery(BaseModel):
+    """`media.query.files`: a page of a project's files, by name."""
+
+    project: str
+    limit: int = Field(default=500, ge=1, le=1000)
+    offset: int = Field(default=0, ge=0)
+
+
+class ProjectFilesReply(BaseModel):
+    files: list[ProjectFile]
+    total: int
+
+
+class ProjectFileQuery(BaseModel):
+    """`media.query.file`: one file by name, with a presigned URL for its bytes."""
+
+    project: str
+    filename: str = Field(max_length=255)
+
+
+class ProjectFileReply(BaseModel):
+    file: ProjectFile | None = None
+    content_url: str | None = Field(default=None, description="Short-lived presigned URL")
+
+
+class MarkDeliveredCommand(BaseModel):
+    """`media.command.mark_delivered`: these images were handed to the app, which keeps its own
+    copy; its sync listing waits for that copy instead of offering them again."""
+
+    project: str
+    media_ids: list[str] = Field(max_length=16)
+
+
+class MarkDeliveredReply(BaseModel):
+    marked: int

@@ -40,6 +40,12 @@ class Subject(StrEnum):
     MEDIA_GET = "media.query.get"
     MEDIA_LIST = "media.query.list"
     MEDIA_ASSIGNMENTS = "media.query.assignments"
+    # Project files of the app's media sync and covers (docs/inkweld.md).
+    MEDIA_UPLOAD_SLOT = "media.command.upload_slot"
+    MEDIA_STORE_FILE = "media.command.store_file"
+    MEDIA_MARK_DELIVERED = "media.command.mark_delivered"
+    MEDIA_FILES = "media.query.files"
+    MEDIA_FILE = "media.query.file"
     CONTEXT_PREVIEW = "context.query.preview"
 
 
