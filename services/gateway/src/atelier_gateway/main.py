@@ -15,6 +15,8 @@ from atelier_gateway.api import (
 )
 from atelier_gateway.backends import MediaFetcher, NatsBackends, register_profile_invalidation
 from atelier_gateway.inkweld import create_inkweld_router
+from atelier_gateway.inkweld.app_auth import AppBackend
+from atelier_gateway.inkweld.settings import InkweldSettings
 from atelier_gateway.service import GatewayService
 from atelier_gateway.settings import Settings
 from atelier_gateway.web import install_web_page
@@ -48,6 +50,15 @@ def create_app(
         transport=media_transport,
     )
 
+    inkweld = InkweldSettings()
+    # The app's backend, asked about its writers' projects and admins (docs/inkweld.md).
+    app_backend = AppBackend(
+        inkweld.app_backend_url,
+        timeout_s=inkweld.app_timeout_s,
+        cache_s=inkweld.app_cache_s,
+        cache_size=inkweld.app_cache_size,
+    )
+
     async def declare_streams() -> None:
         # jobs.requested must have its stream before the first 202 promises it was stored.
         await ensure_streams(settings.nats_url, settings.stream_replicas)
@@ -57,13 +68,16 @@ def create_app(
         description="The app frontend's API: features, generations, their progress, media.",
         broker=broker,
         on_startup=[*([declare_streams] if settings.run_startup_hooks else []), fetcher.start],
-        on_shutdown=[fetcher.stop],
+        on_shutdown=[fetcher.stop, app_backend.stop],
     )
     install_auth_error_handler(app)
     install_quota_error_handler(app)
     app.include_router(create_router(settings, service, fetcher))
     # The writing app's own API, mapped onto the same service (docs/inkweld.md).
-    app.include_router(create_inkweld_router(settings, service, fetcher, broker), prefix="/api/v1")
+    app.include_router(
+        create_inkweld_router(settings, service, fetcher, broker, inkweld, app_backend),
+        prefix="/api/v1",
+    )
     install_web_page(app)
     instrument_fastapi(app)
     app.state.broker = broker

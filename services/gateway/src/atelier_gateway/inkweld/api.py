@@ -14,6 +14,8 @@ served at `/api/v1/openapi.json`.
 import asyncio
 import base64
 import hashlib
+import json
+import logging
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -29,7 +31,14 @@ from starlette.background import BackgroundTask
 from starlette.datastructures import UploadFile
 from starlette.responses import JSONResponse, StreamingResponse
 
-from atelier_contracts.errors import Forbidden, InvalidInput, NotFound, Unavailable
+from atelier_contracts.errors import (
+    AtelierError,
+    ErrorClass,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    Unavailable,
+)
 from atelier_contracts.jobs import FINAL_STATUSES, JobStatus, JobView
 from atelier_contracts.media import MediaItem
 from atelier_contracts.profiles import (
@@ -42,6 +51,12 @@ from atelier_gateway.assignments import assign_media, project_assignments
 from atelier_gateway.auth import Authenticator, User
 from atelier_gateway.backends import MediaFetcher
 from atelier_gateway.inkweld import mapping
+from atelier_gateway.inkweld.app_auth import (
+    AppBackend,
+    AppIdentity,
+    looks_like_app_token,
+    verify_app_token,
+)
 from atelier_gateway.inkweld.backends import ProfilesAdmin
 from atelier_gateway.inkweld.errors import InkweldRoute, StillRunning, document
 from atelier_gateway.inkweld.models import (
@@ -69,6 +84,13 @@ from atelier_gateway.models import AssignBody
 from atelier_gateway.service import GatewayService
 from atelier_gateway.settings import Settings
 
+log = logging.getLogger("atelier.gateway.inkweld")
+
+# Not in the app's OpenAPI document; errors before its stream take these statuses (errors.py).
+STREAM_OPERATION = "generateImageStream"
+# The app shows a generate error starting with this as "Content blocked" (reference §1).
+MODERATION_PREFIX = "MODERATION_BLOCKED:"
+
 # The claims that make a token an admin's for the app's admin routes (ADR 0008).
 ADMIN_ROLE = "admin"
 _JOB_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
@@ -86,8 +108,12 @@ _TOO_LARGE = (
 
 @dataclass(frozen=True)
 class Caller:
+    """Who calls: an Atelier token (its grants and admin claim), or the app's own token
+    (`app`: grants and admin are asked of the app's backend, see app_auth.py)."""
+
     user: User
     admin: bool
+    app: AppIdentity | None = None
 
 
 def has_admin_claim(token: str) -> bool:
@@ -139,6 +165,12 @@ async def wait_for_final(
         return None
 
 
+def sse_event(event: str, data: dict[str, Any]) -> bytes:
+    """One server-sent event as the app parses it: `event:` equal to the JSON's `type`, one
+    `data:` line, a blank line; no ids, retry lines or comments (reference §1)."""
+    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
 async def _read_all(fetcher: MediaFetcher, url: str) -> bytes:
     upstream = await fetcher.open(url)
     try:
@@ -178,9 +210,11 @@ def create_inkweld_router(
     fetcher: MediaFetcher,
     broker: NatsBroker,
     inkweld: InkweldSettings | None = None,
+    app_backend: AppBackend | None = None,
 ) -> APIRouter:
     """The app's routes; include it under `/api/v1`."""
     inkweld = inkweld or InkweldSettings()
+    app_backend = app_backend or AppBackend(inkweld.app_backend_url)
     admin_api = ProfilesAdmin(broker, query_timeout_s=settings.query_timeout_s)
     aliases = inkweld.provider_aliases
     bearer = HTTPBearer(auto_error=False, scheme_name="InkweldBearer")
@@ -197,11 +231,21 @@ def create_inkweld_router(
         credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
     ) -> Caller:
         token = credentials.credentials if credentials else None
+        if token and inkweld.app_jwt_secrets and looks_like_app_token(token):
+            identity = verify_app_token(
+                token, inkweld.app_jwt_secrets, leeway_s=settings.jwt_leeway_s
+            )
+            # No grants of its own: each project is asked of the app's backend (project_user).
+            return Caller(User(identity.user_id, frozenset()), admin=False, app=identity)
         user = await authenticator(token)  # raises unless the token is valid
         assert token is not None
         return Caller(user, admin=has_admin_claim(token))
 
     async def admin_caller(caller: Annotated[Caller, Depends(current_caller)]) -> Caller:
+        if caller.app is not None:
+            if not await app_backend.is_admin(caller.app):
+                raise Forbidden("This needs an admin of the app.")
+            return caller
         if not caller.admin:
             raise Forbidden(
                 f'This needs an admin: a token with `roles: ["{ADMIN_ROLE}"]` or `admin: true`.'
@@ -232,12 +276,38 @@ def create_inkweld_router(
             raise NotFound(f"There is no image profile {profile_id!r}.")
         return profile, provider
 
-    def project_path(username: str, slug: str, user: User | None) -> str:
+    async def project_user(
+        caller: Caller | None, username: str, slug: str, *, write: bool
+    ) -> tuple[str, User]:
+        """The Atelier project of `username/slug` and a user granted it, or the refusal.
+
+        An Atelier token's grants decide at once; an app token's access is the app backend's
+        answer (`canRead` to read, `canWrite` to change), checked for every request.
+        """
+        if caller is not None and caller.app is not None:
+            access = await app_backend.project_access(caller.app, username, slug)
+            if not access.can_read:
+                raise NotFound(f"There is no project {username}/{slug}.")
+            if write and not access.can_write:
+                raise Forbidden(
+                    f"You can read {username}/{slug} but not change it: ask its owner to make "
+                    "you an editor."
+                )
+            return access.project, User(caller.user.id, frozenset({access.project}))
         project = mapping.project_of(username, slug)
         # Not granted looks like not there, as on every native read.
-        if project is None or user is None or not user.is_granted(project):
+        if project is None or caller is None or not caller.user.is_granted(project):
             raise NotFound(f"There is no project {username}/{slug}.")
-        return project
+        return project, caller.user
+
+    async def generation_user(caller: Caller, project_key: str | None) -> tuple[str, User]:
+        """Where a generation's images go, and a user allowed to write there."""
+        if caller.app is None:
+            return mapping.generation_project(project_key, caller.user.projects), caller.user
+        username, _, slug = (project_key or "").partition("/")
+        if not username or not slug:
+            raise InvalidInput("Name the project the images go to: projectKey (username/slug).")
+        return await project_user(caller, username, slug, write=True)
 
     async def project_media(user: User, project: str) -> AsyncIterator[MediaItem]:
         offset = 0
@@ -323,17 +393,21 @@ def create_inkweld_router(
 
     # --- generation --------------------------------------------------------------------------
 
-    @router.post("/ai/image/generate", operation_id="generateImage")
-    async def generate(
-        body: ImageGenerateRequest,
-        caller: AnyCaller,
-        response: Response,
-        prefer: Annotated[str | None, Header()] = None,
-        idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
-    ) -> ImageGenerateResponse:
-        """Submits a durable job like `POST /v1/generations`, then waits for it to end."""
-        user = caller.user
-        project = mapping.generation_project(body.projectKey, user.projects)
+    @dataclass(frozen=True)
+    class Started:
+        """A submitted generation: who, which job, shown as which of the app's providers."""
+
+        user: User
+        project: str
+        job_id: str
+        provider: ProviderType
+
+    async def start_generation(
+        body: ImageGenerateRequest, caller: Caller, idempotency_key: str | None
+    ) -> Started:
+        """Checks and submits the durable job, as `POST /v1/generations` does; every refusal
+        is raised here, before any answer is sent."""
+        project, user = await generation_user(caller, body.projectKey)
         _, shown = await shown_catalog()
         match = next(((p, n) for p, n in shown if p.id == body.profileId), None)
         if match is None:
@@ -347,24 +421,93 @@ def create_inkweld_router(
             body, project, profile, await reference_images(user, project, body)
         )
         submission = await service.submit(native, user, idempotency_key)
-        job_id = submission.response.id
+        return Started(user, project, submission.response.id, provider)
+
+    async def generation_result(
+        started: Started, job: JobView, body: ImageGenerateRequest
+    ) -> ImageGenerateResponse:
+        """The ended job as the app's answer: every image's bytes inline (`b64Json`), no `url`:
+        the app prefers a `url`, and an `<img>` cannot send the token ours would need."""
+        if job.status not in (JobStatus.COMPLETED, JobStatus.PARTIAL) or not job.images:
+            raise mapping.job_failure(job)
+        images = []
+        for image in sorted(job.images, key=lambda i: i.index):
+            item, url = await service.media_source(started.user, image.media_id, "content")
+            data = base64.b64encode(await _read_all(fetcher, url)).decode("ascii")
+            images.append(mapping.generated_image(image.index, item, data))
+        return mapping.generate_response(job, images, started.provider, body)
+
+    @router.post("/ai/image/generate", operation_id="generateImage")
+    async def generate(
+        body: ImageGenerateRequest,
+        caller: AnyCaller,
+        response: Response,
+        prefer: Annotated[str | None, Header()] = None,
+        idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    ) -> ImageGenerateResponse:
+        """Submits a durable job like `POST /v1/generations`, then waits for it to end."""
+        started = await start_generation(body, caller, idempotency_key)
         wait_s = wait_seconds(prefer, inkweld.generate_timeout_s)
         applied: dict[str, str] = {}
         if prefer and wait_s < inkweld.generate_timeout_s:
             applied["Preference-Applied"] = f"wait={wait_s:g}"
         response.headers.update(applied)
-        job = await wait_for_final(service, user, job_id, wait_s)
+        job = await wait_for_final(service, started.user, started.job_id, wait_s)
         if job is None:
-            raise StillRunning(job_id, wait_s, applied)
-        if job.status not in (JobStatus.COMPLETED, JobStatus.PARTIAL) or not job.images:
-            raise mapping.job_failure(job)
-        images = []
-        for image in sorted(job.images, key=lambda i: i.index):
-            item, url = await service.media_source(user, image.media_id, "content")
-            data = base64.b64encode(await _read_all(fetcher, url)).decode("ascii")
-            images.append(mapping.generated_image(image.index, item, data))
-        response.headers["Location"] = f"/v1/generations/{job_id}"
-        return mapping.generate_response(job, images, provider, body)
+            raise StillRunning(started.job_id, wait_s, applied)
+        try:
+            result = await generation_result(started, job, body)
+        except AtelierError as exc:
+            if exc.code == ErrorClass.CONTENT_BLOCKED:
+                # The app shows an error starting with this as "Content blocked".
+                exc.message = f"{MODERATION_PREFIX} {exc.message}"
+            raise
+        response.headers["Location"] = f"/v1/generations/{started.job_id}"
+        return result
+
+    @router.post("/ai/image/generate-stream", operation_id=STREAM_OPERATION)
+    async def generate_stream(
+        body: ImageGenerateRequest,
+        caller: AnyCaller,
+        idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    ) -> Response:
+        """The same durable job as `/generate`, answered as server-sent events.
+
+        Refusals come before the stream, as plain JSON with the app's statuses. Then exactly one
+        `completed` or `error` event and the stream ends. No `partial_image` events: no adapter
+        streams a provider's partial images yet. A caller that hangs up stops only the stream:
+        the job lands in the media library.
+        """
+        started = await start_generation(body, caller, idempotency_key)
+
+        async def events() -> AsyncIterator[bytes]:
+            try:
+                job = await wait_for_final(
+                    service, started.user, started.job_id, inkweld.stream_timeout_s
+                )
+                if job is None:
+                    raise StillRunning(started.job_id, inkweld.stream_timeout_s)
+                result = await generation_result(started, job, body)
+            except AtelierError as exc:
+                yield sse_event("error", {"type": "error", "error": exc.message})
+                return
+            except Exception:  # the stream has begun: the app must still get its final event
+                log.exception("generate-stream failed", extra={"job_id": started.job_id})
+                failed = "Something went wrong inside Atelier; the image may still land."
+                yield sse_event("error", {"type": "error", "error": failed})
+                return
+            completed = {"type": "completed", "result": result.model_dump(mode="json")}
+            yield sse_event("completed", completed)
+
+        return StreamingResponse(
+            events(),
+            media_type="text/event-stream",
+            headers={
+                "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no",  # proxies must pass each event on at once
+                "Location": f"/v1/generations/{started.job_id}",
+            },
+        )
 
     # --- admin: profiles ---------------------------------------------------------------------
 
@@ -488,10 +631,10 @@ def create_inkweld_router(
         slug: Slug,
         prefix: Annotated[str | None, Query(max_length=200)] = None,
     ) -> MediaListResponse:
-        project = project_path(username, slug, caller.user)
+        project, user = await project_user(caller, username, slug, write=False)
         entries = [
             mapping.media_entry(item)
-            async for item in project_media(caller.user, project)
+            async for item in project_media(user, project)
             if mapping.media_filename(item).startswith(prefix or "")
         ]
         return MediaListResponse(items=entries, total=len(entries))
@@ -500,8 +643,8 @@ def create_inkweld_router(
     async def upload_media(
         caller: AnyCaller, username: Username, slug: Slug, request: Request
     ) -> UploadedMedia:
-        project = project_path(username, slug, caller.user)
-        item = await generated_upload(request, caller.user, project)
+        project, user = await project_user(caller, username, slug, write=True)
+        item = await generated_upload(request, user, project)
         return UploadedMedia(
             message="Already in the media library: Atelier generated this image.",
             filename=mapping.media_filename(item),
@@ -515,10 +658,8 @@ def create_inkweld_router(
         slug: Slug,
         filename: Annotated[str, Path(max_length=200)],
     ) -> Response:
-        project = project_path(username, slug, caller.user)
-        item, url = await service.media_source(
-            caller.user, mapping.media_id_of(filename), "content"
-        )
+        project, user = await project_user(caller, username, slug, write=False)
+        item, url = await service.media_source(user, mapping.media_id_of(filename), "content")
         if item.project != project:
             raise NotFound(f"There is no file {filename!r} in {username}/{slug}.")
         return await _stream(fetcher, item, url, settings.media_cache_max_age_s)
@@ -529,18 +670,16 @@ def create_inkweld_router(
     ) -> MessageBody:
         """The uploaded image becomes the cover if it is one the project generated: a durable
         `media.assigned`, as `POST /v1/media/{id}/assign` publishes."""
-        project = project_path(username, slug, caller.user)
-        item = await generated_upload(request, caller.user, project)
-        await assign_media(service, caller.user, item.id, AssignBody(target="cover"))
+        project, user = await project_user(caller, username, slug, write=True)
+        item = await generated_upload(request, user, project)
+        await assign_media(service, user, item.id, AssignBody(target="cover"))
         return MessageBody(message="Cover image set.")
 
     @router.get("/projects/{username}/{slug}/cover", operation_id="getProjectCover")
     async def get_cover(
         caller: Annotated[Caller | None, Depends(optional_caller)], username: Username, slug: Slug
     ) -> Response:
-        user = caller.user if caller else None
-        project = project_path(username, slug, user)
-        assert user is not None  # project_path raised otherwise
+        project, user = await project_user(caller, username, slug, write=False)
         cover = (await project_assignments(service, user, project)).cover
         if cover is None:
             raise NotFound(f"{username}/{slug} has no cover image.")
@@ -549,8 +688,8 @@ def create_inkweld_router(
 
     @router.delete("/projects/{username}/{slug}/cover", operation_id="deleteProjectCover")
     async def delete_cover(caller: AnyCaller, username: Username, slug: Slug) -> MessageBody:
-        project = project_path(username, slug, caller.user)
-        if (await project_assignments(service, caller.user, project)).cover is None:
+        project, user = await project_user(caller, username, slug, write=True)
+        if (await project_assignments(service, user, project)).cover is None:
             raise NotFound(f"{username}/{slug} has no cover image.")
         raise Forbidden(
             "Atelier keeps a project's cover until another image is chosen: upload or pick "

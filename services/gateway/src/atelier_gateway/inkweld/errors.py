@@ -42,9 +42,18 @@ def document() -> dict[str, Any]:
     return loaded
 
 
+# Operations the app's frontend calls that its document leaves out (reference §1): the statuses
+# the app's backend answers them with before a stream begins.
+_UNDOCUMENTED: dict[str, tuple[frozenset[int], ErrorStyle]] = {
+    "generateImageStream": (frozenset({200, 400, 401, 403, 503}), "error"),
+}
+
+
 @cache
 def operation_errors(operation_id: str) -> tuple[frozenset[int], ErrorStyle]:
     """The status codes the document lists for an operation, and its error body's shape."""
+    if operation_id in _UNDOCUMENTED:
+        return _UNDOCUMENTED[operation_id]
     for item in document()["paths"].values():
         for operation in item.values():
             if operation.get("operationId") != operation_id:

@@ -64,7 +64,7 @@ from atelier_gateway.inkweld.models import (
     UserUsage,
     WorldbuildingContext,
 )
-from atelier_gateway.models import GenerationRequestBody, media_content_url
+from atelier_gateway.models import GenerationRequestBody
 
 # --- providers -------------------------------------------------------------------------------
 
@@ -486,7 +486,6 @@ def generated_image(index: int, item: MediaItem, data: str | None) -> GeneratedI
     return GeneratedImage(
         index=index,
         b64Json=data,
-        url=media_content_url(item.id),
         mimeType=item.content_type,
         revisedPrompt=item.revised_prompt,
     )
