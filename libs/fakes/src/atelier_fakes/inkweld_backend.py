@@ -65,7 +65,7 @@ class FakeInkweldBackend:
         }
         return jwt.encode(claims, secret or self.secret, algorithm="HS256")
 
-    def _user(self, request: Request) -> AppUser | None | Literal["invalid"]:
+    def _user(self, request: Request) -> AppUser | Literal["invalid"] | None:
         header = request.headers.get("authorization", "")
         if not header.startswith("Bearer "):
             return None
