@@ -75,7 +75,7 @@ class FakeInkweldBackend:
             return "invalid"
         if claims.get("scope") != "full":
             return "invalid"
-        return self.users.get(str(claims.get("userId")), "invalid")  # type: ignore[arg-type]
+        return self.users.get(str(claims.get("userId")), "invalid")
 
     def _project(self, owner: str, slug: str) -> AppProject | None:
         return next((p for p in self.projects if (p.owner, p.slug) == (owner, slug)), None)
