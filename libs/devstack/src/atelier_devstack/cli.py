@@ -62,6 +62,11 @@ Atelier is ready in {time.monotonic() - started:.1f} s.
   tokens and URLs     {(var_dir / "run.json").resolve()}
   demo profile id     {info.profile_id}
 
+  Inkweld app, Atelier alone: point the app's API URL at {info.gateway_url}
+    (its /api/v1 routes are served here; tokens in run.json above)
+  Inkweld app beside its own backend (production): see docs/inkweld-deployment.md
+    (deploy/inkweld/Caddyfile sends only the image routes here)
+
 Generate an image (user token for project "demo-project"):{example}
 Ctrl-C stops everything.""",
         flush=True,
