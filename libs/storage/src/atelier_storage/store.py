@@ -112,6 +112,19 @@ class ObjectStore:
 
         return await asyncio.to_thread(stat)
 
+    async def size_if_exists(self, bucket: str, key: str) -> int | None:
+        """The object's size in bytes, or None when there is no such object (one HEAD)."""
+
+        def stat() -> int | None:
+            try:
+                return self.client.stat_object(bucket, key).size
+            except S3Error as exc:
+                if exc.code in _MISSING_OBJECT_CODES:
+                    return None
+                raise
+
+        return await asyncio.to_thread(stat)
+
     async def remove(self, bucket: str, key: str) -> None:
         await asyncio.to_thread(self.client.remove_object, bucket, key)
 
@@ -143,9 +156,32 @@ class ObjectStore:
 
         return await asyncio.to_thread(remove_all)
 
-    async def presigned_get(self, bucket: str, key: str, expires_s: int = 300) -> str:
+    async def presigned_get(
+        self,
+        bucket: str,
+        key: str,
+        expires_s: int = 300,
+        *,
+        response_content_type: str | None = None,
+    ) -> str:
+        """A GET URL; `response_content_type` overrides the stored object's type in the answer
+        (a content-addressed object shared by files of different types)."""
+        headers = (
+            {"response-content-type": response_content_type} if response_content_type else None
+        )
         return await asyncio.to_thread(
-            self.client.presigned_get_object, bucket, key, timedelta(seconds=expires_s)
+            self.client.presigned_get_object,
+            bucket,
+            key,
+            timedelta(seconds=expires_s),
+            response_headers=headers,  # type: ignore[arg-type]
+        )
+
+    async def presigned_put(self, bucket: str, key: str, expires_s: int = 300) -> str:
+        """A PUT URL for one object: whoever holds it may write that key until it expires,
+        without holding storage credentials."""
+        return await asyncio.to_thread(
+            self.client.presigned_put_object, bucket, key, timedelta(seconds=expires_s)
         )
 
     async def ping(self) -> bool:
