@@ -20,6 +20,7 @@ from atelier_database import Database, migrate_to_head
 from atelier_database.migrations import alembic_config
 from atelier_media import main
 from atelier_media.assignments import ASSIGNMENT_TABLES
+from atelier_media.files import FILE_TABLES
 from atelier_media.migrations import MIGRATIONS
 from atelier_media.repository import TABLES, MediaRepository
 
@@ -43,7 +44,7 @@ async def test_head_is_exactly_the_models(database_url: str) -> None:
     await migrate_to_head(MIGRATIONS, database_url)
     # Autogenerate's comparison of the database with the models: raises on any difference.
     command.check(alembic_config(MIGRATIONS, database_url))
-    models = (*TABLES, *ASSIGNMENT_TABLES)
+    models = (*TABLES, *ASSIGNMENT_TABLES, *FILE_TABLES)
     expected = {model.__tablename__ for model in models} | {"alembic_version_media"}
     assert set(schema(database_url)) == expected
 

@@ -8,6 +8,8 @@ from faststream.nats import NatsBroker
 
 from atelier_contracts.generation import GenerationCompleted
 from atelier_contracts.media import (
+    MarkDeliveredCommand,
+    MarkDeliveredReply,
     MediaAssigned,
     MediaLanded,
     MediaListQuery,
@@ -16,9 +18,18 @@ from atelier_contracts.media import (
     MediaReply,
     ProjectAssignmentsQuery,
     ProjectAssignmentsReply,
+    ProjectFileQuery,
+    ProjectFileReply,
+    ProjectFilesQuery,
+    ProjectFilesReply,
+    StoreFileCommand,
+    StoreFileReply,
+    UploadSlotReply,
+    UploadSlotRequest,
 )
 from atelier_contracts.subjects import Durable, Subject
 from atelier_media.assignments import AssignmentService
+from atelier_media.files import FilesService
 from atelier_media.service import MediaService, PublishLanded
 from atelier_messaging import durable_subscriber, publish_event
 
@@ -74,3 +85,30 @@ def register_assignment_handlers(broker: NatsBroker, assignments: AssignmentServ
     @broker.subscriber(Subject.MEDIA_ASSIGNMENTS, queue=QUEUE)
     async def project_assignments(query: ProjectAssignmentsQuery) -> ProjectAssignmentsReply:
         return await assignments.project_assignments(query.project)
+
+
+def register_file_handlers(broker: NatsBroker, files: FilesService) -> None:
+    # Ack policy of all five: core NATS request/reply, nothing to ack. A refusal (bad name, a
+    # mismatched or missing upload, a project limit) is answered in the reply's `error`: raising
+    # would send no reply, and the gateway would take media for down. Only a failure of storage
+    # or the database goes unanswered; the gateway's request times out (503) and may be retried:
+    # a slot is just a key, storing is an upsert, a delivered mark is set once.
+    @broker.subscriber(Subject.MEDIA_UPLOAD_SLOT, queue=QUEUE)
+    async def upload_slot(request: UploadSlotRequest) -> UploadSlotReply:
+        return await files.upload_slot(request.project)
+
+    @broker.subscriber(Subject.MEDIA_STORE_FILE, queue=QUEUE)
+    async def store_file(command: StoreFileCommand) -> StoreFileReply:
+        return await files.store_file(command)
+
+    @broker.subscriber(Subject.MEDIA_FILES, queue=QUEUE)
+    async def project_files(query: ProjectFilesQuery) -> ProjectFilesReply:
+        return await files.list_files(query)
+
+    @broker.subscriber(Subject.MEDIA_FILE, queue=QUEUE)
+    async def project_file(query: ProjectFileQuery) -> ProjectFileReply:
+        return await files.get_file(query.project, query.filename)
+
+    @broker.subscriber(Subject.MEDIA_MARK_DELIVERED, queue=QUEUE)
+    async def mark_delivered(command: MarkDeliveredCommand) -> MarkDeliveredReply:
+        return await files.mark_delivered(command)

@@ -12,9 +12,11 @@ from fastapi import FastAPI
 
 from atelier_database import Database, migrate_to_head, upgrade_to_head
 from atelier_media.assignments import AssignmentRepository, AssignmentService
+from atelier_media.files import FilesRepository, FilesService
 from atelier_media.handlers import (
     media_landed_publisher,
     register_assignment_handlers,
+    register_file_handlers,
     register_handlers,
 )
 from atelier_media.migrations import MIGRATIONS
@@ -63,6 +65,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     assignments = AssignmentService(AssignmentRepository(db), repo)
     register_assignment_handlers(broker, assignments)
+    files = FilesService(
+        FilesRepository(db),
+        repo,
+        store,
+        settings.staging_bucket,
+        settings.media_bucket,
+        thumbnail_max_px=settings.thumbnail_max_px,
+        presign_ttl_s=settings.presign_ttl_s,
+        upload_slot_ttl_s=settings.upload_slot_ttl_s,
+        upload_max_bytes=settings.upload_max_bytes,
+        project_max_files=settings.project_max_files,
+        project_max_bytes=settings.project_max_bytes,
+    )
+    register_file_handlers(broker, files)
 
     background: list[asyncio.Task[None]] = []
 
@@ -98,6 +114,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.broker = broker
     app.state.service = service
     app.state.assignments = assignments
+    app.state.files = files
     app.state.db = db
     return app
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from sqlalchemy import BigInteger, Column, DateTime, Index, Text, func
+from sqlalchemy import BigInteger, Column, DateTime, Index, String, Text, func, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.expression import Executable
 from sqlmodel import Field, SQLModel, col, select
@@ -22,8 +22,12 @@ class MediaRow(SQLModel, table=True):
     """One landed image and its provenance; mirrors `MediaItem` field for field."""
 
     __tablename__ = "media_items"
-    # The library lists a project's media newest first: one index serves filter and order.
-    __table_args__ = (Index("ix_media_items_project_created_at", "project", "created_at"),)
+    # The library lists a project's media newest first: one index serves filter and order. An
+    # uploaded file is matched to the project's image with the same bytes: the second index.
+    __table_args__ = (
+        Index("ix_media_items_project_created_at", "project", "created_at"),
+        Index("ix_media_items_project_sha256", "project", "sha256"),
+    )
 
     id: str = Field(primary_key=True)
     project: str
@@ -47,6 +51,14 @@ class MediaRow(SQLModel, table=True):
     seed: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
     revised_prompt: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    # "generated" or "uploaded" (atelier_media.files); rows from before revision 0004 generated.
+    source: str = Field(
+        default="generated",
+        sa_column=Column(String, nullable=False, server_default="generated"),
+    )
+    delivered_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
 
 
 # What `Database.create_tables` creates for media: its own table and nothing else.
@@ -58,6 +70,8 @@ def _to_item(row: MediaRow) -> MediaItem:
     # SQLite stores no time zone; every timestamp we write is UTC.
     if item.created_at.tzinfo is None:
         item.created_at = item.created_at.replace(tzinfo=UTC)
+    if item.delivered_at is not None and item.delivered_at.tzinfo is None:
+        item.delivered_at = item.delivered_at.replace(tzinfo=UTC)
     return item
 
 
@@ -138,3 +152,32 @@ class MediaRepository:
                 select(func.count()).select_from(MediaRow).where(MediaRow.project == project)
             )
             return items, int(total.one())
+
+    async def find_by_sha256(self, project: str, sha256: str) -> MediaItem | None:
+        """The project's oldest item with these bytes: the one an uploaded copy belongs to."""
+        async with self.db.session() as session:
+            rows = await session.exec(
+                select(MediaRow)
+                .where(MediaRow.project == project, MediaRow.sha256 == sha256)
+                .order_by(col(MediaRow.created_at), col(MediaRow.id))
+                .limit(1)
+            )
+            row = rows.first()
+            return _to_item(row) if row is not None else None
+
+    async def mark_delivered(self, project: str, media_ids: Sequence[str], at: datetime) -> int:
+        """Set `delivered_at` on those of the project's items that have none; how many changed."""
+        if not media_ids:
+            return 0
+        stmt = (
+            update(MediaRow)
+            .where(
+                col(MediaRow.project) == project,
+                col(MediaRow.id).in_(list(media_ids)),
+                col(MediaRow.delivered_at).is_(None),
+            )
+            .values(delivered_at=at)
+        )
+        async with self.db.engine.begin() as conn:
+            result = await conn.execute(stmt)
+            return int(result.rowcount)

@@ -22,5 +22,20 @@ class Settings(BaseServiceSettings):
     presign_ttl_s: int = Field(
         default=300, ge=1, le=7 * 24 * 3600, description="Lifetime of presigned GET URLs"
     )
+    # Project files (the app's media sync and covers, atelier_media.files).
+    upload_slot_ttl_s: int = Field(
+        default=300, ge=10, le=24 * 3600, description="Lifetime of an upload's presigned PUT URL"
+    )
+    upload_max_bytes: int = Field(
+        default=50 * 1024 * 1024,
+        ge=1,
+        description="Largest upload stored as a project file (keep at least the gateway's bound)",
+    )
+    project_max_files: int = Field(
+        default=10_000, ge=1, description="Most files one project may hold"
+    )
+    project_max_bytes: int = Field(
+        default=5 * 1024**3, ge=1, description="Most bytes one project's files may add up to"
+    )
     # Off in handler tests on the in-memory broker: declaring streams needs a real nats-server.
     run_startup_hooks: bool = True
