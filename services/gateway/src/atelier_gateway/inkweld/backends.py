@@ -1,9 +1,13 @@
-"""The profiles service's admin commands and audit reads, over NATS request/reply.
+"""The Inkweld routes' NATS clients: profiles' admin commands and audit reads, media's files.
 
-The same service methods the admin API calls answer them (`profiles.command.*`,
+Profiles: the same service methods the admin API calls answer them (`profiles.command.*`,
 `profiles.query.audits`, `profiles.query.audit_summary`; docs/adr/0008-inkweld-facade.md). A
 refusal comes back as `error` and is raised here as the `AtelierError` the admin API would have
 answered; no answer at all is a 503 naming profiles, like every other query of the gateway.
+
+Media's project files (`media.command.upload_slot` / `store_file` / `mark_delivered`,
+`media.query.files` / `file`): refusals stay in the replies (the caller raises
+`reply.error.to_error()`); no answer is a 503 naming media.
 """
 
 from __future__ import annotations
@@ -16,6 +20,19 @@ from faststream.exceptions import SubscriberNotFound
 from faststream.nats import NatsBroker
 from pydantic import BaseModel
 
+from atelier_contracts.media import (
+    MarkDeliveredCommand,
+    MarkDeliveredReply,
+    ProjectFile,
+    ProjectFileQuery,
+    ProjectFileReply,
+    ProjectFilesQuery,
+    ProjectFilesReply,
+    StoreFileCommand,
+    StoreFileReply,
+    UploadSlotReply,
+    UploadSlotRequest,
+)
 from atelier_contracts.profiles import (
     AuditFilterQuery,
     AuditListQuery,
@@ -100,3 +117,91 @@ class ProfilesAdmin:
         if reply.error is not None:
             raise reply.error.to_error()
         return reply
+
+
+# Storing reads the upload (up to 50 MB) from object storage, hashes and decodes it, and writes it
+# back: far longer than a lookup.
+STORE_FILE_TIMEOUT_S = 60.0
+# The most `media.query.files` answers per page.
+_FILES_PAGE = 1000
+_MARK_BATCH = 16
+
+
+class ProjectFiles:
+    """Media's project files: where to PUT an upload, storing it, listing and reading files."""
+
+    def __init__(
+        self,
+        broker: NatsBroker,
+        *,
+        query_timeout_s: float = 3.0,
+        store_timeout_s: float = STORE_FILE_TIMEOUT_S,
+    ) -> None:
+        self._broker = broker
+        self._timeout = query_timeout_s
+        self._store_timeout = store_timeout_s
+
+    async def _ask(
+        self,
+        subject: Subject,
+        request: BaseModel,
+        reply_type: type[R],
+        timeout_s: float | None = None,
+    ) -> R:
+        try:
+            return await query(
+                self._broker, subject, request, reply_type, timeout_s or self._timeout
+            )
+        except _NOT_ANSWERING as exc:
+            # For a store this may also mean "stored, but the answer was lost": the app uploads
+            # again (into a new slot), and a file stored under the same name is replaced.
+            log.warning("media did not answer", extra={"subject": str(subject), "error": repr(exc)})
+            raise not_answering("media") from exc
+
+    async def upload_slot(self, project: str) -> UploadSlotReply:
+        """A staging key and a presigned PUT URL for it (short-lived)."""
+        return await self._ask(
+            Subject.MEDIA_UPLOAD_SLOT, UploadSlotRequest(project=project), UploadSlotReply
+        )
+
+    async def store_file(self, command: StoreFileCommand) -> StoreFileReply:
+        """Store what was PUT into a slot; a refusal is in `error` (the slot is used up)."""
+        return await self._ask(
+            Subject.MEDIA_STORE_FILE, command, StoreFileReply, self._store_timeout
+        )
+
+    async def files(self, project: str) -> list[ProjectFile]:
+        """Every file of the project, by name (as many pages as it takes)."""
+        files: list[ProjectFile] = []
+        while True:
+            page = await self._ask(
+                Subject.MEDIA_FILES,
+                ProjectFilesQuery(project=project, limit=_FILES_PAGE, offset=len(files)),
+                ProjectFilesReply,
+            )
+            files.extend(page.files)
+            if not page.files or len(files) >= page.total:
+                return files
+
+    async def file(self, project: str, filename: str) -> ProjectFileReply:
+        """One file and a short-lived URL of its bytes; both None when there is no such file."""
+        return await self._ask(
+            Subject.MEDIA_FILE,
+            ProjectFileQuery(project=project, filename=filename),
+            ProjectFileReply,
+        )
+
+    async def mark_delivered(self, project: str, media_ids: list[str]) -> int:
+        """Mark images as handed to the app; how many were newly marked."""
+        marked = 0
+        # A command names at most 16 images (one synchronous generation's worth).
+        for start in range(0, len(media_ids), _MARK_BATCH):
+            reply = await self._ask(
+                Subject.MEDIA_MARK_DELIVERED,
+                MarkDeliveredCommand(
+                    project=project, media_ids=media_ids[start : start + _MARK_BATCH]
+                ),
+                MarkDeliveredReply,
+            )
+            marked += reply.marked
+        return marked
