@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -12,7 +13,24 @@ import pytest
 
 from atelier_devstack.stack import RunInfo, Stack, StackConfig, WorkerSpec
 from atelier_fakes import FakeOpenAIState, create_openai_fake, run_fake_in_thread
+from atelier_fakes.inkweld_backend import AppProject, AppUser, FakeInkweldBackend
 from atelier_fakes.otlp import FakeCollectorState, create_otlp_fake
+
+# The app's own signing key, shared by the fake app backend and the gateway (docs/inkweld.md).
+APP_KEY = "e2e-inkweld-database-key-of-32-characters-or-more"
+
+
+def fake_app_backend() -> FakeInkweldBackend:
+    """The app's users and projects for the tests that replay the app beside its backend."""
+    return FakeInkweldBackend(
+        secret=APP_KEY,
+        users={
+            "u-writer": AppUser("u-writer", "writer"),
+            "u-viewer": AppUser("u-viewer", "viewer"),
+            "u-admin": AppUser("u-admin", "boss", is_admin=True),
+        },
+        projects=[AppProject("writer", "saga", {"viewer": "viewer"})],
+    )
 
 
 @dataclass
@@ -22,6 +40,7 @@ class RunningStack:
     openai: FakeOpenAIState
     openai_url: str
     collector: FakeCollectorState
+    app_backend: FakeInkweldBackend
 
     def user(self, token: str | None = None) -> httpx.Client:
         return httpx.Client(
@@ -44,6 +63,8 @@ def running_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningS
     openai_url, stop_fake = run_fake_in_thread(create_openai_fake(openai_state))
     collector = FakeCollectorState()
     collector_url, stop_collector = run_fake_in_thread(create_otlp_fake(collector))
+    app_backend = fake_app_backend()
+    app_backend_url, stop_app_backend = run_fake_in_thread(app_backend.app())
     var_dir: Path = tmp_path_factory.mktemp("stack")
     stack = Stack(
         StackConfig(
@@ -61,13 +82,17 @@ def running_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningS
                 # Every process exports its spans to the fake collector, promptly.
                 "ATELIER_OTLP_ENDPOINT": collector_url,
                 "OTEL_BSP_SCHEDULE_DELAY": "200",
+                # The app's own tokens, its access asked of the fake app backend.
+                "ATELIER_GATEWAY_INKWELD_APP_JWT_SECRETS": json.dumps([APP_KEY]),
+                "ATELIER_GATEWAY_INKWELD_APP_BACKEND_URL": app_backend_url,
             },
         )
     )
     try:
         info = stack.start()
-        yield RunningStack(stack, info, openai_state, openai_url, collector)
+        yield RunningStack(stack, info, openai_state, openai_url, collector, app_backend)
     finally:
         stack.stop()
         stop_fake()
         stop_collector()
+        stop_app_backend()

@@ -7,12 +7,14 @@ Imported by the tests as `inkweld_testkit` (see gateway_testkit's docstring for 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 from unittest import mock
@@ -37,10 +39,21 @@ from gateway_testkit import (
 from atelier_contracts.errors import ErrorClass, ErrorInfo
 from atelier_contracts.jobs import JobImage, JobProgress, JobRequested, JobStatus
 from atelier_contracts.media import (
+    MarkDeliveredCommand,
+    MarkDeliveredReply,
     MediaAssigned,
     MediaItem,
     ProjectAssignmentsQuery,
     ProjectAssignmentsReply,
+    ProjectFile,
+    ProjectFileQuery,
+    ProjectFileReply,
+    ProjectFilesQuery,
+    ProjectFilesReply,
+    StoreFileCommand,
+    StoreFileReply,
+    UploadSlotReply,
+    UploadSlotRequest,
 )
 from atelier_contracts.profiles import (
     AuditFilterQuery,
@@ -132,6 +145,10 @@ class InkweldWorld(World):
     cover: MediaItem | None = None
     element_images: dict[str, MediaItem] = field(default_factory=dict)
     assigned: list[MediaAssigned] = field(default_factory=list)
+    # Project files by (project, name), and the bytes behind the presigned URLs, by URL path.
+    files: dict[tuple[str, str], ProjectFile] = field(default_factory=dict)
+    objects: dict[str, bytes] = field(default_factory=dict)
+    delivered: list[str] = field(default_factory=list)
 
 
 def _finish(world: InkweldWorld, event: JobRequested) -> None:
@@ -277,6 +294,104 @@ def register_inkweld_fakes(broker: NatsBroker, world: InkweldWorld) -> None:
         world.assigned.append(event)
 
 
+def register_file_fakes(broker: NatsBroker, world: InkweldWorld) -> None:
+    """Media's project files, simplified: no re-encoding; an image is any `image/*` upload."""
+
+    @broker.subscriber(Subject.MEDIA_UPLOAD_SLOT, queue="media")
+    async def upload_slot(request: UploadSlotRequest) -> UploadSlotReply:
+        key = f"uploads/{request.project}/{uuid.uuid4().hex}"
+        return UploadSlotReply(staging_key=key, put_url=f"http://s3.test/{key}", expires_s=300)
+
+    @broker.subscriber(Subject.MEDIA_STORE_FILE, queue="media")
+    async def store_file(command: StoreFileCommand) -> StoreFileReply:
+        data = world.objects.pop(f"/{command.staging_key}", None)
+        if data is None:
+            return StoreFileReply(error=RemoteError(code="upload_missing", status=404, message="?"))
+        if hashlib.sha256(data).hexdigest() != command.sha256 or len(data) != command.size_bytes:
+            return StoreFileReply(
+                error=RemoteError(code="upload_mismatch", status=400, message="?")
+            )
+        content_type = command.content_type or "application/octet-stream"
+        name = command.filename or ""
+        if command.as_cover:
+            name, content_type = f"cover-{len(world.files) + 1700000000000}.jpg", "image/jpeg"
+            for key in [k for k in world.files if k[0] == command.project]:
+                if key[1].startswith("cover-"):
+                    del world.files[key]
+        media = None
+        if content_type.startswith("image/"):
+            media = next(
+                (
+                    m
+                    for m in world.media.values()
+                    if m.project == command.project and m.sha256 == command.sha256
+                ),
+                None,
+            ) or make_media(
+                f"upload-{command.sha256[:8]}",
+                command.project,
+                sha256=command.sha256,
+                source="uploaded",
+                size_bytes=len(data),
+            )
+            world.media[media.id] = media
+        world.objects[f"/files/{command.sha256}"] = data
+        stored = ProjectFile(
+            project=command.project,
+            filename=name,
+            content_type=content_type,
+            size_bytes=len(data),
+            sha256=command.sha256,
+            uploaded_at=NOW,
+            uploaded_by=command.uploaded_by,
+            media_id=media.id if media else None,
+        )
+        world.files[(command.project, name)] = stored
+        return StoreFileReply(file=stored, media=media)
+
+    @broker.subscriber(Subject.MEDIA_FILES, queue="media")
+    async def files(query: ProjectFilesQuery) -> ProjectFilesReply:
+        mine = sorted(
+            (f for (project, _), f in world.files.items() if project == query.project),
+            key=lambda f: f.filename,
+        )
+        return ProjectFilesReply(
+            files=mine[query.offset : query.offset + query.limit], total=len(mine)
+        )
+
+    @broker.subscriber(Subject.MEDIA_FILE, queue="media")
+    async def file(query: ProjectFileQuery) -> ProjectFileReply:
+        found = world.files.get((query.project, query.filename))
+        if found is None:
+            return ProjectFileReply()
+        return ProjectFileReply(file=found, content_url=f"http://s3.test/files/{found.sha256}")
+
+    @broker.subscriber(Subject.MEDIA_MARK_DELIVERED, queue="media")
+    async def mark_delivered(command: MarkDeliveredCommand) -> MarkDeliveredReply:
+        marked = 0
+        for media_id in command.media_ids:
+            item = world.media.get(media_id)
+            if item is not None and item.project == command.project:
+                world.media[media_id] = item.model_copy(update={"delivered_at": datetime.now(UTC)})
+                world.delivered.append(media_id)
+                marked += 1
+        return MarkDeliveredReply(marked=marked)
+
+
+def world_storage(world: InkweldWorld) -> Any:
+    """gateway_testkit's storage, plus PUTs to presigned staging URLs and the stored files."""
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "s3.test" and request.method == "PUT":
+            world.objects[request.url.path] = request.read()
+            return httpx.Response(200)
+        if request.url.host == "s3.test" and request.url.path in world.objects:
+            return httpx.Response(200, content=world.objects[request.url.path])
+        return storage_app(request)
+
+    return handle
+
+
 class QuietSubscription:
     """No status event ever comes: a follower re-reads the job from dispatch every `wait_s`."""
 
@@ -308,10 +423,12 @@ async def inkweld_gateway(
     world = world or InkweldWorld(profiles=[make_profile(), openai_profile()])
     with mock.patch.dict(os.environ, env or {}):
         app = create_app(
-            test_settings(sse_resync_s=0.05), media_transport=httpx.MockTransport(storage_app)
+            test_settings(sse_resync_s=0.05),
+            media_transport=httpx.MockTransport(world_storage(world)),
         )
     broker: NatsBroker = app.state.broker
     register_inkweld_fakes(broker, world)
+    register_file_fakes(broker, world)
     subscriptions: list[QuietSubscription] = []
 
     async def subscribe_status(subject: str) -> QuietSubscription:

@@ -654,33 +654,58 @@ async def test_media_list_and_download() -> None:
             assert set(response.json()) == {"message"}
 
 
-async def test_uploads_recognise_generated_images_only() -> None:
+async def test_uploads_are_stored_under_their_own_name_and_listed_as_sent() -> None:
     async with inkweld_gateway(novel_world()) as ink:
+        headers = bearer(NOVEL_TOKEN)
+        # The app's copy of a generated image: stored under its name, and the generated image
+        # is listed under that name only from now on (no second copy for the app to download).
         known = await ink.client.post(
             f"{API}/media/alice/novel",
-            files={"file": ("mine.png", STORED_BYTES, "image/png")},
-            headers=bearer(NOVEL_TOKEN),
+            files={"file": ("generated-1754550000000-0.png", STORED_BYTES, "image/png")},
+            headers=headers,
         )
         body = assert_conforms("uploadProjectMedia", known)
-        assert body["filename"] == "m1.png" and body["size"] == 8
-        unknown = await ink.client.post(
-            f"{API}/media/alice/novel",
-            files={"file": ("other.png", b"someone else's", "image/png")},
-            headers=bearer(NOVEL_TOKEN),
+        assert body["filename"] == "generated-1754550000000-0.png" and body["size"] == 8
+        for name, data, kind in (
+            ("other.png", b"someone else's", "image/png"),
+            ("notes.pdf", b"%PDF-1.7 notes", "application/pdf"),
+            ("blob.bin", b"\x00\x01", "application/octet-stream"),
+        ):
+            stored = await ink.client.post(
+                f"{API}/media/alice/novel", files={"file": (name, data, kind)}, headers=headers
+            )
+            assert assert_conforms("uploadProjectMedia", stored)["filename"] == name
+        listed = assert_conforms(
+            "listProjectMedia", await ink.client.get(f"{API}/media/alice/novel", headers=headers)
         )
-        assert unknown.status_code == 400
-        assert "generated" in assert_conforms("uploadProjectMedia", unknown)["message"]
+        sizes = {item["filename"]: (item["size"], item["mimeType"]) for item in listed["items"]}
+        # m1's bytes are the app's generated-… file now; blob.bin is kept but, like the app's
+        # backend, not listed (not a media type).
+        assert sizes == {
+            "generated-1754550000000-0.png": (8, "image/png"),
+            "m2.webp": (8, "image/webp"),
+            "notes.pdf": (14, "application/pdf"),
+            "other.png": (14, "image/png"),
+        }
+        pdf = await ink.client.get(f"{API}/media/alice/novel/notes.pdf", headers=headers)
+        assert pdf.content == b"%PDF-1.7 notes"
+        assert pdf.headers["content-type"] == "application/pdf"
+
         nothing = await ink.client.post(
-            f"{API}/media/alice/novel", data={"x": "1"}, headers=bearer(NOVEL_TOKEN)
+            f"{API}/media/alice/novel", data={"x": "1"}, headers=headers
         )
         assert nothing.status_code == 400
         malformed = await ink.client.post(
             f"{API}/media/alice/novel",
             content=b"--x\r\nbroken",
-            headers={**bearer(NOVEL_TOKEN), "Content-Type": "multipart/form-data; boundary=x"},
+            headers={**headers, "Content-Type": "multipart/form-data; boundary=x"},
         )
         assert malformed.status_code == 400
         assert_conforms("uploadProjectMedia", malformed)
+        elsewhere = await ink.client.post(
+            f"{API}/media/bob/novel", files={"file": ("x.png", b"x", "image/png")}, headers=headers
+        )
+        assert elsewhere.status_code == 404
 
 
 async def test_uploads_larger_than_the_limit_are_refused() -> None:
@@ -692,30 +717,52 @@ async def test_uploads_larger_than_the_limit_are_refused() -> None:
             headers=bearer(NOVEL_TOKEN),
         )
         assert response.status_code == 400
-        assert "larger" in assert_conforms("uploadProjectMedia", response)["message"]
+        assert response.headers["x-atelier-error-code"] == "upload_too_large"
+        assert "MAX_UPLOAD_BYTES" in assert_conforms("uploadProjectMedia", response)["message"]
 
 
-async def test_covers_are_generated_images_assigned_as_cover() -> None:
+async def test_images_handed_to_the_app_wait_for_its_copy_before_being_listed() -> None:
+    for grace, listed_as_id in (("600", False), ("0", True)):
+        env = {"ATELIER_GATEWAY_INKWELD_SYNC_GRACE_S": grace}
+        async with inkweld_gateway(novel_world(), env=env) as ink:
+            headers = bearer(NOVEL_TOKEN)
+            generated = await ink.client.post(
+                f"{API}/ai/image/generate",
+                json=generate_body(projectKey="alice/novel"),
+                headers=headers,
+            )
+            assert generated.status_code == 200, generated.text
+            [media_id] = ink.world.delivered
+            listed = (await ink.client.get(f"{API}/media/alice/novel", headers=headers)).json()
+            names = {item["filename"] for item in listed["items"]}
+            assert (f"{media_id}.png" in names) is listed_as_id
+
+
+async def test_a_cover_is_any_image_stored_as_a_file_and_chosen_as_cover() -> None:
     async with inkweld_gateway(novel_world()) as ink:
         headers = bearer(NOVEL_TOKEN)
         none = await ink.client.get(f"{API}/projects/alice/novel/cover", headers=headers)
         assert none.status_code == 404
         assert_conforms("getProjectCover", none)
 
+        cropped = b"a cropped cover, not a generated image"
         set_cover = await ink.client.post(
             f"{API}/projects/alice/novel/cover",
-            files={"cover": ("cover.png", STORED_BYTES, "image/png")},
+            files={"cover": ("blob", cropped, "image/png")},
             headers=headers,
         )
-        assert_conforms("uploadProjectCover", set_cover)
+        body = assert_conforms("uploadProjectCover", set_cover)
+        name = body["coverImage"]
+        assert name.startswith("cover-") and name.endswith(".jpg")
         [assigned] = ink.world.assigned
-        assert (assigned.media_id, assigned.target, assigned.project) == (
-            "m1",
-            "cover",
-            "alice__novel",
-        )
+        assert (assigned.target, assigned.project) == ("cover", "alice__novel")
+        assert ink.world.media[assigned.media_id].source == "uploaded"
+        # Read back through the media route, as the app does next.
+        file = await ink.client.get(f"{API}/media/alice/novel/{name}", headers=headers)
+        assert file.status_code == 200 and file.content == cropped
+        assert file.headers["content-type"] == "image/jpeg"
 
-        ink.world.cover = ink.world.media["m1"]  # media recorded the choice
+        ink.world.cover = ink.world.media["m1"]  # media recorded a choice
         cover = await ink.client.get(f"{API}/projects/alice/novel/cover", headers=headers)
         assert cover.status_code == 200 and cover.content == STORED_BYTES
         anonymous = await ink.client.get(f"{API}/projects/alice/novel/cover")

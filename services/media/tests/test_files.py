@@ -289,6 +289,19 @@ async def test_a_pdf_is_a_file_without_a_library_item(harness: Harness) -> None:
     assert response.content == PDF and response.headers["content-type"] == "application/pdf"
 
 
+async def test_bytes_that_only_look_like_an_image_are_kept_as_a_plain_file(
+    harness: Harness,
+) -> None:
+    # A PNG signature and then garbage: refusing it would stop the app's media sync for good.
+    broken = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\x0dIHDR" + b"not really"
+    reply = await harness.store_file(broken, "half-written.png")
+
+    assert reply.error is None and reply.file is not None and reply.media is None
+    assert reply.file.size_bytes == len(broken)
+    _, total = await harness.media.repo.list_by_project(PROJECT, limit=10, offset=0)
+    assert total == 0
+
+
 async def test_the_same_name_again_replaces_the_file(
     harness: Harness, image_bytes: Callable[..., bytes]
 ) -> None:

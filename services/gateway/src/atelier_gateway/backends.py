@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Protocol, TypeVar, runtime_checkable
 
@@ -319,6 +319,27 @@ class MediaFetcher:
             code="storage_error",
             status_code=502,
         )
+
+    async def upload(
+        self, url: str, body: AsyncIterator[bytes], size: int, content_type: str
+    ) -> None:
+        """PUT `size` bytes to a presigned URL media handed out (the gateway holds no storage
+        credentials, ADR 0004). A declared length: S3 refuses chunked uploads it cannot sign."""
+        if self._client is None:
+            raise RuntimeError("MediaFetcher.start() was not called (app lifespan not run?)")
+        headers = {"Content-Length": str(size), "Content-Type": content_type}
+        try:
+            response = await self._client.put(url, content=body, headers=headers)
+        except httpx.HTTPError as exc:
+            log.warning("media store unreachable", extra={"error": type(exc).__name__})
+            raise Unavailable("The media store is not answering; try again shortly.") from exc
+        if not response.is_success:
+            log.warning("media store refused an upload", extra={"status": response.status_code})
+            raise AtelierError(
+                "The media store refused the upload; try again shortly.",
+                code="storage_error",
+                status_code=502,
+            )
 
 
 def register_profile_invalidation(broker: NatsBroker, forget: Callable[[], None]) -> None:

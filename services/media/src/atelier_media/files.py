@@ -296,9 +296,11 @@ def _verify(data: bytes, size_bytes: int, sha256: str) -> None:
 
 
 def _probe_if_image(data: bytes) -> ImageInfo | None:
+    """The image's format and size, or None: bytes that only look like an image (a truncated
+    PNG, a corrupt header) are kept as a plain file, never refused (the app's sync would stop)."""
     try:
         return probe_image(data)
-    except UnusableImage:
+    except (UnusableImage, OSError, SyntaxError, ValueError):
         return None
 
 
@@ -412,7 +414,7 @@ class FilesService:
             "stored a project file",
             extra={
                 "project": file.project,
-                "filename": file.filename,
+                "file_name": file.filename,  # `filename` is a LogRecord attribute
                 "size_bytes": file.size_bytes,
                 "media_id": file.media_id,
             },

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 
 from faststream.nats import NatsBroker
@@ -27,11 +28,14 @@ from atelier_contracts.media import (
     UploadSlotReply,
     UploadSlotRequest,
 )
+from atelier_contracts.profiles import RemoteError
 from atelier_contracts.subjects import Durable, Subject
 from atelier_media.assignments import AssignmentService
 from atelier_media.files import FilesService
 from atelier_media.service import MediaService, PublishLanded
 from atelier_messaging import durable_subscriber, publish_event
+
+log = logging.getLogger("atelier.media")
 
 # Request/reply subscribers share this queue group: replicas split the queries, one answer each.
 QUEUE = "media"
@@ -99,7 +103,18 @@ def register_file_handlers(broker: NatsBroker, files: FilesService) -> None:
 
     @broker.subscriber(Subject.MEDIA_STORE_FILE, queue=QUEUE)
     async def store_file(command: StoreFileCommand) -> StoreFileReply:
-        return await files.store_file(command)
+        try:
+            return await files.store_file(command)
+        except Exception:
+            # Storage or the database failed: say so at once rather than let the gateway wait
+            # out its long timeout. The staged upload is already removed; the writer resends.
+            log.exception("could not store a project file", extra={"project": command.project})
+            failed = RemoteError(
+                code="storage_error",
+                status=503,
+                message="Atelier could not store the file just now; try again shortly.",
+            )
+            return StoreFileReply(error=failed)
 
     @broker.subscriber(Subject.MEDIA_FILES, queue=QUEUE)
     async def project_files(query: ProjectFilesQuery) -> ProjectFilesReply:

@@ -19,7 +19,7 @@ import logging
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 import jwt
@@ -27,6 +27,7 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response, 
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from faststream.nats import NatsBroker
+from pydantic import ValidationError
 from starlette.background import BackgroundTask
 from starlette.datastructures import UploadFile
 from starlette.responses import JSONResponse, StreamingResponse
@@ -40,7 +41,7 @@ from atelier_contracts.errors import (
     Unavailable,
 )
 from atelier_contracts.jobs import FINAL_STATUSES, JobStatus, JobView
-from atelier_contracts.media import MediaItem
+from atelier_contracts.media import MediaItem, StoreFileCommand, StoreFileReply
 from atelier_contracts.profiles import (
     AuditFilterQuery,
     AuditListQuery,
@@ -57,10 +58,11 @@ from atelier_gateway.inkweld.app_auth import (
     looks_like_app_token,
     verify_app_token,
 )
-from atelier_gateway.inkweld.backends import ProfilesAdmin
+from atelier_gateway.inkweld.backends import ProfilesAdmin, ProjectFiles
 from atelier_gateway.inkweld.errors import InkweldRoute, StillRunning, document
 from atelier_gateway.inkweld.models import (
     AdminImageModelProfile,
+    CoverUploaded,
     CreateImageModelProfileRequest,
     CustomSizesResponse,
     CustomSizesUpdate,
@@ -101,9 +103,14 @@ _MEDIA_PAGE = 500
 _AUDIT_PAGES = 10
 # Multipart boundaries and part headers around an uploaded file.
 _MULTIPART_SLACK = 64 * 1024
-_TOO_LARGE = (
-    "The file is larger than any image Atelier keeps (ATELIER_GATEWAY_INKWELD_MAX_UPLOAD_BYTES)."
-)
+
+
+def upload_too_large() -> AtelierError:
+    return AtelierError(
+        "The file is larger than Atelier accepts (ATELIER_GATEWAY_INKWELD_MAX_UPLOAD_BYTES).",
+        code="upload_too_large",
+        status_code=413,
+    )
 
 
 @dataclass(frozen=True)
@@ -180,10 +187,16 @@ async def _read_all(fetcher: MediaFetcher, url: str) -> bytes:
 
 
 async def _stream(fetcher: MediaFetcher, item: MediaItem, url: str, max_age_s: int) -> Response:
+    return await _stream_file(fetcher, url, item.content_type, item.sha256, max_age_s)
+
+
+async def _stream_file(
+    fetcher: MediaFetcher, url: str, content_type: str, sha256: str, max_age_s: int
+) -> Response:
     upstream = await fetcher.open(url)
     headers = {
         "Cache-Control": f"private, max-age={max_age_s}",
-        "ETag": f'"{item.sha256}"',
+        "ETag": f'"{sha256}"',
         "X-Content-Type-Options": "nosniff",
     }
     if "content-length" in upstream.headers and "content-encoding" not in upstream.headers:
@@ -198,7 +211,7 @@ async def _stream(fetcher: MediaFetcher, item: MediaItem, url: str, max_age_s: i
 
     return StreamingResponse(
         body(),
-        media_type=item.content_type,
+        media_type=content_type,
         headers=headers,
         background=BackgroundTask(upstream.aclose),
     )
@@ -215,6 +228,7 @@ def create_inkweld_router(
     """The app's routes; include it under `/api/v1`."""
     inkweld = inkweld or InkweldSettings()
     app_backend = app_backend or AppBackend(inkweld.app_backend_url)
+    files_api = ProjectFiles(broker, query_timeout_s=settings.query_timeout_s)
     admin_api = ProfilesAdmin(broker, query_timeout_s=settings.query_timeout_s)
     aliases = inkweld.provider_aliases
     bearer = HTTPBearer(auto_error=False, scheme_name="InkweldBearer")
@@ -319,36 +333,79 @@ def create_inkweld_router(
             if not page.items or offset >= page.total:
                 return
 
-    async def generated_upload(request: Request, user: User, project: str) -> MediaItem:
-        """The project's landed image whose bytes were uploaded: Atelier stores nothing but
-        generated images, so an upload is recognised, never stored (docs/inkweld.md)."""
-        # Refused before the body is read where the size is declared; the read below stops
-        # at the limit either way.
+    async def store_upload(
+        request: Request, user: User, project: str, *, as_cover: bool
+    ) -> StoreFileReply:
+        """The uploaded file, stored byte for byte under the name it came with (a cover:
+        re-encoded as the app's backend does), by media (docs/inkweld.md, "Media sync").
+
+        The bytes go to a presigned staging URL media hands out, then media records them; the
+        staged copy is media's to delete, whatever it answers.
+        """
+        # Refused before the body is read where the size is declared; the reads below stop at
+        # the limit either way.
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > inkweld.max_upload_bytes + _MULTIPART_SLACK:
-            raise InvalidInput(_TOO_LARGE)
+            raise upload_too_large()
         form = await request.form(max_files=1, max_fields=10)
         try:
             upload = next((v for v in form.values() if isinstance(v, UploadFile)), None)
             if upload is None:
-                raise InvalidInput("Send the file as multipart/form-data (field `file`).")
+                field = "cover" if as_cover else "file"
+                raise InvalidInput(f"Send the file as multipart/form-data (field `{field}`).")
             digest = hashlib.sha256()
             size = 0
             while chunk := await upload.read(1 << 20):
                 size += len(chunk)
                 if size > inkweld.max_upload_bytes:
-                    raise InvalidInput(_TOO_LARGE)
+                    raise upload_too_large()
                 digest.update(chunk)
+            filename = None if as_cover else (upload.filename or "")
+            if filename is not None and not filename:
+                raise InvalidInput("The uploaded file has no name: send it with a file name.")
+            content_type = upload.content_type or "application/octet-stream"
+            slot = await files_api.upload_slot(project)
+            if slot.error is not None:
+                raise slot.error.to_error()
+            assert slot.put_url is not None and slot.staging_key is not None
+            await upload.seek(0)
+
+            async def body() -> AsyncIterator[bytes]:
+                while chunk := await upload.read(1 << 20):
+                    yield chunk
+
+            await fetcher.upload(slot.put_url, body(), size, content_type)
         finally:
             await form.close()
-        sha256 = digest.hexdigest()
-        async for item in project_media(user, project):
-            if item.sha256 == sha256:
-                return item
-        raise InvalidInput(
-            "Atelier keeps only images it generated: this file is not one of the project's "
-            "generated images. Generate it, and it lands in the media library by itself."
-        )
+        try:
+            command = StoreFileCommand(
+                project=project,
+                filename=filename,
+                staging_key=slot.staging_key,
+                size_bytes=size,
+                sha256=digest.hexdigest(),
+                content_type=content_type[:200],
+                uploaded_by=user.id,
+                as_cover=as_cover,
+            )
+        except ValidationError:
+            raise InvalidInput(
+                f"The file name {filename!r} cannot be kept: use at most 255 characters, without "
+                "'/', '\\' or control characters.",
+                code="invalid_filename",
+            ) from None
+        reply = await files_api.store_file(command)
+        if reply.error is not None:
+            raise reply.error.to_error()
+        return reply
+
+    async def mark_delivered(project: str, job: JobView) -> None:
+        """The app keeps its own copy of what a synchronous generate answered: its sync listing
+        waits for that copy (sync_grace_s). Best effort: at worst the app sees a second copy."""
+        try:
+            await files_api.mark_delivered(project, [image.media_id for image in job.images])
+        except AtelierError:
+            log.warning("could not mark images as delivered", extra={"job_id": job.id})
 
     async def reference_images(
         user: User, project: str, body: ImageGenerateRequest
@@ -441,6 +498,7 @@ def create_inkweld_router(
     async def generate(
         body: ImageGenerateRequest,
         caller: AnyCaller,
+        request: Request,
         response: Response,
         prefer: Annotated[str | None, Header()] = None,
         idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
@@ -462,6 +520,10 @@ def create_inkweld_router(
                 # The app shows an error starting with this as "Content blocked".
                 exc.message = f"{MODERATION_PREFIX} {exc.message}"
             raise
+        if not await request.is_disconnected():
+            # Only what reaches the app is the app's: a caller that hung up gets its images
+            # from the library listing instead.
+            await mark_delivered(started.project, job)
         response.headers["Location"] = f"/v1/generations/{started.job_id}"
         return result
 
@@ -496,6 +558,7 @@ def create_inkweld_router(
                 failed = "Something went wrong inside Atelier; the image may still land."
                 yield sse_event("error", {"type": "error", "error": failed})
                 return
+            await mark_delivered(started.project, job)
             completed = {"type": "completed", "result": result.model_dump(mode="json")}
             yield sse_event("completed", completed)
 
@@ -619,7 +682,7 @@ def create_inkweld_router(
                 break
         raise missing
 
-    # --- media and covers: the project's generated images ------------------------------------
+    # --- media and covers: the project's files and generated images -------------------------
 
     Username = Annotated[str, Path(max_length=100)]
     Slug = Annotated[str, Path(max_length=100)]
@@ -632,23 +695,28 @@ def create_inkweld_router(
         prefix: Annotated[str | None, Query(max_length=200)] = None,
     ) -> MediaListResponse:
         project, user = await project_user(caller, username, slug, write=False)
-        entries = [
-            mapping.media_entry(item)
-            async for item in project_media(user, project)
-            if mapping.media_filename(item).startswith(prefix or "")
-        ]
+        files = await files_api.files(project)
+        items = [item async for item in project_media(user, project)]
+        entries = mapping.sync_listing(
+            files,
+            items,
+            now=datetime.now(UTC),
+            grace_s=inkweld.sync_grace_s,
+            prefix=prefix or "",
+        )
         return MediaListResponse(items=entries, total=len(entries))
 
     @router.post("/media/{username}/{slug}", operation_id="uploadProjectMedia")
     async def upload_media(
         caller: AnyCaller, username: Username, slug: Slug, request: Request
     ) -> UploadedMedia:
+        """Stored under the exact name sent, byte for byte; an image also joins the library
+        (or, with a generated image's bytes, becomes the app's name for it)."""
         project, user = await project_user(caller, username, slug, write=True)
-        item = await generated_upload(request, user, project)
+        stored = await store_upload(request, user, project, as_cover=False)
+        assert stored.file is not None
         return UploadedMedia(
-            message="Already in the media library: Atelier generated this image.",
-            filename=mapping.media_filename(item),
-            size=item.size_bytes,
+            message="File uploaded.", filename=stored.file.filename, size=stored.file.size_bytes
         )
 
     @router.get("/media/{username}/{slug}/{filename}", operation_id="getProjectMediaFile")
@@ -656,9 +724,19 @@ def create_inkweld_router(
         caller: AnyCaller,
         username: Username,
         slug: Slug,
-        filename: Annotated[str, Path(max_length=200)],
+        filename: Annotated[str, Path(max_length=255)],
     ) -> Response:
         project, user = await project_user(caller, username, slug, write=False)
+        found = await files_api.file(project, filename)
+        if found.file is not None and found.content_url is not None:
+            served = mapping.served_type(filename, found.file.content_type)
+            return await _stream_file(
+                fetcher,
+                found.content_url,
+                served,
+                found.file.sha256,
+                settings.media_cache_max_age_s,
+            )
         item, url = await service.media_source(user, mapping.media_id_of(filename), "content")
         if item.project != project:
             raise NotFound(f"There is no file {filename!r} in {username}/{slug}.")
@@ -667,13 +745,15 @@ def create_inkweld_router(
     @router.post("/projects/{username}/{slug}/cover", operation_id="uploadProjectCover")
     async def upload_cover(
         caller: AnyCaller, username: Username, slug: Slug, request: Request
-    ) -> MessageBody:
-        """The uploaded image becomes the cover if it is one the project generated: a durable
-        `media.assigned`, as `POST /v1/media/{id}/assign` publishes."""
+    ) -> CoverUploaded:
+        """Any image: re-encoded as the app's backend does (JPEG inside 1600x2560), stored as
+        `cover-<ms>.jpg` and chosen as the cover with a durable `media.assigned`, as
+        `POST /v1/media/{id}/assign` publishes."""
         project, user = await project_user(caller, username, slug, write=True)
-        item = await generated_upload(request, user, project)
-        await assign_media(service, user, item.id, AssignBody(target="cover"))
-        return MessageBody(message="Cover image set.")
+        stored = await store_upload(request, user, project, as_cover=True)
+        assert stored.file is not None and stored.media is not None
+        await assign_media(service, user, stored.media.id, AssignBody(target="cover"))
+        return CoverUploaded(message="Cover image uploaded.", coverImage=stored.file.filename)
 
     @router.get("/projects/{username}/{slug}/cover", operation_id="getProjectCover")
     async def get_cover(
@@ -693,7 +773,7 @@ def create_inkweld_router(
             raise NotFound(f"{username}/{slug} has no cover image.")
         raise Forbidden(
             "Atelier keeps a project's cover until another image is chosen: upload or pick "
-            "another generated image as the cover."
+            "another image as the cover."
         )
 
     async def inkweld_document() -> JSONResponse:

@@ -316,6 +316,14 @@ class MediaListResponse(InkweldModel):
     total: int
 
 
+class CoverUploaded(InkweldModel):
+    """`ImageMessage` plus what the app's backend adds and its frontend reads: the cover's file
+    name, fetched back through the media route."""
+
+    message: str
+    coverImage: str
+
+
 class UploadedMedia(InkweldModel):
     message: str
     filename: str
