@@ -189,9 +189,44 @@ async def test_errors_and_slow_answers_are_unreachable(web: Any, route: Any) -> 
         ("169.254.169.254", "a cloud metadata address"),
         ("fd00:ec2::254", "a cloud metadata address"),
         ("168.63.129.16", "a cloud metadata address"),
+        ("0.1.2.3", "a non-public address"),  # "this network"
+        ("::", "an unspecified address"),
+        ("ff02::1", "a multicast address"),
+        ("255.255.255.255", "a reserved address"),
+        ("fd12:3456::1", "a private address"),  # unique local, fc00::/7
+        ("fec0::1", "a site-local address"),
+        ("100.127.255.254", "a non-public address"),  # carrier-grade NAT, 100.64.0.0/10
+        ("192.0.0.8", "a non-public address"),
+        ("198.18.0.1", "a non-public address"),
+        ("100::1", "a non-public address"),
+        ("2001:10::1", "a non-public address"),
+        ("192.0.2.1", "a documentation address"),
+        ("198.51.100.7", "a documentation address"),
+        ("203.0.113.9", "a documentation address"),
+        ("2001:db8::1", "a documentation address"),
+        ("3fff::1", "a documentation address"),
+        # IPv6 addresses that embed an IPv4 address are judged by the embedded one.
+        ("::ffff:169.254.169.254", "a cloud metadata address"),  # IPv4-mapped
+        ("::ffff:10.0.0.1", "a private address"),
+        ("::7f00:1", "a loopback address"),  # IPv4-compatible
+        ("::a00:1", "a private address"),
+        ("2002:7f00:1::", "a loopback address"),  # 6to4
+        ("2002:a9fe:a9fe::", "a cloud metadata address"),
+        ("2002:c0a8:101::", "a private address"),
+        ("2002:6440:1::", "a non-public address"),
+        ("64:ff9b::7f00:1", "a loopback address"),  # NAT64, well-known prefix
+        ("64:ff9b::a9fe:a9fe", "a cloud metadata address"),
+        ("64:ff9b:1::7f00:1", "a loopback address"),  # NAT64, local-use prefix (/96 layout)
+        ("64:ff9b:1:a9fe:a9:fe00::", "a cloud metadata address"),  # (/48 layout)
+        ("2001:0:4136:e378:8000:63bf:80ff:fffe", "a loopback address"),  # Teredo, client inverted
+        ("2001:0:4136:e378:8000:63bf:5601:5601", "a cloud metadata address"),
         ("8.8.8.8", None),
         ("2606:4700:4700::1111", None),
         ("::ffff:8.8.8.8", None),
+        ("2002:808:808::", None),
+        ("64:ff9b::808:808", None),
+        ("64:ff9b:1::808:808", None),
+        ("2001:0:4136:e378:8000:63bf:f7f7:f7f7", None),
     ],
 )
 def test_address_classes(address: str, kind: str | None) -> None:
@@ -206,3 +241,20 @@ def test_the_allow_list_unlocks_networks_but_metadata_only_by_exact_entry() -> N
     assert policy.refusal(ipaddress.ip_address("169.254.169.254")) == "a cloud metadata address"
     exact = FetchPolicy(allow=parse_networks(["169.254.169.254/32"]))
     assert exact.refusal(ipaddress.ip_address("169.254.169.254")) is None
+
+
+def test_an_embedded_metadata_address_is_unlocked_only_by_its_exact_entry() -> None:
+    six_to_four = ipaddress.ip_address("2002:a9fe:a9fe::")
+    broad = FetchPolicy(allow=parse_networks(["2002::/16", "169.254.169.254/32"]))
+    assert broad.refusal(six_to_four) == "a cloud metadata address"
+    exact = FetchPolicy(allow=parse_networks(["2002:a9fe:a9fe::/128"]))
+    assert exact.refusal(six_to_four) is None
+
+
+def test_an_ipv4_entry_unlocks_its_mapped_form_but_not_translated_ones() -> None:
+    """`::ffff:127.0.0.1` is 127.0.0.1 on a dual-stack socket; 6to4 and NAT64 forms reach it
+    through a translator, so listing 127.0.0.1 does not unlock them."""
+    policy = FetchPolicy(allow=LOOPBACK)
+    assert policy.refusal(ipaddress.ip_address("::ffff:127.0.0.1")) is None
+    assert policy.refusal(ipaddress.ip_address("2002:7f00:1::")) == "a loopback address"
+    assert policy.refusal(ipaddress.ip_address("64:ff9b::7f00:1")) == "a loopback address"
