@@ -8,7 +8,7 @@ from pathlib import Path
 import nats
 import pytest
 
-from atelier_devstack.nats import NatsInfo, start_nats
+from atelier_devstack.nats import NatsInfo, nats_server_name, start_nats
 from atelier_devstack.ports import is_port_free
 from atelier_devstack.processes import ChildExitedError, Supervisor
 
@@ -78,3 +78,12 @@ def test_a_taken_port_fails_with_the_servers_own_words(tmp_path: Path) -> None:
 
         with pytest.raises(ChildExitedError, match="address already in use"):
             start_nats(sup, tmp_path / "nats", port=taken.getsockname()[1])
+
+
+def test_the_client_port_is_proven_ours_by_the_servers_random_name(
+    nats_server: tuple[Supervisor, NatsInfo],
+) -> None:
+    _, info = nats_server
+    name = nats_server_name(info.port)
+    assert name is not None and name.startswith("atelier-dev-")
+    assert f'server_name: "{name}"' in (info.store_dir.parent / "nats-server.conf").read_text()

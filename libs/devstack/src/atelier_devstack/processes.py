@@ -15,6 +15,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import secrets
 import shlex
 import signal
 import socket
@@ -50,6 +51,26 @@ class ChildExitedError(DevstackError):
             f"{name} exited with code {returncode} while waiting for {waiting_for}; "
             f"last {LOG_TAIL_LINES} lines of {log_path}:\n{read_log_tail(log_path)}"
         )
+
+
+class PortTakenError(ChildExitedError):
+    """A supervised server exited because another process holds its port (taken between our
+    free-port check and its bind)."""
+
+    def __init__(self, exited: ChildExitedError, port: int) -> None:
+        self.port = port
+        super().__init__(
+            exited.name,
+            exited.returncode,
+            f"port {port}, which another process took after it was found free (that process "
+            "was not trusted: it got the readiness probe and nothing else); start again to pick "
+            "another port",
+            exited.log_path,
+        )
+
+
+class NotOurServerError(DevstackError):
+    """A server answered on a port, but not as the process we started there."""
 
 
 class WaitTimeoutError(DevstackError, TimeoutError):
@@ -328,7 +349,7 @@ def wait_for(
         except Exception as exc:
             last_problem = f"{type(exc).__name__}: {exc}"
         if process is not None:
-            process.raise_if_exited(what)
+            process.raise_if_exited(f"{what} (last: {last_problem})")
         if time.monotonic() >= deadline:
             message = f"{what} not ready after {timeout}s (last: {last_problem})"
             if process is not None:
@@ -348,6 +369,52 @@ def wait_http_ok(url: str, timeout: float = 10.0, *, process: ManagedProcess | N
             return client.get(url).is_success
 
         wait_for(answers_2xx, what=url, timeout=timeout, process=process)
+
+
+# The variable atelier_web's probes repeat (atelier_web.INSTANCE_ID_ENV; this library does not
+# import the web one, a test checks the two agree).
+INSTANCE_ID_ENV = "ATELIER_INSTANCE_ID"
+
+
+def new_instance_id() -> str:
+    """A random id for one started process, unguessable by anything else on the machine."""
+    return secrets.token_urlsafe(16)
+
+
+def wait_http_instance(
+    url: str, instance: str, timeout: float = 10.0, *, process: ManagedProcess
+) -> None:
+    """Wait until a GET of `url` answers 2xx from the process started with `instance` as its
+    `ATELIER_INSTANCE_ID` (the answer's JSON repeats it).
+
+    A port checked free can be taken by another process before our child binds it. That server
+    may well answer 200 to `/readyz`; it cannot repeat an id it never saw, so it is never taken
+    for ours (and the caller, which waits for this before sending tokens, never talks to it).
+    The child that lost the port exits: `PortTakenError` says so, with its log.
+    """
+    port = httpx.URL(url).port
+
+    with httpx.Client(timeout=min(timeout, 2.0), trust_env=False) as client:
+
+        def answers_as_ours() -> bool:
+            response = client.get(url)
+            try:
+                body = response.json()
+            except ValueError:
+                body = None
+            if not isinstance(body, dict) or body.get("instance") != instance:
+                raise NotOurServerError(
+                    f"port {port} is answered by a server that is not the {process.name} "
+                    "started by this run"
+                )
+            return response.is_success
+
+        try:
+            wait_for(answers_as_ours, what=url, timeout=timeout, process=process)
+        except ChildExitedError as exc:
+            if port is not None and "address already in use" in exc.args[0].lower():
+                raise PortTakenError(exc, port) from exc
+            raise
 
 
 def wait_tcp(

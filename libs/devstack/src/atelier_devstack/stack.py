@@ -19,7 +19,12 @@ import httpx
 
 from atelier_devstack.nats import NatsInfo, start_nats
 from atelier_devstack.ports import free_port, pick_port
-from atelier_devstack.processes import Supervisor, wait_http_ok
+from atelier_devstack.processes import (
+    INSTANCE_ID_ENV,
+    Supervisor,
+    new_instance_id,
+    wait_http_instance,
+)
 from atelier_devstack.s3 import S3Info, start_seaweed
 from atelier_devstack.tokens import mint_user_token
 
@@ -148,6 +153,9 @@ class Stack:
         self.supervisor = Supervisor(log_dir=self.var_dir / "logs")
         self.secrets = _local_secrets(self.var_dir)
         self.ports: dict[str, int] = {}
+        # Each service process's id, repeated by its probes: readiness (and so any token) only
+        # from the process we started, never from whoever else holds the port.
+        self.instances: dict[str, str] = {}
         self.replaced: dict[str, tuple[int, int]] = {}
         self.nats: NatsInfo | None = None
         self.s3: S3Info | None = None
@@ -182,12 +190,8 @@ class Stack:
         for worker in self.config.workers:
             self._start_worker(worker)
         for name in self.supervisor.names():
-            if name in self.SERVICES or name.startswith("worker-"):
-                wait_http_ok(
-                    f"http://127.0.0.1:{self.ports[name]}/readyz",
-                    timeout=60,
-                    process=self.supervisor.process(name),
-                )
+            if name in self.instances:
+                self._wait_ready(name)
         profile_id = self._seed_profile() if self.config.seed_demo_profile else None
         self.info = self._run_info(profile_id)
         (self.var_dir / "run.json").write_text(json.dumps(self.info.public(), indent=2) + "\n")
@@ -228,7 +232,13 @@ class Stack:
         self, name: str, module: str, port: int, extra: dict[str, str] | None = None
     ) -> None:
         prefix = "WORKERS" if name.startswith("worker-") else name.upper()
-        env = {**self.service_env, f"ATELIER_{prefix}_PORT": str(port), **(extra or {})}
+        self.instances[name] = new_instance_id()
+        env = {
+            **self.service_env,
+            f"ATELIER_{prefix}_PORT": str(port),
+            INSTANCE_ID_ENV: self.instances[name],
+            **(extra or {}),
+        }
         self.supervisor.start(name, [sys.executable, "-m", module], env=env, cwd=self.var_dir)
 
     def _start_worker(self, worker: WorkerSpec) -> None:
@@ -253,12 +263,16 @@ class Stack:
 
     def restart(self, name: str) -> None:
         self.supervisor.restart(name)
-        if name in self.ports and name != "nats":
-            wait_http_ok(
-                f"http://127.0.0.1:{self.ports[name]}/readyz",
-                timeout=60,
-                process=self.supervisor.process(name),
-            )
+        if name in self.instances:
+            self._wait_ready(name)
+
+    def _wait_ready(self, name: str) -> None:
+        wait_http_instance(
+            f"{self.url(name)}/readyz",
+            self.instances[name],
+            timeout=60,
+            process=self.supervisor.process(name),
+        )
 
     # -- URLs, tokens, seed --------------------------------------------------------------------
 
@@ -267,7 +281,9 @@ class Stack:
 
     def _seed_profile(self) -> str:
         headers = {"Authorization": f"Bearer {self.secrets['admin_token']}"}
-        with httpx.Client(base_url=self.url("profiles"), headers=headers, timeout=10) as client:
+        with httpx.Client(
+            base_url=self.url("profiles"), headers=headers, timeout=10, trust_env=False
+        ) as client:
             listed = client.get("/admin/v1/profiles")
             listed.raise_for_status()
             for profile in listed.json():

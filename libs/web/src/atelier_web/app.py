@@ -7,6 +7,7 @@ workers, media) has the same shape and the same probes as the HTTP ones.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -22,6 +23,13 @@ from atelier_web.metrics import install_metrics
 
 log = logging.getLogger("atelier.web")
 
+# A process supervisor (`make run`, the end-to-end tests) may give each process it starts a random
+# id in this variable; the probes then repeat it, and the supervisor trusts a probe's answer only
+# when it carries that id. A server that merely answers on the port (another process that took it
+# between the supervisor's check and our bind) cannot, so it is never taken for the service, nor
+# handed a token. Unset (deployments, unit tests): the probes answer as before.
+INSTANCE_ID_ENV = "ATELIER_INSTANCE_ID"
+
 ReadinessCheck = Callable[[], Awaitable[bool]]
 Hook = Callable[[], Awaitable[None]]
 
@@ -34,6 +42,11 @@ def _describe_validation_error(err: dict[str, Any]) -> str:
     loc = [str(p) for p in err.get("loc", ()) if p not in ("body",)]
     where = ".".join(loc) or "request body"
     return f"{where}: {err.get('msg', 'is invalid')}"
+
+
+# What FastAPI raises (400) when reading a JSON body fails for another reason than a JSON syntax
+# error, e.g. a body that is not UTF-8.
+_BODY_NOT_PARSED = "There was an error parsing the body"
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -56,6 +69,13 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and exc.detail == _BODY_NOT_PARSED:
+            # FastAPI's answer to a body it could not decode at all (invalid UTF-8, nesting
+            # deeper than the parser goes): as malformed as JSON that does not parse.
+            return JSONResponse(
+                error_body("malformed_json", "The request body is not valid JSON (UTF-8)."),
+                status_code=400,
+            )
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return JSONResponse(
             error_body(code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers
@@ -103,9 +123,12 @@ def create_service_app(
     app = FastAPI(title=title, description=description, version=version, lifespan=lifespan)
     install_error_handlers(app)
 
+    instance_id = os.environ.get(INSTANCE_ID_ENV)
+    identity = {"service": title, "instance": instance_id} if instance_id else {}
+
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+        return {"status": "ok", **identity}
 
     @app.get("/readyz", include_in_schema=False)
     async def readyz() -> JSONResponse:
@@ -114,7 +137,7 @@ def create_service_app(
             checks.insert(0, _broker_ready(broker))
         results = [await check() for check in checks]
         ok = all(results)
-        return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
+        return JSONResponse({"ready": ok, **identity}, status_code=200 if ok else 503)
 
     install_metrics(app, broker)
     return app
