@@ -140,7 +140,7 @@ def create_router(settings: Settings, service: GatewayService, fetcher: MediaFet
             )
         catalog = await service.backends.profiles(include_disabled=True)
         profile = next((p for p in catalog.profiles if p.id == body.profile_id), None)
-        resolved = validate_generation(body, profile, catalog.settings)
+        resolved = validate_generation(body, profile, catalog.settings, service.limits)
         previewer = service.backends
         if not isinstance(previewer, ContextPreviewer):
             raise not_answering("context")

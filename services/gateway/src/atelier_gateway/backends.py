@@ -58,7 +58,7 @@ from atelier_contracts.profiles import (
     QuotaReserveRequest,
 )
 from atelier_contracts.subjects import STATUS_STREAM, Subject
-from atelier_gateway.service import FeedClosed, StatusUpdate
+from atelier_gateway.service import FeedClosed, RequestTooLarge, StatusUpdate
 from atelier_messaging import publish_event, query
 
 log = logging.getLogger("atelier.gateway.backends")
@@ -168,9 +168,25 @@ class NatsBackends:
         # Returns once JetStream stored the event: the 202 promises the job will not be lost.
         try:
             await publish_event(self._broker, event, Subject.JOBS_REQUESTED)
+        except nats.errors.MaxPayloadError as exc:
+            # Retrying cannot help: the request is too large for the queue (issue 15, item 4).
+            raise self._too_large_for_the_queue(event) from exc
         except (TimeoutError, nats.errors.Error) as exc:
             log.warning("jobs.requested not stored", extra={"job_id": event.job_id})
             raise Unavailable("The job queue is not answering; try again shortly.") from exc
+
+    def _too_large_for_the_queue(self, event: JobRequested) -> RequestTooLarge:
+        size = len(event.model_dump_json())
+        try:
+            limit = f"at most {self._broker.connection.max_payload:,} bytes"
+        except Exception:  # not connected (any more): the limit is the server's
+            limit = "less"
+        log.warning("jobs.requested over max_payload", extra={"job_id": event.job_id})
+        return RequestTooLarge(
+            f"This request is {size:,} bytes once queued; the job queue takes {limit} per job "
+            "(the NATS server's max_payload). Send fewer or smaller pictures: library images "
+            "travel by media_id."
+        )
 
     async def subscribe_status(self, subject: str) -> NatsStatusSubscription:
         # The broker's own connection: one connection per process, and it reconnects by itself

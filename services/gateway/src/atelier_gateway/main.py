@@ -14,10 +14,11 @@ from atelier_gateway.api import (
     install_quota_error_handler,
 )
 from atelier_gateway.backends import MediaFetcher, NatsBackends, register_profile_invalidation
+from atelier_gateway.body_limit import install_body_limit
 from atelier_gateway.inkweld import create_inkweld_router
 from atelier_gateway.inkweld.app_auth import AppBackend
 from atelier_gateway.inkweld.settings import InkweldSettings
-from atelier_gateway.service import GatewayService
+from atelier_gateway.service import GatewayService, RequestLimits
 from atelier_gateway.settings import Settings
 from atelier_gateway.web import install_web_page
 from atelier_messaging import ensure_streams, make_broker
@@ -42,6 +43,7 @@ def create_app(
         resync_s=settings.sse_resync_s,
         replay_window_s=settings.sse_replay_window_s,
         profile_cache_s=settings.profile_cache_s,
+        limits=RequestLimits(max_data_url_bytes=settings.max_data_url_bytes),
     )
     register_profile_invalidation(broker, service.forget_profiles)
     fetcher = MediaFetcher(
@@ -72,6 +74,7 @@ def create_app(
     )
     install_auth_error_handler(app)
     install_quota_error_handler(app)
+    install_body_limit(app, settings.max_request_bytes)
     app.include_router(create_router(settings, service, fetcher))
     # The writing app's own API, mapped onto the same service (docs/inkweld.md).
     app.include_router(

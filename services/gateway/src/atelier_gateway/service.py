@@ -8,7 +8,7 @@ plain fakes.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 import math
 import re
 import time
@@ -49,6 +49,8 @@ from atelier_gateway.models import (
     generation_url,
 )
 
+log = logging.getLogger("atelier.gateway.service")
+
 # Fixed forever: changing it would give every retried request a new job id.
 IDEMPOTENCY_NAMESPACE = UUID("e8c86d62-46f0-4a31-b9bb-893879e0e384")
 IDEMPOTENCY_KEY_MAX_LENGTH = 200
@@ -78,8 +80,69 @@ def _listing(values: Iterable[object]) -> str:
     return f"{', '.join(items[:-1])} or {items[-1]}"
 
 
+@dataclass(frozen=True)
+class RequestLimits:
+    """Limits on what a request may carry that are settings (`ATELIER_GATEWAY_*`); the fixed
+    ones (element count, element data, options) are in `models`."""
+
+    max_data_url_bytes: int = 3 * 1024 * 1024
+
+
+def data_url_bytes(data_url: str) -> int:
+    """The decoded size of a data URL's payload (base64 or percent-encoded), without decoding."""
+    header, _, payload = data_url.partition(",")
+    if header.lower().endswith(";base64"):
+        payload = payload.strip()
+        return max(0, len(payload) * 3 // 4 - payload[-2:].count("="))
+    return len(payload)
+
+
+def _pictures(count: int) -> str:
+    return f"{count} picture{'' if count == 1 else 's'}"
+
+
+def check_reference_images(
+    request: GenerationRequestBody, profile: Profile, limits: RequestLimits
+) -> None:
+    """Pictures the request carries (`data_url`) or makes the gateway's services fetch (`url`)
+    are limited to what the profile can use, and each one's size; library images (`media_id`)
+    travel as an id, and context leaves out those over the profile's maximum, with the reason."""
+    carried = 0
+    for element in request.context.elements:
+        image = element.image
+        if image is None:
+            continue
+        if image.data_url:
+            size = data_url_bytes(image.data_url)
+            if size > limits.max_data_url_bytes:
+                raise InvalidInput(
+                    f"The picture of element {element.id!r} is {size:,} bytes; a picture sent "
+                    f"in the request may be at most {limits.max_data_url_bytes:,} bytes "
+                    "(ATELIER_GATEWAY_MAX_DATA_URL_BYTES). Add it to the media library and send "
+                    "its media_id instead.",
+                    code="reference_image_too_large",
+                )
+        if element.send.image and (image.data_url or image.url):
+            carried += 1
+    limit = profile.max_reference_images
+    if carried > limit:
+        takes = (
+            "takes no reference images"
+            if limit == 0
+            else f"takes at most {_pictures(limit)} as reference (its max_reference_images)"
+        )
+        raise InvalidInput(
+            f"{profile.name!r} {takes}, and this request sends {_pictures(carried)} by data_url "
+            "or url; turn off sending the image of the others.",
+            code="too_many_reference_images",
+        )
+
+
 def validate_generation(
-    request: GenerationRequestBody, profile: Profile | None, settings: GenerationSettings
+    request: GenerationRequestBody,
+    profile: Profile | None,
+    settings: GenerationSettings,
+    limits: RequestLimits | None = None,
 ) -> ResolvedRequest:
     """Check a request against the global switch and its profile; first problem wins.
 
@@ -122,12 +185,14 @@ def validate_generation(
             code="count_not_allowed",
         )
 
+    options = resolve_options(profile, request.options)
+    check_reference_images(request, profile, limits or RequestLimits())
     return ResolvedRequest(
         profile=profile,
         prompt=request.prompt,
         size=size,
         count=request.count,
-        options=resolve_options(profile, request.options),
+        options=options,
     )
 
 
@@ -497,6 +562,7 @@ class GatewayService:
         replay_window_s: float = 3600.0,
         replay_wait_s: float = 5.0,
         profile_cache_s: float = 1.0,
+        limits: RequestLimits | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
@@ -506,6 +572,7 @@ class GatewayService:
         self.replay_window_s = replay_window_s
         self.replay_wait_s = replay_wait_s
         self.profile_cache_s = profile_cache_s
+        self.limits = limits or RequestLimits()
         self._clock = clock
         self._sleep = sleep
         self._catalog: tuple[float, ProfilesListReply] | None = None
@@ -572,21 +639,33 @@ class GatewayService:
         # profile and a disabled one get different answers.
         catalog = await self.catalog()
         profile = next((p for p in catalog.profiles if p.id == request.profile_id), None)
-        resolved = validate_generation(request, profile, catalog.settings)
+        resolved = validate_generation(request, profile, catalog.settings, self.limits)
         event = build_job_requested(
             resolved, request, job_id=job_id, user_id=user.id, idempotency_key=idempotency_key
         )
         await self._reserve_credits(event)
+        # Everything after the reservation either queues the job or gives the credits back:
+        # a failure of any kind (a payload over the queue's limit, an event that cannot be
+        # serialized, a bug) must never keep what the user was charged for a job that does not
+        # exist (issue 15).
         try:
             await self.backends.publish_job_requested(event)
-        except Unavailable:
-            # Never queued: give the credits back. Not for a keyed request: its retry (same job
-            # id) reuses the reservation, and its first publish may have been stored after all.
-            if idempotency_key is None:
-                with contextlib.suppress(Unavailable):
-                    await self.backends.release_quota(job_id)
+        except Exception as exc:
+            # One exception: the queue did not answer in time for a keyed request. Its first
+            # publish may have been stored after all, and its retry (same job id) reuses the
+            # reservation; profiles settles it when the job ends.
+            if not (isinstance(exc, Unavailable) and idempotency_key is not None):
+                await self._release_credits(job_id)
             raise
         return Submission(accepted(job_id, request.project, JobStatus.QUEUED), True)
+
+    async def _release_credits(self, job_id: str) -> None:
+        try:
+            await self.backends.release_quota(job_id)
+        except Exception:
+            # The original error is what the user must see; the reservation stays held until
+            # an admin releases it, so say so where operators look.
+            log.exception("could not release the reservation", extra={"job_id": job_id})
 
     async def _recorded_job(self, job_id: str) -> JobView | None:
         try:
@@ -757,3 +836,11 @@ class GatewayService:
         """For reads: a project not granted looks like one that does not exist."""
         if not user.is_granted(project):
             raise _not_found("project", project)
+
+
+class RequestTooLarge(AtelierError):
+    """413: the request is larger than the gateway or the job queue takes; it can never succeed
+    as it is, so it is not a 503 to retry."""
+
+    status_code = 413
+    code = "request_too_large"

@@ -51,6 +51,21 @@ class Settings(BaseServiceSettings):
         description="Dispatch records a job a few ms after our 202: how long a not-found job is "
         "asked for again before answering 404",
     )
+    max_request_bytes: int = Field(
+        default=24 * 1024 * 1024,
+        gt=0,
+        description="Largest request body read (bytes; `Content-Length` checked first, chunked "
+        "bodies counted as read): over it, 413 `request_too_large`. The Inkweld facade's file "
+        "uploads have their own limit (`ATELIER_GATEWAY_INKWELD_MAX_UPLOAD_BYTES`)",
+    )
+    max_data_url_bytes: int = Field(
+        default=3 * 1024 * 1024,
+        gt=0,
+        # A data URL travels in `jobs.requested`, whose contract takes 5,000,000 characters.
+        le=3_700_000,
+        description="Largest picture an element may send as a `data_url` (decoded bytes): over "
+        "it, 422 `reference_image_too_large`",
+    )
     sse_ping_s: float = Field(default=15.0, gt=0, description="Keep-alive comment interval")
     sse_resync_s: float = Field(
         default=30.0,

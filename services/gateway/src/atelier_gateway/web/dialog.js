@@ -91,8 +91,33 @@ export function createGenerateDialog(app) {
     );
   }
 
+  // Pictures the request would carry (data URLs) beyond what the profile takes are left out
+  // here, with the reason shown in the preview: the gateway refuses a request that carries more
+  // than the profile can use.
+  let leftOut = [];
+
   function contextElements() {
-    return state.demo.elements.filter((e) => picks.has(e.id)).map((e) => app.contextElement(e, { ...picks.get(e.id) }));
+    const chosen = profile();
+    let room = chosen?.max_reference_images ?? 0;
+    leftOut = [];
+    return state.demo.elements
+      .filter((e) => picks.has(e.id))
+      .map((e) => {
+        const element = app.contextElement(e, { ...picks.get(e.id) });
+        if (element.image?.data_url && element.send.image) {
+          if (room > 0) {
+            room -= 1;
+          } else {
+            element.image = null;
+            const max = chosen?.max_reference_images ?? 0;
+            const reason = max > 0
+              ? `Over the maximum: ${chosen.name} takes at most ${max} reference ${max === 1 ? "image" : "images"}.`
+              : `${chosen?.name ?? "This profile"} takes no reference images.`;
+            leftOut.push({ element_id: e.id, reason });
+          }
+        }
+        return element;
+      });
   }
 
   // --- step 2: prompt -------------------------------------------------------------------------
@@ -253,6 +278,7 @@ export function createGenerateDialog(app) {
         signal: previewAbort.signal,
       });
       const name = (id) => state.demo.elements.find((e) => e.id === id)?.name ?? id;
+      const excluded = [...leftOut, ...preview.excluded_images];
       fill(box,
         h("pre", { class: "sent-prompt", dataset: { testid: "preview-prompt" } }, preview.prompt),
         preview.negative_prompt ? h("p", {}, h("strong", {}, "Negative prompt: "), preview.negative_prompt) : null,
@@ -268,12 +294,12 @@ export function createGenerateDialog(app) {
               ),
             )
           : null,
-        preview.excluded_images.length
+        excluded.length
           ? h(
               "div",
               {},
               h("h4", {}, "Pictures not sent"),
-              h("ul", { class: "plain" }, preview.excluded_images.map((x) => h("li", {}, `${name(x.element_id)}: ${x.reason}`))),
+              h("ul", { class: "plain" }, excluded.map((x) => h("li", {}, `${name(x.element_id)}: ${x.reason}`))),
             )
           : null,
         preview.notes.length ? h("div", {}, h("h4", {}, "Notes"), h("ul", { class: "plain" }, preview.notes.map((n) => h("li", {}, n)))) : null,
