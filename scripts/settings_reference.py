@@ -21,7 +21,7 @@ from pydantic import AliasChoices
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from atelier_settings import BaseServiceSettings
+from atelier_settings import BaseServiceSettings, StreamLimits
 from atelier_settings.base import LOCAL_ONLY_SECRET
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -136,6 +136,19 @@ def shared_settings() -> list[Setting]:
     return rows
 
 
+def stream_settings() -> list[Setting]:
+    """The JetStream streams' limits, read by `ensure_streams` in every service declaring them."""
+    prefix = str(StreamLimits.model_config.get("env_prefix", ""))
+    return [
+        Setting(
+            f"{prefix}{name}".upper(),
+            _default(name, field, False),
+            _describe(name, field, False, False),
+        )
+        for name, field in StreamLimits.model_fields.items()
+    ]
+
+
 def settings_class(service: str) -> type[BaseServiceSettings]:
     module = importlib.import_module(f"atelier_{service}.settings")
     cls: type[BaseServiceSettings] = module.Settings
@@ -159,7 +172,7 @@ def service_settings(service: str) -> list[Setting]:
 
 def all_env_names() -> set[str]:
     """Every variable some service reads: what compose and the manifests may set."""
-    names = {row.env for row in shared_settings()}
+    names = {row.env for row in shared_settings()} | {row.env for row in stream_settings()}
     for service in SERVICES:
         names |= {row.env for row in service_settings(service)}
     return names
@@ -178,6 +191,14 @@ def render() -> str:
         "### Shared (every service)",
         "",
         *_table(shared_settings()),
+        "",
+        "### JetStream streams (every service that declares them)",
+        "",
+        "Byte limits are reserved from the NATS server's `max_file_store`: their sum must fit in "
+        "it. `new` refuses a publish into a full stream (503 `stream_full`), `old` drops the "
+        "oldest messages (docs/security.md, Infrastructure limits).",
+        "",
+        *_table(stream_settings()),
     ]
     for service in SERVICES:
         lines += ["", f"### {service}", "", *_table(service_settings(service))]

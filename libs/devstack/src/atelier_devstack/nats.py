@@ -20,8 +20,10 @@ from atelier_devstack.processes import (
 
 # JetStream sizes its limits from the host (a share of RAM and disk) unless told otherwise;
 # a dev server has no business reserving that much, and caps make tests behave the same everywhere.
+# The file cap must hold the streams' byte limits, which JetStream reserves from it
+# (atelier_settings.StreamLimits: 2.3 GiB by default); it is a cap, not space taken up front.
 JETSTREAM_MAX_MEM = "256MB"
-JETSTREAM_MAX_FILE = "2GB"
+JETSTREAM_MAX_FILE = "4GB"
 
 
 @dataclass(frozen=True)

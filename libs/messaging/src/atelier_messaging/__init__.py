@@ -2,6 +2,7 @@
 
 from atelier_messaging.broker import (
     RedeliveryBackoffMiddleware,
+    StreamFull,
     delivery_attempt,
     durable_subscriber,
     ensure_streams,
@@ -16,6 +17,7 @@ __all__ = [
     "CancelledJobs",
     "ProviderHandles",
     "RedeliveryBackoffMiddleware",
+    "StreamFull",
     "TaskHandle",
     "delivery_attempt",
     "durable_subscriber",

@@ -1,9 +1,11 @@
 """How every service talks to NATS.
 
-- Streams are declared idempotently at start-up by whoever starts first (`ensure_streams`).
+- Streams are declared idempotently at start-up by whoever starts first (`ensure_streams`), each
+  with a byte limit and a discard policy (`atelier_settings.StreamLimits`).
 - Every publish goes through `publish_event`: the event id becomes `Nats-Msg-Id` (JetStream drops
   duplicates inside the window), the current trace context is copied into the envelope, and the
-  call waits for JetStream's ack, so "published" means "stored".
+  call waits for JetStream's ack, so "published" means "stored". A stream that is full and
+  refuses new messages raises `StreamFull`, an `AtelierError` an HTTP handler answers as is.
 - Every JetStream subscriber is a durable pull consumer with explicit acks (`durable_subscriber`);
   a handler that raises gets its message redelivered later with exponential backoff.
 """
@@ -19,13 +21,16 @@ from faststream import AckPolicy, BaseMiddleware, StreamMessage
 from faststream.nats import ConsumerConfig, JStream, NatsBroker, PullSub
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
 from faststream.nats.subscriber.usecases import LogicSubscriber
-from nats.js.api import RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import BadRequestError
+from nats.js import JetStreamContext
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import APIError, BadRequestError, NotFoundError
 from opentelemetry import propagate
 from pydantic import BaseModel
 
 from atelier_contracts.envelope import Event
+from atelier_contracts.errors import AtelierError
 from atelier_contracts.subjects import ALL_STREAMS, StreamSpec
+from atelier_settings import StreamLimits
 
 log = logging.getLogger("atelier.messaging")
 
@@ -106,12 +111,54 @@ def make_broker(nats_url: str, service: str) -> NatsBroker:
     )
 
 
-async def ensure_streams(nats_url: str, replicas: int = 1) -> None:
-    """Create or update every stream; safe to run from many processes at once."""
+# JetStream's codes for a publish refused for want of room (nats-server's errors.json).
+_STREAM_LIMIT_REACHED = 10077  # JSStreamStoreFailedF: "maximum bytes exceeded" and friends
+_SERVER_STORE_FULL = {
+    10023,  # JSInsufficientResourcesErr: the server's JetStream store is full
+    10047,  # JSStorageResourcesExceededErr
+    10028,  # JSMemoryResourcesExceededErr
+    10002,  # JSAccountResourcesExceededErr
+}
+
+
+class StreamFull(AtelierError):
+    """JetStream refused a message because the stream (or the server's store) is full.
+
+    Temporary: room comes back as stored messages age out or are consumed. HTTP handlers answer
+    it as is (503 `stream_full`), so a user is told why instead of "try again shortly" forever.
+    """
+
+    status_code = 503
+    code = "stream_full"
+
+    def __init__(self, message: str, *, stream: str) -> None:
+        super().__init__(message)
+        self.stream = stream
+
+
+def _size(n: int) -> str:
+    mib = 1024 * 1024
+    if n >= 1024 * mib:
+        return f"{n / (1024 * mib):.2f} GiB"
+    return f"{n / mib:.0f} MiB" if n >= mib else f"{n:,} bytes"
+
+
+async def ensure_streams(
+    nats_url: str, replicas: int = 1, limits: StreamLimits | None = None
+) -> None:
+    """Create or update every stream; safe to run from many processes at once.
+
+    Limits come from `limits`, else from the environment (`ATELIER_STREAM_*`). An existing
+    stream is updated in place and keeps its messages: a byte limit below what a stream already
+    holds is applied once it holds less (until then its current size is the limit, with a
+    warning), so lowering a setting never drops stored work.
+    """
+    limits = limits if limits is not None else StreamLimits()
     nc = await nats.connect(nats_url, connect_timeout=5)
     try:
         js = nc.jetstream()
         for spec in ALL_STREAMS:
+            max_bytes, discard = limits.for_stream(spec.name)
             config = StreamConfig(
                 name=spec.name,
                 subjects=list(spec.subjects),
@@ -120,28 +167,99 @@ async def ensure_streams(nats_url: str, replicas: int = 1) -> None:
                 num_replicas=replicas,
                 max_age=spec.max_age_s,
                 duplicate_window=spec.duplicate_window_s,
+                max_bytes=max_bytes,
+                discard=DiscardPolicy.NEW if discard == "new" else DiscardPolicy.OLD,
             )
             try:
-                await js.add_stream(config)
-            except BadRequestError:
-                await js.update_stream(config)
+                await _declare(js, spec.name, config)
+            except APIError as exc:
+                if exc.err_code in _SERVER_STORE_FULL:
+                    raise RuntimeError(
+                        f"JetStream cannot reserve {_size(max_bytes)} for stream {spec.name} "
+                        f"({exc.description}): the streams' limits (ATELIER_STREAM_*_MAX_BYTES) "
+                        "must add up to less than the server's max_file_store"
+                    ) from exc
+                raise
     finally:
         await nc.close()
 
 
+async def _declare(js: JetStreamContext, name: str, config: StreamConfig) -> None:
+    try:
+        info = await js.stream_info(name)
+    except NotFoundError:
+        try:
+            await js.add_stream(config)
+            return
+        except BadRequestError:  # another process created it meanwhile
+            info = await js.stream_info(name)
+    held = info.state.bytes
+    if config.max_bytes is not None and 0 <= config.max_bytes < held:
+        log.warning(
+            "stream holds more than its limit; the limit applies once it holds less",
+            extra={"stream": name, "bytes": held, "max_bytes": config.max_bytes},
+        )
+        config.max_bytes = held
+    await js.update_stream(config)
+
+
 async def publish_event(broker: NatsBroker, event: Event, subject: str) -> None:
-    """Publish durably: returns once JetStream has stored the event (or raises)."""
+    """Publish durably: returns once JetStream has stored the event (or raises).
+
+    A full stream that refuses new messages raises `StreamFull`.
+    """
     carrier: dict[str, str] = {}
     propagate.inject(carrier)
     if carrier:
         event = event.model_copy(update={"trace_context": carrier})
-    await broker.publish(
-        event,
-        subject,
-        headers={"Nats-Msg-Id": str(event.event_id)},
-        stream=stream_for_subject(subject).name,
-        timeout=10.0,
-    )
+    stream = stream_for_subject(subject).name
+    try:
+        await broker.publish(
+            event,
+            subject,
+            headers={"Nats-Msg-Id": str(event.event_id)},
+            stream=stream,
+            timeout=10.0,
+        )
+    except APIError as exc:
+        full = await _refused_for_room(broker, stream, exc)
+        if full is None:
+            raise
+        log.warning(
+            "stream full; message refused",
+            extra={"stream": stream, "subject": subject, "reason": exc.description},
+        )
+        raise full from exc
+
+
+async def _refused_for_room(broker: NatsBroker, stream: str, exc: APIError) -> StreamFull | None:
+    description = (exc.description or "").lower()
+    if exc.err_code == _STREAM_LIMIT_REACHED and "maximum" in description:
+        limit = await _stream_limit(broker, stream)
+        holds = f"it holds at most {_size(limit)}" if limit and limit > 0 else "it is at its limit"
+        return StreamFull(
+            f"Atelier's queue {stream} is full ({holds}, {StreamLimits.env_of(stream)}), so "
+            "nothing more is accepted into it for now. This is temporary: room comes back as "
+            "stored work is handled or ages out; try again later.",
+            stream=stream,
+        )
+    if exc.err_code in _SERVER_STORE_FULL:
+        return StreamFull(
+            f"Atelier's message store is full (JetStream: {exc.description}), so {stream} "
+            "accepts nothing more for now. This is temporary: room comes back as stored work "
+            "ages out, or an operator makes room; try again later.",
+            stream=stream,
+        )
+    return None
+
+
+async def _stream_limit(broker: NatsBroker, stream: str) -> int | None:
+    try:
+        info = await broker.connection.jetstream().stream_info(stream)
+    except Exception:  # the refusal is the news; its size is a detail
+        return None
+    max_bytes: int | None = info.config.max_bytes
+    return max_bytes
 
 
 async def query(
