@@ -3,6 +3,7 @@ message, and a full stream refusing a publish with `StreamFull` (503 `stream_ful
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Literal
 
@@ -38,10 +39,8 @@ async def js(nats_server: NatsInfo) -> AsyncIterator[JetStreamContext]:
     nc = await nats.connect(nats_server.url)
     js = nc.jetstream()
     for spec in ALL_STREAMS:
-        try:
+        with contextlib.suppress(NotFoundError):
             await js.delete_stream(spec.name)
-        except NotFoundError:
-            pass
     try:
         yield js
     finally:
