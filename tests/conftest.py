@@ -85,6 +85,9 @@ def running_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningS
                 # The app's own tokens, its access asked of the fake app backend.
                 "ATELIER_GATEWAY_INKWELD_APP_JWT_SECRETS": json.dumps([APP_KEY]),
                 "ATELIER_GATEWAY_INKWELD_APP_BACKEND_URL": app_backend_url,
+                # The operator's approval for the OpenAI key to go to the fake OpenAI (a
+                # loopback origin, refused otherwise: docs/adr/0014).
+                "ATELIER_PROFILES_ALLOWED_BASE_URL_ORIGINS": json.dumps({"openai": [openai_url]}),
             },
         )
     )

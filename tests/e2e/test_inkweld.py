@@ -392,3 +392,30 @@ def test_a_caller_that_goes_away_still_gets_its_image_in_the_library(
         assert job["status"] == "completed", job
     library = conforms("listProjectMedia", ink.writer.get(f"{API}/media/{PROJECT_KEY}"))
     assert f"{job['images'][0]['media_id']}.png" in {i["filename"] for i in library["items"]}
+
+
+@pytest.mark.parametrize(
+    "base_url",
+    ["http://127.0.0.1:{port}/v1", "http://169.254.169.254/", "https://collector.example/v1"],
+)
+def test_the_apps_admin_cannot_send_the_key_elsewhere(ink: Inkweld, base_url: str) -> None:
+    """Issue 15, item 1: the app's admin role sets `modelConfig.baseUrl`; an origin no operator
+    allowed for the OpenAI key (here: not the fake OpenAI's) is refused with the reason, and no
+    profile exists to send the key with."""
+    port = int(ink.stack.openai_url.rsplit(":", 1)[1]) + 1  # beside the allowed fake
+    name = f"Exfiltration {uuid.uuid4().hex[:8]}"
+    answer = ink.admin.post(
+        f"{API}/admin/image-profiles",
+        json={
+            "name": name,
+            "provider": "openai",
+            "modelId": "gpt-image-1",
+            "supportedSizes": ["1024x1024"],
+            "modelConfig": {"baseUrl": base_url.format(port=port)},
+        },
+    )
+    # Profiles' 422, answered in the app's shape (its API says 400 for a refused input).
+    assert answer.status_code == 400, answer.text
+    assert "no operator allowed that origin for openai's key" in answer.text
+    listed = ink.admin.get(f"{API}/admin/image-profiles").json()
+    assert name not in {profile["name"] for profile in listed}

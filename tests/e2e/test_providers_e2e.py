@@ -240,6 +240,11 @@ def provider_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Provide
                     # A killed worker's task comes back within seconds, not the default 30.
                     "ATELIER_WORKERS_ACK_WAIT_S": "4",
                     "ATELIER_WORKERS_HEARTBEAT_S": "1",
+                    # Each provider's key may go to its fake (loopback: refused unless an
+                    # operator allows that exact origin, docs/adr/0014).
+                    "ATELIER_PROFILES_ALLOWED_BASE_URL_ORIGINS": json.dumps(
+                        {p.name: [p.url.removesuffix(p.url_suffix)] for p in providers.values()}
+                    ),
                 },
             )
         )

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictBool, StrictInt, field_validator
 
 from atelier_contracts.envelope import Event
 from atelier_contracts.errors import AtelierError
@@ -13,6 +14,43 @@ from atelier_contracts.subjects import PROVIDER_PATTERN
 
 ALLOWED_COUNTS = (1, 2, 4)
 SIZE_PATTERN = r"^[1-9][0-9]{1,4}x[1-9][0-9]{1,4}$"
+# Bounds on what one profile may hold (docs/security.md, "Profile limits"): every list is short
+# in real use, and a bound keeps each check cheap and the stored row small.
+MAX_SIZES = 64
+MAX_OPTIONS = 64
+MAX_OPTION_VALUES = 100
+MAX_SORT_ORDER = 1_000_000_000  # well inside the database's 32-bit integer
+# `provider_config` is free-form JSON: bounded so it can always be serialized (pydantic stops at
+# a few hundred levels), stored and checked cheaply. 64 KB holds a large ComfyUI workflow.
+MAX_CONFIG_DEPTH = 10
+MAX_CONFIG_KEYS = 200  # in any one object
+MAX_CONFIG_BYTES = 64 * 1024
+
+
+def config_shape_problem(config: dict[str, Any]) -> str | None:
+    """Which bound `config` breaks (depth, keys in one object, size as JSON), or None; phrased
+    to follow "provider_config ".
+
+    Walks without recursion, so a value nested far deeper than allowed is refused, not a crash.
+    """
+    stack: list[tuple[Any, int]] = [(config, 1)]
+    values = 0
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict | list):
+            if depth > MAX_CONFIG_DEPTH:
+                return f"is nested more than {MAX_CONFIG_DEPTH} levels deep"
+            if isinstance(value, dict) and len(value) > MAX_CONFIG_KEYS:
+                return f"has an object with {len(value)} keys, more than {MAX_CONFIG_KEYS}"
+            children = list(value.values() if isinstance(value, dict) else value)
+            values += len(children)
+            if values > MAX_CONFIG_BYTES // 2:  # each value takes at least two bytes ("0,")
+                return f"is larger than {MAX_CONFIG_BYTES // 1024} KB as JSON"
+            stack.extend((child, depth + 1) for child in children)
+    size = len(json.dumps(config, default=str, ensure_ascii=False).encode())
+    if size > MAX_CONFIG_BYTES:
+        return f"is {size:,} bytes as JSON, more than {MAX_CONFIG_BYTES // 1024} KB"
+    return None
 
 
 class OptionSpec(BaseModel):
@@ -22,7 +60,9 @@ class OptionSpec(BaseModel):
     kind: Literal["enum", "string", "integer", "number", "boolean"] = Field(
         default="enum", description="Value type; `enum` takes one of `values`"
     )
-    values: list[str] | None = Field(default=None, examples=[["low", "medium", "high"]])
+    values: list[str] | None = Field(
+        default=None, max_length=MAX_OPTION_VALUES, examples=[["low", "medium", "high"]]
+    )
     default: Any = Field(default=None, description="Used when the request leaves it out")
     minimum: float | None = None
     maximum: float | None = None
@@ -36,27 +76,46 @@ class ProfileFields(BaseModel):
     name: str = Field(min_length=1, max_length=120, examples=["Sketch (offline)"])
     provider: str = Field(pattern=PROVIDER_PATTERN, examples=["offline"])
     model: str = Field(min_length=1, max_length=200, examples=["offline-sketch"])
-    enabled: bool = True
+    enabled: StrictBool = True
     sizes: list[str] = Field(
-        min_length=1, description="Allowed `WxH` sizes", examples=[["1024x1024", "512x512"]]
+        min_length=1,
+        max_length=MAX_SIZES,
+        description="Allowed `WxH` sizes",
+        examples=[["1024x1024", "512x512"]],
     )
     default_size: str = Field(pattern=SIZE_PATTERN, examples=["1024x1024"])
-    counts: list[int] = Field(default=[1], description="Allowed image counts, a subset of 1, 2, 4")
-    options: list[OptionSpec] = Field(default_factory=list)
-    max_reference_images: int = Field(default=0, ge=0, le=16)
-    prompt_max_length: int = Field(default=4000, ge=1, le=32000)
+    counts: list[StrictInt] = Field(
+        default=[1], max_length=8, description="Allowed image counts, a subset of 1, 2, 4"
+    )
+    options: list[OptionSpec] = Field(default_factory=list, max_length=MAX_OPTIONS)
+    max_reference_images: StrictInt = Field(default=0, ge=0, le=16)
+    prompt_max_length: StrictInt = Field(default=4000, ge=1, le=32000)
     timeout_s: float = Field(default=120.0, gt=0, le=3600)
-    sort_order: int = 0
+    sort_order: StrictInt = Field(default=0, ge=-MAX_SORT_ORDER, le=MAX_SORT_ORDER)
     credit_cost: float = Field(default=1.0, ge=0, description="Credits per image")
     base_url: str | None = Field(
         default=None,
+        max_length=2000,
         description="Provider API base URL (proxies, self-hosted, regional); default is the "
-        "provider's public endpoint",
+        "provider's public endpoint. Its origin must be the provider's own or one an operator "
+        'allowed for the provider\'s key (docs/security.md, "Provider keys and base URLs")',
         examples=["https://api.openai.com/v1"],
     )
     provider_config: dict[str, Any] = Field(
-        default_factory=dict, description="Provider-specific settings (never secrets)"
+        default_factory=dict,
+        description="Provider-specific settings (never secrets: keys named like `api_key`, "
+        "`token` or `password` are refused); at most 10 levels deep, 200 keys an object and "
+        "64 KB as JSON",
     )
+
+    @field_validator("provider_config")
+    @classmethod
+    def _bounded_config(cls, config: dict[str, Any]) -> dict[str, Any]:
+        problem = config_shape_problem(config)
+        if problem is not None:
+            raise ValueError(f"provider_config {problem}")
+        return config
+
     fallback_profile_id: str | None = Field(
         default=None,
         max_length=36,
@@ -103,7 +162,7 @@ class ProfileSnapshot(BaseModel):
 
 
 class GenerationSettings(BaseModel):
-    enabled: bool = Field(description="Global switch: is image generation on")
+    enabled: StrictBool = Field(description="Global switch: is image generation on")
     reason: str | None = Field(
         default=None,
         description="Shown to users while generation is off",
@@ -154,6 +213,13 @@ class CredentialReply(BaseModel):
         description="The key, AES-GCM-sealed under `ATELIER_CREDENTIALS_TRANSPORT_KEY` "
         "(`v1.` + base64url(nonce + ciphertext); key HKDF-SHA256(transport key, info "
         "`atelier credentials transport v1`), associated data `provider:<name>`)",
+    )
+    allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="Origins (`scheme://host[:port]`) besides the provider's own endpoints that "
+        "an operator allowed this provider's key to be sent to: those bound to the stored "
+        "credential and those of `ATELIER_PROFILES_ALLOWED_BASE_URL_ORIGINS`",
+        examples=[["http://10.0.0.5:7860"]],
     )
 
 

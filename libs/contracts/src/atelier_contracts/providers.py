@@ -21,6 +21,22 @@ KNOWN_PROVIDERS = (
     "bfl",
     "workersai",
 )
+# Each provider's own public API, the base URL its adapter uses when a profile sets none. A
+# provider key may be sent to these origins, and to origins an operator allowed for it
+# (docs/adr/0014-keys-only-to-approved-origins.md); self-hosted servers have none.
+PROVIDER_BASE_URLS: Mapping[str, str] = {
+    "openai": "https://api.openai.com/v1",
+    "openrouter": "https://openrouter.ai/api/v1",
+    "gemini": "https://generativelanguage.googleapis.com/v1beta",
+    "stability": "https://api.stability.ai/v2beta",
+    "bfl": "https://api.bfl.ai/v1",
+    "workersai": "https://api.cloudflare.com/client/v4",
+    "falai": "https://queue.fal.run",
+    "replicate": "https://api.replicate.com/v1",
+}
+# Providers that never send a request (nothing to protect, nowhere to send it).
+NETWORKLESS_PROVIDERS = frozenset({"offline"})
+
 # Providers whose every call makes exactly one image (providers.md A.10).
 _ONE_IMAGE_PER_CALL = frozenset({"openrouter", "gemini", "stability", "bfl", "workersai"})
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from atelier_contracts.errors import InvalidInput, NotFound
 from atelier_contracts.jobs import FINAL_STATUSES, JobStatusChanged
@@ -34,13 +34,15 @@ from atelier_profiles.repository import (
     from_milli,
     to_milli,
 )
-from atelier_profiles.service import ProfileService
+from atelier_profiles.service import ProfileService, default_origins
 from atelier_security import SealBroken, Sealer, mask
+from atelier_security.origins import OriginError, parse_origin
 
 log = logging.getLogger("atelier.profiles.governance")
 
 Period = Literal["day", "week", "month"]
 MAX_CREDITS = 1_000_000_000_000  # per period; milli-credits of it still fit a BIGINT easily
+MAX_ALLOWED_ORIGINS = 32
 
 # The quota policy of a fresh install: no credit limit, a generous submission rate limit.
 DEFAULT_PERIOD: Period = "month"
@@ -67,6 +69,25 @@ class CredentialInput(BaseModel):
         description="The provider's API key; stored encrypted, never shown again",
         examples=["sk-proj-0123456789abcdef"],
     )
+    allowed_origins: list[str] = Field(
+        default_factory=list,
+        max_length=MAX_ALLOWED_ORIGINS,
+        description="Origins (`scheme://host[:port]`, no path) this key may be sent to besides "
+        "the provider's own endpoint: a proxy, a regional endpoint, a self-hosted server "
+        "(`http://10.0.0.5:7860`). Exact origins only: private, loopback and link-local "
+        "addresses are reachable only when listed here (or in "
+        "`ATELIER_PROFILES_ALLOWED_BASE_URL_ORIGINS`). Replaced with the key; profiles whose "
+        "`base_url` is elsewhere are refused",
+        examples=[["http://10.0.0.5:7860"]],
+    )
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, origins: list[str]) -> list[str]:
+        try:
+            return list(dict.fromkeys(parse_origin(origin) for origin in origins))
+        except OriginError as exc:
+            raise ValueError(f"allowed_origins: {exc}") from exc
 
 
 class ProviderStatus(BaseModel):
@@ -77,6 +98,22 @@ class ProviderStatus(BaseModel):
         default=None, description="The key's last four characters at most", examples=["••••cdef"]
     )
     credential_updated_at: datetime | None = None
+    default_origins: list[str] = Field(
+        default_factory=list,
+        description="The provider's own endpoint, where its key always may go (none for "
+        "self-hosted servers)",
+        examples=[["https://api.openai.com"]],
+    )
+    allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="Origins the operator bound to the stored key",
+        examples=[["http://10.0.0.5:7860"]],
+    )
+    deployment_origins: list[str] = Field(
+        default_factory=list,
+        description="Origins `ATELIER_PROFILES_ALLOWED_BASE_URL_ORIGINS` allows for this "
+        "provider's keys",
+    )
     profiles: int = Field(default=0, description="Profiles using this provider")
 
 
@@ -278,6 +315,9 @@ class GovernanceService:
                 credential_set=name in stored,
                 credential_masked=stored[name].hint if name in stored else None,
                 credential_updated_at=_as_utc(stored[name].updated_at) if name in stored else None,
+                default_origins=sorted(default_origins(name)),
+                allowed_origins=list(stored[name].allowed_origins) if name in stored else [],
+                deployment_origins=self._profiles.origins.deployment_origins(name),
                 profiles=in_profiles.get(name, 0),
             )
             for name in names
@@ -296,8 +336,13 @@ class GovernanceService:
                 f"There is no provider {provider!r}; known: {', '.join(KNOWN_PROVIDERS)}."
             )
         sealed = self._at_rest.seal(provider, credential.api_key)
-        await self._repo.put_credential(provider, sealed, mask(credential.api_key))
-        log.info("provider credential set", extra={"provider": provider})
+        await self._repo.put_credential(
+            provider, sealed, mask(credential.api_key), credential.allowed_origins
+        )
+        log.info(
+            "provider credential set",
+            extra={"provider": provider, "allowed_origins": credential.allowed_origins},
+        )
         await self._profiles.announce("credentials", provider=provider)
         return await self.get_provider(provider)
 
@@ -309,20 +354,23 @@ class GovernanceService:
 
     async def sealed_credential(self, provider: str) -> CredentialReply:
         """The stored key re-sealed for the transport, for a worker (`configured=False`: none)."""
+        # Origins go with the key they were bound to; the deployment's go with any key.
+        deployment = self._profiles.origins.deployment_origins(provider)
         row = await self._repo.get_credential(provider)
         if row is None:
-            return CredentialReply(provider=provider, configured=False)
+            return CredentialReply(provider=provider, configured=False, allowed_origins=deployment)
         try:
             plaintext = self._at_rest.open(provider, row.ciphertext)
         except SealBroken:
             # Stored under another ATELIER_PROFILES_CREDENTIALS_KEY (or tampered with): the
             # worker falls back to its own key; an admin must set this one again.
             log.error("stored credential does not open", extra={"provider": provider})
-            return CredentialReply(provider=provider, configured=False)
+            return CredentialReply(provider=provider, configured=False, allowed_origins=deployment)
         return CredentialReply(
             provider=provider,
             configured=True,
             sealed_key=self._transport.seal(provider, plaintext),
+            allowed_origins=list(dict.fromkeys([*row.allowed_origins, *deployment])),
         )
 
     # --- quotas ------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from atelier_profiles.governance import GovernanceService
 from atelier_profiles.handlers import register_handlers
 from atelier_profiles.migrations import MIGRATIONS
 from atelier_profiles.repository import GovernanceRepository, ProfileRepository
-from atelier_profiles.service import ProfileService
+from atelier_profiles.service import OriginPolicy, ProfileService
 from atelier_profiles.settings import Settings
 from atelier_security import at_rest_sealer, transport_sealer
 from atelier_telemetry import configure_telemetry, instrument_fastapi
@@ -45,9 +45,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def publish_change(event: ProfilesChanged) -> None:
         await publish_event(broker, event, Subject.PROFILES_CHANGED)
 
-    service = ProfileService(repository, publish_change)
+    governance_repository = GovernanceRepository(database)
+
+    async def bound_origins(provider: str) -> list[str]:
+        row = await governance_repository.get_credential(provider)
+        return list(row.allowed_origins) if row is not None else []
+
+    # Where provider keys may go: only operators set these (the admin API's credentials and the
+    # deployment's settings), never the NATS commands an app admin's routes use.
+    origins = OriginPolicy(settings.allowed_base_url_origins, bound=bound_origins)
+    service = ProfileService(repository, publish_change, origins)
     governance = GovernanceService(
-        GovernanceRepository(database),
+        governance_repository,
         service,
         at_rest=at_rest_sealer(settings.credentials_key),
         transport=transport_sealer(settings.credentials_transport_key),

@@ -276,6 +276,11 @@ class CredentialRow(SQLModel, table=True):
     provider: str = Field(primary_key=True, max_length=40)
     ciphertext: str = Field(sa_column=Column(Text, nullable=False))
     hint: str = Field(max_length=16, description="The masked form shown to admins")
+    # Origins besides the provider's own endpoint that the operator allowed this key to be sent
+    # to, normalized (`scheme://host[:port]`); bound to the key, set and replaced with it.
+    allowed_origins: list[str] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False, server_default="[]")
+    )
     created_at: datetime = Field(sa_column=_timestamp_column())
     updated_at: datetime = Field(sa_column=_timestamp_column())
 
@@ -616,14 +621,21 @@ class GovernanceRepository:
         async with self._db.session() as session:
             return await session.get(CredentialRow, provider)
 
-    async def put_credential(self, provider: str, ciphertext: str, hint: str) -> CredentialRow:
+    async def put_credential(
+        self, provider: str, ciphertext: str, hint: str, allowed_origins: list[str]
+    ) -> CredentialRow:
         now = _utcnow()
         for attempt in range(2):
             async with self._db.session() as session:
                 result = await session.exec(
                     update(CredentialRow)
                     .where(col(CredentialRow.provider) == provider)
-                    .values(ciphertext=ciphertext, hint=hint, updated_at=now)
+                    .values(
+                        ciphertext=ciphertext,
+                        hint=hint,
+                        allowed_origins=allowed_origins,
+                        updated_at=now,
+                    )
                 )
                 if result.rowcount:
                     await session.commit()
@@ -633,6 +645,7 @@ class GovernanceRepository:
                         provider=provider,
                         ciphertext=ciphertext,
                         hint=hint,
+                        allowed_origins=allowed_origins,
                         created_at=now,
                         updated_at=now,
                     )

@@ -9,25 +9,36 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Awaitable, Callable
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, StrictBool, StrictInt, ValidationError, field_validator
 from pydantic_core import ErrorDetails
 
 from atelier_contracts.errors import Conflict, InvalidInput, NotFound, Unavailable
 from atelier_contracts.profiles import (
     ALLOWED_COUNTS,
+    MAX_OPTIONS,
+    MAX_SIZES,
+    MAX_SORT_ORDER,
     SIZE_PATTERN,
     GenerationSettings,
     OptionSpec,
     Profile,
     ProfileFields,
     ProfilesChanged,
+    config_shape_problem,
 )
-from atelier_contracts.providers import KNOWN_PROVIDERS, ProviderCapabilities, capabilities
+from atelier_contracts.providers import (
+    KNOWN_PROVIDERS,
+    NETWORKLESS_PROVIDERS,
+    PROVIDER_BASE_URLS,
+    ProviderCapabilities,
+    capabilities,
+)
 from atelier_profiles.repository import ProfileRepository
+from atelier_security.origins import OriginError, host_kind, host_of_origin, origin_of
 
 log = logging.getLogger("atelier.profiles")
 
@@ -48,17 +59,17 @@ class ProfilePatch(BaseModel):
     name: str | None = None
     provider: str | None = None
     model: str | None = None
-    enabled: bool | None = None
-    sizes: list[str] | None = None
+    enabled: StrictBool | None = None
+    sizes: list[str] | None = Field(default=None, max_length=MAX_SIZES)
     default_size: str | None = None
-    counts: list[int] | None = None
-    options: list[OptionSpec] | None = None
-    max_reference_images: int | None = None
-    prompt_max_length: int | None = None
+    counts: list[StrictInt] | None = Field(default=None, max_length=8)
+    options: list[OptionSpec] | None = Field(default=None, max_length=MAX_OPTIONS)
+    max_reference_images: StrictInt | None = None
+    prompt_max_length: StrictInt | None = None
     timeout_s: float | None = None
-    sort_order: int | None = None
+    sort_order: StrictInt | None = Field(default=None, ge=-MAX_SORT_ORDER, le=MAX_SORT_ORDER)
     credit_cost: float | None = None
-    base_url: str | None = None
+    base_url: str | None = Field(default=None, max_length=2000)
     provider_config: dict[str, Any] | None = Field(
         default=None, description="Replaces the whole mapping"
     )
@@ -66,12 +77,26 @@ class ProfilePatch(BaseModel):
         default=None, description="`null` removes the fallback", max_length=36
     )
 
+    @field_validator("provider_config")
+    @classmethod
+    def _bounded_config(cls, config: dict[str, Any] | None) -> dict[str, Any] | None:
+        # Checked here too: merging a config nested too deep would fail before ProfileFields.
+        problem = None if config is None else config_shape_problem(config)
+        if problem is not None:
+            raise ValueError(f"provider_config {problem}")
+        return config
+
 
 # Validation beyond field types.
 
 
 def _listed(values: list[str]) -> str:
     return ", ".join(values) if values else "none"
+
+
+def _repeated(values: Iterable[str]) -> list[str]:
+    """The values listed more than once, sorted; linear (a profile's lists can be long)."""
+    return sorted(value for value, n in Counter(values).items() if n > 1)
 
 
 def _is_number(value: Any) -> bool:
@@ -87,7 +112,7 @@ def _option_problems(option: OptionSpec) -> list[str]:
         if not option.values:
             problems.append(f"{where}: an enum option needs `values`, the choices users pick from")
         else:
-            repeated = sorted({v for v in option.values if option.values.count(v) > 1})
+            repeated = _repeated(option.values)
             if repeated:
                 problems.append(f"{where}: values listed more than once: {_listed(repeated)}")
             if default is not None and default not in option.values:
@@ -133,12 +158,13 @@ def profile_problems(fields: ProfileFields) -> list[str]:
     for size in fields.sizes:
         if not _SIZE_RE.match(size):
             problems.append(f"sizes: {size!r} is not a size like '1024x1024' (width x height)")
-    repeated = sorted({s for s in fields.sizes if fields.sizes.count(s) > 1})
+    repeated = _repeated(fields.sizes)
     if repeated:
         problems.append(f"sizes: listed more than once: {_listed(repeated)}")
     if fields.default_size not in fields.sizes:
         problems.append(
-            f"default_size: {fields.default_size!r} is not one of sizes ({_listed(fields.sizes)})"
+            f"default_size: {fields.default_size!r} is not one of sizes "
+            f"({_listed(fields.sizes[:8])}{', ...' if len(fields.sizes) > 8 else ''})"
         )
 
     if not fields.counts:
@@ -149,22 +175,147 @@ def profile_problems(fields: ProfileFields) -> list[str]:
         problems.append("counts: each count may be listed once")
 
     names = [o.name for o in fields.options]
-    repeated = sorted({n for n in names if names.count(n) > 1})
+    repeated = _repeated(names)
     if repeated:
         problems.append(f"options: more than one option named {_listed(repeated)}")
     for option in fields.options:
         problems.extend(_option_problems(option))
 
     if fields.base_url is not None:
-        url = urlsplit(fields.base_url)
-        if url.scheme not in ("http", "https") or not url.hostname:
-            problems.append(
-                f"base_url: {fields.base_url!r} must be an http:// or https:// URL with a host"
-            )
+        try:
+            origin_of(fields.base_url)
+        except OriginError as exc:
+            problems.append(f"base_url: {exc}")
+    problems.extend(provider_config_problems(fields.provider_config))
     if fields.credit_cost > MAX_CREDIT_COST:
         problems.append(f"credit_cost: at most {MAX_CREDIT_COST:,} credits per image")
     problems.extend(capability_problems(fields))
     return problems
+
+
+# `provider_config` never holds secrets (keys are stored encrypted, as credentials): a key named
+# like one, at any depth, or a value shaped like one is refused rather than stored in the clear.
+_SECRET_NAMES = frozenset(
+    {"key", "auth", "authorization", "bearer", "cookie", "pwd", "xkey", "xapikey"}
+)
+_SECRET_SUFFIXES = (
+    "apikey",
+    "token",
+    "secret",
+    "password",
+    "passwd",
+    "credential",
+    "credentials",
+    "privatekey",
+    "accesskey",
+    "secretkey",
+    "sessionkey",
+)
+_SECRET_VALUE = re.compile(
+    r"^(?:(?:bearer|basic)\s+\S{8,}|(?:sk|r8|xai|hf|fal)[-_][A-Za-z0-9_-]{16,}|AIza[A-Za-z0-9_-]{30,})$",
+    re.IGNORECASE,
+)
+
+
+def _secret_name(key: str) -> bool:
+    name = re.sub(r"[^a-z0-9]", "", key.lower())
+    return (
+        name in _SECRET_NAMES or name.endswith(_SECRET_SUFFIXES) or name.startswith("authorization")
+    )
+
+
+def provider_config_problems(config: dict[str, Any]) -> list[str]:
+    """Keys that look like secrets anywhere in `provider_config` (its depth is bounded by the
+    contract, so this walk is short)."""
+    found: list[str] = []
+    stack: list[tuple[str, Any]] = [("provider_config", config)]
+    while stack and len(found) < 5:
+        where, value = stack.pop()
+        if isinstance(value, dict):
+            for key, child in value.items():
+                path = f"{where}.{key}"
+                if _secret_name(str(key)):
+                    found.append(f"{path} (its name)")
+                else:
+                    stack.append((path, child))
+        elif isinstance(value, list):
+            stack.extend((f"{where}[{i}]", child) for i, child in enumerate(value))
+        elif isinstance(value, str) and _SECRET_VALUE.match(value.strip()):
+            found.append(f"{where} (its value looks like a key)")
+    if not found:
+        return []
+    return [
+        f"{', '.join(sorted(found))}: provider_config never holds secrets (it is stored and "
+        "shown in the clear); an operator stores the provider's key with PUT "
+        "/admin/v1/providers/{name}/credentials"
+    ]
+
+
+# Where a profile's base_url may point (docs/adr/0014-keys-only-to-approved-origins.md).
+
+BoundOrigins = Callable[[str], Awaitable[Sequence[str]]]
+
+
+async def _nothing_bound(_provider: str) -> Sequence[str]:
+    return ()
+
+
+def default_origins(provider: str) -> frozenset[str]:
+    """The provider's own public endpoint, where its key always may go."""
+    url = PROVIDER_BASE_URLS.get(provider)
+    return frozenset({origin_of(url)}) if url else frozenset()
+
+
+class OriginPolicy:
+    """The origins a provider's key may be sent to besides its own endpoint: those an operator
+    bound to the stored credential (`bound`) and those of the deployment's
+    `ATELIER_PROFILES_ALLOWED_BASE_URL_ORIGINS` (`deployment`: provider, or `*` for every
+    provider, to normalized origins). Nothing here can be set by an app admin."""
+
+    def __init__(
+        self,
+        deployment: Mapping[str, Sequence[str]] | None = None,
+        bound: BoundOrigins = _nothing_bound,
+    ) -> None:
+        self._deployment = {name: tuple(origins) for name, origins in (deployment or {}).items()}
+        self._bound = bound
+
+    def deployment_origins(self, provider: str) -> list[str]:
+        origins = [*self._deployment.get("*", ()), *self._deployment.get(provider, ())]
+        return list(dict.fromkeys(origins))
+
+    async def approved(self, provider: str) -> list[str]:
+        """Operator-approved origins for `provider`'s key (its own endpoint not included)."""
+        bound = await self._bound(provider)
+        return list(dict.fromkeys([*bound, *self.deployment_origins(provider)]))
+
+    async def base_url_problems(self, provider: str, base_url: str | None) -> list[str]:
+        if base_url is None or provider in NETWORKLESS_PROVIDERS:
+            return []  # the provider's own endpoint; the offline provider sends nothing
+        try:
+            origin = origin_of(base_url)
+        except OriginError:
+            return []  # reported by profile_problems
+        if origin in default_origins(provider) or origin in await self.approved(provider):
+            return []
+        kind = host_kind(host_of_origin(origin))
+        what = (
+            f"{origin} is {kind}"
+            if kind is not None
+            else f"{origin} is not {provider}'s own endpoint"
+            + (
+                f" ({', '.join(sorted(default_origins(provider)))})"
+                if provider in PROVIDER_BASE_URLS
+                else ""
+            )
+        )
+        return [
+            f"base_url: {what}, and no operator allowed that origin for {provider}'s key. "
+            "Provider keys are sent only to the provider's own endpoint or to origins an "
+            "operator approved: the operator lists it in `allowed_origins` when storing the key "
+            f"(PUT /admin/v1/providers/{provider}/credentials) or in "
+            "ATELIER_PROFILES_ALLOWED_BASE_URL_ORIGINS"
+        ]
 
 
 def _pixels(size: str) -> int | None:
@@ -308,13 +459,18 @@ def fallback_problems(
 
 
 class ProfileService:
-    def __init__(self, repo: ProfileRepository, publish: Publish) -> None:
+    def __init__(
+        self, repo: ProfileRepository, publish: Publish, origins: OriginPolicy | None = None
+    ) -> None:
         self._repo = repo
         self._publish = publish
+        self.origins = origins or OriginPolicy()
 
     async def _checked(self, fields: ProfileFields, profile_id: str | None = None) -> ProfileFields:
-        """`validate_profile` plus the rules that need the other profiles (the fallback chain)."""
+        """`validate_profile` plus the rules that need stored data: the fallback chain, and the
+        origins an operator approved for the provider's key."""
         problems = profile_problems(fields)
+        problems.extend(await self.origins.base_url_problems(fields.provider, fields.base_url))
         if fields.fallback_profile_id is not None:
             links = await self._repo.fallback_links()
             problems.extend(fallback_problems(profile_id, fields.fallback_profile_id, links))

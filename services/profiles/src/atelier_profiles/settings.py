@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from atelier_contracts.providers import KNOWN_PROVIDERS
+from atelier_security.origins import OriginError, parse_origin
 from atelier_settings import BaseServiceSettings, default_database_url
 from atelier_settings.base import LOCAL_ONLY_SECRET
 
@@ -53,3 +55,27 @@ class Settings(BaseServiceSettings):
         description="Declare the JetStream streams at start-up. Turn off where an init job "
         "declares them, or in tests on FastStream's in-memory broker (no server to declare on).",
     )
+    allowed_base_url_origins: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Origins (`scheme://host[:port]`) a provider's key may be sent to besides "
+        "its own endpoint, for every credential of that provider, including a worker's own "
+        "key: JSON, provider name (or `*` for every provider) to origins, e.g. "
+        '`{"comfyui": ["http://10.0.0.5:8188"]}`. For self-hosted servers without a stored '
+        "key; a stored key's own `allowed_origins` are usually the better place",
+    )
+
+    @field_validator("allowed_base_url_origins")
+    @classmethod
+    def _origins(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        normalized: dict[str, list[str]] = {}
+        for provider, origins in value.items():
+            if provider != "*" and provider not in KNOWN_PROVIDERS:
+                raise ValueError(
+                    f"{provider!r} is not a provider; use one of {', '.join(KNOWN_PROVIDERS)} "
+                    "or * for every provider"
+                )
+            try:
+                normalized[provider] = [parse_origin(origin) for origin in origins]
+            except OriginError as exc:
+                raise ValueError(str(exc)) from exc
+        return normalized

@@ -6,6 +6,10 @@ It is opened here, kept only in memory, and forgotten when `profiles.changed` sa
 provider's credentials changed (and, as a backstop, after `max_age_s`). With no stored key, or
 profiles not answering, the worker's own `ATELIER_WORKERS_API_KEY` is used.
 
+The reply also names the origins an operator allowed the key to be sent to besides the
+provider's own endpoint (`allowed_origins`); the last ones profiles gave are kept while it does
+not answer (docs/adr/0014-keys-only-to-approved-origins.md).
+
 The sealed format is `atelier_security`'s, which profiles seals with.
 """
 
@@ -65,6 +69,8 @@ class ProviderCredentials:
         self._lock = asyncio.Lock()
         self._cached: tuple[str | None, float] | None = None  # (key, valid until)
         self._generation = 0  # bumped by invalidate(): a fetch begun before is not cached
+        # Operator-approved origins from profiles' last answer (kept while it does not answer).
+        self.allowed_origins: frozenset[str] = frozenset()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.provider!r})"
@@ -102,6 +108,7 @@ class ProviderCredentials:
                 extra={"provider": self.provider, "error": type(exc).__name__},
             )
             return self._fallback, self._retry_s
+        self.allowed_origins = frozenset(reply.allowed_origins)
         if not reply.configured or reply.sealed_key is None:
             return self._fallback, self._max_age_s
         try:

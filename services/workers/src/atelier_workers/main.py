@@ -66,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         limiter=TokenBucket(settings.max_requests_per_minute, settings.rate_burst)
         if settings.max_requests_per_minute is not None
         else None,
+        allowed_origins=frozenset(settings.allowed_base_url_origins),
     )
     cancelled = CancelledJobs(broker, settings.stream_replicas)
     handles = ProviderHandles(broker, settings.stream_replicas)

@@ -20,6 +20,8 @@ from atelier_contracts.generation import (
     GenerationTask,
     StagedImage,
 )
+from atelier_contracts.providers import NETWORKLESS_PROVIDERS, PROVIDER_BASE_URLS
+from atelier_security.origins import origin_of, refusal
 from atelier_storage import ObjectStore
 from atelier_workers.adapters.base import (
     ImageRequest,
@@ -38,6 +40,19 @@ log = logging.getLogger("atelier.workers")
 _EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/gif": "gif"}
 
 
+def _parsers_disagree(url: str) -> str | None:
+    """The origin was judged with urllib's parser; the request goes out through httpx's. Any
+    difference between the two is refused rather than trusted."""
+    try:
+        parsed = httpx.URL(url)
+        seen = origin_of(f"{parsed.scheme}://{parsed.netloc.decode('ascii')}")
+    except (httpx.InvalidURL, ValueError, UnicodeDecodeError):
+        return f"{url!r} is not a URL httpx reads the same way"
+    if seen != origin_of(url):
+        return f"{url!r} reads as {origin_of(url)} but would be sent to {seen}"
+    return None
+
+
 def staging_key(task: GenerationTask, index: int, content_type: str) -> str:
     return f"{task.job_id}/{task.task_id}/{index}.{_EXTENSIONS.get(content_type, 'bin')}"
 
@@ -53,11 +68,53 @@ class WorkerService:
     credentials: ProviderCredentials | None = None
     # This worker's own request rate limit for its provider (None: only concurrency limits).
     limiter: TokenBucket | None = None
+    # Origins the deployment allows this worker's keys to go to (ATELIER_WORKERS_ALLOWED_...),
+    # besides the provider's own endpoint and what profiles names with the key.
+    allowed_origins: frozenset[str] = frozenset()
 
     async def refresh_api_key(self) -> None:
         """The key an admin stored in profiles (cached until it changes), else the worker's own."""
         if self.credentials is not None:
             self.api_key = await self.credentials.api_key()
+
+    def approved_origins(self, provider: str) -> frozenset[str]:
+        """Where the key in use may be sent: the provider's own endpoint and what operators
+        allowed (with the stored credential, or in the deployment's settings)."""
+        own = PROVIDER_BASE_URLS.get(provider)
+        approved = set(self.allowed_origins)
+        if own is not None:
+            approved.add(origin_of(own))
+        if self.credentials is not None:
+            approved |= self.credentials.allowed_origins
+        return frozenset(approved)
+
+    def key_destination_refused(self, task: GenerationTask) -> ErrorInfo | None:
+        """Why this task's provider calls may not carry the key (None: they may).
+
+        Profiles refuses a base_url no operator approved; this is the second check, at the last
+        moment, so a profile saved before that rule, or a forged task, never sends the key away.
+        """
+        provider = task.profile.provider
+        if not self.api_key or provider in NETWORKLESS_PROVIDERS:
+            return None  # no key to lose (or nothing is sent)
+        target = task.profile.base_url or PROVIDER_BASE_URLS.get(provider)
+        if target is None:
+            return None  # a self-hosted server without base_url: the adapter refuses it
+        reason = refusal(target, self.approved_origins(provider)) or _parsers_disagree(target)
+        if reason is None:
+            return None
+        log.warning(
+            "provider key withheld from an origin no operator approved",
+            extra={"task_id": task.task_id, "provider": provider, "reason": reason},
+        )
+        return ErrorInfo(
+            error_class=ErrorClass.INVALID_REQUEST,
+            message="This profile's base_url is not approved for the provider's key; ask an "
+            "admin to correct the profile, or an operator to allow that address.",
+            detail=f"{reason}; the key was not sent. An operator allows an origin with the "
+            f"credential (PUT /admin/v1/providers/{provider}/credentials, allowed_origins) or "
+            "in ATELIER_PROFILES_ALLOWED_BASE_URL_ORIGINS",
+        )
 
     def failed(self, task: GenerationTask, error: ErrorInfo) -> GenerationFailed:
         return GenerationFailed(
@@ -119,6 +176,8 @@ class WorkerService:
             return False
         try:
             await self.refresh_api_key()
+            if self.key_destination_refused(task) is not None:
+                return False
             await cancel(self.build_request(task, 30.0), handle, self.client)
             return True
         except Exception:
@@ -140,6 +199,9 @@ class WorkerService:
             return self.failed(task, exc.info)
         timeout = min(task.profile.timeout_s, remaining - waited)
         await self.refresh_api_key()
+        refused = self.key_destination_refused(task)
+        if refused is not None:
+            return self.failed(task, refused)
         request = self.build_request(task, timeout, resume, on_progress)
         if task.reference_images:
             # Staged by the context service (validated, downscaled); the adapter gets the bytes.

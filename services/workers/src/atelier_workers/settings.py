@@ -1,8 +1,9 @@
 from typing import ClassVar
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from atelier_security.origins import OriginError, parse_origin
 from atelier_settings import BaseServiceSettings
 from atelier_settings.base import LOCAL_ONLY_SECRET
 
@@ -44,6 +45,13 @@ class Settings(BaseServiceSettings):
         description="The provider's API key (from a Secret); used while no key is stored in "
         "profiles (`/admin/v1/providers/{name}/credentials`) or profiles does not answer",
     )
+    allowed_base_url_origins: list[str] = Field(
+        default_factory=list,
+        description="Origins (`scheme://host[:port]`, JSON list) this worker may send a key to "
+        "besides the provider's own endpoint, added to those profiles names with the key; for "
+        "the worker's own `api_key` while profiles has never answered. Exact origins only",
+        examples=[["http://10.0.0.5:7860"]],
+    )
     credentials_transport_key: str = Field(
         default=LOCAL_ONLY_SECRET,
         repr=False,
@@ -62,3 +70,11 @@ class Settings(BaseServiceSettings):
     ack_wait_s: float = Field(default=30.0, gt=0)
     max_deliver: int = Field(default=5, ge=1)
     run_startup_hooks: bool = True
+
+    @field_validator("allowed_base_url_origins")
+    @classmethod
+    def _origins(cls, origins: list[str]) -> list[str]:
+        try:
+            return [parse_origin(origin) for origin in origins]
+        except OriginError as exc:
+            raise ValueError(str(exc)) from exc

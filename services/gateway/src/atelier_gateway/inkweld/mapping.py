@@ -185,7 +185,9 @@ def inkweld_size(size: str, aspect_ratio_only: bool) -> str:
 # profile's `provider_config`, which workers read by name and so never see.
 INKWELD_CONFIG_KEY = "inkweld"
 # `modelConfig` is the profile's `provider_config` (minus the key above) plus this key for
-# `base_url`, so an admin can point a profile at a proxy or a self-hosted server from the app.
+# `base_url`, so an admin can point a profile at a proxy or a self-hosted server from the app,
+# but only at an origin an operator approved for the provider's key: profiles refuses any other
+# (docs/adr/0014-keys-only-to-approved-origins.md); the app's admin role cannot approve one.
 BASE_URL_KEY = "baseUrl"
 # Reference images a profile created from the app takes when its model's limit is unknown.
 DEFAULT_REFERENCE_IMAGES = 4
