@@ -261,6 +261,9 @@ def register_fakes(
                     size=event.size,
                     count=event.count,
                     profile_id=event.profile.id,
+                    target=event.target,
+                    options=event.options,
+                    request_digest=event.request_digest,
                 ),
             )
 

@@ -245,6 +245,47 @@ async def test_an_idempotency_key_reused_for_another_request_is_422(gateway: Har
     assert len(gateway.world.published) == 1
 
 
+ELEMENT = {"id": "mara", "name": "Mara Vell", "data": {"eyes": "green"}}
+
+
+@pytest.mark.parametrize(
+    "changed",
+    [
+        {"options": {"quality": "high"}},
+        {"context": {"elements": [{**ELEMENT, "data": {"eyes": "grey"}}]}},
+        {"context": {"elements": [{**ELEMENT, "send": {"image": True, "data": False}}]}},
+        {"context": {"elements": [ELEMENT], "project_title": "The Salt Road"}},
+        {"target": {"kind": "cover"}},
+        {"size": "512x512"},
+    ],
+)
+async def test_an_idempotency_key_is_compared_on_the_whole_request(
+    gateway: Harness, changed: dict[str, Any]
+) -> None:
+    # Issue 15, item 7: options, context and target were not compared, and the old job came back.
+    first = {**VALID, "options": {"quality": "low"}, "context": {"elements": [ELEMENT]}}
+    headers = {**auth(), "Idempotency-Key": "k"}
+    assert (
+        await gateway.client.post("/v1/generations", json=first, headers=headers)
+    ).status_code == 202
+    response = await gateway.client.post(
+        "/v1/generations", json={**first, **changed}, headers=headers
+    )
+    status, code = error_of(response)
+    assert (status, code) == (422, "idempotency_key_reused")
+    assert "different request" in response.json()["error"]["message"]
+    # The same body again (keys in another order, size spelt differently) is the same request.
+    again = {"context": first["context"], **{k: v for k, v in first.items() if k != "context"}}
+    repeat = await gateway.client.post(
+        "/v1/generations", json={**again, "size": " 1024X1024"}, headers=headers
+    )
+    assert repeat.status_code == 422  # the first left the size out: not the same request
+    same = await gateway.client.post("/v1/generations", json=again, headers=headers)
+    assert same.status_code == 200
+    assert len(gateway.world.published) == 1
+    assert gateway.world.published[0].request_digest
+
+
 async def test_a_retry_before_dispatch_recorded_the_job_republishes_the_same_event() -> None:
     # JetStream drops the second publish as a duplicate of the first (same Nats-Msg-Id).
     async with running_gateway(World(record_requested_jobs=False)) as gw:
@@ -320,12 +361,15 @@ async def test_a_job_of_another_project_is_404(gateway: Harness) -> None:
 
 
 async def test_a_job_recorded_just_after_the_202_is_found(gateway: Harness) -> None:
+    # An id the gateway made for this user (as its 202 answered it) is waited for.
+    late = gateway.app.state.service.job_ids.new("alice", None)
+
     async def dispatch_records_it_late() -> None:
         await asyncio.sleep(0.05)
-        gateway.world.jobs["late"] = make_job("late")
+        gateway.world.jobs[late] = make_job(late)
 
     task = asyncio.create_task(dispatch_records_it_late())
-    response = await gateway.client.get("/v1/generations/late", headers=auth())
+    response = await gateway.client.get(f"/v1/generations/{late}", headers=auth())
     await task
     assert response.status_code == 200
     assert gateway.world.job_queries >= 2

@@ -384,7 +384,10 @@ async def test_an_unreachable_jwks_is_503_not_401(rsa_key: rsa.RSAPrivateKey) ->
 async def test_with_jwks_only_hs256_is_off_outside_local(
     rsa_key: rsa.RSAPrivateKey, jwks_url: str
 ) -> None:
-    settings = Settings(environment="production", jwks_url=jwks_url, run_startup_hooks=False)
+    job_ids = "job-id-secret-0123456789abcdef0123"
+    settings = Settings(
+        environment="production", jwks_url=jwks_url, job_id_secret=job_ids, run_startup_hooks=False
+    )
     assert settings.jwt_secret == LOCAL_ONLY_SECRET and not settings.hs256_enabled
     async with running_gateway(settings=settings) as gw:
         with warnings.catch_warnings():  # the local default is short: that is the point
@@ -397,6 +400,9 @@ async def test_with_jwks_only_hs256_is_off_outside_local(
 
     with pytest.raises(ValidationError, match="jwt_secret"):
         Settings(environment="production")  # neither a secret nor a JWKS URL
+    with pytest.raises(ValidationError, match="job_id_secret"):
+        # Job ids need a secret of their own when the JWT secret is left at its default.
+        Settings(environment="production", jwks_url=jwks_url)
     with pytest.raises(ValidationError, match="32 bytes"):
         Settings(environment="production", jwks_url=jwks_url, jwt_secret="short")
 

@@ -212,18 +212,37 @@ def service_with(backends: FakeBackends, grace_s: float = 2.0) -> tuple[GatewayS
 async def test_a_job_recorded_late_is_found_within_the_grace_period() -> None:
     backends = FakeBackends([None, None, None, at(0, JobStatus.QUEUED)])
     service, clock = service_with(backends)
-    job = await service.job(ALICE, "job-1")
+    # The grace is for ids the gateway made for this user: the 202 answered it a moment ago.
+    job = await service.job(ALICE, service.job_ids.new(ALICE.id, None))
     assert job.id == "job-1"
     assert backends.asked == 4
     assert clock.now < 2.0
 
 
-async def test_an_unknown_job_is_404_after_the_grace_period() -> None:
+async def test_a_job_of_this_users_not_recorded_is_404_after_the_grace_period() -> None:
     backends = FakeBackends([])
     service, clock = service_with(backends)
     with pytest.raises(NotFound):
-        await service.job(ALICE, "job-1")
+        await service.job(ALICE, service.job_ids.new(ALICE.id, "key-1"))
     assert clock.now == 2.0  # waited out the grace, not longer
+
+
+async def test_not_yours_and_does_not_exist_take_the_same_path() -> None:
+    # Issue 15, item 6: a 404 that took 2 s told a made-up id from someone else's job (4 ms).
+    elsewhere = make_job("job-1", project="secret")
+    for answers, made_for in (
+        ([elsewhere], None),  # exists, not granted
+        ([], None),  # does not exist
+        ([elsewhere], "bob"),  # bob's, made by this gateway
+        ([], "bob"),  # bob's, not recorded (yet)
+    ):
+        backends = FakeBackends(answers)
+        service, clock = service_with(backends)
+        job_id = service.job_ids.new(made_for, None) if made_for else "job-1"
+        with pytest.raises(NotFound) as caught:
+            await service.job(ALICE, job_id)
+        assert (backends.asked, clock.now) == (1, 0)  # one question, no wait
+        assert caught.value.message == f"There is no generation {job_id!r}."
 
 
 async def test_ids_that_cannot_be_ours_are_404_at_once() -> None:

@@ -1,7 +1,7 @@
 """`validate_generation`: every way a request can be wrong, and what the user is told."""
 
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4, uuid5
 
 import pytest
 from gateway_testkit import make_profile
@@ -11,12 +11,15 @@ from atelier_contracts.errors import AtelierError
 from atelier_contracts.profiles import GenerationSettings, Profile
 from atelier_gateway.models import GenerationRequestBody
 from atelier_gateway.service import (
+    JobIds,
     build_job_requested,
-    job_id_for,
     validate_generation,
 )
 
 ON = GenerationSettings(enabled=True)
+
+
+job_id_for = JobIds("test-job-id-secret").new
 
 
 def body(**overrides: Any) -> GenerationRequestBody:
@@ -195,6 +198,25 @@ def test_job_ids_are_random_without_a_key_and_stable_with_one() -> None:
     assert keyed == job_id_for("alice", "k-1")
     assert keyed != job_id_for("bob", "k-1")  # keys are per user
     assert keyed != job_id_for("alice", "k-2")
+
+
+def test_keyed_job_ids_cannot_be_predicted_without_the_secret() -> None:
+    # The uuid5 of user and key, as ids were made before: anyone could compute it.
+    old = uuid5(UUID("e8c86d62-46f0-4a31-b9bb-893879e0e384"), "alice:k-1")
+    ours, theirs = JobIds("one secret"), JobIds("another secret")
+    assert ours.new("alice", "k-1") not in (str(old), theirs.new("alice", "k-1"))
+    assert UUID(ours.new("alice", "k-1")).version == 8
+
+
+def test_a_gateway_knows_the_ids_it_made_for_a_user() -> None:
+    ids = JobIds("test-job-id-secret")
+    for key in (None, "k-1"):
+        job_id = ids.new("alice", key)
+        assert ids.made_for("alice", job_id)
+        assert not ids.made_for("bob", job_id)
+        assert not JobIds("another secret").made_for("alice", job_id)
+    assert not ids.made_for("alice", str(uuid4()))
+    assert not ids.made_for("alice", "job-a")
 
 
 @pytest.mark.parametrize("key", ["", "k" * 201])

@@ -112,6 +112,11 @@ class JobRequested(Event):
     context: GenerationContext = Field(default_factory=GenerationContext)
     target: Target = Field(default_factory=Target)
     idempotency_key: str | None = None
+    request_digest: str | None = Field(
+        default=None,
+        description="SHA-256 of the request as the user sent it (canonical JSON), kept on the "
+        "job so a reused Idempotency-Key with a different request is told apart",
+    )
 
 
 class ReferenceImageRef(BaseModel):
@@ -270,6 +275,9 @@ class JobView(BaseModel):
     error: ErrorInfo | None = None
     created_at: datetime
     updated_at: datetime
+    request_digest: str | None = Field(
+        default=None, description="`JobRequested.request_digest`; internal, not shown to users"
+    )
 
 
 class JobStatusChanged(Event):

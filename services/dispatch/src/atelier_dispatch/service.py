@@ -239,6 +239,7 @@ class DispatchService:
             error=ErrorInfo.model_validate(job.error) if job.error else None,
             created_at=as_utc(job.created_at),
             updated_at=as_utc(job.updated_at),
+            request_digest=request.request_digest,
         )
 
     def _new_job(self, request: JobRequested) -> JobRecord:

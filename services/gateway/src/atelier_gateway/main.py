@@ -18,7 +18,7 @@ from atelier_gateway.body_limit import install_body_limit
 from atelier_gateway.inkweld import create_inkweld_router
 from atelier_gateway.inkweld.app_auth import AppBackend
 from atelier_gateway.inkweld.settings import InkweldSettings
-from atelier_gateway.service import GatewayService, RequestLimits
+from atelier_gateway.service import GatewayService, JobIds, RequestLimits
 from atelier_gateway.settings import Settings
 from atelier_gateway.web import install_web_page
 from atelier_messaging import ensure_streams, make_broker
@@ -44,6 +44,7 @@ def create_app(
         replay_window_s=settings.sse_replay_window_s,
         profile_cache_s=settings.profile_cache_s,
         limits=RequestLimits(max_data_url_bytes=settings.max_data_url_bytes),
+        job_ids=JobIds(settings.job_id_key),
     )
     register_profile_invalidation(broker, service.forget_profiles)
     fetcher = MediaFetcher(

@@ -8,9 +8,13 @@ plain fakes.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
+import json
 import logging
 import math
 import re
+import secrets
 import time
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
@@ -26,6 +30,7 @@ from atelier_contracts.jobs import (
     JobRequested,
     JobStatus,
     JobView,
+    Target,
 )
 from atelier_contracts.media import MediaItem, MediaListQuery, MediaListReply, MediaReply
 from atelier_contracts.profiles import (
@@ -51,8 +56,6 @@ from atelier_gateway.models import (
 
 log = logging.getLogger("atelier.gateway.service")
 
-# Fixed forever: changing it would give every retried request a new job id.
-IDEMPOTENCY_NAMESPACE = UUID("e8c86d62-46f0-4a31-b9bb-893879e0e384")
 IDEMPOTENCY_KEY_MAX_LENGTH = 200
 
 # Job ids end up as a NATS subject token: anything else cannot be a job of ours.
@@ -253,20 +256,70 @@ def option_value_problem(spec: OptionSpec, value: Any) -> str | None:
 # --- job ids and events ----------------------------------------------------------------------
 
 
-def job_id_for(user_id: str, idempotency_key: str | None) -> str:
-    """A fresh id, or, for an `Idempotency-Key`, the same id every time this user sends it.
+class JobIds:
+    """Job ids no one can predict, and that tell whether a user could have made them.
 
-    The key is scoped to the user: two users choosing the same key get different jobs.
+    A job id is a UUID (version 8) of two halves: 64 bits that are random, or, for an
+    `Idempotency-Key`, an HMAC of the user and the key (the same every time this user sends it,
+    unguessable without the secret, unlike the `uuid5` of user and key this replaced); then 62
+    bits of an HMAC of the user and the first half. `made_for` checks the second half, so the
+    gateway knows an id it made for this user without asking anyone, and waits for dispatch to
+    record only those (`GatewayService._find_job`).
+
+    The secret (`ATELIER_GATEWAY_JOB_ID_SECRET`, else the JWT secret) must be the same on every
+    gateway replica; changing it gives keyed retries new job ids.
     """
-    if idempotency_key is None:
-        return str(uuid4())
-    if not 1 <= len(idempotency_key) <= IDEMPOTENCY_KEY_MAX_LENGTH:
-        raise InvalidInput(
-            f"The Idempotency-Key header must be 1 to {IDEMPOTENCY_KEY_MAX_LENGTH} characters "
-            "long.",
-            code="invalid_idempotency_key",
+
+    def __init__(self, secret: str) -> None:
+        self._key = secret.encode()
+
+    def _mac(self, *parts: str | bytes) -> bytes:
+        message = b"".join(
+            f"{len(raw)}:".encode() + raw
+            for raw in (p.encode() if isinstance(p, str) else p for p in parts)
         )
-    return str(uuid5(IDEMPOTENCY_NAMESPACE, f"{user_id}:{idempotency_key}"))
+        return hmac.new(self._key, message, hashlib.sha256).digest()
+
+    def _tag(self, user_id: str, first_half: bytes) -> bytes:
+        tag = bytearray(self._mac("owner", user_id, first_half)[:8])
+        tag[0] = (tag[0] & 0x3F) | 0x80  # RFC 9562 variant bits
+        return bytes(tag)
+
+    def new(self, user_id: str, idempotency_key: str | None) -> str:
+        """A fresh id, or, for an `Idempotency-Key`, the same id every time this user sends it.
+
+        The key is scoped to the user: two users choosing the same key get different jobs.
+        """
+        if idempotency_key is None:
+            first = bytearray(secrets.token_bytes(8))
+        else:
+            if not 1 <= len(idempotency_key) <= IDEMPOTENCY_KEY_MAX_LENGTH:
+                raise InvalidInput(
+                    f"The Idempotency-Key header must be 1 to {IDEMPOTENCY_KEY_MAX_LENGTH} "
+                    "characters long.",
+                    code="invalid_idempotency_key",
+                )
+            first = bytearray(self._mac("idempotency-key", user_id, idempotency_key)[:8])
+        first[6] = (first[6] & 0x0F) | 0x80  # version 8: "custom"
+        return str(UUID(bytes=bytes(first) + self._tag(user_id, bytes(first))))
+
+    def made_for(self, user_id: str, job_id: str) -> bool:
+        """Whether this gateway (any replica) made `job_id` for `user_id`."""
+        try:
+            raw = UUID(job_id).bytes
+        except ValueError:
+            return False
+        return hmac.compare_digest(raw[8:], self._tag(user_id, raw[:8]))
+
+
+def request_digest(request: GenerationRequestBody) -> str:
+    """SHA-256 of the whole request as sent (canonical JSON; the size as it is matched), so a
+    reused `Idempotency-Key` is compared on everything: options, context and target too."""
+    shown = request.model_dump(mode="json")
+    if request.size is not None:
+        shown["size"] = request.size.strip().lower()
+    canonical = json.dumps(shown, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def build_job_requested(
@@ -292,6 +345,7 @@ def build_job_requested(
         context=request.context,
         target=request.target,
         idempotency_key=idempotency_key,
+        request_digest=request_digest(request),
     )
 
 
@@ -305,13 +359,20 @@ def accepted(job_id: str, project: str, status: JobStatus) -> GenerationAccepted
 
 
 def same_request(job: JobView, request: GenerationRequestBody) -> bool:
-    """Whether a recorded job is what this request asks for (an Idempotency-Key reuse check)."""
+    """Whether a recorded job is what this request asks for (an Idempotency-Key reuse check):
+    the whole request, by its digest. A job recorded before jobs carried one is compared on
+    every field it shows that the request sets as it is (its options are the resolved ones)."""
+    if job.project != request.project:
+        return False
+    if job.request_digest is not None:
+        return hmac.compare_digest(job.request_digest, request_digest(request))
     return (
-        job.project == request.project
-        and job.profile_id == request.profile_id
+        job.profile_id == request.profile_id
         and job.prompt == request.prompt
         and job.count == request.count
         and (request.size is None or job.size == request.size.strip().lower())
+        and job.target.model_dump()
+        == Target.model_validate(request.target.model_dump()).model_dump()
     )
 
 
@@ -563,6 +624,7 @@ class GatewayService:
         replay_wait_s: float = 5.0,
         profile_cache_s: float = 1.0,
         limits: RequestLimits | None = None,
+        job_ids: JobIds | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
@@ -573,6 +635,8 @@ class GatewayService:
         self.replay_wait_s = replay_wait_s
         self.profile_cache_s = profile_cache_s
         self.limits = limits or RequestLimits()
+        # Without one (tests), a secret of this process: ids are still unguessable.
+        self.job_ids = job_ids or JobIds(secrets.token_hex(32))
         self._clock = clock
         self._sleep = sleep
         self._catalog: tuple[float, ProfilesListReply] | None = None
@@ -620,7 +684,7 @@ class GatewayService:
     ) -> Submission:
         """Validate, then publish `jobs.requested`; nothing is published for a bad request."""
         self._require_grant(user, request.project)
-        job_id = job_id_for(user.id, idempotency_key)
+        job_id = self.job_ids.new(user.id, idempotency_key)
 
         if idempotency_key is not None:
             # Checked before validation: a retry must get the job it made even if the profile
@@ -676,7 +740,7 @@ class GatewayService:
             return None
 
     async def job(self, user: User, job_id: str) -> JobView:
-        job = await self._find_job(job_id)
+        job = await self._find_job(job_id, user)
         if job is None or not user.is_granted(job.project):
             raise _not_found("generation", job_id)
         return job
@@ -691,10 +755,20 @@ class GatewayService:
             raise _not_found("generation", job_id)
         return cancelled
 
-    async def _find_job(self, job_id: str) -> JobView | None:
-        """The job, asking again for a short while: dispatch records it just after our 202."""
+    async def _find_job(self, job_id: str, user: User) -> JobView | None:
+        """The job, asking again for a short while if this user may just have made it: dispatch
+        records it just after our 202.
+
+        Only ids this gateway made for this user get that grace (`JobIds.made_for`). Anyone
+        else's id, existing or not, is asked for once: "not yours" and "does not exist" take the
+        same path and the same time, where a grace for every missing id made a 2 s 404 tell an
+        existing job of someone else (4 ms) from a made-up one (issue 15, item 6). It also keeps
+        made-up ids from costing dispatch more than one query each.
+        """
         if not _JOB_ID_RE.match(job_id):
             return None
+        if not self.job_ids.made_for(user.id, job_id):
+            return await self.backends.job(job_id)
         deadline = self._clock() + self.job_lookup_grace_s
         delay = 0.05
         while True:

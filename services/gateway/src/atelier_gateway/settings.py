@@ -23,6 +23,13 @@ class Settings(BaseServiceSettings):
     jwt_secret: str = Field(
         default=LOCAL_ONLY_SECRET, description="HS256 key that signs user tokens", repr=False
     )
+    job_id_secret: str | None = Field(
+        default=None,
+        repr=False,
+        description="HMAC key of job ids (an Idempotency-Key's id cannot be predicted, and the "
+        "gateway knows the ids it made for a user); the same on every replica. Unset: the JWT "
+        "secret. Must not be the local default outside local",
+    )
     jwt_issuer: str = Field(default="atelier", description="Required `iss` claim")
     jwt_audience: str | None = Field(
         default=None, description="Required `aud` claim, when set (tokens with `aud` need it)"
@@ -100,6 +107,10 @@ class Settings(BaseServiceSettings):
             or self.jwt_secret != LOCAL_ONLY_SECRET
         )
 
+    @property
+    def job_id_key(self) -> str:
+        return self.job_id_secret or self.jwt_secret
+
     @model_validator(mode="after")
     def _no_default_secrets_outside_local(self) -> Self:
         # Replaces the base class's check: with a JWKS URL the JWT secret may stay unset (HS256
@@ -112,6 +123,9 @@ class Settings(BaseServiceSettings):
             if getattr(self, name) == LOCAL_ONLY_SECRET
             and not (name == "jwt_secret" and self.jwks_url)
         ]
+        if self.job_id_key == LOCAL_ONLY_SECRET:
+            # With a JWKS URL the JWT secret may stay at its default; job ids must not.
+            left.append("job_id_secret (or jwt_secret)")
         if left:
             raise ValueError(
                 f"refusing to start in {self.environment!r}: set {', '.join(left)} "
