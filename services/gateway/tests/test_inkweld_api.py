@@ -430,6 +430,16 @@ async def test_create_refusals(ink: InkweldHarness) -> None:
         )
         assert response.status_code == status, (body, response.text)
         assert says in assert_conforms("adminCreateImageProfile", response)["error"]
+    # Python's JSON parser takes Infinity and NaN; rounding them was a 500.
+    for literal in ("Infinity", "NaN", "-Infinity"):
+        response = await ink.client.post(
+            f"{API}/admin/image-profiles",
+            content=f'{{"name": "X", "provider": "openai", "modelId": "dall-e-3", '
+            f'"sortOrder": {literal}}}',
+            headers={**bearer(ADMIN_TOKEN), "Content-Type": "application/json"},
+        )
+        assert response.status_code == 400, (literal, response.text)
+        assert "sortOrder" in assert_conforms("adminCreateImageProfile", response)["error"]
 
 
 async def test_aspect_ratio_profiles_round_trip_as_ratios(ink: InkweldHarness) -> None:

@@ -51,8 +51,9 @@ AuditStatus = Literal["success", "moderated"]
 
 
 class InkweldModel(BaseModel):
-    # The app's own server ignores fields it does not know; so do we.
-    model_config = ConfigDict(extra="ignore")
+    # The app's own server ignores fields it does not know; so do we. JSON has no Infinity or
+    # NaN, but Python's parser takes them: refused, they cannot overflow a rounding (a 500).
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
     @model_serializer(mode="wrap")
     def _leave_out_absent_optionals(self, handler: SerializerFunctionWrapHandler) -> Any:
