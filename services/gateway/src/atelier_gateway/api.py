@@ -57,6 +57,15 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "No, expired or invalid bearer token"},
     503: {"description": "A service the gateway asks is not answering"},
 }
+# Every route that takes a JSON body (issue 15: 400 was missing from the document).
+_BODY_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "`malformed_json`: the body is not JSON (or not UTF-8)"},
+    413: {
+        "description": "`request_too_large`: the body is over `ATELIER_GATEWAY_MAX_REQUEST_BYTES` "
+        "(or, queued, over the job queue's payload limit)"
+    },
+    422: {"description": "`invalid_input`: the body does not fit the schema (field named)"},
+}
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"description": "Unknown, or in a project the token does not grant"}
 }
@@ -96,6 +105,7 @@ def create_router(settings: Settings, service: GatewayService, fetcher: MediaFet
         status_code=status.HTTP_202_ACCEPTED,
         tags=["generation"],
         responses={
+            **_BODY_ERRORS,
             200: {"description": "Idempotency-Key seen before: the job it made"},
             403: {"description": "`project_not_granted` or `generation_disabled`"},
             429: {
@@ -103,7 +113,9 @@ def create_router(settings: Settings, service: GatewayService, fetcher: MediaFet
                 "`rate_limited` (with `Retry-After`)"
             },
             422: {
-                "description": "The request does not fit the profile, or "
+                "description": "The body does not fit the schema or its limits (`invalid_input`), "
+                "the request does not fit the profile (`too_many_reference_images`, "
+                "`reference_image_too_large`, `size_not_allowed`...), or "
                 "`idempotency_key_reused` with a different request"
             },
         },
@@ -125,8 +137,12 @@ def create_router(settings: Settings, service: GatewayService, fetcher: MediaFet
         "/context/preview",
         tags=["generation"],
         responses={
+            **_BODY_ERRORS,
             403: {"description": "`project_not_granted` or `generation_disabled`"},
-            422: {"description": "The request does not fit the profile"},
+            422: {
+                "description": "The body does not fit the schema or its limits (`invalid_input`), "
+                "or the request does not fit the profile"
+            },
         },
     )
     async def preview_context(body: GenerationRequestBody, user: CurrentUser) -> ContextPreview:
@@ -273,7 +289,7 @@ def create_router(settings: Settings, service: GatewayService, fetcher: MediaFet
         "/media/{media_id}/assign",
         status_code=status.HTTP_202_ACCEPTED,
         tags=["media"],
-        responses=_NOT_FOUND,
+        responses={**_NOT_FOUND, **_BODY_ERRORS},
         summary="Use this image as the project's cover or an element's image",
     )
     async def use_media(

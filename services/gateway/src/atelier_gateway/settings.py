@@ -56,7 +56,8 @@ class Settings(BaseServiceSettings):
         default=2.0,
         ge=0,
         description="Dispatch records a job a few ms after our 202: how long a not-found job is "
-        "asked for again before answering 404",
+        "asked for again before answering 404 (only ids this gateway made for the asking user: "
+        "anyone else's id is asked for once)",
     )
     max_request_bytes: int = Field(
         default=24 * 1024 * 1024,
