@@ -123,14 +123,17 @@ async def test_an_accepted_job_holds_its_credits_first() -> None:
         )
         assert response.status_code == 202, response.text
         (reservation,) = gw.world.reservations
+        [published] = gw.world.published
         assert reservation == QuotaReserveRequest(
             job_id=response.json()["id"],
             user_id="alice",
             project="alpha",
             profile_id="sketch",
             count=2,
+            # What the job weighs in the queues, counted against the user's in-flight budget.
+            payload_bytes=len(published.model_dump_json()),
         )
-        assert [e.job_id for e in gw.world.published] == [reservation.job_id]
+        assert published.job_id == reservation.job_id
 
 
 async def test_spent_quota_is_429_with_remaining_and_reset_time() -> None:
@@ -167,6 +170,24 @@ async def test_submitting_too_fast_is_429_with_retry_after() -> None:
         assert response.headers["retry-after"] == "3"
         assert response.json()["error"]["retry_after_s"] == 2.2
         assert gw.world.published == []
+
+
+async def test_too_much_in_flight_is_429_naming_the_limit_and_the_size_is_sent() -> None:
+    world = World()
+    world.quota_reply = QuotaReserveReply(
+        outcome="too_much_in_flight",
+        message="Your generations queued or running already carry 95.0 MiB "
+        "(ATELIER_PROFILES_USER_MAX_BYTES_IN_FLIGHT).",
+        retry_after_s=5.0,
+    )
+    async with running_gateway(world) as gw:
+        response = await gw.client.post("/v1/generations", json=VALID, headers=ALICE)
+        assert error_of(response) == (429, "too_much_in_flight")
+        assert "USER_MAX_BYTES_IN_FLIGHT" in response.json()["error"]["message"]
+        assert response.headers["retry-after"] == "5"
+        assert gw.world.published == []
+        [reservation] = gw.world.reservations
+        assert reservation.payload_bytes > len(VALID["prompt"])
 
 
 class SubmitBackends:

@@ -32,7 +32,12 @@ from atelier_profiles.governance import (
     QuotaPolicy,
     period_bounds,
 )
-from atelier_profiles.repository import AuditFilter, GovernanceRepository, ProfileRepository
+from atelier_profiles.repository import (
+    AuditFilter,
+    GovernanceRepository,
+    InFlightLimits,
+    ProfileRepository,
+)
 from atelier_profiles.service import ProfileService
 from atelier_security import at_rest_sealer, transport_sealer
 
@@ -176,6 +181,70 @@ async def test_the_rate_limit_holds_under_parallel_submissions(governed: Governe
 
     governed.clock.now = NOON + timedelta(seconds=61)
     assert (await governed.reserve("later", profile)).outcome == "reserved"
+
+
+def bounded(governed: Governed, **limits: int) -> GovernanceService:
+    """The same governance, holding each user to what they may have in flight."""
+    return GovernanceService(
+        governed.repo,
+        governed.profiles,
+        at_rest=at_rest_sealer("at rest"),
+        transport=transport_sealer("transport"),
+        clock=governed.clock,
+        in_flight=InFlightLimits(**limits),
+    )
+
+
+async def test_one_user_cannot_hold_more_bytes_in_flight_than_their_budget(
+    governed: Governed,
+) -> None:
+    governance = bounded(governed, max_bytes=10 * 1024 * 1024)
+    profile = await governed.profile(1)
+
+    def request(job_id: str, user: str = "alice") -> QuotaReserveRequest:
+        return QuotaReserveRequest(
+            job_id=job_id,
+            user_id=user,
+            project="alpha",
+            profile_id=profile.id,
+            count=1,
+            payload_bytes=4 * 1024 * 1024,
+        )
+
+    replies = await asyncio.gather(*(governance.reserve(request(f"big-{i}")) for i in range(6)))
+    assert [r.outcome for r in replies].count("reserved") == 2  # 8 of 10 MiB; a third passes
+    refused = next(r for r in replies if r.outcome == "too_much_in_flight")
+    assert "ATELIER_PROFILES_USER_MAX_BYTES_IN_FLIGHT" in refused.message
+    assert refused.retry_after_s and refused.cost == 0
+    # Another writer is not held back by alice's backlog.
+    assert (await governance.reserve(request("bobs", user="bob"))).outcome == "reserved"
+    # A job that ends gives its room back.
+    held = next(f"big-{i}" for i, r in enumerate(replies) if r.outcome == "reserved")
+    done = final_job(held, JobStatus.COMPLETED, count=1, landed=1, profile=profile)
+    assert await governance.record_job_outcome(done) is True
+    assert (await governance.reserve(request("after"))).outcome == "reserved"
+    # A released one too (its job was never queued).
+    assert await governance.release("after") is True
+    assert (await governance.reserve(request("again"))).outcome == "reserved"
+
+
+async def test_one_user_cannot_have_more_jobs_in_flight_than_allowed(governed: Governed) -> None:
+    governance = bounded(governed, max_jobs=3)
+    profile = await governed.profile(1)
+    outcomes = [
+        (await governance.reserve(request)).outcome
+        for request in (
+            QuotaReserveRequest(
+                job_id=f"job-{i}", user_id="alice", project="alpha", profile_id=profile.id, count=1
+            )
+            for i in range(4)
+        )
+    ]
+    assert outcomes == ["reserved", "reserved", "reserved", "too_much_in_flight"]
+    retry = QuotaReserveRequest(
+        job_id="job-0", user_id="alice", project="alpha", profile_id=profile.id, count=1
+    )
+    assert (await governance.reserve(retry)).outcome == "reserved"  # an idempotent retry
 
 
 async def test_the_same_job_reserves_once(governed: Governed) -> None:

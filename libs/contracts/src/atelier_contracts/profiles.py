@@ -230,10 +230,16 @@ class QuotaReserveRequest(BaseModel):
     project: str = Field(min_length=1, max_length=100)
     profile_id: str = Field(min_length=1, max_length=200)
     count: int = Field(ge=1, le=100)
+    payload_bytes: int = Field(
+        default=0,
+        ge=0,
+        description="Size of the job's request as queued: counted against the user's budget "
+        "of bytes in flight until the job ends (one user cannot fill the shared queues)",
+    )
 
 
 class QuotaReserveReply(BaseModel):
-    outcome: Literal["reserved", "quota_exceeded", "rate_limited"]
+    outcome: Literal["reserved", "quota_exceeded", "rate_limited", "too_much_in_flight"]
     message: str = Field(description="Phrased for the user")
     cost: float = Field(default=0.0, description="Credits this job holds (or would have held)")
     limit: float | None = Field(default=None, description="Credits per period; None: no limit")

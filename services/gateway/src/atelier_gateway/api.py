@@ -398,7 +398,7 @@ def install_quota_error_handler(app: FastAPI) -> None:
             "resets_at": reply.resets_at.isoformat() if reply.resets_at else None,
         }
         headers: dict[str, str] = {}
-        if exc.code == "rate_limited" and reply.retry_after_s is not None:
+        if exc.code in ("rate_limited", "too_much_in_flight") and reply.retry_after_s is not None:
             extra["retry_after_s"] = reply.retry_after_s
             headers["Retry-After"] = str(max(1, math.ceil(reply.retry_after_s)))
         elif reply.resets_at is not None:

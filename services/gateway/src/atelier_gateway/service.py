@@ -601,7 +601,8 @@ def _not_found(what: str, ident: str) -> NotFound:
 
 
 class QuotaRefused(AtelierError):
-    """429: the user's credits for the period are spent, or they submit too fast.
+    """429: the user's credits for the period are spent, they submit too fast, or their jobs in
+    flight already hold as much of the shared queues as one user may.
 
     `reply` carries what the answer shows (remaining credits and reset time, or when to retry).
     """
@@ -674,6 +675,8 @@ class GatewayService:
                 project=event.project,
                 profile_id=event.profile.id,
                 count=event.count,
+                # What the job weighs in the shared queues while it runs: bounded per user.
+                payload_bytes=len(event.model_dump_json()),
             )
         )
         if reply.outcome != "reserved":

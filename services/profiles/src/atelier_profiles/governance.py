@@ -29,6 +29,7 @@ from atelier_profiles.repository import (
     AuditFilter,
     AuditRow,
     GovernanceRepository,
+    InFlightLimits,
     QuotaOverrideRow,
     QuotaPolicyValues,
     from_milli,
@@ -54,6 +55,31 @@ _DEFAULT_POLICY_VALUES = QuotaPolicyValues(
     rate_limit_count=DEFAULT_RATE_LIMIT,
     rate_limit_window_s=DEFAULT_RATE_WINDOW_S,
 )
+
+
+# A user over their in-flight budget may try again once some of their jobs have ended.
+IN_FLIGHT_RETRY_S = 5.0
+
+
+def _mib(size: int) -> str:
+    return f"{size / (1024 * 1024):.1f} MiB"
+
+
+def in_flight_message(limits: InFlightLimits, jobs: int, held_bytes: int) -> str:
+    """Why a submission waits for the user's own jobs, naming the limit that was reached."""
+    if limits.max_jobs is not None and jobs >= limits.max_jobs:
+        return (
+            f"You already have {jobs} generations queued or running, the most one writer may "
+            f"have at once (ATELIER_PROFILES_USER_MAX_JOBS_IN_FLIGHT = {limits.max_jobs}); "
+            "submit this one when some of them have finished."
+        )
+    return (
+        f"Your generations queued or running already carry {_mib(held_bytes)} of requests "
+        "(reference images included); this one would pass the "
+        f"{_mib(limits.max_bytes or 0)} one writer may have in flight "
+        "(ATELIER_PROFILES_USER_MAX_BYTES_IN_FLIGHT). Submit it when some of them have finished, "
+        "or send fewer or smaller reference images."
+    )
 
 
 # --- API models ------------------------------------------------------------------------------
@@ -292,8 +318,10 @@ class GovernanceService:
         at_rest: Sealer,
         transport: Sealer,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        in_flight: InFlightLimits | None = None,
     ) -> None:
         self._repo = repo
+        self._in_flight = in_flight or InFlightLimits()
         self._profiles = profiles
         self._at_rest = at_rest
         self._transport = transport
@@ -456,6 +484,8 @@ class GovernanceService:
             now=now,
             default_policy=_DEFAULT_POLICY_VALUES,
             period_key=lambda period: period_bounds(period, now)[0].date().isoformat(),
+            payload_bytes=request.payload_bytes,
+            in_flight=self._in_flight,
         )
         if not outcome.priced:
             # Deleted in the second since the gateway's catalog was read: the job still runs on
@@ -481,6 +511,13 @@ class GovernanceService:
                 f"You are starting generations too quickly (at most {count} every "
                 f"{_plural(policy.rate_limit_window_s, 'second')}); try again in "
                 f"{_plural(wait, 'second')}."
+            )
+        elif outcome.outcome == "too_much_in_flight":
+            # Every shared queue is bounded per user (DESIGN.md §5): one writer's backlog never
+            # fills what the others share. It frees itself as the user's jobs end.
+            reply.retry_after_s = IN_FLIGHT_RETRY_S
+            reply.message = in_flight_message(
+                self._in_flight, outcome.in_flight_jobs, outcome.in_flight_bytes
             )
         elif outcome.outcome == "quota_exceeded":
             left = remaining or 0.0

@@ -16,7 +16,7 @@ from atelier_profiles.api import build_admin_router, build_governance_router
 from atelier_profiles.governance import GovernanceService
 from atelier_profiles.handlers import register_handlers
 from atelier_profiles.migrations import MIGRATIONS
-from atelier_profiles.repository import GovernanceRepository, ProfileRepository
+from atelier_profiles.repository import GovernanceRepository, InFlightLimits, ProfileRepository
 from atelier_profiles.service import OriginPolicy, ProfileService
 from atelier_profiles.settings import Settings
 from atelier_security import at_rest_sealer, transport_sealer
@@ -60,6 +60,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         service,
         at_rest=at_rest_sealer(settings.credentials_key),
         transport=transport_sealer(settings.credentials_transport_key),
+        in_flight=InFlightLimits(
+            max_jobs=settings.user_max_jobs_in_flight,
+            max_bytes=settings.user_max_bytes_in_flight,
+        ),
     )
     register_handlers(broker, service, governance)
 

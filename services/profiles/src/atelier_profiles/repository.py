@@ -332,6 +332,8 @@ class ReservationRow(SQLModel, table=True):
     count: int
     credits_per_image_milli: int = Field(sa_column=_big_int_column())
     reserved_milli: int = Field(sa_column=_big_int_column())
+    # The request's size while the job runs: the user's bytes in flight are the unsettled rows'.
+    payload_bytes: int = Field(default=0, sa_column=_big_int_column())
     settled: bool = False
     refunded_milli: int = Field(default=0, sa_column=_big_int_column())
     created_at: datetime = Field(sa_column=_timestamp_column())
@@ -346,6 +348,13 @@ Index(
     "profiles_quota_reservation_user_created",
     _RESERVATION_TABLE.c.user_id,
     _RESERVATION_TABLE.c.created_at,
+)
+# A user's jobs in flight: only the unsettled rows, so the index stays as small as the backlog.
+Index(
+    "profiles_quota_reservation_user_unsettled",
+    _RESERVATION_TABLE.c.user_id,
+    postgresql_where=_RESERVATION_TABLE.c.settled.is_(False),
+    sqlite_where=_RESERVATION_TABLE.c.settled.is_(False),
 )
 
 
@@ -408,8 +417,16 @@ class QuotaPolicyValues:
 
 
 @dataclass(frozen=True)
+class InFlightLimits:
+    """What one user may have queued or running at once (None: no limit)."""
+
+    max_jobs: int | None = None
+    max_bytes: int | None = None
+
+
+@dataclass(frozen=True)
 class ReserveOutcome:
-    outcome: str  # "reserved" | "quota_exceeded" | "rate_limited"
+    outcome: str  # "reserved" | "quota_exceeded" | "rate_limited" | "too_much_in_flight"
     cost_milli: int
     used_milli: int  # the period's usage after this answer
     # The terms it was held to, as read in the reservation's own transaction.
@@ -417,6 +434,8 @@ class ReserveOutcome:
     limit_milli: int | None  # the user's override, else the policy's; None: no limit
     priced: bool  # False: the profile no longer exists (reserved at 0)
     retry_after_s: float | None = None
+    in_flight_jobs: int = 0  # for "too_much_in_flight": what the user already has in flight
+    in_flight_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -540,6 +559,9 @@ _LIMITING = (
     .offset(bindparam("skip", type_=Integer))
     .scalar_subquery()
 )
+_IN_FLIGHT = core_select(
+    func.count().label("jobs"), func.coalesce(func.sum(_RES.payload_bytes), 0).label("bytes")
+).where(_RES.user_id == bindparam("user"), _RES.settled.is_(False))
 _CHECK_HELD = core_select(_HELD.label("held"))
 _CHECK_HELD_AND_RATE = core_select(_HELD.label("held"), _LIMITING.label("limiting"))
 
@@ -773,6 +795,8 @@ class GovernanceRepository:
         now: datetime,
         default_policy: QuotaPolicyValues,
         period_key: Callable[[str], str],
+        payload_bytes: int = 0,
+        in_flight: InFlightLimits = InFlightLimits(),
     ) -> ReserveOutcome:
         """Hold credits for a job, atomically: never more than the user's limit in the period.
 
@@ -804,7 +828,12 @@ class GovernanceRepository:
             cost = per_image * count
 
             def answer(
-                outcome: str, cost_milli: int, used: int, retry_after_s: float | None = None
+                outcome: str,
+                cost_milli: int,
+                used: int,
+                retry_after_s: float | None = None,
+                jobs: int = 0,
+                held_bytes: int = 0,
             ) -> ReserveOutcome:
                 return ReserveOutcome(
                     outcome,
@@ -814,6 +843,8 @@ class GovernanceRepository:
                     limit_milli=limit,
                     priced=priced,
                     retry_after_s=retry_after_s,
+                    in_flight_jobs=jobs,
+                    in_flight_bytes=held_bytes,
                 )
 
             period = period_key(policy.period)
@@ -845,6 +876,16 @@ class GovernanceRepository:
                 session.rollback()
                 leaves = _as_utc(found.limiting) + timedelta(seconds=policy.rate_limit_window_s)
                 return answer("rate_limited", 0, used, max((leaves - now).total_seconds(), 0.001))
+            if in_flight.max_jobs is not None or in_flight.max_bytes is not None:
+                # Still under this user's lock: concurrent submissions see each other's rows.
+                busy = conn.execute(_IN_FLIGHT, {"user": user_id}).one()
+                jobs, held_bytes = int(busy.jobs), int(busy.bytes)
+                if (in_flight.max_jobs is not None and jobs >= in_flight.max_jobs) or (
+                    in_flight.max_bytes is not None
+                    and held_bytes + payload_bytes > in_flight.max_bytes
+                ):
+                    session.rollback()
+                    return answer("too_much_in_flight", 0, used, None, jobs, held_bytes)
             if limit is not None and used + cost > limit:
                 session.rollback()
                 return answer("quota_exceeded", cost, used)
@@ -869,6 +910,7 @@ class GovernanceRepository:
                     "count": count,
                     "credits_per_image_milli": per_image,
                     "reserved_milli": cost,
+                    "payload_bytes": payload_bytes,
                     "settled": False,
                     "refunded_milli": 0,
                     "created_at": now,

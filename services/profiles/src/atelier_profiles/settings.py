@@ -55,6 +55,18 @@ class Settings(BaseServiceSettings):
         description="Declare the JetStream streams at start-up. Turn off where an init job "
         "declares them, or in tests on FastStream's in-memory broker (no server to declare on).",
     )
+    user_max_jobs_in_flight: int | None = Field(
+        default=100,
+        ge=1,
+        description="Most generations one user may have queued or running at once (null: no "
+        "limit); more is a 429 naming it",
+    )
+    user_max_bytes_in_flight: int | None = Field(
+        default=96 * 1024 * 1024,
+        ge=1,
+        description="Most bytes of requests (reference images included) one user may have queued "
+        "or running at once, so one user cannot fill the shared job stream (null: no limit)",
+    )
     allowed_base_url_origins: dict[str, list[str]] = Field(
         default_factory=dict,
         description="Origins (`scheme://host[:port]`) a provider's key may be sent to besides "
