@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Literal
 
 
 class Subject(StrEnum):
@@ -93,9 +94,20 @@ class StreamSpec:
     work_queue: bool = False
     max_age_s: float = 7 * 24 * 3600
     duplicate_window_s: float = 120.0
+    # "interest": a message is removed once every durable consumer of its subject acked it
+    # (ADR 0015); "limits": kept until max_age or the byte limit. A work queue is neither.
+    retention: Literal["limits", "interest"] = "limits"
+
+    def __post_init__(self) -> None:
+        if self.work_queue and self.retention != "limits":
+            raise ValueError(f"{self.name}: a work queue has work-queue retention")
 
 
-JOBS_STREAM = StreamSpec("ATELIER_JOBS", (Subject.JOBS_REQUESTED, Subject.JOBS_ENRICHED))
+# Interest retention: only the backlog context and dispatch have not handled yet, not a week of
+# requests with their pictures.
+JOBS_STREAM = StreamSpec(
+    "ATELIER_JOBS", (Subject.JOBS_REQUESTED, Subject.JOBS_ENRICHED), retention="interest"
+)
 TASKS_STREAM = StreamSpec("ATELIER_TASKS", ("gen.*.requested",), work_queue=True)
 RESULTS_STREAM = StreamSpec(
     "ATELIER_RESULTS",

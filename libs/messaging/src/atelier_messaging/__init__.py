@@ -11,10 +11,13 @@ from atelier_messaging.broker import (
     query,
     stream_for_subject,
 )
+from atelier_messaging.consumers import INTEREST_CONSUMERS, DurableSpec
 from atelier_messaging.kv import CancelledJobs, ProviderHandles, TaskHandle
 
 __all__ = [
+    "INTEREST_CONSUMERS",
     "CancelledJobs",
+    "DurableSpec",
     "ProviderHandles",
     "RedeliveryBackoffMiddleware",
     "StreamFull",

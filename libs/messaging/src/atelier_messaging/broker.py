@@ -1,7 +1,8 @@
 """How every service talks to NATS.
 
 - Streams are declared idempotently at start-up by whoever starts first (`ensure_streams`), each
-  with a byte limit and a discard policy (`atelier_settings.StreamLimits`).
+  with a byte limit and a discard policy (`atelier_settings.StreamLimits`). An interest stream
+  (ATELIER_JOBS, ADR 0015) gets its durable consumers declared with it.
 - Every publish goes through `publish_event`: the event id becomes `Nats-Msg-Id` (JetStream drops
   duplicates inside the window), the current trace context is copied into the envelope, and the
   call waits for JetStream's ack, so "published" means "stored". A stream that is full and
@@ -18,7 +19,7 @@ from typing import Any, TypeVar
 
 import nats
 from faststream import AckPolicy, BaseMiddleware, StreamMessage
-from faststream.nats import ConsumerConfig, JStream, NatsBroker, PullSub
+from faststream.nats import JStream, NatsBroker, PullSub
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
 from faststream.nats.subscriber.usecases import LogicSubscriber
 from nats.js import JetStreamContext
@@ -30,6 +31,7 @@ from pydantic import BaseModel
 from atelier_contracts.envelope import Event
 from atelier_contracts.errors import AtelierError
 from atelier_contracts.subjects import ALL_STREAMS, StreamSpec
+from atelier_messaging.consumers import INTEREST_CONSUMERS, consumer_config, declared_consumer
 from atelier_settings import StreamLimits
 
 log = logging.getLogger("atelier.messaging")
@@ -119,6 +121,10 @@ _SERVER_STORE_FULL = {
     10028,  # JSMemoryResourcesExceededErr
     10002,  # JSAccountResourcesExceededErr
 }
+_RETENTION = {
+    "limits": RetentionPolicy.LIMITS,
+    "interest": RetentionPolicy.INTEREST,
+}
 
 
 class StreamFull(AtelierError):
@@ -151,7 +157,9 @@ async def ensure_streams(
     Limits come from `limits`, else from the environment (`ATELIER_STREAM_*`). An existing
     stream is updated in place and keeps its messages: a byte limit below what a stream already
     holds is applied once it holds less (until then its current size is the limit, with a
-    warning), so lowering a setting never drops stored work.
+    warning), so lowering a setting never drops stored work. An interest stream's durable
+    consumers (`INTEREST_CONSUMERS`) exist before this returns, and before a limits stream is
+    switched to interest, so no message is stored or kept without them.
     """
     limits = limits if limits is not None else StreamLimits()
     nc = await nats.connect(nats_url, connect_timeout=5)
@@ -162,7 +170,9 @@ async def ensure_streams(
             config = StreamConfig(
                 name=spec.name,
                 subjects=list(spec.subjects),
-                retention=RetentionPolicy.WORK_QUEUE if spec.work_queue else RetentionPolicy.LIMITS,
+                retention=(
+                    RetentionPolicy.WORK_QUEUE if spec.work_queue else _RETENTION[spec.retention]
+                ),
                 storage=StorageType.FILE,
                 num_replicas=replicas,
                 max_age=spec.max_age_s,
@@ -171,7 +181,7 @@ async def ensure_streams(
                 discard=DiscardPolicy.NEW if discard == "new" else DiscardPolicy.OLD,
             )
             try:
-                await _declare(js, spec.name, config)
+                await _declare(js, spec, config)
             except APIError as exc:
                 if exc.err_code in _SERVER_STORE_FULL:
                     raise RuntimeError(
@@ -184,15 +194,19 @@ async def ensure_streams(
         await nc.close()
 
 
-async def _declare(js: JetStreamContext, name: str, config: StreamConfig) -> None:
+async def _declare(js: JetStreamContext, spec: StreamSpec, config: StreamConfig) -> None:
+    name = spec.name
     try:
         info = await js.stream_info(name)
     except NotFoundError:
         try:
             await js.add_stream(config)
+            await _declare_consumers(js, spec)
             return
         except BadRequestError:  # another process created it meanwhile
             info = await js.stream_info(name)
+    # Before any switch to interest retention: a message is kept only for consumers that exist.
+    await _declare_consumers(js, spec)
     held = info.state.bytes
     if config.max_bytes is not None and 0 <= config.max_bytes < held:
         log.warning(
@@ -200,7 +214,47 @@ async def _declare(js: JetStreamContext, name: str, config: StreamConfig) -> Non
             extra={"stream": name, "bytes": held, "max_bytes": config.max_bytes},
         )
         config.max_bytes = held
-    await js.update_stream(config)
+    try:
+        await js.update_stream(config)
+    except APIError as exc:
+        if info.config.retention == config.retention:
+            raise
+        raise RuntimeError(
+            f"nats-server refused to change stream {name} from {_policy(info.config.retention)} "
+            f"to {_policy(config.retention)} retention in place ({exc.description}). Upgrade "
+            "nats-server "
+            "(2.10 and later allow limits <-> interest), or recreate the stream: stop the "
+            "gateway, wait until context and dispatch have handled its backlog, then "
+            f"`nats stream rm {name}` and start the services again "
+            "(docs/adr/0015-jobs-stream-interest-retention.md)"
+        ) from exc
+    if info.config.retention != config.retention:
+        log.warning(
+            "stream retention changed in place",
+            extra={
+                "stream": name,
+                "from": _policy(info.config.retention),
+                "to": _policy(config.retention),
+            },
+        )
+
+
+def _policy(retention: RetentionPolicy | str | None) -> str:
+    # nats-py leaves a stream info's policies as the server's strings.
+    return str(getattr(retention, "value", retention) or "limits")
+
+
+async def _declare_consumers(js: JetStreamContext, spec: StreamSpec) -> None:
+    if spec.retention != "interest":
+        return
+    for consumer in INTEREST_CONSUMERS:
+        if not any(_subject_matches(pattern, consumer.subject) for pattern in spec.subjects):
+            continue
+        try:
+            await js.consumer_info(spec.name, consumer.durable)
+        except NotFoundError:
+            # Creating the same consumer twice (another process starting) is not an error.
+            await js.add_consumer(spec.name, consumer.config())
 
 
 async def publish_event(broker: NatsBroker, event: Event, subject: str) -> None:
@@ -299,20 +353,24 @@ def durable_subscriber(
     `max_ack_pending` caps the messages delivered and not yet acked across every process of the
     consumer (JetStream's default: 1,000). A pull consumer is already bounded by what its
     processes ask for; -1 lifts the cap for consumers whose handlers wait long (provider calls).
+
+    A consumer of an interest stream is declared by `ensure_streams` (`INTEREST_CONSUMERS`): its
+    settings here must be the declared ones.
     """
     spec = stream_for_subject(subject)
+    config = consumer_config(subject, durable, max_deliver, ack_wait_s, max_ack_pending)
+    declared = declared_consumer(durable)
+    if declared is not None and declared.config() != config:
+        raise ValueError(
+            f"durable {durable} is declared in atelier_messaging.consumers as {declared}; "
+            "subscribe with the same settings or change the declaration"
+        )
     return broker.subscriber(
         subject,
         stream=JStream(name=spec.name, declare=False),
         durable=durable,
         pull_sub=PullSub(batch_size=batch_size, timeout=5.0),
-        config=ConsumerConfig(
-            durable_name=durable,
-            max_deliver=max_deliver,
-            ack_wait=ack_wait_s,
-            filter_subject=subject,
-            max_ack_pending=max_ack_pending,
-        ),
+        config=config,
         ack_policy=AckPolicy.NACK_ON_ERROR,
         max_workers=max_workers,
     )
