@@ -26,6 +26,22 @@ from atelier_dispatch.service import DispatchService, retry_delay_s
 LATER = timedelta(minutes=5)
 
 
+class OneMessage:
+    """A stream holding one message (`dead_letter.StoredMessages`)."""
+
+    def __init__(self, subject: str, body: bytes) -> None:
+        self.stored: tuple[str, bytes] | None = (subject, body)
+
+    async def fetch(self, stream: str, seq: int) -> tuple[str, bytes] | None:
+        return self.stored
+
+    async def delete(self, stream: str, seq: int) -> None:
+        self.stored = None
+
+    async def handled_by_others(self, stream: str, seq: int, subject: str, consumer: str) -> bool:
+        return True
+
+
 class Harness:
     def __init__(self, db: Database) -> None:
         self.events: list[tuple[Event, str]] = []
@@ -156,18 +172,17 @@ async def test_undeliverable_task_fails_through_the_dead_letter_path(harness: Ha
     request = await harness.submit()
     task = harness.tasks()[-1]
 
-    async def fetch(stream: str, seq: int) -> tuple[str, bytes]:
-        return "gen.offline.requested", task.model_dump_json().encode()
-
+    messages = OneMessage("gen.offline.requested", task.model_dump_json().encode())
     harness.service.max_attempts = 1
     outcome = await handle_max_deliveries(
         MaxDeliveriesAdvisory(
             stream="ATELIER_TASKS", consumer="worker-offline", stream_seq=1, deliveries=5
         ),
-        fetch,
+        messages,
         harness.service,
     )
     assert "failed" in outcome
+    assert messages.stored is None  # the work queue would keep it forever
     job = await harness.service.get_job(request.job_id)
     assert job is not None and job.status == JobStatus.FAILED
     assert job.error is not None and "5 times" in (job.error.detail or "")
@@ -193,17 +208,15 @@ async def test_undeliverable_request_fails_the_job(harness: Harness) -> None:
         size="256x256",
         count=1,
     )
-    await harness.service.record_request(request)
-
-    async def fetch(stream: str, seq: int) -> tuple[str, bytes]:
-        return "jobs.requested", request.model_dump_json().encode()
-
+    # Not recorded yet: dispatch's own consumer may lag behind context's.
+    messages = OneMessage("jobs.requested", request.model_dump_json().encode())
     await handle_max_deliveries(
         MaxDeliveriesAdvisory(
             stream="ATELIER_JOBS", consumer="context-jobs-requested", stream_seq=1, deliveries=20
         ),
-        fetch,
+        messages,
         harness.service,
     )
     job = await harness.service.get_job(request.job_id)
     assert job is not None and job.status == JobStatus.FAILED
+    assert messages.stored is None

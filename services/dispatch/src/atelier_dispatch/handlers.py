@@ -6,6 +6,7 @@ import contextlib
 import logging
 
 from faststream.nats import NatsBroker
+from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from atelier_contracts.generation import (
@@ -24,27 +25,42 @@ from atelier_contracts.jobs import (
     JobRequested,
 )
 from atelier_contracts.media import MediaLanded
-from atelier_contracts.subjects import MAX_DELIVERIES_ADVISORY, TASKS_STREAM, Durable, Subject
+from atelier_contracts.subjects import MAX_DELIVERIES_ADVISORY, Durable, Subject
 from atelier_dispatch.dead_letter import MaxDeliveriesAdvisory, handle_max_deliveries
 from atelier_dispatch.service import DispatchService
-from atelier_messaging import durable_subscriber
+from atelier_messaging import INTEREST_CONSUMERS, durable_subscriber
 
 log = logging.getLogger("atelier.dispatch")
 
 
-async def fetch_stored_message(
-    broker: NatsBroker, stream: str, seq: int
-) -> tuple[str, bytes] | None:
-    js = broker.connection.jetstream()
-    try:
-        raw = await js.get_msg(stream, seq)
-    except NotFoundError:
-        return None
-    if stream == TASKS_STREAM.name:
-        # A work-queue stream keeps an undeliverable task forever; it is handled now.
+class JetStreamMessages:
+    """The dead-letter path's view of stored messages (`dead_letter.StoredMessages`)."""
+
+    def __init__(self, js: JetStreamContext) -> None:
+        self._js = js
+
+    async def fetch(self, stream: str, seq: int) -> tuple[str, bytes] | None:
+        try:
+            raw = await self._js.get_msg(stream, seq)
+        except NotFoundError:
+            return None
+        return raw.subject or "", raw.data or b""
+
+    async def delete(self, stream: str, seq: int) -> None:
         with contextlib.suppress(NotFoundError):
-            await js.delete_msg(stream, seq)
-    return raw.subject or "", raw.data or b""
+            await self._js.delete_msg(stream, seq)
+
+    async def handled_by_others(self, stream: str, seq: int, subject: str, consumer: str) -> bool:
+        for other in INTEREST_CONSUMERS:
+            if other.subject != subject or other.durable == consumer:
+                continue
+            try:
+                info = await self._js.consumer_info(stream, other.durable)
+            except NotFoundError:
+                continue
+            if info.ack_floor is None or (info.ack_floor.stream_seq or 0) < seq:
+                return False
+        return True
 
 
 def register_handlers(broker: NatsBroker, service: DispatchService) -> None:
@@ -120,10 +136,8 @@ def register_handlers(broker: NatsBroker, service: DispatchService) -> None:
     # while dispatch is down is covered by the deadline sweeper.
     @broker.subscriber(MAX_DELIVERIES_ADVISORY, queue="dispatch")
     async def fail_undeliverable(advisory: MaxDeliveriesAdvisory) -> None:
-        async def fetch(stream: str, seq: int) -> tuple[str, bytes] | None:
-            return await fetch_stored_message(broker, stream, seq)
-
-        outcome = await handle_max_deliveries(advisory, fetch, service)
+        messages = JetStreamMessages(broker.connection.jetstream())
+        outcome = await handle_max_deliveries(advisory, messages, service)
         log.warning(
             "message ran out of deliveries",
             extra={"stream": advisory.stream, "consumer": advisory.consumer, "outcome": outcome},
