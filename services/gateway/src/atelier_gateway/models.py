@@ -469,7 +469,25 @@ def project_assignments_url(project: str) -> str:
 class AssignBody(BaseModel):
     """`POST /v1/media/{id}/assign`: use this image as the project's cover or an element's."""
 
-    model_config = ConfigDict(extra="forbid")
+    # The validator's rule, said in the schema too, so a client generated from the document
+    # (or schemathesis) knows an element_id goes with `element` and only with it.
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "oneOf": [
+                {
+                    "properties": {"target": {"const": "cover"}, "element_id": {"type": "null"}},
+                },
+                {
+                    "properties": {
+                        "target": {"const": "element"},
+                        "element_id": {"type": "string"},
+                    },
+                    "required": ["element_id"],
+                },
+            ]
+        },
+    )
 
     target: Literal["cover", "element"] = Field(examples=["cover"])
     element_id: str | None = Field(
