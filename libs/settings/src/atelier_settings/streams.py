@@ -34,13 +34,13 @@ class StreamLimits(BaseSettings):
     jobs_max_bytes: int = Field(
         default=1 * GiB,
         ge=-1,
-        description="Most bytes `ATELIER_JOBS` keeps (job requests with their pictures, 7 days); "
-        "-1: no limit",
+        description="Most bytes `ATELIER_JOBS` keeps: the jobs context and dispatch have not "
+        "handled yet, requests with their pictures (interest retention); -1: no limit",
     )
     jobs_discard: Discard = Field(
         default="new",
         description="When `ATELIER_JOBS` is full: `new` refuses new jobs (503 "
-        "`stream_full`), `old` drops the oldest",
+        "`stream_full`), `old` drops the oldest, unhandled as they are",
     )
     tasks_max_bytes: int = Field(
         default=512 * MiB,
