@@ -17,6 +17,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from atelier_contracts.errors import AtelierError
 from atelier_web.metrics import install_metrics
@@ -49,6 +50,27 @@ def _describe_validation_error(err: dict[str, Any]) -> str:
 _BODY_NOT_PARSED = "There was an error parsing the body"
 
 
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
+def allowed_methods(app: FastAPI, request: Request) -> list[str]:
+    """Every method some route serves at the request's path.
+
+    FastAPI adds one route per method; Starlette answers a wrong method with the `Allow` of the
+    first route whose path matched, which lists only that route's methods (`GET` where the path
+    also takes `PUT` and `DELETE`). A client, and the OpenAPI document, expect all of them. Each
+    method is tried through the routes' own matching (which also sees into included routers).
+    """
+    return [
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] == Match.FULL
+            for route in app.router.routes
+        )
+    ]
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AtelierError)
     async def _atelier_error(_: Request, exc: AtelierError) -> JSONResponse:
@@ -68,7 +90,7 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 400 and exc.detail == _BODY_NOT_PARSED:
             # FastAPI's answer to a body it could not decode at all (invalid UTF-8, nesting
             # deeper than the parser goes): as malformed as JSON that does not parse.
@@ -77,8 +99,13 @@ def install_error_handlers(app: FastAPI) -> None:
                 status_code=400,
             )
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            allowed = allowed_methods(app, request)
+            if allowed:
+                headers["Allow"] = ", ".join(allowed)
         return JSONResponse(
-            error_body(code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers
+            error_body(code, str(exc.detail)), status_code=exc.status_code, headers=headers
         )
 
     @app.exception_handler(Exception)
