@@ -117,4 +117,4 @@ async def test_audit_reads(running_app: RunningApp) -> None:
         AuditListQuery(since=NOON, until=NOON),
         AuditPageReply,
     )
-    assert backwards.error is not None and backwards.error.status == 422
+    assert backwards.error is None and backwards.items == []

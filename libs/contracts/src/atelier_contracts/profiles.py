@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, StrictBool, StrictInt, field_validator
+from pydantic import BaseModel, BeforeValidator, Field, StrictBool, field_validator
 
 from atelier_contracts.envelope import Event
 from atelier_contracts.errors import AtelierError
@@ -20,11 +20,25 @@ MAX_SIZES = 64
 MAX_OPTIONS = 64
 MAX_OPTION_VALUES = 100
 MAX_SORT_ORDER = 1_000_000_000  # well inside the database's 32-bit integer
+MAX_CREDIT_COST = 1_000_000_000
 # `provider_config` is free-form JSON: bounded so it can always be serialized (pydantic stops at
 # a few hundred levels), stored and checked cheaply. 64 KB holds a large ComfyUI workflow.
 MAX_CONFIG_DEPTH = 10
 MAX_CONFIG_KEYS = 200  # in any one object
 MAX_CONFIG_BYTES = 64 * 1024
+
+
+def _json_number(value: Any) -> Any:
+    """Only what JSON Schema calls a number: `true` and `"2"` are refused (pydantic's lax mode
+    would read them as 1 and 2), while `2.0` stays an integer, as JSON Schema's `integer` allows
+    (StrictInt would refuse it though the OpenAPI document admits it)."""
+    if isinstance(value, bool | str | bytes):
+        raise ValueError("must be a JSON number, not a string or true/false")
+    return value
+
+
+JsonInt = Annotated[int, BeforeValidator(_json_number)]
+JsonNumber = Annotated[float, BeforeValidator(_json_number)]
 
 
 def config_shape_problem(config: dict[str, Any]) -> str | None:
@@ -82,17 +96,33 @@ class ProfileFields(BaseModel):
         max_length=MAX_SIZES,
         description="Allowed `WxH` sizes",
         examples=[["1024x1024", "512x512"]],
+        json_schema_extra={
+            "items": {"type": "string", "pattern": SIZE_PATTERN},
+            "uniqueItems": True,
+        },
     )
     default_size: str = Field(pattern=SIZE_PATTERN, examples=["1024x1024"])
-    counts: list[StrictInt] = Field(
-        default=[1], max_length=8, description="Allowed image counts, a subset of 1, 2, 4"
+    counts: list[JsonInt] = Field(
+        default=[1],
+        max_length=8,
+        description="Allowed image counts, a subset of 1, 2, 4",
+        json_schema_extra={
+            "items": {"type": "integer", "enum": list(ALLOWED_COUNTS)},
+            "minItems": 1,
+            "uniqueItems": True,
+        },
     )
     options: list[OptionSpec] = Field(default_factory=list, max_length=MAX_OPTIONS)
-    max_reference_images: StrictInt = Field(default=0, ge=0, le=16)
-    prompt_max_length: StrictInt = Field(default=4000, ge=1, le=32000)
-    timeout_s: float = Field(default=120.0, gt=0, le=3600)
-    sort_order: StrictInt = Field(default=0, ge=-MAX_SORT_ORDER, le=MAX_SORT_ORDER)
-    credit_cost: float = Field(default=1.0, ge=0, description="Credits per image")
+    max_reference_images: JsonInt = Field(default=0, ge=0, le=16)
+    prompt_max_length: JsonInt = Field(default=4000, ge=1, le=32000)
+    timeout_s: JsonNumber = Field(default=120.0, gt=0, le=3600)
+    sort_order: JsonInt = Field(default=0, ge=-MAX_SORT_ORDER, le=MAX_SORT_ORDER)
+    credit_cost: JsonNumber = Field(
+        default=1.0,
+        ge=0,
+        description="Credits per image",
+        json_schema_extra={"maximum": MAX_CREDIT_COST},
+    )
     base_url: str | None = Field(
         default=None,
         max_length=2000,

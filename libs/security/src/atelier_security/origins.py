@@ -177,6 +177,31 @@ def origin_of(url: str) -> str:
     return f"{scheme}://{host}:{port}"
 
 
+# What `parse_origin` accepts, as a regular expression for an OpenAPI document (no JSON Schema
+# can call it): http(s), an ASCII host name or an IPv4 or IPv6 literal, a port up to 65535, an
+# optional trailing `/`. Narrower than the parser where it would have to be loose (no
+# international names: give their `xn--` form), so every string it admits is accepted.
+_HEX = "[0-9A-Fa-f]{1,4}"
+_IPV6 = "|".join(
+    [
+        f"(?:{_HEX}:){{7}}{_HEX}",
+        f"(?:{_HEX}:){{1,7}}:",
+        f"(?:{_HEX}:){{1,6}}:{_HEX}",
+        f"(?:{_HEX}:){{1,5}}(?::{_HEX}){{1,2}}",
+        f"(?:{_HEX}:){{1,4}}(?::{_HEX}){{1,3}}",
+        f"(?:{_HEX}:){{1,3}}(?::{_HEX}){{1,4}}",
+        f"(?:{_HEX}:){{1,2}}(?::{_HEX}){{1,5}}",
+        f"{_HEX}:(?::{_HEX}){{1,6}}",
+        f":(?:(?::{_HEX}){{1,7}}|:)",
+    ]
+)
+_PORT = "(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4})"
+ORIGIN_PATTERN = (
+    rf"^[Hh][Tt][Tt][Pp][Ss]?://(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.?|\[(?:{_IPV6})\])"
+    rf"(?::{_PORT})?/?$"
+)
+
+
 def parse_origin(entry: str) -> str:
     """An origin an operator allows: a URL with nothing but scheme, host and port (a trailing
     `/` is tolerated). Normalized like `origin_of`; raises `OriginError`."""

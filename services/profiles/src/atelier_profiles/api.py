@@ -8,14 +8,15 @@ Every route needs `Authorization: Bearer <admin token>`. Errors have one shape,
 from __future__ import annotations
 
 import hmac
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Response, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field
 
-from atelier_contracts.errors import ErrorClass, InvalidInput, Unauthorized
+from atelier_contracts.errors import ErrorClass, Unauthorized
 from atelier_contracts.profiles import GenerationSettings, Profile, ProfileFields
 from atelier_contracts.subjects import PROVIDER_PATTERN
 from atelier_profiles.governance import (
@@ -49,6 +50,7 @@ class ErrorResponse(BaseModel):
 
 
 _ERROR_MEANINGS = {
+    400: "The body is not valid JSON (or not UTF-8)",
     401: "The admin token is missing or wrong",
     404: "No profile has this id",
     409: "Another profile already has this name (or, on delete, other profiles fall back to "
@@ -121,7 +123,7 @@ def build_admin_router(service: ProfileService, admin_token: str) -> APIRouter:
         tags=["settings"],
         summary="Turn image generation on or off for everyone",
         description="While `enabled` is false, users see `reason` and cannot start generations.",
-        responses=_errors(422),
+        responses=_errors(400, 422),
     )
     async def put_settings(settings: GenerationSettings) -> GenerationSettings:
         return await service.set_settings(settings)
@@ -145,7 +147,7 @@ def build_admin_router(service: ProfileService, admin_token: str) -> APIRouter:
         tags=["profiles"],
         summary="Create a model profile",
         status_code=status.HTTP_201_CREATED,
-        responses=_errors(409, 422),
+        responses=_errors(400, 409, 422),
     )
     async def create_profile(fields: ProfileFields, response: Response) -> Profile:
         profile = await service.create_profile(fields)
@@ -166,7 +168,7 @@ def build_admin_router(service: ProfileService, admin_token: str) -> APIRouter:
         tags=["profiles"],
         summary="Replace a model profile",
         description="Every field is set from the body; fields left out take their defaults.",
-        responses=_errors(404, 409, 422),
+        responses=_errors(400, 404, 409, 422),
     )
     async def replace_profile(profile_id: ProfileId, fields: ProfileFields) -> Profile:
         return await service.replace_profile(profile_id, fields)
@@ -177,7 +179,7 @@ def build_admin_router(service: ProfileService, admin_token: str) -> APIRouter:
         summary="Change some fields of a model profile",
         description="Only the fields in the body change; the result must still be a valid "
         "profile (e.g. `default_size` one of `sizes`).",
-        responses=_errors(404, 409, 422),
+        responses=_errors(400, 404, 409, 422),
     )
     async def patch_profile(profile_id: ProfileId, patch: ProfilePatch) -> Profile:
         return await service.patch_profile(profile_id, patch)
@@ -218,16 +220,33 @@ def _described(**meanings: str) -> dict[int | str, dict[str, Any]]:
     }
 
 
+# No NUL in a filter: PostgreSQL text cannot hold one, and no user id, profile id or prompt has.
+NO_NUL = r"^[^\x00]*$"
+
+
+def _iso_8601_only(value: object) -> object:
+    """Refuse what pydantic would otherwise read as a Unix time (`until=0.5`): the document says
+    ISO 8601 (`format: date-time`), and a number passed by mistake should not mean 1970."""
+    if isinstance(value, str) and not _ISO_DATE.match(value):
+        raise ValueError("must be an ISO 8601 date and time, e.g. 2026-01-31T12:00:00Z")
+    return value
+
+
+_ISO_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}")
+IsoDateTime = Annotated[datetime, BeforeValidator(_iso_8601_only)]
+
+
 class AuditQuery:
     """The audit filters, shared by the list and the summary."""
 
     def __init__(
         self,
         user: Annotated[
-            str | None, Query(max_length=200, description="Only this user's jobs")
+            str | None, Query(max_length=200, pattern=NO_NUL, description="Only this user's jobs")
         ] = None,
         profile: Annotated[
-            str | None, Query(max_length=200, description="Only jobs of this profile id")
+            str | None,
+            Query(max_length=200, pattern=NO_NUL, description="Only jobs of this profile id"),
         ] = None,
         status: Annotated[
             Literal["completed", "partial", "failed", "cancelled"] | None,
@@ -238,22 +257,25 @@ class AuditQuery:
             Query(description="Only jobs that failed (wholly or partly) for this reason"),
         ] = None,
         since: Annotated[
-            datetime | None, Query(description="Finished at or after (ISO 8601; UTC if no zone)")
+            IsoDateTime | None,
+            Query(description="Finished at or after (ISO 8601; UTC if no zone)"),
         ] = None,
         until: Annotated[
-            datetime | None, Query(description="Finished before (ISO 8601; UTC if no zone)")
+            IsoDateTime | None,
+            Query(
+                description="Finished before (ISO 8601; UTC if no zone); a window that ends "
+                "before it starts selects nothing"
+            ),
         ] = None,
         q: Annotated[
             str | None,
             Query(
                 max_length=200,
+                pattern=NO_NUL,
                 description="Text in the prompt (as sent or as typed), case-insensitive",
             ),
         ] = None,
     ) -> None:
-        for name, value in (("user", user), ("profile", profile), ("q", q)):
-            if value is not None and "\x00" in value:
-                raise InvalidInput(f"{name}: must not contain NUL characters")
         self.filter = AuditFilter(
             user_id=user,
             profile_id=profile,
@@ -296,7 +318,8 @@ def build_governance_router(governance: GovernanceService, admin_token: str) -> 
         summary="Set or rotate a provider's API key",
         description="Stored encrypted (AES-GCM); workers pick the new key up at once "
         "(`profiles.changed`). The answer shows the key masked.",
-        responses=_described(e404="Atelier has no worker for this provider", e422="Bad input"),
+        responses=_errors(400)
+        | _described(e404="Atelier has no worker for this provider", e422="Bad input"),
     )
     async def put_credential(name: ProviderName, credential: CredentialInput) -> ProviderStatus:
         return await governance.set_credential(name, credential)
@@ -320,7 +343,7 @@ def build_governance_router(governance: GovernanceService, admin_token: str) -> 
         "/quotas",
         tags=["quotas"],
         summary="Set the default quota and the submission rate limit",
-        responses=_errors(422),
+        responses=_errors(400, 422),
     )
     async def put_quotas(policy: QuotaPolicy) -> QuotaPolicy:
         return await governance.set_policy(policy)
@@ -338,7 +361,7 @@ def build_governance_router(governance: GovernanceService, admin_token: str) -> 
         "/quotas/users/{user_id}",
         tags=["quotas"],
         summary="Give one user their own credit limit",
-        responses=_errors(422),
+        responses=_errors(400, 422),
     )
     async def put_user_quota(user_id: UserIdPath, override: QuotaOverrideInput) -> QuotaOverride:
         return await governance.set_override(user_id, override)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from calendar import monthrange
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -17,10 +18,12 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 
-from atelier_contracts.errors import InvalidInput, NotFound
+from atelier_contracts.errors import NotFound
 from atelier_contracts.jobs import FINAL_STATUSES, JobStatusChanged
 from atelier_contracts.profiles import (
     CredentialReply,
+    JsonInt,
+    JsonNumber,
     QuotaReserveReply,
     QuotaReserveRequest,
 )
@@ -37,13 +40,14 @@ from atelier_profiles.repository import (
 )
 from atelier_profiles.service import ProfileService, default_origins
 from atelier_security import SealBroken, Sealer, mask
-from atelier_security.origins import OriginError, parse_origin
+from atelier_security.origins import ORIGIN_PATTERN, OriginError, parse_origin
 
 log = logging.getLogger("atelier.profiles.governance")
 
 Period = Literal["day", "week", "month"]
 MAX_CREDITS = 1_000_000_000_000  # per period; milli-credits of it still fit a BIGINT easily
 MAX_ALLOWED_ORIGINS = 32
+_ORIGIN_RE = re.compile(ORIGIN_PATTERN)
 
 # The quota policy of a fresh install: no credit limit, a generous submission rate limit.
 DEFAULT_PERIOD: Period = "month"
@@ -105,15 +109,25 @@ class CredentialInput(BaseModel):
         "`ATELIER_PROFILES_ALLOWED_BASE_URL_ORIGINS`). Replaced with the key; profiles whose "
         "`base_url` is elsewhere are refused",
         examples=[["http://10.0.0.5:7860"]],
+        json_schema_extra={"items": {"type": "string", "pattern": ORIGIN_PATTERN}},
     )
 
     @field_validator("allowed_origins")
     @classmethod
     def _origins(cls, origins: list[str]) -> list[str]:
         try:
-            return list(dict.fromkeys(parse_origin(origin) for origin in origins))
+            parsed = list(dict.fromkeys(parse_origin(origin) for origin in origins))
         except OriginError as exc:
             raise ValueError(f"allowed_origins: {exc}") from exc
+        # The document's pattern is the rule too (it is what clients validate against): it
+        # refuses the few spellings the parser would have tolerated, e.g. surrounding spaces.
+        for origin in origins:
+            if not _ORIGIN_RE.match(origin):
+                raise ValueError(
+                    f"allowed_origins: write {origin!r} as scheme://host[:port], with an ASCII "
+                    "host (xn-- for international names) and nothing around it"
+                )
+        return parsed
 
 
 class ProviderStatus(BaseModel):
@@ -146,7 +160,7 @@ class ProviderStatus(BaseModel):
 class QuotaPolicy(BaseModel):
     """The default every user gets unless an override says otherwise."""
 
-    credits_per_period: float | None = Field(
+    credits_per_period: JsonNumber | None = Field(
         default=None,
         ge=0,
         le=MAX_CREDITS,
@@ -154,17 +168,17 @@ class QuotaPolicy(BaseModel):
         examples=[500],
     )
     period: Period = Field(default=DEFAULT_PERIOD, description="Periods start at 00:00 UTC")
-    rate_limit_count: int | None = Field(
+    rate_limit_count: JsonInt | None = Field(
         default=DEFAULT_RATE_LIMIT,
         ge=1,
         le=100_000,
         description="Submissions per user within `rate_limit_window_s`; null: no rate limit",
     )
-    rate_limit_window_s: float = Field(default=DEFAULT_RATE_WINDOW_S, gt=0, le=86_400)
+    rate_limit_window_s: JsonNumber = Field(default=DEFAULT_RATE_WINDOW_S, gt=0, le=86_400)
 
 
 class QuotaOverrideInput(BaseModel):
-    credits_per_period: float | None = Field(
+    credits_per_period: JsonNumber | None = Field(
         ge=0, le=MAX_CREDITS, description="This user's credits per period; null: no limit"
     )
     note: str | None = Field(default=None, max_length=500, description="Why, for other admins")
@@ -616,9 +630,12 @@ def _override_of(row: QuotaOverrideRow) -> QuotaOverride:
 
 
 def _utc_filter(where: AuditFilter) -> AuditFilter:
-    """Timestamps are stored in UTC; a bound given with another offset (or none) is made UTC."""
-    if where.since is not None and where.until is not None and where.since >= where.until:
-        raise InvalidInput("`since` must be before `until`.")
+    """Timestamps are stored in UTC; a bound given with another offset (or none) is made UTC.
+
+    A window with `since` at or after `until` is empty, not an error: it selects no job, and
+    the rule could not be stated in the OpenAPI document (no JSON Schema compares two query
+    parameters), so a client keeping to the document would have been refused.
+    """
     return AuditFilter(
         user_id=where.user_id,
         profile_id=where.profile_id,

@@ -13,17 +13,20 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, StrictBool, StrictInt, ValidationError, field_validator
+from pydantic import BaseModel, Field, StrictBool, ValidationError, field_validator
 from pydantic_core import ErrorDetails
 
 from atelier_contracts.errors import Conflict, InvalidInput, NotFound, Unavailable
 from atelier_contracts.profiles import (
     ALLOWED_COUNTS,
+    MAX_CREDIT_COST,
     MAX_OPTIONS,
     MAX_SIZES,
     MAX_SORT_ORDER,
     SIZE_PATTERN,
     GenerationSettings,
+    JsonInt,
+    JsonNumber,
     OptionSpec,
     Profile,
     ProfileFields,
@@ -37,6 +40,7 @@ from atelier_contracts.providers import (
     ProviderCapabilities,
     capabilities,
 )
+from atelier_contracts.subjects import PROVIDER_PATTERN
 from atelier_profiles.repository import ProfileRepository
 from atelier_security.origins import OriginError, host_kind, host_of_origin, origin_of
 
@@ -47,28 +51,39 @@ Publish = Callable[[ProfilesChanged], Awaitable[None]]
 _SIZE_RE = re.compile(SIZE_PATTERN)
 _ALLOWED = ", ".join(str(c) for c in ALLOWED_COUNTS)
 # Credits are kept as integer milli-credits; far above any real price, far below overflow.
-MAX_CREDIT_COST = 1_000_000_000
 
 
 class ProfilePatch(BaseModel):
     """A partial update: only the fields present change; `null` clears `base_url`.
 
-    The constraints are those of `ProfileFields`: the merged profile is validated as a whole.
+    The constraints are those of `ProfileFields` (repeated here so the document says them): the
+    merged profile is validated as a whole.
     """
 
-    name: str | None = None
-    provider: str | None = None
-    model: str | None = None
+    name: str | None = Field(default=None, min_length=1, max_length=120)
+    provider: str | None = Field(default=None, pattern=PROVIDER_PATTERN)
+    model: str | None = Field(default=None, min_length=1, max_length=200)
     enabled: StrictBool | None = None
-    sizes: list[str] | None = Field(default=None, max_length=MAX_SIZES)
-    default_size: str | None = None
-    counts: list[StrictInt] | None = Field(default=None, max_length=8)
+    sizes: list[str] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_SIZES,
+        json_schema_extra=ProfileFields.model_fields["sizes"].json_schema_extra,
+    )
+    default_size: str | None = Field(default=None, pattern=SIZE_PATTERN)
+    counts: list[JsonInt] | None = Field(
+        default=None,
+        max_length=8,
+        json_schema_extra=ProfileFields.model_fields["counts"].json_schema_extra,
+    )
     options: list[OptionSpec] | None = Field(default=None, max_length=MAX_OPTIONS)
-    max_reference_images: StrictInt | None = None
-    prompt_max_length: StrictInt | None = None
-    timeout_s: float | None = None
-    sort_order: StrictInt | None = Field(default=None, ge=-MAX_SORT_ORDER, le=MAX_SORT_ORDER)
-    credit_cost: float | None = None
+    max_reference_images: JsonInt | None = Field(default=None, ge=0, le=16)
+    prompt_max_length: JsonInt | None = Field(default=None, ge=1, le=32000)
+    timeout_s: JsonNumber | None = Field(default=None, gt=0, le=3600)
+    sort_order: JsonInt | None = Field(default=None, ge=-MAX_SORT_ORDER, le=MAX_SORT_ORDER)
+    credit_cost: JsonNumber | None = Field(
+        default=None, ge=0, json_schema_extra={"maximum": MAX_CREDIT_COST}
+    )
     base_url: str | None = Field(default=None, max_length=2000)
     provider_config: dict[str, Any] | None = Field(
         default=None, description="Replaces the whole mapping"
