@@ -37,8 +37,11 @@ def _json_number(value: Any) -> Any:
     return value
 
 
-JsonInt = Annotated[int, BeforeValidator(_json_number)]
-JsonNumber = Annotated[float, BeforeValidator(_json_number)]
+# Bounds go before it, `Annotated[int, Field(ge=0), JSON_NUMBER]`: placed after a validator
+# pydantic can still check them but no longer writes them into the JSON Schema.
+JSON_NUMBER = BeforeValidator(_json_number)
+JsonInt = Annotated[int, JSON_NUMBER]
+JsonNumber = Annotated[float, JSON_NUMBER]
 
 
 def config_shape_problem(config: dict[str, Any]) -> str | None:
@@ -113,16 +116,13 @@ class ProfileFields(BaseModel):
         },
     )
     options: list[OptionSpec] = Field(default_factory=list, max_length=MAX_OPTIONS)
-    max_reference_images: JsonInt = Field(default=0, ge=0, le=16)
-    prompt_max_length: JsonInt = Field(default=4000, ge=1, le=32000)
-    timeout_s: JsonNumber = Field(default=120.0, gt=0, le=3600)
-    sort_order: JsonInt = Field(default=0, ge=-MAX_SORT_ORDER, le=MAX_SORT_ORDER)
-    credit_cost: JsonNumber = Field(
-        default=1.0,
-        ge=0,
-        description="Credits per image",
-        json_schema_extra={"maximum": MAX_CREDIT_COST},
-    )
+    max_reference_images: Annotated[int, Field(ge=0, le=16), JSON_NUMBER] = 0
+    prompt_max_length: Annotated[int, Field(ge=1, le=32000), JSON_NUMBER] = 4000
+    timeout_s: Annotated[float, Field(gt=0, le=3600), JSON_NUMBER] = 120.0
+    sort_order: Annotated[int, Field(ge=-MAX_SORT_ORDER, le=MAX_SORT_ORDER), JSON_NUMBER] = 0
+    credit_cost: Annotated[
+        float, Field(ge=0, json_schema_extra={"maximum": MAX_CREDIT_COST}), JSON_NUMBER
+    ] = Field(default=1.0, description="Credits per image")
     base_url: str | None = Field(
         default=None,
         max_length=2000,

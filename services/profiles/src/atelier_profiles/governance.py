@@ -14,16 +14,15 @@ import re
 from calendar import monthrange
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
 from atelier_contracts.errors import NotFound
 from atelier_contracts.jobs import FINAL_STATUSES, JobStatusChanged
 from atelier_contracts.profiles import (
+    JSON_NUMBER,
     CredentialReply,
-    JsonInt,
-    JsonNumber,
     QuotaReserveReply,
     QuotaReserveRequest,
 )
@@ -160,26 +159,24 @@ class ProviderStatus(BaseModel):
 class QuotaPolicy(BaseModel):
     """The default every user gets unless an override says otherwise."""
 
-    credits_per_period: JsonNumber | None = Field(
+    credits_per_period: Annotated[float, Field(ge=0, le=MAX_CREDITS), JSON_NUMBER] | None = Field(
         default=None,
-        ge=0,
-        le=MAX_CREDITS,
         description="Credits each user may spend per period; null: no limit",
         examples=[500],
     )
     period: Period = Field(default=DEFAULT_PERIOD, description="Periods start at 00:00 UTC")
-    rate_limit_count: JsonInt | None = Field(
+    rate_limit_count: Annotated[int, Field(ge=1, le=100_000), JSON_NUMBER] | None = Field(
         default=DEFAULT_RATE_LIMIT,
-        ge=1,
-        le=100_000,
         description="Submissions per user within `rate_limit_window_s`; null: no rate limit",
     )
-    rate_limit_window_s: JsonNumber = Field(default=DEFAULT_RATE_WINDOW_S, gt=0, le=86_400)
+    rate_limit_window_s: Annotated[float, Field(gt=0, le=86_400), JSON_NUMBER] = (
+        DEFAULT_RATE_WINDOW_S
+    )
 
 
 class QuotaOverrideInput(BaseModel):
-    credits_per_period: JsonNumber | None = Field(
-        ge=0, le=MAX_CREDITS, description="This user's credits per period; null: no limit"
+    credits_per_period: Annotated[float, Field(ge=0, le=MAX_CREDITS), JSON_NUMBER] | None = Field(
+        description="This user's credits per period; null: no limit"
     )
     note: str | None = Field(default=None, max_length=500, description="Why, for other admins")
 

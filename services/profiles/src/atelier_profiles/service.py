@@ -11,7 +11,7 @@ import math
 import re
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, StrictBool, ValidationError, field_validator
 from pydantic_core import ErrorDetails
@@ -19,6 +19,7 @@ from pydantic_core import ErrorDetails
 from atelier_contracts.errors import Conflict, InvalidInput, NotFound, Unavailable
 from atelier_contracts.profiles import (
     ALLOWED_COUNTS,
+    JSON_NUMBER,
     MAX_CREDIT_COST,
     MAX_OPTIONS,
     MAX_SIZES,
@@ -26,7 +27,6 @@ from atelier_contracts.profiles import (
     SIZE_PATTERN,
     GenerationSettings,
     JsonInt,
-    JsonNumber,
     OptionSpec,
     Profile,
     ProfileFields,
@@ -77,13 +77,13 @@ class ProfilePatch(BaseModel):
         json_schema_extra=ProfileFields.model_fields["counts"].json_schema_extra,
     )
     options: list[OptionSpec] | None = Field(default=None, max_length=MAX_OPTIONS)
-    max_reference_images: JsonInt | None = Field(default=None, ge=0, le=16)
-    prompt_max_length: JsonInt | None = Field(default=None, ge=1, le=32000)
-    timeout_s: JsonNumber | None = Field(default=None, gt=0, le=3600)
-    sort_order: JsonInt | None = Field(default=None, ge=-MAX_SORT_ORDER, le=MAX_SORT_ORDER)
-    credit_cost: JsonNumber | None = Field(
-        default=None, ge=0, json_schema_extra={"maximum": MAX_CREDIT_COST}
+    max_reference_images: Annotated[int, Field(ge=0, le=16), JSON_NUMBER] | None = None
+    prompt_max_length: Annotated[int, Field(ge=1, le=32000), JSON_NUMBER] | None = None
+    timeout_s: Annotated[float, Field(gt=0, le=3600), JSON_NUMBER] | None = None
+    sort_order: Annotated[int, Field(ge=-MAX_SORT_ORDER, le=MAX_SORT_ORDER), JSON_NUMBER] | None = (
+        None
     )
+    credit_cost: Annotated[float, Field(ge=0, le=MAX_CREDIT_COST), JSON_NUMBER] | None = None
     base_url: str | None = Field(default=None, max_length=2000)
     provider_config: dict[str, Any] | None = Field(
         default=None, description="Replaces the whole mapping"
