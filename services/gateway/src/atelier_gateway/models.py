@@ -21,6 +21,7 @@ from pydantic import (
     StrictBool,
     StrictInt,
     Tag,
+    WithJsonSchema,
     computed_field,
     field_validator,
     model_validator,
@@ -124,6 +125,33 @@ class JsonLimits:
             raise ValueError(problem)
         return value
 
+    def json_schema(self) -> dict[str, Any]:
+        """The limits as JSON Schema, for the OpenAPI document: values nest at most `max_depth`
+        levels, no object has more keys or a string more characters than allowed. The totals
+        (keys in all, bytes) have no JSON Schema keyword; the description states them."""
+        scalars = ["string", "number", "boolean", "null"]
+        # Innermost first: at the deepest level only scalars; above it, arrays and objects of
+        # the level below. One node per level (each keyword applies to its own type only).
+        node: dict[str, Any] = {"type": scalars, "maxLength": self.max_string}
+        for _ in range(self.max_depth - 1):
+            node = {
+                "type": [*scalars, "array", "object"],
+                "maxLength": self.max_string,
+                "items": node,
+                "maxProperties": self.max_keys,
+                "propertyNames": {"maxLength": self.max_string},
+                "additionalProperties": node,
+            }
+        return {
+            "type": "object",
+            "maxProperties": self.max_keys,
+            "propertyNames": {"maxLength": self.max_string},
+            "additionalProperties": node,
+            "description": f"Free-form JSON: at most {self.max_depth} levels deep, "
+            f"{self.max_keys} keys in all, texts of at most {self.max_string:,} characters, "
+            f"{self.max_bytes:,} bytes as JSON",
+        }
+
 
 # An element's fields: a character sheet is a few levels and a few dozen keys at most.
 ELEMENT_DATA_LIMITS = JsonLimits(
@@ -136,8 +164,16 @@ OPTIONS_LIMITS = JsonLimits(
 )
 MAX_ELEMENTS = 16  # as the contract's `GenerationContext` allows
 
-ElementData = Annotated[dict[str, Any], AfterValidator(ELEMENT_DATA_LIMITS.check)]
-Options = Annotated[dict[str, Any], AfterValidator(OPTIONS_LIMITS.check)]
+ElementData = Annotated[
+    dict[str, Any],
+    AfterValidator(ELEMENT_DATA_LIMITS.check),
+    WithJsonSchema(ELEMENT_DATA_LIMITS.json_schema()),
+]
+Options = Annotated[
+    dict[str, Any],
+    AfterValidator(OPTIONS_LIMITS.check),
+    WithJsonSchema(OPTIONS_LIMITS.json_schema()),
+]
 
 
 # Where the other two kinds are named, they may only be left empty (`null` or `""`), as the
