@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, StrictBool, ValidationError, field_validator
+from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import ErrorDetails
 
 from atelier_contracts.errors import Conflict, InvalidInput, NotFound, Unavailable
@@ -53,39 +54,55 @@ _ALLOWED = ", ".join(str(c) for c in ALLOWED_COUNTS)
 # Credits are kept as integer milli-credits; far above any real price, far below overflow.
 
 
+# A field a patch may leave out but not set to null: `None` means "not given" and the document
+# does not offer null. Constraints sit inside `Annotated` so they never apply to that None.
+_Absent = SkipJsonSchema[None]
+
+
 class ProfilePatch(BaseModel):
-    """A partial update: only the fields present change; `null` clears `base_url`.
+    """A partial update: only the fields present change; `null` clears `base_url` or
+    `fallback_profile_id` (the other fields cannot be null, so the document does not offer it).
 
     The constraints are those of `ProfileFields` (repeated here so the document says them): the
     merged profile is validated as a whole.
     """
 
-    name: str | None = Field(default=None, min_length=1, max_length=120)
-    provider: str | None = Field(default=None, pattern=PROVIDER_PATTERN)
-    model: str | None = Field(default=None, min_length=1, max_length=200)
-    enabled: StrictBool | None = None
-    sizes: list[str] | None = Field(
-        default=None,
-        min_length=1,
-        max_length=MAX_SIZES,
-        json_schema_extra=ProfileFields.model_fields["sizes"].json_schema_extra,
-    )
-    default_size: str | None = Field(default=None, pattern=SIZE_PATTERN)
-    counts: list[JsonInt] | None = Field(
-        default=None,
-        max_length=8,
-        json_schema_extra=ProfileFields.model_fields["counts"].json_schema_extra,
-    )
-    options: list[OptionSpec] | None = Field(default=None, max_length=MAX_OPTIONS)
-    max_reference_images: Annotated[int, Field(ge=0, le=16), JSON_NUMBER] | None = None
-    prompt_max_length: Annotated[int, Field(ge=1, le=32000), JSON_NUMBER] | None = None
-    timeout_s: Annotated[float, Field(gt=0, le=3600), JSON_NUMBER] | None = None
-    sort_order: Annotated[int, Field(ge=-MAX_SORT_ORDER, le=MAX_SORT_ORDER), JSON_NUMBER] | None = (
-        None
-    )
-    credit_cost: Annotated[float, Field(ge=0, le=MAX_CREDIT_COST), JSON_NUMBER] | None = None
+    name: Annotated[str, Field(min_length=1, max_length=120)] | _Absent = None
+    provider: Annotated[str, Field(pattern=PROVIDER_PATTERN)] | _Absent = None
+    model: Annotated[str, Field(min_length=1, max_length=200)] | _Absent = None
+    enabled: StrictBool | _Absent = None
+    sizes: (
+        Annotated[
+            list[str],
+            Field(
+                min_length=1,
+                max_length=MAX_SIZES,
+                json_schema_extra=ProfileFields.model_fields["sizes"].json_schema_extra,
+            ),
+        ]
+        | _Absent
+    ) = None
+    default_size: Annotated[str, Field(pattern=SIZE_PATTERN)] | _Absent = None
+    counts: (
+        Annotated[
+            list[JsonInt],
+            Field(
+                max_length=8,
+                json_schema_extra=ProfileFields.model_fields["counts"].json_schema_extra,
+            ),
+        ]
+        | _Absent
+    ) = None
+    options: Annotated[list[OptionSpec], Field(max_length=MAX_OPTIONS)] | _Absent = None
+    max_reference_images: Annotated[int, Field(ge=0, le=16), JSON_NUMBER] | _Absent = None
+    prompt_max_length: Annotated[int, Field(ge=1, le=32000), JSON_NUMBER] | _Absent = None
+    timeout_s: Annotated[float, Field(gt=0, le=3600), JSON_NUMBER] | _Absent = None
+    sort_order: (
+        Annotated[int, Field(ge=-MAX_SORT_ORDER, le=MAX_SORT_ORDER), JSON_NUMBER] | _Absent
+    ) = None
+    credit_cost: Annotated[float, Field(ge=0, le=MAX_CREDIT_COST), JSON_NUMBER] | _Absent = None
     base_url: str | None = Field(default=None, max_length=2000)
-    provider_config: dict[str, Any] | None = Field(
+    provider_config: dict[str, Any] | _Absent = Field(
         default=None, description="Replaces the whole mapping"
     )
     fallback_profile_id: str | None = Field(
