@@ -270,7 +270,20 @@ class GenerationContextIn(GenerationContext):
 
 
 class TargetIn(Target):
-    model_config = ConfigDict(extra="forbid")
+    # The contract's rule (kind `element` needs an element_id) said in the schema too, so a
+    # client (or schemathesis) keeping to the document is not refused.
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "oneOf": [
+                {"properties": {"kind": {"enum": ["media", "cover"]}}},
+                {
+                    "properties": {"kind": {"const": "element"}, "element_id": {"type": "string"}},
+                    "required": ["kind", "element_id"],
+                },
+            ]
+        },
+    )
 
     element_id: str | None = Field(default=None, min_length=1, max_length=200)
 
