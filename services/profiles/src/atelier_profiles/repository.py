@@ -37,6 +37,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import Insert as PostgresInsert
 from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.exc import StaleDataError
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from atelier_contracts.errors import Conflict
@@ -188,6 +189,10 @@ class ProfileRepository:
                 await session.commit()
             except IntegrityError as exc:
                 raise _name_taken(fields.name) from exc
+            except StaleDataError:
+                # Deleted between the read and the write (an admin's DELETE racing this change):
+                # the profile is gone, as for a read that found nothing.
+                return None
             return _to_profile(row)
 
     async def fallback_links(self) -> dict[str, str | None]:
