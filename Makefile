@@ -6,7 +6,7 @@ ifeq ($(UV),)
 UV := python3 -m uv
 endif
 
-.PHONY: run test test-fast chaos lint fmt typecheck contracts docs bench deps help
+.PHONY: run cluster test test-fast chaos chaos-cluster lint fmt typecheck contracts docs bench deps help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -18,8 +18,18 @@ deps:  ## install uv (if missing) and every workspace package into .venv
 run: deps  ## start the whole system locally (NATS, object storage, every service, offline provider)
 	$(UV) run atelier-dev run
 
-test: deps  ## every test: unit, integration (real nats-server + SeaweedFS) and end-to-end
-	$(UV) run pytest
+cluster: deps  ## 3-node NATS cluster, two processes of every service, on PostgreSQL (DATABASE_URL=...)
+	$(UV) run atelier-dev cluster
+
+# Two parts. First every test but those that watch timing under load, on two processes (each
+# test file on one; they start their own servers on free ports). Then the chaos and other
+# timing tests (markers chaos, serial), one at a time on a machine nothing else loads.
+# Both parts always run; the target fails if either did.
+test: deps lint  ## the lint below, then every test: unit, integration (real nats-server + SeaweedFS) and end-to-end
+	@status=0; \
+	$(UV) run pytest -n 2 --dist loadfile -m "not chaos and not serial" || status=1; \
+	$(UV) run pytest -m "chaos or serial" || status=1; \
+	exit $$status
 
 test-fast: deps  ## unit tests only
 	$(UV) run pytest -m "not integration and not e2e"
@@ -27,9 +37,14 @@ test-fast: deps  ## unit tests only
 chaos: deps  ## crash every process in turn while 200 jobs run; prints jobs, kills, lost, duplicated
 	ATELIER_CHAOS_JOBS=200 $(UV) run pytest -s -m chaos tests/reliability
 
-lint: deps  ## ruff lint and format check
+chaos-cluster: deps  ## 500 jobs on the cluster (make cluster's shape) while a NATS leader, replicas and storage fail; needs ATELIER_TEST_DATABASE_URL or DATABASE_URL (PostgreSQL)
+	ATELIER_CHAOS_CLUSTER_JOBS=500 $(UV) run pytest -s tests/reliability/test_chaos_cluster.py
+
+lint: deps  ## ruff lint and format check, the dependency direction (import-linter), dead code (vulture)
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
+	$(UV) run lint-imports
+	$(UV) run python scripts/dead_code.py
 
 fmt: deps  ## format the code
 	$(UV) run ruff check --fix .

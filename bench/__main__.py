@@ -1,7 +1,7 @@
 """`make bench`: every benchmark on the real stack, one after another, then the Markdown table in
 docs/performance.md. Each one writes bench/results/<name>.json.
 
-    uv run python -m bench                       # all of them (about 23-28 minutes on 2 cores)
+    uv run python -m bench                       # all of them (about 34-40 minutes on 2 cores)
     uv run python -m bench --quick               # a short pass of each (results as *.tmp)
     uv run python -m bench --only overhead peer  # some of them
     uv run python -m bench --report              # only rewrite docs/performance.md from results
@@ -24,6 +24,8 @@ BENCHMARKS: dict[str, tuple[str, ...]] = {
     "throughput": ("throughput",),
     "throughput_count4": ("throughput", "--count", "4"),
     "concurrency": ("concurrency",),
+    "fairness": ("fairness",),  # a provider budget and two users (ADR 0020)
+    "watchers": ("watchers",),  # 1,000 SSE streams on one gateway (issue 17)
     "peer": ("peer",),
     "scaling": ("scaling",),
 }

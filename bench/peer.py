@@ -1,14 +1,17 @@
 """Peer: Atelier beside LiteLLM's proxy, both in front of the same fake OpenAI server, at the same
-concurrency and image size, interleaved in one run (direct → LiteLLM → Atelier, rotating, in
-rounds), so drift of the machine hits all three alike.
+concurrency and image size, interleaved in one run (direct → LiteLLM → Atelier → Atelier's
+OpenAI route, rotating, in rounds), so drift of the machine hits all of them alike.
 
     uv run python -m bench.peer            # c=1 and c=8, 6 rounds each
     uv run python -m bench.peer --quick    # 2 rounds
 
 Atelier's side is the synchronous route `POST /api/v1/ai/image/generate` when the gateway
 serves it, otherwise a submit (`POST /v1/generations`) followed by its SSE stream until the job
-has landed (images stored in object storage with thumbnails, metadata in the database). LiteLLM
-only relays the provider's answer; that difference is part of what is measured.
+has landed (images stored in object storage with thumbnails, metadata in the database).
+`atelier_openai` is Atelier's OpenAI-compatible `POST /v1/images/generations`, sent the very
+body LiteLLM's same route gets (the profile is named after the model): the like-for-like
+comparison. LiteLLM only relays the provider's answer; that difference is part of what is
+measured.
 
 LiteLLM runs from its own venv, never the project's:
 
@@ -60,6 +63,7 @@ MASTER_KEY = "sk-bench-master-key"
 MODEL = "gpt-image-1"
 SIZE = "1024x1024"
 SYNC_ROUTE = "/api/v1/ai/image/generate"
+OPENAI_ROUTE = "/v1/images/generations"
 stream_breaks: list[str] = []  # Atelier jobs whose SSE stream ended before the final state
 
 Request = Callable[[httpx.AsyncClient, int], Awaitable[None]]
@@ -242,6 +246,19 @@ def atelier_request(bench: BenchStack, profile_id: str, sync: bool) -> Request:
     return call_sync if sync else call_submit_and_follow
 
 
+def atelier_openai_request(bench: BenchStack) -> Request:
+    """The same body as LiteLLM's: `model` names the profile."""
+    headers = {"Authorization": f"Bearer {bench.info.user_token}", "OpenAI-Project": PROJECT}
+    url = f"{bench.info.gateway_url}{OPENAI_ROUTE}"
+
+    async def call(client: httpx.AsyncClient, i: int) -> None:
+        response = await client.post(url, json=body(i), headers=headers)
+        response.raise_for_status()
+        assert response.json()["data"][0]["b64_json"]
+
+    return call
+
+
 async def batch(
     call: Request, start: int, count: int, concurrency: int
 ) -> tuple[list[float], float]:
@@ -304,8 +321,14 @@ async def compare(
             "requests_per_s": round(len(latencies[name]) / walls[name], 1),
             "cpu_ms_per_request": round(cpu[name] * 1e3 / len(latencies[name]), 2),
         }
-    a, lite = out["atelier"], out["litellm"]
-    out["atelier_vs_litellm"] = {
+    for name, key in (("atelier", "atelier_vs_litellm"), ("atelier_openai", "openai_vs_litellm")):
+        if name in out:
+            out[key] = ratios(out[name], out["litellm"])
+    return out
+
+
+def ratios(a: dict[str, Any], lite: dict[str, Any]) -> dict[str, float]:
+    return {
         "overhead_p50_ratio": round(a["overhead_p50_ms"] / max(lite["overhead_p50_ms"], 1e-3), 1),
         "overhead_p99_ratio": round(a["overhead_p99_ms"] / max(lite["overhead_p99_ms"], 1e-3), 1),
         "throughput_ratio": round(a["requests_per_s"] / lite["requests_per_s"], 2),
@@ -313,7 +336,6 @@ async def compare(
             a["cpu_ms_per_request"] / max(lite["cpu_ms_per_request"], 1e-3), 1
         ),
     }
-    return out
 
 
 async def measure(
@@ -325,12 +347,19 @@ async def measure(
         fake_url, proxy_url = start_fake_and_litellm(sup, work)
         worker = WorkerSpec(
             "openai",
-            env={"ATELIER_WORKERS_API_KEY": FAKE_KEY, "ATELIER_WORKERS_CONCURRENCY": "64"},
+            env={
+                "ATELIER_WORKERS_API_KEY": FAKE_KEY,
+                "ATELIER_WORKERS_CONCURRENCY": "64",
+                "ATELIER_WORKERS_ALLOWED_BASE_URL_ORIGINS": json.dumps([fake_url]),
+            },
         )
-        with bench_stack("peer", extra_env=env, workers=[worker]) as bench:
+        # The operator's approval for the key to go to the fake, a loopback origin (ADR 14).
+        approved = {"ATELIER_PROFILES_ALLOWED_BASE_URL_ORIGINS": json.dumps({"openai": [fake_url]})}
+        with bench_stack("peer", extra_env={**approved, **env}, workers=[worker]) as bench:
             profile_id = bench.create_profile(
                 {
-                    "name": "Bench (fake OpenAI)",
+                    # Named after the model: the OpenAI route's `model` is the same as LiteLLM's.
+                    "name": MODEL,
                     "provider": "openai",
                     "model": MODEL,
                     "base_url": f"{fake_url}/v1",
@@ -359,16 +388,19 @@ async def measure(
                 "direct": direct_request(fake_url),
                 "litellm": litellm_request(proxy_url),
                 "atelier": atelier_request(bench, profile_id, sync),
+                "atelier_openai": atelier_openai_request(bench),
             }
             cpu_pids = {
                 "direct": [],
                 "litellm": [sup.process("litellm").pid],
                 "atelier": atelier_pids,
+                "atelier_openai": atelier_pids,
             }
             results = []
             for c in concurrencies:
                 results.append(await compare(targets, cpu_pids, c, rounds, per_batch[c]))
-                print(json.dumps(results[-1]["atelier_vs_litellm"]), flush=True)
+                last = results[-1]
+                print(json.dumps({k: last[k] for k in ("atelier_vs_litellm", "openai_vs_litellm")}))
     finally:
         sup.stop_all()
         shutil.rmtree(work, ignore_errors=True)
@@ -379,6 +411,7 @@ async def measure(
         "litellm_version": _litellm_version(),
         "litellm_workers": 1,
         "atelier_route": SYNC_ROUTE if sync else "POST /v1/generations + SSE until landed",
+        "atelier_openai_route": f"POST {OPENAI_ROUTE}",
         "sse_streams_ended_early": len(stream_breaks),
         "by_concurrency": results,
     }

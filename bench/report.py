@@ -22,17 +22,20 @@ RESULTS = (
     "peer",
     "scaling",
     "messaging_floor",
+    "fairness",
+    "watchers",
 )
 
-# JetStream messages one 1-image job costs, for the messaging floor of §6.
-# Consumed (each a delivery, a handler call and an ack): dispatch 5 (jobs.requested,
-# jobs.enriched, gen.started, gen.completed, media.landed), context 2 (jobs.requested,
-# jobs.finished), the worker 1 (the task), media 1 (gen.completed), profiles 1 (jobs.finished).
-CONSUMES_PER_IMAGE = 10
+# JetStream messages one 1-image job costs, for the messaging floor of §6 (ADR 0018; pinned on the
+# real stack by tests/e2e/test_job_hops.py).
+# Consumed (each a delivery, a handler call and an ack): dispatch 3 (jobs.requested,
+# jobs.enriched, media.landed), context 2 (jobs.requested, jobs.finished), the worker 1 (the
+# task), media 1 (gen.completed), profiles 1 (jobs.finished).
+CONSUMES_PER_IMAGE = 8
 # Published (each with its PubAck): jobs.requested (gateway), jobs.enriched (context),
-# gen.<provider>.requested (dispatch: the task), gen.started and gen.completed (worker),
-# media.landed (media), 5 jobs.status and 1 jobs.finished (dispatch).
-PUBLISHES_PER_IMAGE = 12
+# gen.<provider>.requested and the "generating" jobs.status (dispatch), gen.completed (worker),
+# media.landed (media), jobs.finished (dispatch). gen.started is a core-NATS notice, not counted.
+PUBLISHES_PER_IMAGE = 7
 
 
 def _load(name: str) -> dict[str, Any] | None:
@@ -136,6 +139,253 @@ def _messaging_floor(floor: dict[str, Any], throughput: dict[str, Any] | None) -
     return lines
 
 
+def _wall(scenario: dict[str, Any]) -> str:
+    wall = scenario["a"]["wall_to_last_landed_s"]
+    return "none landed" if wall is None else f"{wall:.1f} s"
+
+
+def _fairness_summary(f: dict[str, Any]) -> list[str]:
+    """Rows of the summary: B's wait and the budget's peak with a budget, every call's wait
+    without one."""
+    rows = []
+    with_budget, without = f["scenarios"].get("budget"), f["scenarios"].get("no_budget")
+    if with_budget:
+        t, b = with_budget["targets"], with_budget["b"]
+        budget = with_budget["budget"]
+        waits = b["submit_to_call_start_s"]
+        rows += [
+            _row(
+                f"budget {budget}, A's {f['a_jobs']:,} jobs, B's {b['jobs']} jobs "
+                f"{f['b_after_s']:g} s later: B's calls start after submission (max)",
+                f"{max(waits):.1f} s" if waits else "none started",
+                "≤ 5 s",
+                _yes(t.get("b_calls_started_within_5s", False)),
+            ),
+            _row(
+                "… provider calls at once, peak (tasks admitted and not done, peak)",
+                f"{with_budget['peak_calls_running']} ({with_budget['peak_tasks_held']})",
+                f"≤ {budget}",
+                _yes(t["budget_never_exceeded"]),
+            ),
+            _row(
+                "… A's jobs landed",
+                f"{with_budget['a']['landed']:,} in {_wall(with_budget)}",
+                "all",
+                _yes(t["all_landed"]),
+            ),
+        ]
+    if without:
+        start = without["all_calls_submit_to_start_s"]
+        rows.append(
+            _row(
+                f"no budget, {without['a']['jobs']:,} + {without['b']['jobs']} jobs: call "
+                "starts after submission (p50 / p95 / max)",
+                f"{start.get('p50', 0):.1f} / {start.get('p95', 0):.1f} / "
+                f"{start.get('max', 0):.1f} s",
+                "≤ 5 s",
+                _yes(without["targets"]["every_call_started_within_5s"]),
+            )
+        )
+    return rows
+
+
+def _fairness(f: dict[str, Any]) -> list[str]:
+    """§7: both scenarios side by side, and where the wait before a call went."""
+    scenarios = list(f["scenarios"].values())
+
+    def cells(pick: Any) -> list[object]:
+        return [pick(s) for s in scenarios]
+
+    def spread(stats: dict[str, float]) -> str:
+        if not stats.get("n"):
+            return "none"
+        return f"{stats['p50']:.1f} / {stats['p95']:.1f} / {stats['max']:.1f}"
+
+    lines = [
+        f"## 7. Fairness: a provider budget and two users ({f['a_jobs']:,} jobs of A, "
+        f"{f['b_jobs']} of B {f['b_after_s']:g} s later, provider takes "
+        f"{f['provider_delay_s']:g} s, worker concurrency {f['worker_concurrency']:,})",
+        "",
+        f"User A submits {f['a_jobs']:,} 1-image jobs as fast as the gateway takes them; "
+        f"{f['b_after_s']:g} s after A's first, user B (another user, another project) submits "
+        f"{f['b_jobs']}. First with the {f['provider']} provider's budget at {f['budget']} calls "
+        "at once (set through `PUT /admin/v1/providers/offline/budget`; dispatch admits one user "
+        "at a time, ADR 0020), then on the same stack with the budget removed (`DELETE`). "
+        "The worker could run every call at once, so only the budget limits calls. Calls at "
+        f"once are counted on NATS ({f['calls_counted_by']}).",
+        "",
+        f"Run {f['when'][:16]} by `{f['command']}` on {f['machine']['cpu_model']} "
+        f"({f['machine']['nproc']} cores), 1-min load average "
+        f"{f['machine'].get('load_average_1_5_15', ['?'])[0]} when it was written (see **Load**: "
+        "other work on the cores makes these waits upper bounds).",
+        "",
+    ]
+    if f.get("aborted"):
+        lines += [f"**Aborted**: {f['aborted']}.", ""]
+    lines += [
+        _row("", *cells(lambda s: f"**{s['scenario']}**")),
+        _row(*(["---"] * (len(scenarios) + 1))),
+        _row("budget (calls at once)", *cells(lambda s: s["budget"] or "none")),
+        _row(
+            "A: landed / submitted, wall time to the last",
+            *cells(lambda s: f"{s['a']['landed']:,} / {s['a']['submitted']:,}, {_wall(s)}"),
+        ),
+        _row("A: submitting took", *cells(lambda s: f"{s['a']['submit_wall_s']} s")),
+        _row("A: images/s", *cells(lambda s: s["a"]["images_per_s"])),
+        _row("peak provider calls at once", *cells(lambda s: s["peak_calls_running"])),
+        _row("peak tasks admitted and not done", *cells(lambda s: s["peak_tasks_held"])),
+        _row(
+            "every call: submit → call starts, s (p50 / p95 / max)",
+            *cells(lambda s: spread(s["all_calls_submit_to_start_s"])),
+        ),
+        _row(
+            "calls started within 5 s",
+            *cells(lambda s: f"{s['calls_started_within_5s']:,} of {s['calls_started']:,}"),
+        ),
+        _row(
+            "B: submitted at, A's jobs accepted before",
+            *cells(lambda s: f"{s['b']['submitted_at_s']} s, {s['b']['a_accepted_before_b']:,}"),
+        ),
+        _row(
+            "B: each call starts after submission, s",
+            *cells(lambda s: ", ".join(f"{t:.1f}" for t in s["b"]["submit_to_call_start_s"])),
+        ),
+        _row(
+            "submissions refused and retried (A, B)",
+            *cells(
+                lambda s: (
+                    f"{s['submissions_refused']['A'] or 'none'}, "
+                    f"{s['submissions_refused']['B'] or 'none'}"
+                )
+            ),
+        ),
+        "",
+        "Where the wait before a call went, seconds from submission to each step as NATS shows "
+        "it (p50 / p95 / max): the 202; `jobs.enriched` (context done); the first `generating` "
+        "status (dispatch made the tasks; with a budget they wait for their turn from here); "
+        "`gen.offline.requested` (admitted to the provider's queue); `gen.started`.",
+        "",
+        _row("step", *(f"{s['scenario']}: {who}" for s in scenarios for who in ("A", "B"))),
+        _row(*(["---"] * (2 * len(scenarios) + 1))),
+    ]
+    steps = (
+        ("202", "to_202"),
+        ("enriched", "to_enriched"),
+        ("taken in by dispatch", "to_taken_in_by_dispatch"),
+        ("admitted", "to_handed_to_provider_queue"),
+        ("call starts", "to_call_start"),
+        ("landed", "to_landed"),
+    )
+    for label, key in steps:
+        lines.append(
+            _row(
+                label,
+                *(spread(s[who]["stages_s"].get(key, {})) for s in scenarios for who in "ab"),
+            )
+        )
+    lines.append("")
+    return lines
+
+
+def _watchers_summary(w: dict[str, Any]) -> list[str]:
+    """Rows of the summary: what the streams cost the gateway, and that they got and gave back
+    everything."""
+    g, t = w["gateway"], w["targets"]
+    return [
+        _row(
+            f"{w['streams']:,} SSE streams open at once, one gateway: its RSS (a stream)",
+            f"{g['rss_mib_no_streams']:g} → {g['rss_mib_streams_open']:g} MiB "
+            f"({g['rss_kib_per_stream']:g} KiB)",
+            "",
+            "",
+        ),
+        _row(
+            "… its CPU: open and idle / opening / while their jobs end",
+            f"{g['cores_streams_open_idle']:g} cores / {g['cpu_ms_per_stream_opened']:g} ms a "
+            f"stream / {g['cpu_us_per_event_delivered']:g} µs an event",
+            "",
+            "",
+        ),
+        _row(
+            "… every stream saw its jobs end; subscriptions left after closing",
+            f"{w['job_streams_ended_on_a_final_status'] + w['project_streams_saw_every_job_end']:,}"
+            f" of {w['streams']:,}; {g['subscriptions_after_close']:g}",
+            "all; 0",
+            _yes(t["every_stream_complete"] and t["subscriptions_given_back"]),
+        ),
+    ]
+
+
+def _watchers(w: dict[str, Any]) -> list[str]:
+    """§8: the gateway, phase by phase, with the streams open."""
+    g = w["gateway"]
+    labels = {
+        "idle_no_streams": "no stream, idle",
+        "submitting_jobs": f"{w['jobs']} jobs submitted, held at the provider",
+        "opening": f"{w['streams']:,} streams opening at once",
+        "idle_streams_open": f"all open, idle ({w['pings_per_stream_in_idle_window']} pings "
+        f"and {w['rereads_per_job_stream_in_idle_window']} re-read a stream)",
+        "idle_until_the_first_job_ends": "… idle until the first job ends",
+        "jobs_ending": "the jobs end (10 waves, 1 s apart)",
+        "closed": "streams closed",
+    }
+
+    def rss(phase: dict[str, Any]) -> object:
+        return phase.get("rss_mib", phase.get("peak_rss_mib", ""))
+
+    rows = [
+        _row(
+            labels.get(name, name),
+            p["wall_s"],
+            p["gateway_cpu_s"],
+            p["gateway_cores"],
+            rss(p),
+            f"{p['subscriptions']:g}" if "subscriptions" in p else "",
+            p.get("fds", ""),
+            p.get("events_delivered", p.get("events_in_window", "")),
+        )
+        for name, p in w["phases"].items()
+    ]
+    opening = w["phases"]["opening"]
+    idle = w["phases"]["idle_streams_open"]
+    return [
+        f"## 8. Many watchers: {w['streams']:,} SSE streams on one gateway ({w['job_streams']:,} "
+        f"on {w['jobs']} jobs, {w['project_streams']} on {w['projects']} projects)",
+        "",
+        f"Five streams on each job and {w['project_streams'] // w['projects']} on each project, "
+        "all opened at once while their jobs wait at the offline provider; then the jobs end and "
+        "every job's last events go to its job's and its project's streams; then every stream is "
+        "closed. The gateway's own figures: CPU is `utime + stime` of its process, RSS its "
+        "`VmRSS` (the peak sampled every 0.5 s while the jobs end), subscriptions its "
+        "`atelier_status_subscriptions_open`, fds its open descriptors (a stream is a "
+        f"connection). Run {w['when'][:16]} by `{w['command']}` on {w['machine']['cpu_model']} "
+        f"({w['machine']['nproc']} cores), 1-min load average "
+        f"{w['machine'].get('load_average_1_5_15', ['?'])[0]}.",
+        "",
+        _row("phase", "wall s", "CPU s", "cores", "RSS MiB", "subscriptions", "fds", "events"),
+        _row(*(["---"] * 8)),
+        *rows,
+        "",
+        f"Opening: every stream's headers within {opening['headers_after_s']['max']:g} s (p50 "
+        f"{opening['headers_after_s']['p50']:g} s), **{g['cpu_ms_per_stream_opened']:g} ms** of "
+        f"the gateway's CPU a stream. Open, each stream holds **{g['rss_kib_per_stream']:g} KiB** "
+        f"of the gateway's memory; idle, the {w['streams']:,} cost {g['cores_streams_open_idle']:g}"
+        f" of a core (pings every {w['ping_s']:g} s and each job stream's re-read of its job "
+        f"after {w['resync_s']:g} s without an event: dispatch answered in "
+        f"{idle['cpu_s'].get('dispatch', 0):g} s of its CPU). While the jobs end, "
+        f"**{g['cpu_us_per_event_delivered']:g} µs** of the gateway's CPU an event delivered to a "
+        f"stream ({w['phases']['jobs_ending']['events_delivered']:,} events). Closed, the "
+        f"subscriptions are back to {g['subscriptions_after_close']:g} and the descriptors to "
+        f"{g['fds_after_close']}; the RSS stays at {g['rss_mib_after_close']:g} MiB (Python keeps "
+        "what it freed for reuse: a second thousand streams reuses it, "
+        "`tests/reliability/test_watchers.py`). "
+        f"{w['job_streams_ended_on_a_final_status']:,} of {w['job_streams']:,} job streams ended "
+        f"on a final status, {w['project_streams_saw_every_job_end']} of "
+        f"{w['project_streams']} project streams saw every job of their project end.",
+        "",
+    ]
+
+
 def render() -> str:
     results = {name: _load(name) for name in RESULTS}
     overhead, throughput, throughput4 = (
@@ -145,6 +395,8 @@ def render() -> str:
     )
     concurrency, peer, scaling = results["concurrency"], results["peer"], results["scaling"]
     floor = results["messaging_floor"]
+    fairness = results["fairness"]
+    watchers = results["watchers"]
     present = {name: r for name, r in results.items() if r}
     lines = [
         "# Performance",
@@ -280,6 +532,10 @@ def render() -> str:
                     _yes(ratio["cpu_per_request_ratio"] <= 1),
                 )
             )
+    if fairness:
+        lines += _fairness_summary(fairness)
+    if watchers:
+        lines += _watchers_summary(watchers)
     lines.append("")
 
     if overhead:
@@ -392,7 +648,9 @@ def render() -> str:
             _row(*(["---"] * 8)),
         ]
         for level in peer["by_concurrency"]:
-            for name in ("direct", "litellm", "atelier"):
+            for name in ("direct", "litellm", "atelier", "atelier_openai"):
+                if name not in level:  # results written before the OpenAI route was measured
+                    continue
                 r = level[name]
                 lines.append(
                     _row(
@@ -410,24 +668,29 @@ def render() -> str:
             "",
             _row(
                 "c",
+                "Atelier route",
                 "overhead p50 ratio",
                 "overhead p99 ratio",
                 "throughput ratio",
                 "CPU/request ratio",
             ),
-            _row(*(["---"] * 5)),
+            _row(*(["---"] * 6)),
         ]
         for level in peer["by_concurrency"]:
-            r = level["atelier_vs_litellm"]
-            lines.append(
-                _row(
-                    level["concurrency"],
-                    f"{r['overhead_p50_ratio']}x",
-                    f"{r['overhead_p99_ratio']}x",
-                    f"{r['throughput_ratio']}x",
-                    f"{r['cpu_per_request_ratio']}x",
+            for key, route in (("atelier_vs_litellm", "atelier"), ("openai_vs_litellm", "openai")):
+                if key not in level:
+                    continue
+                r = level[key]
+                lines.append(
+                    _row(
+                        level["concurrency"],
+                        route,
+                        f"{r['overhead_p50_ratio']}x",
+                        f"{r['overhead_p99_ratio']}x",
+                        f"{r['throughput_ratio']}x",
+                        f"{r['cpu_per_request_ratio']}x",
+                    )
                 )
-            )
         lines.append("")
     if scaling:
         lines += [
@@ -496,6 +759,10 @@ def render() -> str:
         lines.append("")
     if floor:
         lines += _messaging_floor(floor, throughput)
+    if fairness:
+        lines += _fairness(fairness)
+    if watchers:
+        lines += _watchers(watchers)
     return "\n".join(lines)
 
 

@@ -43,8 +43,11 @@ SHARED_NOTES = {
     "s3_secret_key": "Secret key of the services' storage account",
     "s3_secure": "HTTPS to the storage endpoint",
     "s3_region": "Region presigned URLs are signed for",
-    "staging_bucket": "Where workers and context leave bytes for media to land",
-    "media_bucket": "Originals and thumbnails",
+    "staging_bucket": "Transient inputs: uploads and reference images (the gateway and "
+    "context write them; workers and media read them). Nothing stays: context sweeps `refs/` "
+    "and `previews/`, media `uploads/`",
+    "media_bucket": "Originals (workers write generated ones under `generated/`; media's sweep "
+    "deletes those no media record names) and thumbnails",
     "otlp_endpoint": "OTLP/HTTP base URL (`/v1/traces` is appended); empty: no trace export",
     "log_level": "Python logging level",
     "log_json": "JSON log lines with trace ids (else plain text)",

@@ -73,12 +73,16 @@ def running_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningS
             workers=[
                 WorkerSpec("offline"),
                 WorkerSpec("openai", {"ATELIER_WORKERS_API_KEY": openai_state.api_key}),
+                # A second replica: a provider's budget holds across replicas (ADR 0020).
+                WorkerSpec("openai", {"ATELIER_WORKERS_API_KEY": openai_state.api_key}, replica=2),
             ],
             database_url=os.environ.get("ATELIER_E2E_DATABASE_URL"),
             # Fast retries and sweeps keep failure-path tests short; the logic is the same.
             extra_env={
                 "ATELIER_DISPATCH_RETRY_BASE_S": "0.2",
                 "ATELIER_DISPATCH_SWEEP_INTERVAL_S": "0.5",
+                # Webhook retries in a second or two instead of a day (ADR 0025).
+                "ATELIER_PROFILES_WEBHOOK_RETRY_SCHEDULE_S": "[0.3, 0.6, 1.0]",
                 # Every process exports its spans to the fake collector, promptly.
                 "ATELIER_OTLP_ENDPOINT": collector_url,
                 "OTEL_BSP_SCHEDULE_DELAY": "200",

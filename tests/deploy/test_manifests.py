@@ -45,7 +45,7 @@ PUBLIC = {"gateway": 8080, "profiles": 8081}
 # What each service may reach (pod labels `egress.atelier/<dependency>: allow`).
 EGRESS = {
     "gateway": {"nats", "s3"},
-    "profiles": {"nats", "postgres"},
+    "profiles": {"nats", "postgres", "internet"},  # webhook endpoints (ADR 0025)
     "context": {"nats", "s3", "internet"},
     "dispatch": {"nats", "postgres"},
     "media": {"nats", "postgres", "s3"},

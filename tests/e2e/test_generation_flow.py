@@ -11,12 +11,12 @@ import httpx
 import pytest
 from PIL import Image
 
+from tests.e2e.jobs import FINAL, wait_final
+
 if TYPE_CHECKING:
     from tests.conftest import RunningStack
 
 pytestmark = pytest.mark.e2e
-
-FINAL = {"completed", "partial", "failed", "cancelled"}
 
 
 def read_sse(client: httpx.Client, path: str, timeout_s: float = 90) -> list[dict[str, Any]]:
@@ -38,16 +38,6 @@ def read_sse(client: httpx.Client, path: str, timeout_s: float = 90) -> list[dic
                 if events[-1]["status"] in FINAL:
                     break
     return events
-
-
-def wait_final(client: httpx.Client, job_id: str, timeout_s: float = 90) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        job = client.get(f"/v1/generations/{job_id}").json()
-        if job["status"] in FINAL:
-            return job
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} did not finish in {timeout_s} s")
 
 
 def test_admin_profile_then_four_images_land(running_stack: RunningStack) -> None:
@@ -101,7 +91,7 @@ def test_admin_profile_then_four_images_land(running_stack: RunningStack) -> Non
         stages = [e["status"] for e in events]
         assert stages[-1] == "completed", stages
         # Whatever the timing of the connection, the stream ends with the late stages.
-        assert "landing" in stages or "generating" in stages or len(stages) >= 1
+        assert "generating" in stages or len(stages) >= 1
 
         job = user.get(f"/v1/generations/{job_id}").json()
         assert job["status"] == "completed"
@@ -144,8 +134,10 @@ def test_sse_stream_shows_each_stage_when_connected_early(running_stack: Running
         events = read_sse(user, f"/v1/generations/{submitted.json()['id']}/events")
     stages = [e["status"] for e in events]
     assert stages[-1] == "completed"
-    for stage in ("generating", "landing", "completed"):
+    # What a person sees (ADR 0018): being made, then done; no "landing" step of its own.
+    for stage in ("generating", "completed"):
         assert stage in stages, stages
+    assert "landing" not in stages and "dispatched" not in stages
 
 
 def test_openai_profile_through_the_fake_provider(running_stack: RunningStack) -> None:

@@ -17,22 +17,12 @@ import httpx
 import nats
 import pytest
 
+from tests.e2e.jobs import wait_final
+
 if TYPE_CHECKING:
     from tests.conftest import RunningStack
 
 pytestmark = pytest.mark.e2e
-
-FINAL = {"completed", "partial", "failed", "cancelled"}
-
-
-def wait_final(client: httpx.Client, job_id: str, timeout_s: float = 90) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        job: dict[str, Any] = client.get(f"/v1/generations/{job_id}").json()
-        if job["status"] in FINAL:
-            return job
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} did not finish in {timeout_s} s")
 
 
 @contextmanager

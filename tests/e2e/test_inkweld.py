@@ -304,6 +304,10 @@ def test_every_operation_answers_as_the_document_says(ink: Inkweld) -> None:
     entry = eventually(audited)
     assert entry["status"] == "success" and entry["userId"] == WRITER
     assert entry["creditCost"] == 2  # two images at one credit
+    # Atelier's addition (ADR 0024): the job's receipt, in the app's casing.
+    assert entry["receipt"]["chargedImages"] == 2
+    assert entry["receipt"]["creditsCharged"] == entry["creditCost"]
+    assert [line["charged"] for line in entry["receipt"]["images"]] == [True, True]
     one = conforms("adminGetImageAudit", admin.get(f"{API}/admin/image-audits/{job_id}"))
     assert one == entry
     moderated = conforms(

@@ -14,7 +14,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ import pytest
 from fastapi import FastAPI
 from PIL import Image
 
+from atelier_contracts.comfyui import PROMPT_NOT_USED_NOTE
 from atelier_devstack.stack import RunInfo, Stack, StackConfig, WorkerSpec
 from atelier_fakes import run_fake_in_thread
 from atelier_fakes.bfl import FakeBFLState, create_bfl_fake
@@ -38,6 +39,9 @@ from atelier_fakes.workersai import FakeWorkersAIState, create_workersai_fake
 pytestmark = pytest.mark.e2e
 
 FINAL = {"completed", "partial", "failed", "cancelled"}
+# Providers these profiles send no seed to (Gemini takes none; OpenRouter's chat path neither):
+# their images must not show the seed dispatch gave the task.
+SEEDLESS = {"gemini", "openrouter"}
 PROJECT = "demo-project"
 SIZE = "512x512"
 CHECKPOINT = "sd_xl_base_1.0.safetensors"
@@ -328,9 +332,107 @@ def test_one_image_through_the_whole_stack(provider_stack: ProviderStack, name: 
     job = provider_stack.wait_final(job_id)
     _assert_one_image_lands(provider_stack, job)
     assert len(provider.submissions) == before + 1
+    [image] = job["images"]
+    with provider_stack.user() as user:
+        media = user.get(f"/v1/media/{image['media_id']}").json()
+    if name in SEEDLESS:
+        assert media["seed"] is None
+    else:  # sent to the provider (or reported back by it), so recorded
+        assert isinstance(media["seed"], int)
     if provider.api_key:  # the worker's own key, from its environment, reached the provider
         sent = json.dumps(provider.submissions[-1].headers)
         assert provider.api_key in sent
+
+
+# Issue 21, item 5: every provider whose API reports a block, at each stage it reports, with the
+# category where its answer names one (docs/providers.md, "Moderation detail").
+MODERATION_CASES = [
+    ("openrouter", "403", "input", "violence"),
+    ("openrouter", "content-filter", "output", "image_safety"),
+    ("gemini", "block-prompt", "input", "prohibited_content"),
+    ("gemini", "image-safety", "output", "image_safety"),
+    ("stability", "403-moderation", "input", None),
+    ("stability", "content-filtered", "output", None),
+    ("bfl", "request-moderated", "input", None),
+    ("bfl", "content-moderated", "output", None),
+    ("workersai", "nsfw-input", "input", None),
+    ("workersai", "nsfw-output", "output", None),
+    ("falai", "content-policy", "input", None),
+    ("falai", "nsfw", "output", None),
+    ("replicate", "sensitive", "input", None),
+    ("replicate", "nsfw", "output", None),
+]
+
+
+def test_a_block_says_at_which_stage_which_category_and_which_input(
+    provider_stack: ProviderStack,
+) -> None:
+    jobs = {
+        case: provider_stack.generate(
+            provider_stack.providers[case[0]], f"A duel at dawn [{case[0]}:{case[1]}]"
+        )
+        for case in MODERATION_CASES
+    }
+    seen = {}
+    for (name, marker, _, _), job_id in jobs.items():
+        job = provider_stack.wait_final(job_id)
+        assert job["status"] == "failed", (name, marker, job)
+        error = job["error"]
+        seen[(name, marker)] = (error["class"], error["stage"], error["category"], error["input"])
+    # No reference images were sent, so an input-stage block can only be about the prompt.
+    assert seen == {
+        (name, marker): (
+            "content_blocked",
+            stage,
+            category,
+            {"kind": "prompt", "element_id": None} if stage == "input" else None,
+        )
+        for name, marker, stage, category in MODERATION_CASES
+    }
+
+
+def test_a_comfyui_workflow_is_checked_when_saved_and_one_without_text_notes_it(
+    provider_stack: ProviderStack,
+) -> None:
+    comfy = provider_stack.providers["comfyui"]
+    no_text = {
+        "1": {
+            "class_type": "EmptyImage",
+            "inputs": {"width": 64, "height": 64, "batch_size": 1, "color": 0},
+        },
+        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "e"}},
+    }
+    body = {
+        "name": "E2E comfyui without text",
+        "provider": "comfyui",
+        "model": "default",
+        "sizes": [SIZE],
+        "default_size": SIZE,
+        "counts": [1],
+        "timeout_s": 60,
+        "base_url": comfy.url,
+        "provider_config": {"workflow": no_text, "node_map": COMFY_NODE_MAP},
+    }
+    with _admin(provider_stack.info) as admin:
+        refused = admin.post("/admin/v1/profiles", json=body)
+        assert refused.status_code == 422, refused.text
+        assert (
+            "provider_config.node_map.prompt: the workflow has no node '6'"
+            in (refused.json()["error"]["message"])
+        )
+        body["provider_config"] = {
+            "workflow": no_text,
+            "node_map": {"prompt": None, "width": "1.width", "height": "1.height"},
+        }
+        created = admin.post("/admin/v1/profiles", json=body)
+    assert created.status_code == 201, created.text
+    no_text_profile = replace(comfy, profile_id=str(created.json()["id"]))
+
+    job_id = provider_stack.generate(no_text_profile, "A lighthouse nobody will draw")
+    job = provider_stack.wait_final(job_id)
+    _assert_one_image_lands(provider_stack, job)
+    assert PROMPT_NOT_USED_NOTE in job["assembly_notes"]
+    assert "lighthouse" not in json.dumps(comfy.submissions[-1].body["prompt"])
 
 
 def test_queue_progress_reaches_the_writers_event_stream(provider_stack: ProviderStack) -> None:
@@ -345,6 +447,82 @@ def test_queue_progress_reaches_the_writers_event_stream(provider_stack: Provide
     details = [e["progress"].get("detail") for e in events if e["progress"].get("detail")]
     assert any(detail.startswith("queued") for detail in details), events
     assert events[-1]["status"] == "completed"
+
+
+def test_a_provider_answering_503_falls_back_to_another_provider(
+    provider_stack: ProviderStack,
+) -> None:
+    """Issue 16, item 1: profile A on Gemini's fake, which answers 503 (model overloaded) to every
+    attempt, falls back to profile B on Stability's fake; the job completes with B's image and
+    says why."""
+    gemini, stability = provider_stack.providers["gemini"], provider_stack.providers["stability"]
+    info = provider_stack.info
+    with _admin(info) as admin:
+        created = admin.post(
+            "/admin/v1/profiles",
+            json={
+                "name": "E2E Gemini, then Stability",
+                "provider": "gemini",
+                "model": gemini.model,
+                "sizes": [SIZE],
+                "default_size": SIZE,
+                "counts": [1],
+                "timeout_s": 60,
+                "base_url": gemini.url,
+                "fallback_profile_id": stability.profile_id,
+            },
+        )
+    assert created.status_code == 201, created.text
+    gemini_calls, stability_calls = len(gemini.submissions), len(stability.submissions)
+    with provider_stack.user() as user:
+        submitted = user.post(
+            "/v1/generations",
+            json={
+                "project": PROJECT,
+                "profile_id": created.json()["id"],
+                "prompt": "A lighthouse in a storm [gemini:503]",
+                "count": 1,
+            },
+        )
+    assert submitted.status_code == 202, submitted.text
+    job = provider_stack.wait_final(submitted.json()["id"])
+
+    _assert_one_image_lands(provider_stack, job)
+    [image] = job["images"]
+    assert image["profile_id"] == stability.profile_id
+    assert image["profile_name"] == "E2E stability"
+    assert "provider_unavailable" in image["fallback_reason"]
+    assert (
+        "'E2E Gemini, then Stability' (gemini) failed after 3 attempts"
+        in (image["fallback_reason"])
+    )
+    assert len(gemini.submissions) == gemini_calls + 3  # its retries, then the fallback
+    assert len(stability.submissions) == stability_calls + 1
+
+
+def test_comfyui_progress_is_shown_by_the_job_read_by_id(provider_stack: ProviderStack) -> None:
+    """ComfyUI's `progress` messages are stored on the job: a client that only polls
+    `GET /v1/generations/{id}` sees how far it is (issue 16, item 4)."""
+    comfy = provider_stack.providers["comfyui"]
+    # Every sampler step 0.4 s: 10 steps are 4 s, two of dispatch's store intervals.
+    comfy.state.step_s = 0.4
+    fractions: list[float] = []
+    try:
+        job_id = provider_stack.generate(comfy, "A slow lighthouse")
+        with provider_stack.user() as user:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                job = user.get(f"/v1/generations/{job_id}").json()
+                if job["status"] in ("completed", "partial", "failed", "cancelled"):
+                    break
+                if job["progress"]["fraction"] is not None:
+                    fractions.append(job["progress"]["fraction"])
+                time.sleep(0.2)
+    finally:
+        comfy.state.step_s = 0.02
+    assert job["status"] == "completed", job
+    assert fractions and 0 < max(fractions) < 1, fractions
+    assert job["progress"]["fraction"] is None  # a final job shows no figure
 
 
 def test_a_worker_killed_while_polling_resumes_without_paying_twice(

@@ -11,31 +11,19 @@ import base64
 import io
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import httpx
 import pytest
 from minio import Minio
 from PIL import Image
 
 from atelier_devstack.stack import STAGING_BUCKET
+from tests.e2e.jobs import wait_final
 
 if TYPE_CHECKING:
     from tests.conftest import RunningStack
 
 pytestmark = pytest.mark.e2e
-
-FINAL = {"completed", "partial", "failed", "cancelled"}
-
-
-def _wait_final(client: httpx.Client, job_id: str, timeout_s: float = 90) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        job = client.get(f"/v1/generations/{job_id}").json()
-        if job["status"] in FINAL:
-            return job
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} did not finish in {timeout_s} s")
 
 
 def _staged_references(running_stack: RunningStack, job_id: str, wait_s: float = 15) -> list[str]:
@@ -125,7 +113,7 @@ def test_a_data_url_image_reaches_the_provider_as_a_reference(
 
         submitted = user.post("/v1/generations", json=body)
         assert submitted.status_code == 202, submitted.text
-        job = _wait_final(user, submitted.json()["id"])
+        job = wait_final(user, submitted.json()["id"])
         assert job["status"] == "completed", job
         # What the writer saw in the preview is what the job sent.
         assert job["assembled_prompt"] == shown["prompt"]

@@ -18,14 +18,14 @@ import nats
 import pytest
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
-from atelier_contracts.subjects import STATUS_STREAM, job_status
+from atelier_contracts.subjects import STATUS_STREAM, job_feed
+from tests.e2e.jobs import FINAL, wait_final
 
 if TYPE_CHECKING:
     from tests.conftest import RunningStack
 
 pytestmark = pytest.mark.e2e
 
-FINAL = {"completed", "partial", "failed", "cancelled"}
 PROJECT = "demo-project"
 
 State = tuple[str, int, int]  # status, images landed, images failed
@@ -81,7 +81,7 @@ def stored_events(nats_url: str, project: str, job_id: str) -> list[tuple[str, S
         try:
             js = nc.jetstream()
             sub = await js.subscribe(
-                job_status(project, job_id),
+                job_feed(project, job_id),
                 stream=STATUS_STREAM.name,
                 ordered_consumer=True,
                 config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL),
@@ -117,16 +117,6 @@ def submit_slow_job(user: httpx.Client, profile_id: str, prompt: str, delay_s: f
     )
     assert submitted.status_code == 202, submitted.text
     return str(submitted.json()["id"])
-
-
-def wait_final(user: httpx.Client, job_id: str, timeout_s: float = 90) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        job = user.get(f"/v1/generations/{job_id}").json()
-        if job["status"] in FINAL:
-            return dict(job)
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} did not finish in {timeout_s} s")
 
 
 def first_with_id(seen: list[Seen]) -> bool:

@@ -2,7 +2,9 @@
 
 A person's path through it: open the link `make run` prints, pick two elements, generate two
 images, close the dialog while the job runs (it stays in the library's active list), reopen it,
-watch the job finish, and use the results as the project cover and as an element's image.
+watch the job finish, and use the results as the project cover and as an element's image. And a
+project's style (ADR 0024): set it, lose a race to another writer (the 409 shown), see where it
+goes in the prompt, see the estimate before generating and the receipt after.
 
 Debian's Chromium (`/usr/bin/chromium`, installed by `.ci/run` when missing) is driven by the
 `playwright` package; no browser is ever downloaded. The test skips where that binary is missing.
@@ -10,6 +12,7 @@ Debian's Chromium (`/usr/bin/chromium`, installed by `.ci/run` when missing) is 
 
 from __future__ import annotations
 
+import secrets
 import shutil
 import time
 from collections.abc import Iterator
@@ -17,6 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+
+from tests.e2e.jobs import wait_final
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
@@ -38,6 +43,7 @@ CHROMIUM_FLAGS = [
 ]
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOT_COPY = REPO / "docs" / "screenshots" / "web-page.png"
+RECEIPT_SCREENSHOT = REPO / "docs" / "screenshots" / "web-page-style-and-receipt.png"
 PROJECT = "demo-project"
 
 pytestmark = [
@@ -108,7 +114,10 @@ def test_generate_close_reopen_and_use_as_cover(
     assert "Mara Vell (character)" in sent
     assert "Saltmarsh Harbour (location)" in sent
     assert "smugglers' market" not in sent  # a data field of the harbour, switched off
-    assert "takes no reference images" in page.locator("#preview").inner_text()
+    # The demo profile takes up to 4 reference images (ADR 0022): both pictures are sent.
+    shown = page.locator("#preview").inner_text()
+    assert "Reference images sent" in shown
+    assert "Mara Vell:" in shown and "Saltmarsh Harbour:" in shown
 
     # 3 generate: accepted at once, progress over SSE.
     dialog.get_by_role("button", name="Generate 2 images").click()
@@ -193,3 +202,119 @@ def test_a_blocked_prompt_is_explained_in_plain_words(
     error = dialog.locator(".error-box").inner_text()
     assert "content rules" in error
     assert "refused this prompt" in error  # the API's own message for the writer
+
+
+@pytest.fixture(scope="module")
+def priced_profile(running_stack: RunningStack) -> str:
+    """An offline profile with a price in money, two images a job and room for one reference."""
+    with running_stack.admin() as admin:
+        made = admin.post(
+            "/admin/v1/profiles",
+            json={
+                "name": f"Web priced sketch {secrets.token_hex(3)}",
+                "provider": "offline",
+                "model": "offline-sketch",
+                "sizes": ["256x256"],
+                "default_size": "256x256",
+                "counts": [1, 2],
+                "max_reference_images": 1,
+                "credit_cost": 1.5,
+                "price_per_image_usd": 0.04,
+                "options": [{"name": "seed", "kind": "integer", "minimum": 0}],
+            },
+        )
+        assert made.status_code == 201, made.text
+        return str(made.json()["id"])
+
+
+def test_style_estimate_and_receipt(
+    running_stack: RunningStack, page: Page, priced_profile: str, tmp_path: Path
+) -> None:
+    user_id, project = f"web-style-{secrets.token_hex(4)}", f"web-style-{secrets.token_hex(4)}"
+    token = running_stack.stack.mint_token(user_id, [project])
+    style_url = f"/v1/projects/{project}/style"
+    with running_stack.user(token) as user, running_stack.admin() as admin:
+        # One image in the library to take as the style's reference; then a credit limit.
+        first = user.post(
+            "/v1/generations",
+            json={"project": project, "profile_id": priced_profile, "prompt": "A harbour"},
+        )
+        assert first.status_code == 202, first.text
+        [picture] = wait_final(user, first.json()["id"])["images"]
+        quota = admin.put(f"/admin/v1/quotas/users/{user_id}", json={"credits_per_period": 10})
+        assert quota.is_success, quota.text
+
+        page.goto(f"{running_stack.info.gateway_url}/#token={token}")
+        page.wait_for_selector("body[data-ready='true']")
+        card = page.locator("#project-style")
+        assert "No style yet" in card.inner_text()
+
+        # Set it: words and the library's image; the card shows version 1.
+        card.get_by_role("button", name="Set a style").click()
+        page.fill("#style-text", "Muted watercolour, ink outlines")
+        card.get_by_label("Style reference 1").check()
+        card.get_by_role("button", name="Save style").click()
+        card.locator("[data-testid='style-version']", has_text="Version 1").wait_for()
+        card.locator(f"img[data-media-id='{picture['media_id']}']").wait_for()
+
+        # Another writer saves version 2 while this page edits version 1: the save is refused
+        # with the API's message, and the latest version can be loaded.
+        card.get_by_role("button", name="Edit style").click()
+        other = user.put(
+            style_url, json={"text": "Oil on canvas", "reference_media_ids": [], "version": 1}
+        )
+        assert other.status_code == 200, other.text
+        page.fill("#style-text", "Muted watercolour, ink outlines, fog")
+        card.get_by_role("button", name="Save style").click()
+        refused = card.locator("#style-error")
+        refused.filter(has_text="changed meanwhile").wait_for()
+        assert "Someone changed the style meanwhile" in refused.inner_text()
+        assert "version 2" in refused.inner_text()
+        card.get_by_role("button", name="Load the latest version").click()
+        card.locator(".hint", has_text="Editing version 2").wait_for()
+        assert page.input_value("#style-text") == "Oil on canvas"
+        page.fill("#style-text", "Muted watercolour, ink outlines")
+        card.get_by_label("Style reference 1").check()
+        card.get_by_role("button", name="Save style").click()
+        card.locator("[data-testid='style-version']", has_text="Version 3").wait_for()
+        assert user.get(style_url).json()["version"] == 3
+
+        # The dialog: the style marked where it goes, and the cost before generating. Seeds 700
+        # and 701 go to the two images; the offline provider refuses the second.
+        page.get_by_role("button", name="Generate image").click()
+        dialog = page.locator("#generate-dialog")
+        dialog.get_by_role("button", name="Next: prompt").click()
+        page.select_option("#profile", priced_profile)
+        page.fill("#prompt", "Two owls [fail:content_blocked:output@seed=701]")
+        page.get_by_label("2 images").check(force=True)
+        page.fill("#option-seed", "700")
+        assert page.get_by_label("Apply the project style (version 3)").is_checked()
+        preview = page.locator("#preview")
+        preview.locator("mark.style-words", has_text="Muted watercolour, ink outlines.").wait_for()
+        assert "Project style: " in preview.inner_text()  # its image is among those sent
+        estimate = page.locator("#estimate")
+        estimate.filter(has_text="3 credits for 2 images").wait_for()
+        shown = estimate.inner_text()
+        assert "(1.5 credits each)" in shown and "About $0.08" in shown
+        assert "8.5 credits of 10 left" in shown  # the first image was charged
+
+        # Generate: one image lands, one is refused; the receipt charges only the first.
+        dialog.get_by_role("button", name="Generate 2 images").click()
+        dialog.locator(".job-status[data-status='partial']").wait_for(timeout=60_000)
+        receipt = dialog.locator("[data-testid='receipt']")
+        receipt.wait_for()
+        rows = receipt.locator("tbody tr")
+        assert rows.count() == 2
+        assert rows.nth(0).get_attribute("data-charged") == "true"
+        assert "1.5 credits" in rows.nth(0).inner_text()
+        assert rows.nth(1).get_attribute("data-outcome") == "blocked"
+        assert "not charged" in rows.nth(1).inner_text()
+        assert "refused" in rows.nth(1).inner_text()
+        assert receipt.locator("[data-testid='receipt-total']").inner_text() == (
+            "Charged 1.5 credits for 1 of 2 images; 3 credits reserved, 1.5 credits given back."
+        )
+        dialog.locator(".result img[src^='blob:']").wait_for()
+        time.sleep(0.3)  # let the thumbnail paint
+        shot = tmp_path / "receipt.png"
+        page.screenshot(path=str(shot))
+        shutil.copyfile(shot, RECEIPT_SCREENSHOT)

@@ -23,7 +23,7 @@ import pytest
 if TYPE_CHECKING:
     from tests.conftest import RunningStack
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.serial]
 
 FLOOD_REQUESTS = 24
 SMALL_JOBS = 20

@@ -1,7 +1,7 @@
 import jwt
 import pytest
 
-from atelier_devstack.tokens import mint_user_token
+from atelier_devstack.tokens import mint_app_admin_token, mint_user_token
 
 SECRET = "a-test-secret-that-is-at-least-32-bytes-long"
 
@@ -22,3 +22,17 @@ def test_token_is_rejected_with_another_secret() -> None:
 
     with pytest.raises(jwt.InvalidSignatureError):
         jwt.decode(token, SECRET + "x", algorithms=["HS256"])
+
+
+def test_app_admin_token_carries_the_admin_role_the_app_routes_ask_for() -> None:
+    token = mint_app_admin_token(SECRET, "demo", ["demo__my-novel"])
+    claims = jwt.decode(token, SECRET, algorithms=["HS256"], issuer="atelier")
+    assert (claims["sub"], claims["projects"], claims["roles"]) == (
+        "demo",
+        ["demo__my-novel"],
+        ["admin"],
+    )
+    # A plain user token has no role at all.
+    assert "roles" not in jwt.decode(
+        mint_user_token(SECRET, "u", []), SECRET, algorithms=["HS256"], issuer="atelier"
+    )

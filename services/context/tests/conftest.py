@@ -157,3 +157,49 @@ def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Info]:
     root: Path = tmp_path_factory.mktemp("context-seaweed")
     with Supervisor(root / "logs") as sup:
         yield start_seaweed(sup, root / "data", S3_ACCESS_KEY, S3_SECRET_KEY, ["context-tests"])
+
+
+class MemoryStyleEntry:
+    def __init__(self, value: bytes, revision: int) -> None:
+        self.value: bytes | None = value
+        self.revision: int | None = revision
+
+
+class MemoryStyleBucket:
+    """The styles' key-value bucket for tests on FastStream's in-memory broker (no JetStream):
+    the same get/create/update-with-revision semantics as nats-py's `KeyValue`."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, MemoryStyleEntry] = {}
+        self.revision = 0
+
+    async def get(self, key: str) -> MemoryStyleEntry:
+        from nats.js.errors import KeyNotFoundError
+
+        if key not in self.entries:
+            raise KeyNotFoundError
+        return self.entries[key]
+
+    async def create(self, key: str, value: bytes) -> int:
+        from nats.js.errors import KeyWrongLastSequenceError
+
+        if key in self.entries:
+            raise KeyWrongLastSequenceError
+        return self._store(key, value)
+
+    async def update(self, key: str, value: bytes, last: int | None = None) -> int:
+        from nats.js.errors import KeyWrongLastSequenceError
+
+        if key not in self.entries or self.entries[key].revision != last:
+            raise KeyWrongLastSequenceError
+        return self._store(key, value)
+
+    def _store(self, key: str, value: bytes) -> int:
+        self.revision += 1
+        self.entries[key] = MemoryStyleEntry(value, self.revision)
+        return self.revision
+
+
+@pytest.fixture
+def style_bucket() -> MemoryStyleBucket:
+    return MemoryStyleBucket()

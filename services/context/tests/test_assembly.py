@@ -9,6 +9,7 @@ from atelier_context.composition import (
     flatten_data,
     trim_at_boundary,
 )
+from atelier_contracts.comfyui import PROMPT_NOT_USED_NOTE
 from atelier_contracts.jobs import (
     ContextElement,
     ElementImage,
@@ -173,6 +174,28 @@ def test_extra_elements_are_named_in_notes() -> None:
 def test_negative_prompt_comes_from_options() -> None:
     out = assemble_prompt(_request("x", [], negative_prompt="blurry"), 4)
     assert out.negative_prompt == "blurry"
+
+
+def _on_comfyui(request: JobRequested, node_map: dict[str, Any]) -> JobRequested:
+    profile = request.profile.model_copy(
+        update={"provider": "comfyui", "provider_config": {"node_map": node_map}}
+    )
+    return request.model_copy(update={"profile": profile})
+
+
+def test_a_workflow_without_text_input_notes_that_the_prompt_is_not_used() -> None:
+    request = _on_comfyui(_request("a lighthouse", [_mara()]), {"prompt": None})
+    out = assemble_prompt(request, 4)
+    assert out.notes == [PROMPT_NOT_USED_NOTE]
+    assert out.prompt.startswith("a lighthouse")  # still stored and shown as written
+
+
+def test_a_workflow_that_takes_the_prompt_has_no_such_note() -> None:
+    assert assemble_prompt(_on_comfyui(_request("x", []), {"prompt": "6.text"}), 4).notes == []
+    # Only ComfyUI reads a node map.
+    offline = _request("x", []).model_copy(deep=True)
+    offline.profile.provider_config["node_map"] = {"prompt": None}
+    assert assemble_prompt(offline, 4).notes == []
 
 
 # --- trimming --------------------------------------------------------------------------------

@@ -174,3 +174,23 @@ async def test_remove_prefix_counts_and_refuses_an_empty_prefix(
     assert keys(store, staging) == ["refs/j10/0.png"]
     with pytest.raises(ValueError):
         await store.remove_prefix(staging, "")
+
+
+async def test_list_pages_pages_everything_and_remove_many_deletes_exactly_those_keys(
+    store: ObjectStore, staging: str
+) -> None:
+    written = [f"refs/j{n}/0.png" for n in range(5)]
+    for key in written:
+        await store.put_bytes(staging, key, b"x", "image/png")
+    pages = [page async for page in store.list_pages(staging, "refs/", page_size=2)]
+    assert [len(page) for page in pages] == [2, 2, 1]
+    assert [o.key for page in pages for o in page] == written
+    assert all(o.last_modified is not None for page in pages for o in page)
+    assert [page async for page in store.list_pages(staging, "previews/")] == []
+
+    # A key already gone is no error; nothing else is touched.
+    assert await store.remove_many(staging, ["refs/j1/0.png", "refs/j3/0.png", "refs/gone"]) == 3
+    assert keys(store, staging) == ["refs/j0/0.png", "refs/j2/0.png", "refs/j4/0.png"]
+    assert await store.remove_many(staging, []) == 0
+    with pytest.raises(ValueError):
+        [page async for page in store.list_pages(staging, "")]

@@ -41,6 +41,6 @@ async def test_requested_job_is_enriched_and_published() -> None:
     async with TestNatsBroker(broker) as test_broker:
         await test_broker.publish(request, Subject.JOBS_REQUESTED)
     assert len(received) == 1
-    assert received[0].request.job_id == "j1"
+    assert received[0].job_id == "j1"
     assert received[0].assembled.prompt == "A lighthouse"
     assert received[0].event_id != request.event_id

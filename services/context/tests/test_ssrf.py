@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from atelier_context.ssrf import (
+from atelier_security.ssrf import (
     AddressRefused,
     FetchError,
     FetchPolicy,

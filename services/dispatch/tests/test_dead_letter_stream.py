@@ -123,7 +123,9 @@ async def test_dispatch_giving_up_deletes_what_no_other_consumer_still_needs(
     js: JetStreamContext, service: DispatchService
 ) -> None:
     request = a_request()
-    enriched = JobEnriched(request=request, assembled=AssembledPrompt(prompt="x"))
+    enriched = JobEnriched(
+        job_id=request.job_id, project=request.project, assembled=AssembledPrompt(prompt="x")
+    )
     requested_seq = (await js.publish("jobs.requested", request.model_dump_json().encode())).seq
     enriched_seq = (await js.publish("jobs.enriched", enriched.model_dump_json().encode())).seq
     messages = JetStreamMessages(js)

@@ -81,7 +81,9 @@ async def test_the_job_shows_which_reference_images_were_sent_and_which_were_not
     assembled = AssembledPrompt(
         prompt="A harbour. Context: ...", reference_images=[sent], excluded_images=[left_out]
     )
-    await svc.dispatch_enriched(JobEnriched(request=request, assembled=assembled))
+    await svc.dispatch_enriched(
+        JobEnriched(job_id=request.job_id, project=request.project, assembled=assembled)
+    )
 
     job = await svc.get_job(request.job_id)
     assert job is not None

@@ -13,25 +13,28 @@ from sqlalchemy import event
 from atelier_contracts.envelope import Event
 from atelier_contracts.errors import ErrorClass, ErrorInfo
 from atelier_contracts.generation import (
-    GenerationCompleted,
     GenerationFailed,
-    GenerationStarted,
     GenerationTask,
-    StagedImage,
 )
 from atelier_contracts.jobs import (
+    SHORT_TEXT_CHARS,
     AssembledPrompt,
     JobEnriched,
+    JobListQuery,
+    JobListReply,
     JobRequested,
     JobStatus,
     JobStatusChanged,
+    JobView,
 )
 from atelier_contracts.media import MediaItem, MediaLanded
 from atelier_contracts.profiles import ProfileSnapshot
 from atelier_contracts.subjects import job_finished
 from atelier_database import Database
+from atelier_dispatch.handover import task_seed
+from atelier_dispatch.intake import JobNotRecordedYet, split_into_tasks
 from atelier_dispatch.repository import TABLES
-from atelier_dispatch.service import DispatchService, split_into_tasks, task_seed
+from atelier_dispatch.service import DispatchService
 
 
 class Recorder:
@@ -44,12 +47,12 @@ class Recorder:
     def tasks(self) -> list[GenerationTask]:
         return [e for e, _ in self.events if isinstance(e, GenerationTask)]
 
+    def status_events(self) -> list[JobStatusChanged]:
+        """Updates (`jobs.status.…`) and the outcome (`jobs.finished.…`), as watchers hear them."""
+        return [e for e, _ in self.events if isinstance(e, JobStatusChanged)]
+
     def statuses(self) -> list[JobStatus]:
-        return [
-            e.job.status
-            for e, subject in self.events
-            if isinstance(e, JobStatusChanged) and subject.startswith("jobs.status.")
-        ]
+        return [e.job.status for e in self.status_events()]
 
 
 @pytest.fixture
@@ -85,7 +88,11 @@ def _request(count: int = 2, provider: str = "offline", model: str = "sketch") -
 
 
 def _enriched(request: JobRequested) -> JobEnriched:
-    return JobEnriched(request=request, assembled=AssembledPrompt(prompt=request.prompt + "!"))
+    return JobEnriched(
+        job_id=request.job_id,
+        project=request.project,
+        assembled=AssembledPrompt(prompt=request.prompt + "!"),
+    )
 
 
 def _landed(task: GenerationTask, index: int) -> MediaLanded:
@@ -112,22 +119,6 @@ def _landed(task: GenerationTask, index: int) -> MediaLanded:
     return MediaLanded(job_id=task.job_id, task_id=task.task_id, project=task.project, media=[item])
 
 
-def _completed(task: GenerationTask) -> GenerationCompleted:
-    return GenerationCompleted(
-        task=task,
-        images=[
-            StagedImage(
-                index=task.first_index,
-                staging_key="k",
-                content_type="image/png",
-                width=256,
-                height=256,
-                size_bytes=10,
-            )
-        ],
-    )
-
-
 def test_every_image_gets_its_own_seed() -> None:
     assert task_seed(7, "j.0", 0) == 7 and task_seed(7, "j.1", 1) == 8
     assert task_seed(None, "j.0", 0) != task_seed(None, "j.1", 1)
@@ -150,35 +141,97 @@ async def test_happy_path_walks_every_stage(service: tuple[DispatchService, Reco
     assert tasks[0].prompt == "A lighthouse!"
     assert [t.seed for t in tasks] == [7, 8]  # a given seed varies per image
     for task in tasks:
-        await svc.task_started(
-            GenerationStarted(
-                task_id=task.task_id, job_id=task.job_id, project="proj", provider="offline"
-            )
-        )
-        await svc.task_completed(_completed(task))
         await svc.images_landed(_landed(task, task.first_index))
     job = await svc.get_job(request.job_id)
     assert job is not None
     assert job.status == JobStatus.COMPLETED
     assert [i.index for i in job.images] == [0, 1]
     assert job.progress.landed == 2 and job.progress.failed == 0
-    statuses = rec.statuses()
-    assert JobStatus.QUEUED not in statuses  # queued and enriching are one step, one event
-    for stage in (
-        JobStatus.ENRICHING,
-        JobStatus.DISPATCHED,
-        JobStatus.GENERATING,
-        JobStatus.LANDING,
-        JobStatus.COMPLETED,
-    ):
-        assert stage in statuses
-    assert statuses[-1] == JobStatus.COMPLETED
-    # The final status is repeated once on jobs.finished, for the services that settle outcomes.
+    # Only what a person sees (ADR 0018): being made, each image landed, the outcome. Recording
+    # the job is silent (the 202 said queued); nothing for a task started or completed.
+    statuses = [(e.job.status, e.job.progress.landed) for e in rec.status_events()]
+    assert statuses == [
+        (JobStatus.GENERATING, 0),
+        (JobStatus.GENERATING, 1),
+        (JobStatus.COMPLETED, 2),
+    ]
+    # The outcome goes out once, on jobs.finished only (watchers follow both subjects).
     finished = [(e, subject) for e, subject in rec.events if subject.startswith("jobs.finished.")]
     assert len(finished) == 1
+    assert not any(
+        isinstance(e, JobStatusChanged) and e.job.status == JobStatus.COMPLETED
+        for e, subject in rec.events
+        if subject.startswith("jobs.status.")
+    )
     assert finished[0][1] == job_finished("proj", request.job_id)
     assert isinstance(finished[0][0], JobStatusChanged)
     assert finished[0][0].job.status == JobStatus.COMPLETED
+
+
+async def test_long_texts_are_shortened_in_updates_and_listings_whole_elsewhere(
+    service: tuple[DispatchService, Recorder],
+) -> None:
+    """A 32,000-character prompt would make every update and listing entry over 64 KiB (the
+    assembled prompt is as long): they carry the start; the job by id and its outcome (which the
+    audit keeps) carry the whole texts."""
+    svc, rec = service
+    request = _request(count=1).model_copy(update={"prompt": "a" * 32_000})
+    await svc.record_request(request)
+    await svc.dispatch_enriched(_enriched(request))
+    [update] = rec.status_events()
+    assert update.job.status == JobStatus.GENERATING
+    assert update.job.texts_shortened
+    assert update.job.prompt == "a" * SHORT_TEXT_CHARS
+    assert update.job.assembled_prompt == "a" * SHORT_TEXT_CHARS
+    assert len(update.model_dump_json()) < 8 * 1024
+
+    [listed] = await svc.list_jobs(JobListQuery(project="proj"))
+    assert listed.texts_shortened and len(listed.prompt) == SHORT_TEXT_CHARS
+    whole = await svc.get_job(request.job_id)
+    assert whole is not None and not whole.texts_shortened
+    assert whole.prompt == request.prompt and whole.assembled_prompt == request.prompt + "!"
+
+    await svc.images_landed(_landed(rec.tasks()[0], 0))
+    outcome = rec.status_events()[-1]
+    assert outcome.job.status == JobStatus.COMPLETED
+    assert not outcome.job.texts_shortened and outcome.job.prompt == request.prompt
+
+
+async def test_a_listing_of_long_prompt_jobs_fits_one_nats_message(
+    service: tuple[DispatchService, Recorder],
+) -> None:
+    svc, _ = service
+    for _ in range(100):  # the most a listing asks for
+        request = _request(count=1).model_copy(
+            update={"job_id": str(uuid4()), "prompt": "\u00e9" * 32_000}  # two bytes each
+        )
+        await svc.record_request(request)
+        await svc.dispatch_enriched(_enriched(request))
+    jobs = await svc.list_jobs(JobListQuery(project="proj", limit=100))
+    assert len(jobs) == 100
+    assert len(JobListReply(jobs=jobs).model_dump_json().encode()) < 1_000_000
+
+
+def test_short_texts_are_left_as_they_are() -> None:
+    view = JobView.model_validate(
+        {
+            "id": "j",
+            "project": "p",
+            "user_id": "u",
+            "profile_id": "p1",
+            "profile_name": "Sketch",
+            "provider": "offline",
+            "model": "sketch",
+            "status": "queued",
+            "prompt": "x" * SHORT_TEXT_CHARS,
+            "size": "256x256",
+            "count": 1,
+            "progress": {"total": 1},
+            "created_at": datetime.now(UTC),
+            "updated_at": datetime.now(UTC),
+        }
+    )
+    assert view.with_short_texts() is view
 
 
 async def test_redelivered_events_change_nothing(service: tuple[DispatchService, Recorder]) -> None:
@@ -196,15 +249,55 @@ async def test_redelivered_events_change_nothing(service: tuple[DispatchService,
     assert job is not None and job.status == JobStatus.COMPLETED and len(job.images) == 1
 
 
+async def test_an_outcome_whose_publish_failed_goes_out_on_the_redelivery(
+    database_url: str,
+) -> None:
+    """The landing that ends a job commits, then its outcome's publish fails (a NATS node went
+    away): the landing is redelivered, finds the job final, and must publish the outcome then,
+    or the job is never settled. Any later message about the job repeats it, same id."""
+    db = Database(database_url)
+    await db.create_tables(TABLES)
+    rec = Recorder()
+    broken = {"finished": True}
+
+    async def publish(event: Event, subject: str) -> None:
+        if subject.startswith("jobs.finished.") and broken["finished"]:
+            broken["finished"] = False
+            raise ConnectionError("nats: no response from stream")
+        await rec(event, subject)
+
+    svc = DispatchService(db, publish)
+    try:
+        request = _request(count=1)
+        await svc.record_request(request)
+        await svc.dispatch_enriched(_enriched(request))
+        task = rec.tasks()[0]
+        with pytest.raises(ConnectionError):
+            await svc.images_landed(_landed(task, 0))
+        assert not [e for e, subject in rec.events if subject.startswith("jobs.finished.")]
+        await svc.images_landed(_landed(task, 0))  # the redelivery
+        await svc.cancel(request.job_id)  # a late cancel of the finished job
+        finished = [e for e, subject in rec.events if subject.startswith("jobs.finished.")]
+        assert [e.job.status for e in finished] == [JobStatus.COMPLETED] * 2
+        assert len({e.event_id for e in finished}) == 1  # JetStream stores it once
+    finally:
+        await db.dispose()
+
+
 async def test_enriched_before_requested_still_works(
     service: tuple[DispatchService, Recorder],
 ) -> None:
     svc, rec = service
     request = _request(count=1)
-    await svc.dispatch_enriched(_enriched(request))
+    # jobs.enriched no longer carries the request (ADR 0018): before dispatch recorded it, the
+    # enrichment fails and is redelivered (with backoff) until it has.
+    with pytest.raises(JobNotRecordedYet):
+        await svc.dispatch_enriched(_enriched(request))
+    assert rec.tasks() == []
     await svc.record_request(request)
+    await svc.dispatch_enriched(_enriched(request))
     job = await svc.get_job(request.job_id)
-    assert job is not None and job.status == JobStatus.DISPATCHED
+    assert job is not None and job.status == JobStatus.GENERATING
     assert len(rec.tasks()) == 1
 
 
@@ -254,9 +347,9 @@ async def test_openai_jobs_go_out_as_one_call(service: tuple[DispatchService, Re
 
 
 # record_request 2 (read; insert) · dispatch_enriched 3 (read; update job, insert tasks) ·
-# task_started 4 and task_completed 4 (read job, task; update both) · images_landed 6 (read job,
-# tasks, images; insert images, update task, update job).
-STATEMENTS_PER_JOB = 19
+# images_landed 6 (read job, tasks, images; insert images, update task, update job). Nothing for a
+# task started or completed (ADR 0018).
+STATEMENTS_PER_JOB = 11
 
 
 async def test_a_job_costs_a_bounded_number_of_statements(
@@ -271,12 +364,6 @@ async def test_a_job_costs_a_bounded_number_of_statements(
         await svc.record_request(request)
         await svc.dispatch_enriched(_enriched(request))
         task = rec.tasks()[-1]
-        await svc.task_started(
-            GenerationStarted(
-                task_id=task.task_id, job_id=task.job_id, project="proj", provider="offline"
-            )
-        )
-        await svc.task_completed(_completed(task))
         await svc.images_landed(_landed(task, 0))
 
     await one_job()  # a first connection's set-up statements are not the job's

@@ -1,8 +1,10 @@
-"""Provider progress becomes job status events, without writing the job."""
+"""Provider progress becomes job status events at every tick, and is stored on the job at most
+every couple of seconds so the job read by id shows it (issue 16, item 4)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from uuid import uuid4
 
 import pytest
@@ -10,14 +12,12 @@ import pytest
 from atelier_contracts.envelope import Event
 from atelier_contracts.errors import ErrorClass, ErrorInfo
 from atelier_contracts.generation import (
-    GenerationCompleted,
     GenerationFailed,
     GenerationProgress,
-    GenerationStarted,
     GenerationTask,
-    StagedImage,
 )
 from atelier_contracts.jobs import AssembledPrompt, JobEnriched, JobRequested, JobStatusChanged
+from atelier_contracts.media import MediaItem, MediaLanded
 from atelier_contracts.profiles import ProfileSnapshot
 from atelier_contracts.subjects import job_status
 from atelier_database import Database
@@ -73,19 +73,13 @@ async def _generating_job(
     )
     await service.record_request(request)
     await service.dispatch_enriched(
-        JobEnriched(request=request, assembled=AssembledPrompt(prompt=request.prompt))
-    )
-    tasks = published.tasks()
-    for task in tasks:
-        await service.task_started(
-            GenerationStarted(
-                task_id=task.task_id,
-                job_id=task.job_id,
-                project=task.project,
-                provider="falai",
-            )
+        JobEnriched(
+            job_id=request.job_id,
+            project=request.project,
+            assembled=AssembledPrompt(prompt=request.prompt),
         )
-    return tasks
+    )
+    return published.tasks()
 
 
 def _tick(task: GenerationTask, fraction: float | None, detail: str) -> GenerationProgress:
@@ -100,7 +94,7 @@ def _tick(task: GenerationTask, fraction: float | None, detail: str) -> Generati
     )
 
 
-async def test_progress_becomes_a_status_event_without_a_write(
+async def test_progress_becomes_a_status_event_and_is_stored_now_and_then(
     dispatch: tuple[DispatchService, Published],
 ) -> None:
     service, published = dispatch
@@ -119,13 +113,23 @@ async def test_progress_becomes_a_status_event_without_a_write(
     assert event.job.progress.fraction is None  # no figure yet
     assert event.job.updated_at >= stored.updated_at
 
+    # The first report is stored at once: the job read by id shows it.
+    after = await service.get_job(task.job_id)
+    assert after is not None
+    assert after.progress.detail == "queued at position 3" and after.progress.fraction is None
+    assert after.status == stored.status and after.updated_at == stored.updated_at
+
+    # Every tick is an event; within the store interval the row keeps the last stored one.
     await service.task_progress(_tick(task, 0.5, "running"))
     assert published.statuses()[-1].job.progress.fraction == 0.5
+    again = await service.get_job(task.job_id)
+    assert again is not None and again.progress.detail == "queued at position 3"
 
-    # Nothing was written: the stored job is as it was, without progress figures.
-    after = await service.get_job(task.job_id)
-    assert after == stored
-    assert after.progress.fraction is None
+    service._progress.store_every_s = 0  # the interval has passed
+    await service.task_progress(_tick(task, 0.75, "step 15/20"))
+    later = await service.get_job(task.job_id)
+    assert later is not None
+    assert (later.progress.fraction, later.progress.detail) == (0.75, "step 15/20")
 
     # Idempotent: a redelivered tick republishes the very same event id.
     published.events.clear()
@@ -143,23 +147,44 @@ async def test_a_job_of_several_tasks_counts_finished_ones_whole(
     await service.task_progress(_tick(first, 0.5, "step 10/20"))
     assert published.statuses()[-1].job.progress.fraction == 0.25
     assert published.statuses()[-1].job.progress.detail == "image 1 of 2: step 10/20"
-    await service.task_completed(
-        GenerationCompleted(
-            task=first,
-            images=[
-                StagedImage(
-                    index=0,
-                    staging_key="k",
-                    content_type="image/png",
-                    width=8,
-                    height=8,
-                    size_bytes=1,
-                )
-            ],
-        )
+    # The first task's image landed: it counts whole.
+    item = MediaItem(
+        id="m-0",
+        project=first.project,
+        job_id=first.job_id,
+        task_id=first.task_id,
+        index=0,
+        content_type="image/png",
+        width=8,
+        height=8,
+        size_bytes=1,
+        sha256="ab",
+        original_key="o",
+        thumbnail_key="t",
+        profile_id="p1",
+        provider="falai",
+        model="flux",
+        prompt=first.prompt,
+        size=first.size,
+        created_at=datetime.now(UTC),
+    )
+    await service.images_landed(
+        MediaLanded(job_id=first.job_id, task_id=first.task_id, project="proj", media=[item])
     )
     await service.task_progress(_tick(second, 0.5, "step 10/20"))
     assert published.statuses()[-1].job.progress.fraction == 0.75
+
+
+async def test_a_final_job_shows_no_progress_figure(
+    dispatch: tuple[DispatchService, Published],
+) -> None:
+    service, published = dispatch
+    [task] = await _generating_job(service, published, count=1)
+    await service.task_progress(_tick(task, 0.5, "step 10/20"))
+    await service.cancel(task.job_id)
+    job = await service.get_job(task.job_id)
+    assert job is not None
+    assert job.progress.fraction is None and job.progress.detail is None
 
 
 async def test_late_or_stale_ticks_are_dropped(dispatch: tuple[DispatchService, Published]) -> None:

@@ -21,7 +21,8 @@ from atelier_contracts.profiles import ProfileSnapshot
 from atelier_database import Database
 from atelier_dispatch.dead_letter import MaxDeliveriesAdvisory, handle_max_deliveries
 from atelier_dispatch.repository import TABLES
-from atelier_dispatch.service import DispatchService, retry_delay_s
+from atelier_dispatch.results import retry_delay_s
+from atelier_dispatch.service import DispatchService
 
 LATER = timedelta(minutes=5)
 
@@ -81,7 +82,11 @@ class Harness:
         )
         await self.service.record_request(request)
         await self.service.dispatch_enriched(
-            JobEnriched(request=request, assembled=AssembledPrompt(prompt="x"))
+            JobEnriched(
+                job_id=request.job_id,
+                project=request.project,
+                assembled=AssembledPrompt(prompt="x"),
+            )
         )
         return request
 

@@ -43,8 +43,15 @@ from atelier_contracts.profiles import (
     ProfilesListReply,
     QuotaReleaseReply,
     QuotaReleaseRequest,
+    QuotaReserveBatch,
+    QuotaReserveBatchReply,
     QuotaReserveReply,
     QuotaReserveRequest,
+)
+from atelier_contracts.staging import (
+    InputSlot,
+    InputSlotsReply,
+    InputSlotsRequest,
 )
 from atelier_contracts.subjects import JOBS_STREAM, Subject
 from atelier_gateway.main import create_app
@@ -52,7 +59,7 @@ from atelier_gateway.settings import Settings
 
 SECRET = "gateway-test-secret-0123456789abcdef"
 NOW = datetime(2025, 1, 1, tzinfo=UTC)
-ALL_SERVICES = frozenset({"profiles", "dispatch", "media"})
+ALL_SERVICES = frozenset({"profiles", "dispatch", "media", "context"})
 
 
 def make_profile(**overrides: Any) -> Profile:
@@ -182,6 +189,10 @@ class World:
     )
     reservations: list[QuotaReserveRequest] = field(default_factory=list)
     releases: list[str] = field(default_factory=list)
+    # The fake context's slots asked for, and what was PUT to the staging bucket, by key.
+    slot_requests: list[InputSlotsRequest] = field(default_factory=list)
+    staged: dict[str, tuple[bytes, str]] = field(default_factory=dict)
+    staging_status: int = 200  # what the staging store answers a PUT
 
 
 def register_fakes(
@@ -198,9 +209,9 @@ def register_fakes(
             return ProfilesListReply(settings=world.settings, profiles=profiles)
 
         @broker.subscriber(Subject.QUOTA_RESERVE, queue="profiles")
-        async def reserve_quota(request: QuotaReserveRequest) -> QuotaReserveReply:
-            world.reservations.append(request)
-            return world.quota_reply
+        async def reserve_quota(batch: QuotaReserveBatch) -> QuotaReserveBatchReply:
+            world.reservations.extend(batch.requests)
+            return QuotaReserveBatchReply(replies=[world.quota_reply] * len(batch.requests))
 
         @broker.subscriber(Subject.QUOTA_RELEASE, queue="profiles")
         async def release_quota(request: QuotaReleaseRequest) -> QuotaReleaseReply:
@@ -244,6 +255,16 @@ def register_fakes(
                 items=items[query.offset : query.offset + query.limit], total=len(items)
             )
 
+    if "context" in services:
+
+        @broker.subscriber(Subject.CONTEXT_INPUT_SLOTS, queue="context")
+        async def input_slots(request: InputSlotsRequest) -> InputSlotsReply:
+            world.slot_requests.append(request)
+            prefix = f"refs/{request.job_id}/in/" if request.job_id else f"previews/{'a' * 32}/in/"
+            keys = [f"{prefix}{n}" for n in range(request.count)]
+            slots = [InputSlot(key=k, put_url=f"{STAGING_URL}/{k}?sig=1") for k in keys]
+            return InputSlotsReply(slots=slots, expires_s=300)
+
     if not capture:
         return
 
@@ -268,10 +289,19 @@ def register_fakes(
             )
 
 
-def storage_app(request: httpx.Request) -> httpx.Response:
-    """Object storage behind the presigned URLs."""
+STAGING_URL = "http://s3.test/staging"
+
+
+def storage_app(request: httpx.Request, world: World | None = None) -> httpx.Response:
+    """Object storage behind the presigned URLs; PUTs to the staging bucket land in `world`."""
     if request.url.host != "s3.test":
         return httpx.Response(500)
+    if request.method == "PUT" and world is not None:
+        if world.staging_status != 200:
+            return httpx.Response(world.staging_status)
+        key = request.url.path.removeprefix("/staging/")
+        world.staged[key] = (request.read(), request.headers["content-type"])
+        return httpx.Response(200)
     if "missing" in request.url.path:
         return httpx.Response(404)
     if request.url.path.endswith(".webp"):
@@ -295,7 +325,8 @@ async def running_gateway(
     settings: Settings | None = None,
 ) -> AsyncIterator[Harness]:
     world = world or World()
-    app = create_app(settings or test_settings(), media_transport=httpx.MockTransport(storage_app))
+    transport = httpx.MockTransport(lambda request: storage_app(request, world))
+    app = create_app(settings or test_settings(), media_transport=transport)
     broker: NatsBroker = app.state.broker
     register_fakes(broker, world, services)
     async with (

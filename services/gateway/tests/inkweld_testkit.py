@@ -75,7 +75,7 @@ from atelier_contracts.profiles import (
 )
 from atelier_contracts.subjects import JOBS_STREAM, MEDIA_STREAM, Subject
 from atelier_gateway.main import create_app
-from atelier_gateway.service import StatusUpdate
+from atelier_gateway.streams import StatusUpdate
 
 SPEC_PATH = Path(__file__).parents[1] / "src/atelier_gateway/inkweld/openapi.json"
 ADMIN_TOKEN = make_token("root", ["alpha"], roles=["admin"])
@@ -139,6 +139,7 @@ class InkweldWorld(World):
     """What the fake services know, beyond gateway_testkit's `World`."""
 
     outcome: JobOutcome = "complete"
+    failure: ErrorInfo = field(default_factory=lambda: ErrorInfo.of(ErrorClass.CONTENT_BLOCKED))
     audits: list[AuditRecord] = field(default_factory=list)
     audit_queries: list[AuditListQuery] = field(default_factory=list)
     commands: list[Any] = field(default_factory=list)
@@ -189,7 +190,7 @@ def _finish(world: InkweldWorld, event: JobRequested) -> None:
         job = job.model_copy(
             update={
                 "status": JobStatus.FAILED,
-                "error": ErrorInfo.of(ErrorClass.CONTENT_BLOCKED),
+                "error": world.failure,
                 "progress": JobProgress(total=event.count, failed=event.count),
             }
         )

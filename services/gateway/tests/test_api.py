@@ -1,6 +1,7 @@
 """The HTTP API against fake profiles/dispatch/media services on the in-memory broker."""
 
 import asyncio
+import re
 from typing import Any
 
 import pytest
@@ -19,7 +20,8 @@ from gateway_testkit import (
 from atelier_contracts.errors import ErrorClass, ErrorInfo
 from atelier_contracts.jobs import JobImage, JobStatus, JobStatusChanged
 from atelier_contracts.profiles import GenerationSettings
-from atelier_gateway.service import FeedClosed, StatusUpdate
+from atelier_gateway.main import create_app
+from atelier_gateway.streams import FeedClosed, StatusUpdate
 
 VALID = {"project": "alpha", "profile_id": "sketch", "prompt": "A lighthouse in a storm"}
 
@@ -34,18 +36,31 @@ def error_of(response: Any) -> tuple[int, str]:
 # --- authentication --------------------------------------------------------------------------
 
 
-PROTECTED = [
-    ("GET", "/v1/features"),
-    ("POST", "/v1/generations"),
-    ("GET", "/v1/generations/abc"),
-    ("GET", "/v1/generations/abc/events"),
-    ("GET", "/v1/projects/alpha/generations"),
-    ("GET", "/v1/projects/alpha/generations/events"),
-    ("GET", "/v1/projects/alpha/media"),
-    ("GET", "/v1/media/m1"),
-    ("GET", "/v1/media/m1/content"),
-    ("GET", "/v1/media/m1/thumbnail"),
-]
+SAMPLE_PATH_VALUES = {"job_id": "abc", "project": "alpha", "media_id": "m1"}
+# Answer in another API's own error shape, with their own tests of a missing token: the app's
+# routes (test_inkweld_api.py) and the OpenAI-compatible ones (tests/e2e/test_openai_sdk.py).
+OTHER_ERROR_SHAPES = ("/api/", "/v1/images/")
+
+
+def protected_routes() -> list[tuple[str, str]]:
+    """Every route of the gateway's own API, from the app itself: a route added later is
+    checked without anyone adding it here."""
+    routes = []
+    for path, operations in create_app(test_settings()).openapi()["paths"].items():
+        if path.startswith(OTHER_ERROR_SHAPES):
+            continue
+        concrete = re.sub(r"\{(\w+)\}", lambda m: SAMPLE_PATH_VALUES.get(m[1], "x1"), path)
+        routes += [(method.upper(), concrete) for method in sorted(operations)]
+    return routes
+
+
+PROTECTED = protected_routes()
+
+
+def test_the_route_list_is_the_apps() -> None:
+    assert ("POST", "/v1/generations") in PROTECTED
+    assert ("GET", "/v1/media/m1/thumbnail") in PROTECTED
+    assert len(PROTECTED) >= 14
 
 
 @pytest.mark.parametrize(("method", "path"), PROTECTED)
@@ -314,7 +329,19 @@ async def test_a_job_shows_image_urls_and_a_user_facing_error(gateway: Harness) 
         "job-1",
         status=JobStatus.PARTIAL,
         count=2,
-        images=[JobImage(media_id="m1", index=0, width=64, height=64, content_type="image/png")],
+        images=[
+            JobImage(
+                media_id="m1",
+                index=0,
+                width=64,
+                height=64,
+                content_type="image/png",
+                profile_id="paint",
+                profile_name="Paint",
+                credit_cost=2.5,
+                fallback_reason="'Sketch' (offline) was unavailable after 3 attempts: timeout",
+            )
+        ],
         error=ErrorInfo(
             error_class=ErrorClass.CONTENT_BLOCKED,
             message="The provider refused this prompt.",
@@ -333,6 +360,11 @@ async def test_a_job_shows_image_urls_and_a_user_facing_error(gateway: Harness) 
             "width": 64,
             "height": 64,
             "content_type": "image/png",
+            # Which profile made it, at what price, and why not the job's own (issue 16).
+            "profile_id": "paint",
+            "profile_name": "Paint",
+            "credit_cost": 2.5,
+            "fallback_reason": "'Sketch' (offline) was unavailable after 3 attempts: timeout",
             "content_url": "/v1/media/m1/content",
             "thumbnail_url": "/v1/media/m1/thumbnail",
         }
@@ -343,6 +375,9 @@ async def test_a_job_shows_image_urls_and_a_user_facing_error(gateway: Harness) 
         "error_class": "content_blocked",
         "message": "The provider refused this prompt.",
         "stage": "output",
+        # What the provider said of the block, machine-readable (issue 21); none known here.
+        "category": None,
+        "input": None,
         "retry_after_s": None,
     }
     assert "moderation" not in response.text
@@ -563,7 +598,7 @@ async def test_job_events_stream_state_then_changes_until_final(
         "completed",
     ]
     assert json.loads(events[0]["data"])["links"]["events"] == "/v1/generations/job-1/events"
-    assert subscription.subjects == ["jobs.status.alpha.job-1"]
+    assert subscription.subjects == ["jobs.*.*.job-1"]
     assert subscription.closed >= 1
 
 

@@ -3,6 +3,7 @@ accepted, the profile cache, and tokens verified against a JWKS URL."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -295,6 +296,28 @@ async def test_profiles_are_reused_for_at_most_the_cache_time() -> None:
     service.forget_profiles()
     await service.features()
     assert backends.profile_calls == 3
+
+
+async def test_a_burst_asks_profiles_once() -> None:
+    """Submissions arriving together as the cache expires share one question (a burst of 512
+    once asked 512 times, and profiles, answering one at a time, timed out)."""
+    backends = SubmitBackends()
+    asked = asyncio.Event()
+    release = asyncio.Event()
+    answer = backends.profiles
+
+    async def slow_profiles(*, include_disabled: bool) -> ProfilesListReply:
+        asked.set()
+        await release.wait()
+        return await answer(include_disabled=include_disabled)
+
+    backends.profiles = slow_profiles  # type: ignore[method-assign]
+    service = service_with(backends, profile_cache_s=1.0)
+    waiting = [asyncio.create_task(service.features()) for _ in range(50)]
+    await asked.wait()
+    release.set()
+    await asyncio.gather(*waiting)
+    assert backends.profile_calls == 1
 
 
 async def test_profiles_changed_is_seen_at_once() -> None:

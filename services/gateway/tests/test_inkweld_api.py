@@ -26,7 +26,7 @@ from inkweld_testkit import (
     spec,
 )
 
-from atelier_contracts.errors import NotFound, Unavailable
+from atelier_contracts.errors import BlockedInput, ErrorClass, ErrorInfo, NotFound, Unavailable
 from atelier_contracts.jobs import JobStatus
 from atelier_contracts.profiles import (
     AuditListQuery,
@@ -36,9 +36,9 @@ from atelier_contracts.profiles import (
     QuotaReserveReply,
 )
 from atelier_gateway.auth import User
-from atelier_gateway.inkweld.api import wait_for_final
 from atelier_gateway.inkweld.backends import ProfilesAdmin
-from atelier_gateway.service import StatusUpdate
+from atelier_gateway.streams import StatusUpdate
+from atelier_gateway.waiting import wait_for_final
 
 API = "/api/v1"
 DALLE = openai_profile().id
@@ -336,6 +336,27 @@ async def test_a_failed_job_answers_its_reason(ink: InkweldHarness) -> None:
     assert response.headers["x-atelier-error-code"] == "content_blocked"
 
 
+async def test_a_blocked_job_says_where_in_the_text_and_beside_it(ink: InkweldHarness) -> None:
+    """Issue 21, item 5: the stage, category and input of a block, in the app's error text (which
+    it shows as "Content blocked") and machine-readable beside it."""
+    ink.world.outcome = "fail"
+    ink.world.failure = ErrorInfo.of(ErrorClass.CONTENT_BLOCKED).model_copy(
+        update={"stage": "input", "category": "violence", "input": BlockedInput(kind="prompt")}
+    )
+    response = await ink.client.post(
+        f"{API}/ai/image/generate", json=generate_body(), headers=bearer(USER_TOKEN)
+    )
+    assert response.status_code == 400
+    body = assert_conforms("generateImage", response)
+    assert body["error"].startswith("MODERATION_BLOCKED: ")
+    assert "(stage: input; category: violence; input: prompt)" in body["error"]
+    assert body["moderation"] == {
+        "stage": "input",
+        "category": "violence",
+        "input": {"kind": "prompt", "element_id": None},
+    }
+
+
 async def test_a_slow_job_runs_on_after_the_wait(ink: InkweldHarness) -> None:
     ink.world.outcome = "pending"
     response = await ink.client.post(
@@ -586,6 +607,70 @@ async def test_audit_list_translates_filters_and_pages(ink: InkweldHarness) -> N
     assert query.until is not None and query.until.isoformat() == "2025-01-31T00:00:01+00:00"
     await ink.client.get(f"{API}/admin/image-audits?status=success", headers=admin)
     assert ink.world.audit_queries[-1].status == "completed"
+
+
+async def test_an_audit_shows_the_jobs_receipt(ink: InkweldHarness) -> None:
+    receipt = {
+        "images": [
+            {
+                "index": 0,
+                "charged": True,
+                "credits": 2.0,
+                "outcome": "landed",
+                "reason": "Charged: the image landed (DALL-E 3).",
+                "media_id": "m1",
+            },
+            {
+                "index": 1,
+                "charged": False,
+                "credits": 0.0,
+                "outcome": "blocked",
+                "reason": "Not charged: the provider refused it at the output stage.",
+                "error_class": "content_blocked",
+            },
+        ],
+        "charged_images": 1,
+        "not_charged_images": 1,
+        "credits_reserved": 4.0,
+        "credits_charged": 2.0,
+        "credits_refunded": 2.0,
+    }
+    ink.world.audits = [
+        audit_record("j1", status="partial", requested=2, landed=1, failed=1, receipt=receipt),
+        audit_record("j0"),
+    ]
+    response = await ink.client.get(f"{API}/admin/image-audits", headers=bearer(ADMIN_TOKEN))
+    shown, older = assert_conforms("adminListImageAudits", response)["audits"]
+    assert shown["message"] == (
+        "partial: 1 of 2 images landed; "
+        "image 2 not charged: the provider refused it at the output stage"
+    )
+    assert shown["receipt"] == {
+        "images": [
+            {
+                "index": 0,
+                "charged": True,
+                "credits": 2.0,
+                "outcome": "landed",
+                "reason": "Charged: the image landed (DALL-E 3).",
+                "mediaId": "m1",
+            },
+            {
+                "index": 1,
+                "charged": False,
+                "credits": 0.0,
+                "outcome": "blocked",
+                "reason": "Not charged: the provider refused it at the output stage.",
+                "errorClass": "content_blocked",
+            },
+        ],
+        "chargedImages": 1,
+        "notChargedImages": 1,
+        "creditsReserved": 4.0,
+        "creditsCharged": 2.0,
+        "creditsRefunded": 2.0,
+    }
+    assert "receipt" not in older  # a job recorded before receipts: the app's shape, unchanged
 
 
 async def test_audit_filter_mistakes_are_documented_errors(ink: InkweldHarness) -> None:

@@ -21,6 +21,7 @@ import pytest
 import uvicorn
 from faststream.nats import NatsBroker
 from gateway_testkit import World, auth, make_job, register_fakes, test_settings
+from prometheus_client import REGISTRY
 
 from atelier_contracts.jobs import JobRequested, JobStatus, JobStatusChanged
 from atelier_contracts.subjects import JOBS_STREAM, Subject, job_status
@@ -232,3 +233,28 @@ async def test_project_stream_carries_every_job_of_the_project(running: RunningG
                 await publish_event(running.fakes, later, job_status("alpha", "p-2"))
                 await publish_event(running.fakes, done, job_status("alpha", "p-1"))
     assert seen == [("p-1", "generating"), ("p-2", "enriching"), ("p-1", "completed")]
+
+
+def open_subscriptions() -> float:
+    return REGISTRY.get_sample_value("atelier_status_subscriptions_open") or 0.0
+
+
+async def test_streams_give_their_subscriptions_back(running: RunningGateway) -> None:
+    """`atelier_status_subscriptions_open` (issue 17): up while a stream is open, back where it
+    was once a job stream ended by itself and once a client left a project stream."""
+    running.world.jobs["job-done"] = make_job("job-done", status=JobStatus.COMPLETED)
+    before = open_subscriptions()
+    async with httpx.AsyncClient(base_url=running.base_url, timeout=10) as client:
+        ended = await client.get("/v1/generations/job-done/events", headers=auth())
+        assert ended.status_code == 200 and "completed" in ended.text
+        assert open_subscriptions() == before
+        async with client.stream(
+            "GET", "/v1/projects/alpha/generations/events", headers=auth()
+        ) as response:
+            assert response.status_code == 200
+            assert open_subscriptions() == before + 1
+    for _ in range(100):  # the gateway notices the disconnect on its own time
+        if open_subscriptions() == before:
+            break
+        await asyncio.sleep(0.05)
+    assert open_subscriptions() == before

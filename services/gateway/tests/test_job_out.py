@@ -31,9 +31,12 @@ def test_job_out_shows_what_was_sent_and_what_was_not() -> None:
             "width": 640,
             "height": 480,
             "size_bytes": 51_200,
+            "style": False,
         }
     ]
-    assert shown["excluded_images"] == [{"element_id": "harbour", "reason": "Over the maximum."}]
+    assert shown["excluded_images"] == [
+        {"element_id": "harbour", "reason": "Over the maximum.", "media_id": None, "style": False}
+    ]
 
 
 def test_a_job_without_context_shows_empty_lists() -> None:
@@ -49,4 +52,6 @@ async def test_get_generation_serves_them(gateway: Harness) -> None:
     assert response.status_code == 200
     body = response.json()
     assert body["reference_images"] == []
-    assert body["excluded_images"] == [{"element_id": "e", "reason": "Switched off."}]
+    assert body["excluded_images"] == [
+        {"element_id": "e", "reason": "Switched off.", "media_id": None, "style": False}
+    ]

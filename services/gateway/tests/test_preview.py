@@ -119,9 +119,18 @@ async def test_preview_answers_the_prompt_and_reference_images() -> None:
                     "width": 512,
                     "height": 384,
                     "size_bytes": 120_000,
+                    "style": False,
                 }
             ],
-            "excluded_images": [{"element_id": "e2", "reason": "Over the maximum."}],
+            "excluded_images": [
+                {
+                    "element_id": "e2",
+                    "reason": "Over the maximum.",
+                    "media_id": None,
+                    "style": False,
+                }
+            ],
+            "style": None,
         }
         [query] = asked
         # The context service gets what a job would carry: the resolved request.

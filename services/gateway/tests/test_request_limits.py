@@ -26,7 +26,8 @@ from atelier_contracts.errors import AtelierError
 from atelier_contracts.jobs import JobRequested
 from atelier_gateway.auth import User
 from atelier_gateway.models import ELEMENT_DATA_LIMITS, GenerationRequestBody
-from atelier_gateway.service import GatewayService, RequestTooLarge, data_url_bytes
+from atelier_gateway.service import GatewayService, RequestTooLarge
+from atelier_gateway.validation import data_url_bytes
 
 ALICE = auth(make_token("alice", ["alpha"]))
 VALID: dict[str, Any] = {"project": "alpha", "profile_id": "sketch", "prompt": "A lighthouse"}

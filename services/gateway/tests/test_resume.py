@@ -16,13 +16,8 @@ from atelier_contracts.jobs import JobListQuery, JobProgress, JobRequested, JobS
 from atelier_contracts.media import MediaListQuery, MediaListReply, MediaReply
 from atelier_contracts.profiles import ProfilesListReply
 from atelier_gateway.auth import User
-from atelier_gateway.service import (
-    FeedClosed,
-    GatewayService,
-    StatusUpdate,
-    resumable_event_id,
-    skip_past,
-)
+from atelier_gateway.service import GatewayService
+from atelier_gateway.streams import FeedClosed, StatusUpdate, resumable_event_id, skip_past
 
 ALICE = User("alice", frozenset({"alpha"}))
 
@@ -201,7 +196,7 @@ async def test_a_resumed_job_stream_sends_every_later_event_once_then_live_ones(
     backends = FakeBackends(feed)
     stream = await service_for(backends).open_job_stream(ALICE, "job-1", eid(2))
     assert not stream.already_final
-    assert backends.calls == ["job", "replay jobs.status.alpha.job-1"]
+    assert backends.calls == ["job", "replay jobs.*.alpha.job-1"]
     assert backends.replay_since == [None]  # a job's events: all the stream keeps
     sent = await collect(stream.updates)
     # No snapshot, nothing before the id, the late repeat of event 4 dropped, ends at the final.
@@ -234,7 +229,7 @@ async def test_an_unknown_id_gets_the_current_state_read_after_replaying() -> No
     backends = FakeBackends(feed, job=current)
     stream = await service_for(backends).open_job_stream(ALICE, "job-1", eid(77))
     # The state is read after the stored events were skipped, so none of them is lost.
-    assert backends.calls == ["job", "replay jobs.status.alpha.job-1", "job"]
+    assert backends.calls == ["job", "replay jobs.*.alpha.job-1", "job"]
     sent = await collect(stream.updates)
     assert [(u.event_id, u.job.status) for u in sent] == [
         (None, JobStatus.GENERATING),
@@ -254,7 +249,7 @@ async def test_a_garbled_last_event_id_is_a_plain_new_stream() -> None:
     feed = FakeFeed([], live=[LIFE[5]])
     backends = FakeBackends(feed, job=LIFE[2].job)
     stream = await service_for(backends).open_job_stream(ALICE, "job-1", "not-an-id")
-    assert backends.calls == ["job", "subscribe jobs.status.alpha.job-1", "job"]
+    assert backends.calls == ["subscribe jobs.*.*.job-1", "job"]
     assert [u.event_id for u in await collect(stream.updates)] == [None, eid(6)]
 
 
@@ -283,7 +278,7 @@ async def test_a_resumed_project_stream_sends_every_later_event_of_every_job() -
     feed = FakeFeed(stored, live=[LIFE[1], other[1], None, LIFE[3]])
     backends = FakeBackends(feed)
     stream = await service_for(backends).open_project_stream(ALICE, "alpha", eid(2))
-    assert backends.calls == ["replay jobs.status.alpha.*"]
+    assert backends.calls == ["replay jobs.*.alpha.*"]
     since = backends.replay_since[0]
     assert since is not None  # a project's events: only the replay window
     sent = [u async for u in stream.updates]
@@ -296,7 +291,7 @@ async def test_a_project_stream_resumed_from_an_unknown_id_starts_from_the_activ
     feed = FakeFeed([LIFE[0], LIFE[1], LIFE[2]], live=[LIFE[3]])
     backends = FakeBackends(feed, active=active)
     stream = await service_for(backends).open_project_stream(ALICE, "alpha", eid(1234))
-    assert backends.calls == ["replay jobs.status.alpha.*", "jobs"]
+    assert backends.calls == ["replay jobs.*.alpha.*", "jobs"]
     sent = [u async for u in stream.updates]
     assert [(u.event_id, u.job.status) for u in sent] == [
         (None, JobStatus.DISPATCHED),

@@ -12,13 +12,8 @@ from atelier_contracts.jobs import JobListQuery, JobProgress, JobRequested, JobS
 from atelier_contracts.media import MediaListQuery, MediaListReply, MediaReply
 from atelier_contracts.profiles import ProfilesListReply
 from atelier_gateway.auth import User
-from atelier_gateway.service import (
-    FeedClosed,
-    GatewayService,
-    StatusUpdate,
-    follow_job,
-    follow_project,
-)
+from atelier_gateway.service import GatewayService
+from atelier_gateway.streams import FeedClosed, StatusUpdate, follow_job, follow_project
 
 ALICE = User("alice", frozenset({"alpha"}))
 
@@ -98,6 +93,37 @@ async def test_every_final_status_ends_the_stream() -> None:
             follow_job(at(0, JobStatus.GENERATING), feed, refresh=no_refresh, quiet_s=1)
         )
         assert sent[-1].job.status is final
+
+
+async def test_a_jobs_own_stream_sends_long_texts_whole() -> None:
+    """Updates carry the start of a long prompt (`texts_shortened`); the job's own stream puts
+    back the whole texts: those of the state it started from, or read once when the assembled
+    prompt appeared after it."""
+    prompt = "p" * 2000
+    assembled = prompt + " with context"
+    start = at(0, JobStatus.ENRICHING, prompt=prompt)
+    generating = at(1, JobStatus.GENERATING, prompt=prompt, assembled_prompt=assembled)
+    landed = generating.model_copy(
+        update={
+            "updated_at": NOW + timedelta(seconds=2),
+            "progress": JobProgress(total=2, landed=1),
+        }
+    )
+    feed = FakeSubscription(
+        StatusUpdate(generating.with_short_texts(), "e1"),
+        StatusUpdate(landed.with_short_texts(), "e2"),
+        StatusUpdate(at(3, JobStatus.COMPLETED, prompt=prompt, assembled_prompt=assembled), "e3"),
+    )
+    reads = [generating]
+
+    async def refresh() -> JobView | None:
+        return reads.pop()  # once only: the second update reuses what it read
+
+    sent = await collect(follow_job(start, feed, refresh=refresh, quiet_s=1))
+    assert [u.event_id for u in sent] == [None, "e1", "e2", "e3"]
+    assert all(u.job.prompt == prompt and not u.job.texts_shortened for u in sent)
+    assert [u.job.assembled_prompt for u in sent] == [None, assembled, assembled, assembled]
+    assert sent[2].job.progress.landed == 1
 
 
 async def test_a_quiet_stream_re_reads_the_job() -> None:
@@ -263,21 +289,39 @@ async def test_a_job_of_another_project_is_404_without_waiting() -> None:
 
 
 async def test_job_stream_subscribes_before_reading_the_state_it_starts_with() -> None:
-    backends = FakeBackends([at(0, JobStatus.QUEUED), at(1, JobStatus.GENERATING)])
+    backends = FakeBackends([at(1, JobStatus.GENERATING)])
     service, _ = service_with(backends)
     stream = await service.open_job_stream(ALICE, "job-1")
-    assert backends.calls == ["job", "subscribe jobs.status.alpha.job-1", "job"]
+    # One question to dispatch: the job's project is not needed to subscribe (issue 17).
+    assert backends.calls == ["subscribe jobs.*.*.job-1", "job"]
     sent = await collect(stream.updates)
     # The state read after subscribing is the one sent first.
     assert [u.job.status for u in sent] == [JobStatus.GENERATING, JobStatus.COMPLETED]
 
 
 async def test_job_stream_closes_its_subscription_when_the_state_cannot_be_read() -> None:
-    backends = FakeBackends([at(0, JobStatus.QUEUED), Unavailable("dispatch went away")])
+    backends = FakeBackends([Unavailable("dispatch went away")])
     service, _ = service_with(backends)
     with pytest.raises(Unavailable):
         await service.open_job_stream(ALICE, "job-1")
     assert backends.subscription.closed
+
+
+async def test_job_stream_of_a_job_not_granted_is_404_and_keeps_no_subscription() -> None:
+    backends = FakeBackends([make_job("job-1", project="secret")])
+    service, _ = service_with(backends)
+    with pytest.raises(NotFound):
+        await service.open_job_stream(ALICE, "job-1")
+    assert backends.subscription.closed
+
+
+async def test_job_stream_of_an_id_that_is_no_subject_token_never_subscribes() -> None:
+    backends = FakeBackends([])
+    service, _ = service_with(backends)
+    for bad in ("a.b", "jobs.>", "*", "x" * 101):
+        with pytest.raises(NotFound):
+            await service.open_job_stream(ALICE, bad)
+    assert backends.calls == []
 
 
 async def test_follow_job_does_not_block_forever_on_a_silent_feed() -> None:

@@ -9,12 +9,9 @@ from pydantic import ValidationError
 
 from atelier_contracts.errors import AtelierError
 from atelier_contracts.profiles import GenerationSettings, Profile
+from atelier_gateway.job_requests import JobIds, build_job_requested
 from atelier_gateway.models import GenerationRequestBody
-from atelier_gateway.service import (
-    JobIds,
-    build_job_requested,
-    validate_generation,
-)
+from atelier_gateway.validation import validate_generation
 
 ON = GenerationSettings(enabled=True)
 

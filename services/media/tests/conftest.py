@@ -7,17 +7,23 @@ ATELIER_TEST_DATABASE_URL names a server), so tests never see each other's objec
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from PIL import Image, UnidentifiedImageError
 
-from atelier_contracts.generation import GenerationCompleted, GenerationTask, StagedImage
+from atelier_contracts.generation import (
+    GenerationCompleted,
+    GenerationTask,
+    StagedImage,
+    generated_image_key,
+)
 from atelier_contracts.media import MediaLanded
 from atelier_contracts.profiles import ProfileSnapshot
 from atelier_database import Database
@@ -87,7 +93,7 @@ def published() -> Published:
 def service(
     repo: MediaRepository, store: ObjectStore, buckets: Buckets, published: Published
 ) -> MediaService:
-    return MediaService(repo, store, buckets.staging, buckets.media, published)
+    return MediaService(repo, store, buckets.media, published)
 
 
 # Builders, as fixtures: with --import-mode=importlib test modules cannot import conftest.
@@ -110,14 +116,54 @@ StageImage = Callable[..., Awaitable[StagedImage]]
 
 
 @pytest.fixture
-def stage(store: ObjectStore, buckets: Buckets) -> StageImage:
-    """Do what a worker does: write bytes to the staging bucket, describe them."""
+def media_bucket(buckets: Buckets) -> str:
+    """Where `stage` writes, as a worker does (test_app.py points it at the app's bucket)."""
+    return buckets.media
+
+
+@dataclass
+class CurrentTask:
+    """The task the next `stage` calls write for, until `completed` builds its event: tests read
+    `completed([await stage(a), await stage(b)])` and each such event is a task of its own."""
+
+    job_id: str = "job-1"
+    task_id: str = field(default_factory=lambda: f"task-{uuid.uuid4()}")
+
+    def take(self) -> tuple[str, str]:
+        taken = (self.job_id, self.task_id)
+        self.job_id, self.task_id = "job-1", f"task-{uuid.uuid4()}"
+        return taken
+
+
+@pytest.fixture
+def current_task() -> CurrentTask:
+    return CurrentTask()
+
+
+@pytest.fixture
+def stage(store: ObjectStore, media_bucket: str, current_task: CurrentTask) -> StageImage:
+    """Do what a worker does: write bytes to the media bucket under their generated key,
+    describe them. `job_id` / `task_id` pick the task (default: the current one); `key`,
+    `sha256` and `write=False` make a worker that errs or lies."""
 
     async def stage_image(
-        data: bytes, *, index: int = 0, key: str | None = None, seed: int | None = 42
+        data: bytes,
+        *,
+        index: int = 0,
+        seed: int | None = 42,
+        job_id: str | None = None,
+        task_id: str | None = None,
+        key: str | None = None,
+        sha256: str | None = None,
+        write: bool = True,
     ) -> StagedImage:
-        key = key or f"staging/{uuid.uuid4()}/{index}.png"
-        await store.put_bytes(buckets.staging, key, data, "image/png")
+        current_task.job_id = job_id or current_task.job_id
+        current_task.task_id = task_id or current_task.task_id
+        task = _completed([], task_id=current_task.task_id, job_id=current_task.job_id).task
+        sha256 = sha256 or hashlib.sha256(data).hexdigest()
+        key = key or generated_image_key(task, index, sha256, "image/png")
+        if write:
+            await store.put_bytes(media_bucket, key, data, "image/png")
         try:
             with Image.open(io.BytesIO(data)) as image:
                 width, height = image.size
@@ -125,7 +171,8 @@ def stage(store: ObjectStore, buckets: Buckets) -> StageImage:
             width, height = 1, 1
         return StagedImage(
             index=index,
-            staging_key=key,
+            key=key,
+            sha256=sha256,
             content_type="image/png",
             width=width,
             height=height,
@@ -170,5 +217,20 @@ def _completed(
 
 
 @pytest.fixture
-def completed() -> Callable[..., GenerationCompleted]:
-    return _completed
+def completed(current_task: CurrentTask) -> Callable[..., GenerationCompleted]:
+    """The `gen.completed` of the task the images were staged for (`task_id` / `job_id` name
+    another one, as a forged or misrouted event would)."""
+
+    def build(
+        images: list[StagedImage],
+        *,
+        task_id: str | None = None,
+        job_id: str | None = None,
+        project: str = "proj-1",
+    ) -> GenerationCompleted:
+        staged_job, staged_task = current_task.take()
+        return _completed(
+            images, task_id=task_id or staged_task, job_id=job_id or staged_job, project=project
+        )
+
+    return build

@@ -56,6 +56,12 @@ def settings(nats_server: NatsInfo, seaweed: S3Info, buckets: Any, tmp_path: Pat
 
 
 @pytest.fixture
+def media_bucket(settings: Settings) -> str:
+    """Workers write generated images to the app's media bucket (created by its start-up)."""
+    return settings.media_bucket
+
+
+@pytest.fixture
 async def running_app(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(settings)
     async with (
@@ -130,29 +136,23 @@ async def test_a_failed_landing_is_redelivered_until_it_succeeds(
     running_app: httpx.AsyncClient,
     worker_broker: NatsBroker,
     settings: Settings,
+    seaweed: S3Info,
     stage: StageImage,
     completed: Callable[..., GenerationCompleted],
     image_bytes: Callable[..., bytes],
 ) -> None:
-    key = f"staging/late/{uuid.uuid4()}.png"
     data = image_bytes(200, 200)
-    staged = StagedImage(
-        index=0,
-        staging_key=key,
-        content_type="image/png",
-        width=200,
-        height=200,
-        size_bytes=len(data),
-    )
+    staged = await stage(data, write=False)
     event = completed([staged])
 
-    # The event arrives before its bytes (say, staging storage was briefly unreachable): the
-    # first deliveries fail and are nak'ed with a delay instead of being dropped.
+    # The event arrives before its bytes (say, storage was briefly unreachable when the worker
+    # wrote them): the first deliveries fail and are nak'ed with a delay instead of being dropped.
     await publish_event(worker_broker, event, Subject.GEN_COMPLETED)
     waiter = asyncio.create_task(next_landed(settings.nats_url, event.task.task_id, within_s=30))
     await asyncio.sleep(1.0)
     assert not waiter.done()
-    await stage(data, key=key)
+    store = ObjectStore(seaweed.endpoint, seaweed.access_key, seaweed.secret_key)
+    await store.put_bytes(settings.media_bucket, staged.key, data, "image/png")
 
     landed = await waiter
     assert landed.media[0].size_bytes == len(data)

@@ -149,7 +149,7 @@ async def harness(database_url: str, store: ObjectStore, buckets: Any) -> AsyncI
         project_max_files=5,
         project_max_bytes=2_000_000,
     )
-    media = MediaService(media_repo, store, buckets.staging, buckets.media, publish)
+    media = MediaService(media_repo, store, buckets.media, publish)
     try:
         yield Harness(files, media, store)
     finally:

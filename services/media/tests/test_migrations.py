@@ -23,6 +23,7 @@ from atelier_media.assignments import ASSIGNMENT_TABLES
 from atelier_media.files import FILE_TABLES
 from atelier_media.migrations import MIGRATIONS
 from atelier_media.repository import TABLES, MediaRepository
+from atelier_web import runner
 
 
 def schema(url: str) -> dict[str, Any]:
@@ -134,7 +135,7 @@ def test_migrate_only_needs_no_s3_secret_outside_local(
     monkeypatch.delenv("ATELIER_S3_SECRET_KEY", raising=False)
     monkeypatch.setenv("ATELIER_MEDIA_DATABASE_URL", database_url)
     # Keep the process's logging as pytest set it up; nothing may be served.
-    monkeypatch.setattr(main, "configure_telemetry", lambda *_, **__: None)
-    monkeypatch.setattr(main, "serve", lambda *_, **__: pytest.fail("served"))
+    monkeypatch.setattr(runner, "configure_telemetry", lambda *_, **__: None)
+    monkeypatch.setattr(runner, "serve", lambda *_, **__: pytest.fail("served"))
     main.cli(["--migrate-only"])
     command.check(alembic_config(MIGRATIONS, database_url))

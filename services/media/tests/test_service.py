@@ -102,8 +102,10 @@ async def test_landing_stores_original_thumbnail_and_provenance(
     image_bytes: Callable[..., bytes],
 ) -> None:
     originals = [image_bytes(640, 400), image_bytes(300, 600)]
-    staged = [await stage(data, index=i, seed=100 + i) for i, data in enumerate(originals)]
-    event = completed(staged, job_id="job-9", project="proj-9")
+    staged = [
+        await stage(data, index=i, seed=100 + i, job_id="job-9") for i, data in enumerate(originals)
+    ]
+    event = completed(staged, project="proj-9")
 
     landed = await service.land_generated_images(event)
 
@@ -115,8 +117,9 @@ async def test_landing_stores_original_thumbnail_and_provenance(
         originals, landed.media, [(640, 400), (300, 600)], strict=True
     ):
         digest = sha256(data)
-        # The original is byte-exact, under its content address.
-        assert item.original_key == f"originals/{digest[:2]}/{digest}.png"
+        # The original is byte-exact, where the worker wrote it: the task's own key.
+        prefix = f"generated/job-9/{event.task.task_id}/{item.index}"
+        assert item.original_key == f"{prefix}-{digest[:16]}.png"
         stored = await store.get_bytes(buckets.media, item.original_key)
         assert sha256(stored) == digest == item.sha256
         assert (item.content_type, item.size_bytes) == ("image/png", len(data))
@@ -139,8 +142,30 @@ async def test_landing_stores_original_thumbnail_and_provenance(
         assert item.created_at.tzinfo is not None
         # The row matches what was announced.
         assert await repo.get(item.id) == item
-    # Staging is cleaned up once landed.
+    # Landing copies nothing: the worker's objects and one thumbnail each, staging untouched.
+    assert await object_keys(store, buckets.media, "generated/") == sorted(
+        image.key for image in staged
+    )
+    assert len(await object_keys(store, buckets.media, "thumbnails/")) == 2
     assert await object_keys(store, buckets.staging) == []
+
+
+async def test_only_a_seed_the_worker_reports_is_recorded(
+    service: MediaService,
+    stage: StageImage,
+    completed: Completed,
+    image_bytes: Callable[..., bytes],
+) -> None:
+    # The task carries dispatch's seed (7) to every provider; OpenAI and Gemini never see it, so
+    # their worker reports none and none is recorded: a seed on record must reproduce the image.
+    unseeded = await stage(image_bytes(64, 48), index=0, seed=None)
+    seeded = await stage(image_bytes(48, 64), index=1, seed=7)
+    event = completed([unseeded, seeded])
+    assert event.task.seed == 7
+
+    landed = await service.land_generated_images(event)
+
+    assert [(item.index, item.seed) for item in landed.media] == [(0, None), (1, 7)]
 
 
 async def test_landing_the_same_event_twice_yields_one_row_per_image(
@@ -154,13 +179,13 @@ async def test_landing_the_same_event_twice_yields_one_row_per_image(
     image_bytes: Callable[..., bytes],
 ) -> None:
     data = image_bytes(200, 200)
-    event = completed([await stage(data, key="staging/t/0.png")])
+    event = completed([await stage(data)])
 
     first = await service.land_generated_images(event)
-    # Redelivery after landing: staging is gone, the row is there.
+    # Redelivery after landing: the object is read and verified again, the row is there.
     second = await service.land_generated_images(event)
-    # Redelivery after a crash between commit and clean-up: staging still there.
-    await stage(data, key="staging/t/0.png")
+    # Redelivery once the object is gone (never, for a landed image's own key): the row answers.
+    await store.remove(buckets.media, event.images[0].key)
     third = await service.land_generated_images(event)
 
     assert first.media == second.media == third.media
@@ -171,7 +196,7 @@ async def test_landing_the_same_event_twice_yields_one_row_per_image(
     assert items == first.media
 
 
-async def test_identical_bytes_from_another_task_share_the_original_but_not_the_row(
+async def test_identical_bytes_from_another_task_share_the_thumbnail_only(
     service: MediaService,
     repo: MediaRepository,
     store: ObjectStore,
@@ -188,29 +213,29 @@ async def test_identical_bytes_from_another_task_share_the_original_but_not_the_
     item_a, item_b = a.media[0], b.media[0]
     assert item_a.id != item_b.id
     assert item_a.task_id != item_b.task_id
-    assert item_a.original_key == item_b.original_key
+    assert item_a.sha256 == item_b.sha256
+    # Each worker wrote its task's own original (so either can be removed with its task);
+    # the thumbnail media makes is content-addressed.
+    assert item_a.original_key != item_b.original_key
     assert item_a.thumbnail_key == item_b.thumbnail_key
-    assert await object_keys(store, buckets.media, "originals/") == [item_a.original_key]
+    assert await object_keys(store, buckets.media, "generated/") == sorted(
+        [item_a.original_key, item_b.original_key]
+    )
     assert await object_keys(store, buckets.media, "thumbnails/") == [item_a.thumbnail_key]
     assert (await repo.list_by_project("proj-1", limit=10, offset=0))[1] == 2
 
 
-async def test_missing_staged_image_that_was_never_landed_is_an_error(
+async def test_missing_generated_image_that_was_never_landed_is_an_error(
     service: MediaService,
     repo: MediaRepository,
     published: list[Any],
+    stage: StageImage,
     completed: Completed,
+    image_bytes: Callable[..., bytes],
 ) -> None:
-    ghost = StagedImage(
-        index=0,
-        staging_key="staging/never-written.png",
-        content_type="image/png",
-        width=10,
-        height=10,
-        size_bytes=100,
-    )
+    ghost = await stage(image_bytes(10, 10), write=False)
 
-    with pytest.raises(StagedImageMissing, match="never-written"):
+    with pytest.raises(StagedImageMissing, match="never landed"):
         await service.land_generated_images(completed([ghost]))
 
     assert published == []
@@ -225,11 +250,13 @@ async def test_bytes_that_are_not_an_image_are_refused_and_nothing_is_stored(
     stage: StageImage,
     completed: Completed,
 ) -> None:
+    staged = await stage(b"<html>oops</html>")
     with pytest.raises(UnusableImage):
-        await service.land_generated_images(completed([await stage(b"<html>oops</html>")]))
+        await service.land_generated_images(completed([staged]))
 
     assert published == []
-    assert await object_keys(store, buckets.media) == []
+    # Nothing but what the worker wrote (left for the redeliveries to refuse alike).
+    assert await object_keys(store, buckets.media) == [staged.key]
 
 
 async def test_get_media_gives_presigned_urls_that_download(
@@ -305,7 +332,7 @@ async def test_two_consumers_landing_the_same_event_at_once_both_succeed_with_on
 
 
 @pytest.mark.parametrize("n", [1, 3])
-async def test_a_landing_costs_per_image_one_get_two_puts_one_delete_and_one_insert_in_all(
+async def test_a_landing_costs_per_image_one_get_one_put_and_one_insert_in_all(
     n: int,
     service: MediaService,
     repo: MediaRepository,
@@ -316,8 +343,10 @@ async def test_a_landing_costs_per_image_one_get_two_puts_one_delete_and_one_ins
     completed: Completed,
     image_bytes: Callable[..., bytes],
 ) -> None:
-    # Every S3 round trip and every statement costs CPU here and in the server: no stat before a
-    # read or a write (the database already answers "landed before?"), no read before the insert.
+    # Every S3 round trip and every statement costs CPU here and in the server: the worker
+    # wrote the original where it stays (its one PUT), so landing reads it once to verify and
+    # thumbnail it and writes the thumbnail: no copy, no stat, no clean-up, no read before the
+    # insert. 3 S3 requests per image in all, where staging, copying and cleaning up cost 5.
     event = completed([await stage(image_bytes(64, 64), index=i) for i in range(n)])
     requests = count_s3_requests(store, seaweed)
     statements = record_sql(repo)
@@ -325,23 +354,23 @@ async def test_a_landing_costs_per_image_one_get_two_puts_one_delete_and_one_ins
     first = await service.land_generated_images(event)
 
     assert requests == {
-        ("GET", buckets.staging): n,
-        ("PUT", buckets.media): 2 * n,  # original and thumbnail
-        ("DELETE", buckets.staging): n,
+        ("GET", buckets.media): n,  # the original the worker wrote
+        ("PUT", buckets.media): n,  # its thumbnail
     }
     assert statements == ["BEGIN", "INSERT"]  # one transaction, one multi-row INSERT
 
-    # A redelivery after the landing: one GET per image finds staging empty, one SELECT the rows.
+    # A redelivery after the landing is the same work again; the INSERT finds the rows (and
+    # reads back those it did not insert).
     requests.clear()
     statements.clear()
     second = await service.land_generated_images(event)
 
     assert second.media == first.media
-    assert requests == {("GET", buckets.staging): n}
-    assert statements == ["BEGIN", "SELECT"]
+    assert requests == {("GET", buckets.media): n, ("PUT", buckets.media): n}
+    assert statements == ["BEGIN", "INSERT", "BEGIN", "SELECT"]
 
 
-@pytest.mark.parametrize("failing_step", ["put_original", "put_thumbnail", "insert", "publish"])
+@pytest.mark.parametrize("failing_step", ["get_original", "put_thumbnail", "insert", "publish"])
 async def test_a_failure_at_any_step_loses_nothing_and_the_redelivery_lands_the_same_media(
     failing_step: str,
     service: MediaService,
@@ -376,10 +405,10 @@ async def test_a_failure_at_any_step_loses_nothing_and_the_redelivery_lands_the_
         monkeypatch.setattr(target, name, failing)
 
     match failing_step:
-        case "put_original":
-            fail_once(store, "put_bytes")
+        case "get_original":
+            fail_once(store, "get_bytes_if_exists", after=1)  # the second image's original
         case "put_thumbnail":
-            fail_once(store, "put_bytes", after=3)  # the second image's thumbnail
+            fail_once(store, "put_bytes", after=1)  # the second image's thumbnail
         case "insert":
             fail_once(repo, "insert_if_absent")
         case "publish":
@@ -387,8 +416,10 @@ async def test_a_failure_at_any_step_loses_nothing_and_the_redelivery_lands_the_
 
     with pytest.raises(Crash):
         await service.land_generated_images(event)
-    # Staging is untouched until the landing is announced.
-    assert len(await object_keys(store, buckets.staging)) == 2
+    # The worker's objects are untouched by a failed landing.
+    assert await object_keys(store, buckets.media, "generated/") == sorted(
+        image.key for image in event.images
+    )
 
     landed = await service.land_generated_images(event)
 
@@ -401,10 +432,10 @@ async def test_a_failure_at_any_step_loses_nothing_and_the_redelivery_lands_the_
     for item in landed.media:
         assert sha256(await store.get_bytes(buckets.media, item.original_key)) == item.sha256
         assert await store.exists(buckets.media, item.thumbnail_key)
-    assert await object_keys(store, buckets.staging) == []
+    assert [item.original_key for item in landed.media] == [image.key for image in event.images]
 
 
-async def test_an_event_with_one_image_missing_records_nothing_and_keeps_the_others_staged(
+async def test_an_event_with_one_image_missing_records_nothing_and_keeps_the_others(
     service: MediaService,
     repo: MediaRepository,
     store: ObjectStore,
@@ -415,23 +446,16 @@ async def test_an_event_with_one_image_missing_records_nothing_and_keeps_the_oth
     image_bytes: Callable[..., bytes],
 ) -> None:
     present = await stage(image_bytes(64, 64), index=0)
-    ghost = StagedImage(
-        index=1,
-        staging_key="staging/never-written.png",
-        content_type="image/png",
-        width=64,
-        height=64,
-        size_bytes=100,
-    )
+    ghost = await stage(image_bytes(64, 64), index=1, write=False)
 
-    with pytest.raises(StagedImageMissing, match="never-written"):
+    with pytest.raises(StagedImageMissing, match=ghost.key):
         await service.land_generated_images(completed([present, ghost]))
 
     assert published == []
     assert (await repo.list_by_project("proj-1", limit=10, offset=0))[1] == 0
-    # The present image's objects may be stored (content-addressed: a retry rewrites them);
-    # its staged bytes stay until its event lands.
-    assert await object_keys(store, buckets.staging) == [present.staging_key]
+    # The present image's thumbnail may be stored (content-addressed: a retry rewrites it); its
+    # original stays where the worker wrote it until its event lands.
+    assert await object_keys(store, buckets.media, "generated/") == [present.key]
 
 
 async def test_insert_if_absent_returns_the_stored_row_for_an_id_already_there(
@@ -450,3 +474,116 @@ async def test_insert_if_absent_returns_the_stored_row_for_an_id_already_there(
 
     assert returned == [stored, new]  # the row that won, not the one offered again
     assert await repo.get_many([stored.id, new.id]) == {stored.id: stored, new.id: new}
+
+
+@pytest.mark.parametrize("where", ["another task", "another job", "a content address", "a hash"])
+async def test_a_key_outside_the_task_is_refused_and_nothing_is_read_recorded_or_removed(
+    where: str,
+    service: MediaService,
+    repo: MediaRepository,
+    store: ObjectStore,
+    seaweed: S3Info,
+    buckets: Any,
+    published: list[Any],
+    stage: StageImage,
+    completed: Completed,
+    image_bytes: Callable[..., bytes],
+) -> None:
+    # An event naming another task's image (or any other object of the media bucket) would
+    # record it as this task's, and a clean-up would remove it.
+    data = image_bytes(64, 64)
+    digest = sha256(data)
+    match where:
+        case "another task":
+            event = completed([await stage(data, task_id="task-a")], task_id="task-b")
+        case "another job":
+            event = completed([await stage(data, job_id="job-a")], job_id="job-b")
+        case "a content address":
+            event = completed([await stage(data, key=f"originals/{digest[:2]}/{digest}.png")])
+        case "a hash":
+            staged = await stage(data)
+            other = await stage(image_bytes(64, 64), index=0)
+            event = completed([staged.model_copy(update={"key": other.key})])
+    requests = count_s3_requests(store, seaweed)
+
+    with pytest.raises(UnusableImage, match="is not its own"):
+        await service.land_generated_images(event)
+    await service.discard_cancelled_result(event)
+
+    assert requests == {}  # nothing read, written or removed
+    assert published == []
+    assert (await repo.list_by_project("proj-1", limit=10, offset=0))[1] == 0
+
+
+async def test_bytes_that_differ_from_their_reported_hash_are_refused(
+    service: MediaService,
+    repo: MediaRepository,
+    store: ObjectStore,
+    buckets: Any,
+    published: list[Any],
+    stage: StageImage,
+    completed: Completed,
+    image_bytes: Callable[..., bytes],
+) -> None:
+    # The key names the hash the worker reported; the object holds other bytes (a worker bug,
+    # or the object replaced since): never recorded under that name.
+    data, claimed = image_bytes(64, 64), sha256(image_bytes(64, 64))
+    event = completed([await stage(data, sha256=claimed)])
+
+    with pytest.raises(UnusableImage, match="sha256"):
+        await service.land_generated_images(event)
+
+    assert published == []
+    assert (await repo.list_by_project("proj-1", limit=10, offset=0))[1] == 0
+    assert await object_keys(store, buckets.media, "thumbnails/") == []
+
+
+async def test_a_second_completion_with_other_bytes_lands_the_first_and_removes_its_object(
+    service: MediaService,
+    repo: MediaRepository,
+    store: ObjectStore,
+    buckets: Any,
+    published: list[Any],
+    stage: StageImage,
+    completed: Completed,
+    image_bytes: Callable[..., bytes],
+) -> None:
+    # A redelivered task run twice: the provider's second answer is other bytes, so its worker
+    # wrote another object of the same task and index. The first landing stands.
+    first = completed([await stage(image_bytes(64, 64))])
+    task_id = first.task.task_id
+    landed = await service.land_generated_images(first)
+    second = completed([await stage(image_bytes(64, 64), task_id=task_id)], task_id=task_id)
+    assert second.images[0].key != first.images[0].key
+
+    again = await service.land_generated_images(second)
+
+    assert again.media == landed.media
+    assert again.event_id == landed.event_id  # JetStream drops the repeat
+    assert await object_keys(store, buckets.media, "generated/") == [first.images[0].key]
+    assert (await repo.list_by_project("proj-1", limit=10, offset=0))[1] == 1
+    # Its redelivery finds its object gone and the row there.
+    assert (await service.land_generated_images(second)).media == landed.media
+
+
+async def test_a_cancelled_result_has_its_objects_removed_but_never_a_landed_one(
+    service: MediaService,
+    store: ObjectStore,
+    buckets: Any,
+    published: list[Any],
+    stage: StageImage,
+    completed: Completed,
+    image_bytes: Callable[..., bytes],
+) -> None:
+    late = completed([await stage(image_bytes(64, 64), index=i) for i in range(2)])
+    # A task that landed before its job was cancelled, its completion redelivered after.
+    landed_before = completed([await stage(image_bytes(64, 64))])
+    landed = await service.land_generated_images(landed_before)
+
+    await service.discard_cancelled_result(late)
+    await service.discard_cancelled_result(landed_before)
+
+    assert await object_keys(store, buckets.media, "generated/") == [landed.media[0].original_key]
+    assert len(published) == 1
+    # Removing what is already gone is no error (a redelivered cancelled result).
+    await service.discard_cancelled_result(late)

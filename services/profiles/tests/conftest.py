@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,9 @@ from atelier_profiles.main import create_app
 from atelier_profiles.repository import ProfileRepository
 from atelier_profiles.service import ProfileService
 from atelier_profiles.settings import Settings
+
+# The shared test doubles live next to the tests (profiles_testkit).
+sys.path.insert(0, str(Path(__file__).parent))
 
 ADMIN_TOKEN = "test-admin-token"
 PG_URL_ENV = "ATELIER_TEST_DATABASE_URL"

@@ -7,9 +7,10 @@ from datetime import timedelta
 from typing import Any
 
 from atelier_contracts.errors import ErrorClass, ErrorInfo
-from atelier_contracts.jobs import JobStatus
-from atelier_contracts.subjects import job_finished
-from atelier_messaging import publish_event
+from atelier_contracts.jobs import JobImage, JobStatus
+from atelier_contracts.profiles import AuditListQuery, AuditPageReply
+from atelier_contracts.subjects import Subject, job_finished
+from atelier_messaging import publish_event, query
 
 from .conftest import RunningApp, profile_fields
 from .test_quotas import NOON, final_job
@@ -163,3 +164,47 @@ async def test_summary_counts_and_costs(running_app: RunningApp) -> None:
         await running_app.client.get("/admin/v1/audits/summary", params={"user": "bob"})
     ).json()
     assert only_bob["total"] == {"jobs": 2, "images": 1, "cost": 2.5}
+
+
+async def test_the_audit_records_which_profile_made_each_image_and_why(
+    running_app: RunningApp,
+) -> None:
+    own = await running_app.service.create_profile(profile_fields(name="Own", credit_cost=2))
+    spare = await running_app.service.create_profile(profile_fields(name="Spare", credit_cost=1))
+    reason = "'Own' (offline) was unavailable after 3 attempts: provider_unavailable"
+    images = [
+        JobImage(
+            media_id=f"m{i}",
+            index=i,
+            width=64,
+            height=64,
+            content_type="image/png",
+            profile_id=profile.id,
+            profile_name=profile.name,
+            credit_cost=profile.credit_cost,
+            fallback_reason=why,
+        )
+        for i, (profile, why) in enumerate([(own, None), (spare, reason)])
+    ]
+    event = final_job("fb", JobStatus.COMPLETED, count=2, landed=2, profile=own, images=images)
+    plain = final_job("plain", JobStatus.COMPLETED, count=1, landed=1, profile=own)
+    for finished in (event, plain):
+        await publish_event(running_app.broker, finished, job_finished("alpha", finished.job.id))
+
+    items = {item["job_id"]: item for item in (await audits(running_app))["items"]}
+    assert items["plain"]["fallbacks"] == []
+    assert items["fb"]["cost"] == 3  # 2 for its own profile's image, 1 for the spare's
+    assert items["fb"]["fallbacks"] == [
+        {
+            "index": 1,
+            "media_id": "m1",
+            "profile_id": spare.id,
+            "profile_name": "Spare",
+            "credit_cost": 1.0,
+            "reason": reason,
+        }
+    ]
+    # The same over NATS, for the gateway's Inkweld-compatible audit routes.
+    page = await query(running_app.broker, Subject.AUDITS_LIST, AuditListQuery(), AuditPageReply)
+    [record] = [item for item in page.items if item.job_id == "fb"]
+    assert [(f.profile_name, f.reason) for f in record.fallbacks] == [("Spare", reason)]

@@ -9,12 +9,8 @@ import pytest
 
 from atelier_contracts.errors import Conflict, InvalidInput
 from atelier_contracts.providers import capabilities, images_per_call
-from atelier_profiles.service import (
-    ProfilePatch,
-    ProfileService,
-    capability_problems,
-    fallback_problems,
-)
+from atelier_profiles.service import ProfilePatch, ProfileService
+from atelier_profiles.validation import capability_problems, fallback_problems
 
 from .conftest import RunningApp, profile_fields
 

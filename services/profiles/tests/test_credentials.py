@@ -115,7 +115,7 @@ async def test_set_list_rotate_delete_and_never_show_the_key(
 
     # On NATS: the reply holds the key sealed for the transport; the worker's side opens it.
     response = await running_app.broker.request(
-        CredentialQuery(provider="openai"), Subject.PROFILES_CREDENTIALS
+        CredentialQuery(provider="openai"), Subject.PROFILES_CREDENTIALS, timeout=10
     )
     assert ROTATED.encode() not in response.body
     reply = CredentialReply.model_validate_json(response.body)
@@ -131,6 +131,7 @@ async def test_set_list_rotate_delete_and_never_show_the_key(
         Subject.PROFILES_CREDENTIALS,
         CredentialQuery(provider="openai"),
         CredentialReply,
+        timeout=10,
     )
     assert none == CredentialReply(provider="openai", configured=False)
 

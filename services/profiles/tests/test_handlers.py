@@ -53,11 +53,3 @@ async def test_list_includes_settings_and_respects_include_disabled(
         ProfilesListReply,
     )
     assert [p.id for p in everything.profiles] == [on.id, off.id]
-
-
-async def test_settings_lookup_ignores_the_body(running_app: RunningApp) -> None:
-    for body in (None, b"", {"anything": 1}):
-        response = await running_app.broker.request(body, Subject.SETTINGS_GET)
-        assert GenerationSettings.model_validate_json(response.body) == GenerationSettings(
-            enabled=True
-        )

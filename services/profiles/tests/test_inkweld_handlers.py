@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
+from atelier_contracts.jobs import JobStatus
 from atelier_contracts.profiles import (
     AuditFilterQuery,
     AuditListQuery,
@@ -15,12 +16,13 @@ from atelier_contracts.profiles import (
     ProfileDeleteCommand,
     ProfileReplaceCommand,
 )
-from atelier_contracts.subjects import Subject
-from atelier_messaging import query
+from atelier_contracts.receipts import JobReceipt, ReceiptLine
+from atelier_contracts.subjects import Subject, job_finished
+from atelier_messaging import publish_event, query
 
 from .conftest import RunningApp, profile_fields
 from .test_audit import seed
-from .test_quotas import NOON
+from .test_quotas import NOON, final_job
 
 
 async def command(app: RunningApp, subject: Subject, body: BaseModel) -> ProfileCommandReply:
@@ -118,3 +120,37 @@ async def test_audit_reads(running_app: RunningApp) -> None:
         AuditPageReply,
     )
     assert backwards.error is None and backwards.items == []
+
+
+async def test_an_audit_read_carries_the_jobs_receipt(running_app: RunningApp) -> None:
+    sketch = await running_app.service.create_profile(
+        profile_fields(name="Sketch", credit_cost=1.5)
+    )
+    receipt = JobReceipt(
+        images=[
+            ReceiptLine(index=0, charged=True, credits=1.5, outcome="landed", reason="Charged."),
+            ReceiptLine(
+                index=1,
+                charged=False,
+                credits=0,
+                outcome="blocked",
+                reason="Not charged: the provider refused it at the output stage.",
+                error_class="content_blocked",
+            ),
+        ],
+        charged_images=1,
+        not_charged_images=1,
+        credits_reserved=3,
+        credits_charged=1.5,
+        credits_refunded=1.5,
+    )
+    event = final_job("jr", JobStatus.PARTIAL, count=2, landed=1, profile=sketch)
+    event.job.receipt = receipt
+    older = final_job("jo", JobStatus.COMPLETED, count=1, landed=1, profile=sketch)
+    for finished in (event, older):
+        await publish_event(running_app.broker, finished, job_finished("alpha", finished.job.id))
+
+    page = await query(running_app.broker, Subject.AUDITS_LIST, AuditListQuery(), AuditPageReply)
+    by_job = {entry.job_id: entry for entry in page.items}
+    assert by_job["jr"].receipt == receipt
+    assert by_job["jo"].receipt is None  # a job without one (recorded before receipts)

@@ -19,8 +19,10 @@ from atelier_database import Database, migrate_to_head
 from atelier_database.migrations import alembic_config
 from atelier_profiles import main
 from atelier_profiles.migrations import MIGRATIONS
-from atelier_profiles.repository import ProfileRepository, all_tables
+from atelier_profiles.repository import ProfileRepository
 from atelier_profiles.service import ProfileService
+from atelier_profiles.tables import all_tables
+from atelier_web import runner
 
 from .conftest import profile_fields
 
@@ -106,7 +108,7 @@ def test_migrate_only_needs_no_secret_outside_local(
     monkeypatch.setenv("ATELIER_ENVIRONMENT", "production")
     monkeypatch.setenv("ATELIER_PROFILES_DATABASE_URL", database_url)
     # Keep the process's logging as pytest set it up; nothing may be served.
-    monkeypatch.setattr(main, "configure_telemetry", lambda *_, **__: None)
-    monkeypatch.setattr(main, "serve", lambda *_, **__: pytest.fail("served"))
+    monkeypatch.setattr(runner, "configure_telemetry", lambda *_, **__: None)
+    monkeypatch.setattr(runner, "serve", lambda *_, **__: pytest.fail("served"))
     main.cli(["--migrate-only"])
     command.check(alembic_config(MIGRATIONS, database_url))

@@ -24,6 +24,7 @@ import schemathesis
 import uvicorn
 from faststream.nats import TestNatsBroker
 from hypothesis import HealthCheck, settings
+from profiles_testkit import MemoryBudgetStore
 from schemathesis.config import SchemathesisConfig
 
 from atelier_profiles.main import create_app
@@ -61,7 +62,10 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    app = create_app(_settings(tmp_path_factory.mktemp("fuzz") / "profiles.db"))
+    app = create_app(
+        _settings(tmp_path_factory.mktemp("fuzz") / "profiles.db"),
+        budget_store=MemoryBudgetStore(),
+    )
     port = _free_port()
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")

@@ -21,7 +21,8 @@ from atelier_contracts.profiles import (
 )
 from atelier_contracts.subjects import Subject
 from atelier_messaging import query
-from atelier_profiles.service import OriginPolicy, ProfileService
+from atelier_profiles.origins import OriginPolicy
+from atelier_profiles.service import ProfileService
 from atelier_profiles.settings import Settings
 
 from .conftest import RunningApp, profile_fields

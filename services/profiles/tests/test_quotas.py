@@ -14,30 +14,26 @@ import pytest
 from sqlalchemy import event as sqla_event
 
 from atelier_contracts.errors import ErrorClass, ErrorInfo
-from atelier_contracts.jobs import JobProgress, JobStatus, JobStatusChanged, JobView
+from atelier_contracts.jobs import JobImage, JobProgress, JobStatus, JobStatusChanged, JobView
 from atelier_contracts.profiles import (
     Profile,
     ProfilesChanged,
     QuotaReleaseReply,
     QuotaReleaseRequest,
+    QuotaReserveBatch,
+    QuotaReserveBatchReply,
     QuotaReserveReply,
     QuotaReserveRequest,
 )
 from atelier_contracts.subjects import Subject
 from atelier_database import Database
 from atelier_messaging import query
-from atelier_profiles.governance import (
-    GovernanceService,
-    QuotaOverrideInput,
-    QuotaPolicy,
-    period_bounds,
-)
-from atelier_profiles.repository import (
-    AuditFilter,
-    GovernanceRepository,
-    InFlightLimits,
-    ProfileRepository,
-)
+from atelier_profiles.governance import GovernanceService, period_bounds
+from atelier_profiles.governance_models import QuotaOverrideInput, QuotaPolicy
+from atelier_profiles.governance_repository import AuditFilter, GovernanceRepository
+from atelier_profiles.group_commit import BatchFailed
+from atelier_profiles.quota_ledger import InFlightLimits
+from atelier_profiles.repository import ProfileRepository
 from atelier_profiles.service import ProfileService
 from atelier_security import at_rest_sealer, transport_sealer
 
@@ -120,6 +116,7 @@ def final_job(
     error: ErrorInfo | None = None,
     prompt: str = "A lighthouse",
     finished: datetime = NOON,
+    images: list[JobImage] | None = None,
 ) -> JobStatusChanged:
     return JobStatusChanged(
         job=JobView(
@@ -136,6 +133,7 @@ def final_job(
             size="1024x1024",
             count=count,
             progress=JobProgress(total=count, landed=landed, failed=count - landed),
+            images=images or [],
             error=error,
             created_at=finished - timedelta(seconds=30),
             updated_at=finished,
@@ -427,6 +425,80 @@ async def test_jobs_are_charged_the_price_they_reserved_at(governed: Governed) -
     assert [entry.cost for entry in page.items] == [4]
 
 
+def made_by(index: int, profile: Profile | None, reason: str | None = None) -> JobImage:
+    """A landed image as dispatch reports it: by `profile` at its price (None: a dispatch that
+    does not say)."""
+    return JobImage(
+        media_id=f"m{index}",
+        index=index,
+        width=64,
+        height=64,
+        content_type="image/png",
+        profile_id=profile.id if profile else None,
+        profile_name=profile.name if profile else None,
+        credit_cost=profile.credit_cost if profile else None,
+        fallback_reason=reason,
+    )
+
+
+async def test_credits_settle_at_the_profile_that_made_each_image(governed: Governed) -> None:
+    await governed.governance.set_policy(QuotaPolicy(credits_per_period=100))
+    own = await governed.profile(2, name="Own")
+    cheap = await governed.profile(0.5, name="Cheap")
+    assert (await governed.reserve("job", own, count=4)).cost == 8
+    images = [
+        made_by(0, own),
+        made_by(1, cheap, reason="'Own' (offline) was unavailable after 3 attempts: timeout"),
+        made_by(2, None),  # no price given: the reservation's
+    ]
+    event = final_job("job", JobStatus.PARTIAL, count=4, landed=3, profile=own, images=images)
+    assert await governed.governance.record_job_outcome(event) is True
+    # 2 + 0.5 + 2; the fourth image failed and costs nothing.
+    assert await governed.used() == pytest.approx(4.5)
+    reservation = await governed.repo.get_reservation("job")
+    assert reservation is not None and reservation.refunded_milli == 3500
+    [entry] = (await governed.governance.audits(AuditFilter(), limit=10, offset=0)).items
+    assert entry.cost == pytest.approx(4.5)
+    [fallback] = entry.fallbacks
+    assert (fallback.index, fallback.profile_name, fallback.credit_cost) == (1, "Cheap", 0.5)
+    assert fallback.reason == images[1].fallback_reason
+    assert fallback.media_id == "m1" and fallback.profile_id == cheap.id
+
+    assert await governed.governance.record_job_outcome(event) is False  # a redelivery
+    assert await governed.used() == pytest.approx(4.5)
+
+
+async def test_a_pricier_fallback_is_charged_past_the_reservation(governed: Governed) -> None:
+    # The images were made: the user pays what they cost, even past the period's limit (the
+    # next submission is then refused), and the audit and the usage agree.
+    await governed.governance.set_policy(QuotaPolicy(credits_per_period=3))
+    own = await governed.profile(1, name="Own")
+    pricey = await governed.profile(3, name="Pricey")
+    assert (await governed.reserve("job", own, count=2)).outcome == "reserved"
+    reason = "'Own' (offline) was unavailable after 3 attempts: provider_unavailable"
+    images = [made_by(0, pricey, reason), made_by(1, pricey, reason)]
+    event = final_job("job", JobStatus.COMPLETED, count=2, landed=2, profile=own, images=images)
+    assert await governed.governance.record_job_outcome(event) is True
+    assert await governed.used() == 6
+    [entry] = (await governed.governance.audits(AuditFilter(), limit=10, offset=0)).items
+    assert entry.cost == 6 and [f.index for f in entry.fallbacks] == [0, 1]
+    assert (await governed.reserve("next", own)).outcome == "quota_exceeded"
+    assert await governed.governance.record_job_outcome(event) is False
+    assert await governed.used() == 6
+
+
+async def test_a_job_that_reserved_nothing_is_charged_its_images_prices(governed: Governed) -> None:
+    own = await governed.profile(2, name="Own")
+    cheap = await governed.profile(0.25, name="Cheap")
+    images = [made_by(0, cheap, "'Own' (offline) was unavailable after 3 attempts: auth")]
+    images.append(made_by(1, None))  # at the profile's current price
+    event = final_job("never", JobStatus.COMPLETED, count=2, landed=2, profile=own, images=images)
+    assert await governed.governance.record_job_outcome(event) is True
+    [entry] = (await governed.governance.audits(AuditFilter(), limit=10, offset=0)).items
+    assert entry.cost == pytest.approx(2.25)
+    assert [f.profile_name for f in entry.fallbacks] == ["Cheap"]
+
+
 async def test_a_job_on_a_deleted_profile_reserves_nothing(governed: Governed) -> None:
     await governed.governance.set_policy(QuotaPolicy(credits_per_period=1))
     profile = await governed.profile(5)
@@ -489,11 +561,20 @@ async def test_reserve_and_release_over_nats(running_app: RunningApp) -> None:
     request = QuotaReserveRequest(
         job_id="job-1", user_id="alice", project="alpha", profile_id=profile.id, count=1
     )
-    reply = await query(running_app.broker, Subject.QUOTA_RESERVE, request, QuotaReserveReply)
+    batch = QuotaReserveBatch(requests=[request])
+    [reply] = (
+        await query(running_app.broker, Subject.QUOTA_RESERVE, batch, QuotaReserveBatchReply)
+    ).replies
     assert (reply.outcome, reply.cost, reply.remaining, reply.limit) == ("reserved", 3, 1, 4)
     second = request.model_copy(update={"job_id": "job-2"})
-    refused = await query(running_app.broker, Subject.QUOTA_RESERVE, second, QuotaReserveReply)
-    assert refused.outcome == "quota_exceeded" and refused.remaining == 1
+    # Two more in one batch: each decided on its own, in order (the first fits, no second).
+    third = request.model_copy(update={"job_id": "job-3"})
+    both = QuotaReserveBatch(requests=[second, third])
+    refused = (
+        await query(running_app.broker, Subject.QUOTA_RESERVE, both, QuotaReserveBatchReply)
+    ).replies
+    assert [r.outcome for r in refused] == ["quota_exceeded", "quota_exceeded"]
+    assert refused[0].remaining == 1
     released = await query(
         running_app.broker,
         Subject.QUOTA_RELEASE,
@@ -501,3 +582,109 @@ async def test_reserve_and_release_over_nats(running_app: RunningApp) -> None:
         QuotaReleaseReply,
     )
     assert released.released is True
+
+
+# --- Group commit (docs/adr/0016-quota-reservation-without-waiting.md) ----------------------
+
+
+async def test_a_burst_of_many_users_is_committed_together_not_in_turn(
+    governed: Governed,
+) -> None:
+    # A reservation never waits for a queue of others' transactions: those that arrive while
+    # one transaction runs are committed together in the next one.
+    await governed.governance.set_policy(QuotaPolicy(credits_per_period=10, rate_limit_count=None))
+    profile = await governed.profile(1)
+    with sql_use(governed.database) as use:
+        replies = await asyncio.gather(
+            *(governed.reserve(f"job-{i}", profile, user_id=f"user-{i}") for i in range(200))
+        )
+    assert [r.outcome for r in replies] == ["reserved"] * 200
+    # 200 transactions before; now a handful (batches of at most 64).
+    assert use.connections <= 5, use
+    for user in ("user-0", "user-199"):
+        assert await governed.used(user) == 1
+
+
+async def test_one_users_burst_in_one_batch_still_never_overspends(governed: Governed) -> None:
+    await governed.governance.set_policy(QuotaPolicy(credits_per_period=7, rate_limit_count=None))
+    profile = await governed.profile(1)
+    # Interleaved with other users, in one batch: alice's members run in arrival order.
+    requests = [
+        governed.reserve(f"job-{i}", profile, user_id="alice" if i % 2 else f"other-{i}")
+        for i in range(40)
+    ]
+    replies = await asyncio.gather(*requests)
+    alices = [r.outcome for i, r in enumerate(replies) if i % 2]
+    assert alices == ["reserved"] * 7 + ["quota_exceeded"] * 13
+    assert await governed.used() == 7
+
+
+async def test_two_replicas_on_one_database_never_overspend(governed: Governed) -> None:
+    # Two profiles replicas: their own Database (connections, pool) and repository each, one
+    # database. PostgreSQL's row lock (SQLite's write lock) keeps each user's total exact.
+    await governed.governance.set_policy(QuotaPolicy(credits_per_period=25, rate_limit_count=None))
+    profile = await governed.profile(1)
+    other_db = Database(governed.database.url)
+    try:
+        replica = GovernanceService(
+            GovernanceRepository(other_db),
+            governed.profiles,
+            at_rest=at_rest_sealer("at rest"),
+            transport=transport_sealer("transport"),
+            clock=governed.clock,
+        )
+
+        def request(i: int, user: str) -> QuotaReserveRequest:
+            return QuotaReserveRequest(
+                job_id=f"job-{user}-{i}",
+                user_id=user,
+                project="alpha",
+                profile_id=profile.id,
+                count=1,
+            )
+
+        replies = await asyncio.gather(
+            *(
+                (governed.governance if i % 2 else replica).reserve(request(i, user))
+                for i in range(60)
+                for user in ("alice", "bob")
+            )
+        )
+        for user in ("alice", "bob"):
+            assert await governed.used(user) == 25
+        assert [r.outcome for r in replies].count("reserved") == 50
+    finally:
+        await other_db.dispose()
+
+
+async def test_a_batch_that_fails_answers_every_member_and_reserves_nothing(
+    governed: Governed,
+) -> None:
+    await governed.governance.set_policy(QuotaPolicy(credits_per_period=10, rate_limit_count=None))
+    profile = await governed.profile(1)
+
+    def fail_on_poison(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if statement.startswith("INSERT INTO profiles_quota_reservation") and (
+            "poison" in str(parameters)
+        ):
+            raise RuntimeError("the disk is full")
+
+    engine = governed.database.sync_engine
+    sqla_event.listen(engine, "before_cursor_execute", fail_on_poison)
+    try:
+        results = await asyncio.gather(
+            *(governed.reserve(f"job-{i}", profile, user_id=f"user-{i}") for i in range(5)),
+            governed.reserve("poison", profile),
+            return_exceptions=True,
+        )
+    finally:
+        sqla_event.remove(engine, "before_cursor_execute", fail_on_poison)
+    assert all(isinstance(r, BatchFailed) for r in results), results
+    assert "rolled back" in str(results[0])
+    # Nothing of the batch was kept: not the credits, not the reservations.
+    for user in ("alice", "user-0", "user-4"):
+        assert await governed.used(user) == 0
+    assert await governed.repo.get_reservation("job-0") is None
+    # The next batch goes on as usual, and a retry of a failed member reserves once.
+    assert (await governed.reserve("job-0", profile, user_id="user-0")).outcome == "reserved"
+    assert await governed.used("user-0") == 1

@@ -8,7 +8,8 @@ import pytest
 from pydantic import ValidationError
 
 from atelier_contracts.errors import InvalidInput
-from atelier_profiles.service import ProfilePatch, apply_patch, validate_profile
+from atelier_profiles.service import ProfilePatch, apply_patch
+from atelier_profiles.validation import validate_profile
 
 from .conftest import profile_fields
 

@@ -103,3 +103,20 @@ def test_unknown_provider_is_a_clear_key_error() -> None:
     assert isinstance(caught.value, UnknownProviderError)
     assert "midjourney" in str(caught.value)
     assert "offline" in str(caught.value)
+
+
+def test_an_input_block_names_the_prompt_only_when_the_call_carried_nothing_else() -> None:
+    from atelier_contracts.errors import BlockedInput
+    from atelier_workers.adapters.base import ImageRequest, ReferenceImage, moderation_category
+    from atelier_workers.service import blocked_input_of
+
+    blocked = ProviderError.of(ErrorClass.CONTENT_BLOCKED, "no", stage="input").info
+    plain = ImageRequest(model="m", prompt="p", size="64x64")
+    assert blocked_input_of(blocked, plain).input == BlockedInput(kind="prompt")
+    picture = ReferenceImage(b"x", "image/png", 1, 1, element_id="hero")
+    with_reference = ImageRequest(model="m", prompt="p", size="64x64", reference_images=(picture,))
+    assert blocked_input_of(blocked, with_reference).input is None  # unknown, not guessed
+    output = ProviderError.of(ErrorClass.CONTENT_BLOCKED, "no", stage="output").info
+    assert blocked_input_of(output, plain).input is None
+    assert moderation_category(["Violence", "violence", 3, " SEXUAL "]) == "violence,sexual"
+    assert moderation_category([]) is None

@@ -13,11 +13,12 @@ import httpx
 import pytest
 from adapter_support import ProgressLog, failure, picture, serve, wait_until
 
+from atelier_contracts.comfyui import PROMPT_NOT_USED_NOTE, parse_node_map
 from atelier_contracts.errors import ErrorClass
 from atelier_fakes.comfyui import FakeComfyUIState, create_comfyui_fake
 from atelier_workers.adapters import ProviderError
 from atelier_workers.adapters.base import ImageRequest, InMemoryResumeStore
-from atelier_workers.adapters.comfyui import ComfyUIAdapter, parse_node_map
+from atelier_workers.adapters.comfyui import ComfyUIAdapter
 
 ADAPTER = ComfyUIAdapter()
 CHECKPOINT = "sd_xl_base_1.0.safetensors"
@@ -151,6 +152,48 @@ async def test_random_seed_is_chosen_and_reported(
     seed = fake.submissions[0].body["prompt"]["3"]["inputs"]["seed"]
     assert output.images[0].seed == seed
     assert fake.submissions[0].body["prompt"]["7"]["inputs"]["text"] == "lowres"  # default kept
+
+
+async def test_no_seed_is_reported_when_the_node_map_has_no_seed_node(
+    fake: FakeComfyUIState, base_url: str, client: httpx.AsyncClient
+) -> None:
+    node_map = {role: target for role, target in NODE_MAP.items() if role != "seed"}
+    output = await ADAPTER.generate(
+        _request(base_url, seed=5, config={"node_map": node_map}), client
+    )
+    # The workflow's own seed (0) made the image; ours never reached the graph.
+    assert fake.submissions[0].body["prompt"]["3"]["inputs"]["seed"] == 0
+    assert output.images[0].seed is None
+
+
+async def test_a_workflow_without_text_input_runs_and_notes_the_prompt_was_not_used(
+    fake: FakeComfyUIState, base_url: str, client: httpx.AsyncClient
+) -> None:
+    # A blank image, inverted and saved: nothing in it takes text.
+    workflow = {
+        "1": {
+            "class_type": "EmptyImage",
+            "inputs": {"width": 64, "height": 64, "batch_size": 1, "color": 0},
+        },
+        "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+        "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "b"}},
+    }
+    node_map = {"prompt": None, "width": "1.width", "height": "1.height"}
+    request = _request(base_url, config={"workflow": workflow, "node_map": node_map})
+    output = await ADAPTER.generate(request, client)
+
+    [image] = output.images
+    assert (image.width, image.height) == (320, 256)
+    assert output.notes == [PROMPT_NOT_USED_NOTE]
+    graph = fake.submissions[0].body["prompt"]
+    assert graph["1"]["inputs"] == {"width": 320, "height": 256, "batch_size": 1, "color": 0}
+    assert request.prompt not in str(graph)  # written nowhere
+
+
+async def test_a_workflow_that_takes_the_prompt_has_no_note(
+    fake: FakeComfyUIState, base_url: str, client: httpx.AsyncClient
+) -> None:
+    assert (await ADAPTER.generate(_request(base_url), client)).notes == []
 
 
 @pytest.mark.parametrize("mode", ["configured", "server-refuses"])
@@ -290,6 +333,8 @@ async def test_unknown_node_class_is_invalid_request(
         {"node_map": {}},
         {"node_map": {"prompt": {"node": "404", "input": "text"}}},
         {"node_map": {"prompt": {"node": "6"}}},
+        {"node_map": {"prompt": "6.txt"}},  # saved before profiles checked node inputs
+        {"node_map": {**NODE_MAP, "output": {"node": "90"}}},
         {"node_map": {"colour": "6.text"}},
         {"node_map": NODE_MAP, "reference_images": 1},  # no reference_image node for it
         {"node_map": {**NODE_MAP, "reference_image": "10.image"}, "reference_images": 2},
@@ -434,8 +479,14 @@ def test_node_map_forms() -> None:
         {"prompt": "6.text", "seed": [{"node": "3", "input": "seed"}, "9.noise_seed"]}
     )
     assert [(t.node, t.input) for t in parsed["seed"]] == [("3", "seed"), ("9", "noise_seed")]
-    webui = parse_node_map([{"type": "image", "node_ids": ["10", 11], "key": "image"}])
+    webui = parse_node_map(
+        [
+            {"type": "prompt", "node_ids": ["6"], "key": "text"},
+            {"type": "image", "node_ids": ["10", 11], "key": "image"},
+        ]
+    )
     assert [t.node for t in webui["reference_image"]] == ["10", "11"]
+    assert parse_node_map({"prompt": None}) == {"prompt": []}  # a workflow without text
 
 
 def test_max_images_per_call() -> None:

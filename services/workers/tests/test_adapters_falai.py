@@ -33,6 +33,7 @@ def fake(fake_server: tuple[str, FakeFalState]) -> FakeFalState:
     state.reset()
     state.queue_s, state.run_s, state.queue_position = 0.1, 0.1, 3
     state.url_ttl_s = state.result_ttl_s = 3600.0
+    state.status_http_code = 200
     return state
 
 
@@ -138,6 +139,34 @@ async def test_status_hiccups_are_ridden_out(
         output = await ADAPTER.generate(_request(base_url, prompt=f"x [falai:{marker}]"), client)
         assert len(output.images) == 1
     assert len(fake.submissions) == 2
+
+
+async def test_a_202_status_answer_keeps_polling(
+    fake: FakeFalState, base_url: str, client: httpx.AsyncClient
+) -> None:
+    # Any 2xx naming a state fal documents is an answer, as fal's own client takes it.
+    fake.status_http_code = 202
+    store = InMemoryResumeStore()
+    output = await ADAPTER.generate(_request(base_url, resume=store), client)
+    assert len(output.images) == 1
+    assert store.handle is not None
+    polls = [r for r in fake.requests if r.path.endswith("/status")]
+    assert len(polls) >= 2  # it polled on past the first 202, through to COMPLETED
+
+
+async def test_a_2xx_status_answer_without_a_known_state_fails_clearly(
+    fake: FakeFalState, base_url: str, client: httpx.AsyncClient
+) -> None:
+    store = InMemoryResumeStore()
+    request = _request(base_url, prompt="x [falai:status-unknown]", resume=store)
+    error = await _fail(request, client)
+    assert error.info.error_class is ErrorClass.PROVIDER_UNAVAILABLE
+    assert "HTTP 202" in (error.info.detail or "")
+    assert "WARMING_UP" in (error.info.detail or "")
+    # Not polled until the timeout: a few answers in a row, then the failure.
+    assert len([r for r in fake.requests if r.path.endswith("/status")]) == 3
+    # The request may still finish at fal: a retry resumes it rather than paying again.
+    assert store.handle and store.handle["provider"] == "falai"
 
 
 # --- error mapping -----------------------------------------------------------------------

@@ -68,6 +68,7 @@ async def test_success_without_references(
 
     [image] = output.images
     assert (image.content_type, image.width, image.height) == ("image/png", 1024, 1024)
+    assert image.seed is None  # never sent, so never reported as this image's
     assert output.provider_request_id
     assert output.usage["candidatesTokenCount"] > 0
     [sent] = fake.requests
@@ -246,3 +247,24 @@ def test_google_retry_delay_forms() -> None:
 
 def test_max_images_per_call() -> None:
     assert ADAPTER.max_images_per_call("gemini-3-pro-image-preview") == 1
+
+
+@pytest.mark.parametrize(
+    ("marker", "stage", "category"),
+    [
+        ("block-prompt", "input", "prohibited_content"),
+        ("image-safety", "output", "image_safety"),
+        ("image-prohibited", "output", "image_prohibited_content"),
+    ],
+)
+async def test_blocks_carry_geminis_reason_as_the_category(
+    fake: FakeGeminiState,
+    base_url: str,
+    client: httpx.AsyncClient,
+    marker: str,
+    stage: str,
+    category: str,
+) -> None:
+    """`promptFeedback.blockReason` and a blocking `finishReason` are the category (issue 21)."""
+    error = await _fail(_request(base_url, prompt=f"a cat [gemini:{marker}]"), client)
+    assert (error.info.stage, error.info.category) == (stage, category)

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import io
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
+from PIL import Image
 
 from atelier_contracts.errors import ErrorClass
+from atelier_contracts.providers import capabilities
 from atelier_workers.adapters import ImageRequest, OfflineAdapter, ProviderError, image_size_of
+from atelier_workers.adapters.base import ReferenceImage
 from atelier_workers.adapters.offline import seed_from_prompt
 
 ADAPTER = OfflineAdapter()
@@ -121,3 +125,52 @@ async def test_delay_option_sleeps_first(client: httpx.AsyncClient) -> None:
     assert time.perf_counter() - started >= 0.2
     with pytest.raises(ProviderError):
         await ADAPTER.generate(_request(options={"delay_s": "soon"}), client)
+
+
+def _reference(color: tuple[int, int, int], size: tuple[int, int] = (64, 48)) -> ReferenceImage:
+    out = io.BytesIO()
+    Image.new("RGB", size, color).save(out, format="PNG")
+    return ReferenceImage(out.getvalue(), "image/png", *size)
+
+
+async def test_reference_images_are_drawn_into_the_picture(client: httpx.AsyncClient) -> None:
+    """Each reference lands, scaled, in its own cell of the top row, in the order sent."""
+    red, blue = _reference((255, 0, 0)), _reference((0, 0, 255), (40, 80))
+    plain = (await ADAPTER.generate(_request(size="400x300"), client)).images[0]
+    drawn = (
+        await ADAPTER.generate(_request(size="400x300", reference_images=(red, blue)), client)
+    ).images[0]
+    assert (drawn.width, drawn.height) == (400, 300)
+    assert drawn.data != plain.data
+    picture = Image.open(io.BytesIO(drawn.data)).convert("RGB")
+    # Two cells across the width: the left one's middle shows the first picture, the right
+    # one's the second; neither is stretched beyond its cell or into the caption below.
+    assert picture.getpixel((100, 60)) == (255, 0, 0)
+    assert picture.getpixel((300, 60)) == (0, 0, 255)
+    assert picture.getpixel((200, 60)) != (255, 0, 0)
+    # Deterministic, references included.
+    again = (
+        await ADAPTER.generate(_request(size="400x300", reference_images=(red, blue)), client)
+    ).images[0]
+    assert again.data == drawn.data
+
+
+async def test_up_to_four_references_agree_with_the_capabilities(
+    client: httpx.AsyncClient,
+) -> None:
+    limit = capabilities("offline", "offline-sketch").max_reference_images
+    assert limit == 4
+    four = tuple(_reference((i * 60, 0, 0)) for i in range(limit))
+    output = await ADAPTER.generate(_request(size="256x256", reference_images=four), client)
+    assert output.images[0].width == 256
+    with pytest.raises(ProviderError) as caught:
+        await ADAPTER.generate(_request(reference_images=(*four, four[0])), client)
+    assert caught.value.error_class is ErrorClass.INVALID_REQUEST
+    assert "at most 4 reference images" in str(caught.value)
+
+
+async def test_an_unreadable_reference_is_an_invalid_request(client: httpx.AsyncClient) -> None:
+    broken = ReferenceImage(b"not an image", "image/png", 10, 10)
+    with pytest.raises(ProviderError) as caught:
+        await ADAPTER.generate(_request(reference_images=(broken,)), client)
+    assert caught.value.error_class is ErrorClass.INVALID_REQUEST

@@ -304,3 +304,14 @@ def test_max_images_per_call() -> None:
     assert ADAPTER.max_images_per_call("dall-e-3") == 1
     assert ADAPTER.max_images_per_call("dall-e-2") == 10
     assert ADAPTER.max_images_per_call("gpt-image-1") == 10
+
+
+@pytest.mark.parametrize(
+    ("marker", "stage"), [("moderation-input", "input"), ("moderation-output", "output")]
+)
+async def test_moderation_blocks_carry_the_providers_categories(
+    fake: FakeOpenAIState, base_url: str, client: httpx.AsyncClient, marker: str, stage: str
+) -> None:
+    """GPT-image's `moderation_details` names the stage and the categories (issue 21, item 5)."""
+    error = await _fail(_request(base_url, prompt=f"x [openai:{marker}]"), client)
+    assert (error.info.stage, error.info.category) == (stage, "violence")

@@ -69,6 +69,7 @@ async def test_chat_success_without_references(
 
     [image] = output.images
     assert (image.content_type, image.width, image.height) == ("image/png", 1024, 1024)
+    assert image.seed is None  # the chat path sends no seed
     assert output.provider_request_id and output.provider_request_id.startswith("gen-")
     assert output.usage["total_tokens"] > 0
     [sent] = fake.requests
@@ -176,6 +177,7 @@ async def test_images_api_success_with_seed_and_references(
     )
     output = await ADAPTER.generate(request, client)
     assert (output.images[0].width, output.images[0].height) == SIZES_1K["16:9"]
+    assert output.images[0].seed == 42  # sent, so it is this image's
     assert output.usage["cost"] > 0
     [sent] = fake.requests
     assert sent.path == "/api/v1/images"
@@ -199,6 +201,7 @@ async def test_images_api_without_references(
     assert len(output.images) == 1
     assert "input_references" not in fake.requests[0].body
     assert "seed" not in fake.requests[0].body
+    assert output.images[0].seed is None
 
 
 # --- error mapping -----------------------------------------------------------------------
@@ -304,3 +307,11 @@ async def test_adapter_never_sends_an_invalid_body(
 
 def test_max_images_per_call() -> None:
     assert ADAPTER.max_images_per_call("openai/gpt-image-1") == 1
+
+
+async def test_a_moderation_refusal_carries_its_reasons_as_the_category(
+    fake: FakeOpenRouterState, base_url: str, client: httpx.AsyncClient
+) -> None:
+    """OpenRouter's 403 names the moderation's `metadata.reasons` (issue 21, item 5)."""
+    error = await _fail(_request(base_url, prompt="a fight [openrouter:403]"), client)
+    assert (error.info.stage, error.info.category) == ("input", "violence")

@@ -33,6 +33,7 @@ def fake(fake_server: tuple[str, FakeReplicateState]) -> FakeReplicateState:
     _, state = fake_server
     state.reset()
     state.boot_s, state.run_s, state.url_ttl_s = 0.05, 0.2, 3600.0
+    state.poll_http_code = 200
     return state
 
 
@@ -171,6 +172,31 @@ async def test_poll_hiccup_is_ridden_out(
     assert len(output.images) == 1
 
 
+async def test_a_202_poll_answer_keeps_polling(
+    fake: FakeReplicateState, base_url: str, client: httpx.AsyncClient
+) -> None:
+    # Any 2xx naming a status Replicate documents is an answer.
+    fake.poll_http_code = 202
+    output = await ADAPTER.generate(_request(base_url), client)
+    assert len(output.images) == 1
+    polls = [r for r in fake.requests if r.method == "GET" and "/predictions/" in r.path]
+    assert len(polls) >= 2  # it polled on past the first 202, through to `succeeded`
+
+
+async def test_a_2xx_poll_answer_without_a_known_status_fails_clearly(
+    fake: FakeReplicateState, base_url: str, client: httpx.AsyncClient
+) -> None:
+    store = InMemoryResumeStore()
+    request = _request(base_url, prompt="x [replicate:poll-unknown]", resume=store)
+    error = await _fail(request, client)
+    assert error.info.error_class is ErrorClass.PROVIDER_UNAVAILABLE
+    assert "HTTP 202" in (error.info.detail or "")
+    assert "warming" in (error.info.detail or "")
+    polls = [r for r in fake.requests if r.method == "GET" and "/predictions/" in r.path]
+    assert len(polls) == 3  # a few answers in a row, then the failure; not the timeout
+    assert store.handle and store.handle["provider"] == "replicate"
+
+
 # --- error mapping -----------------------------------------------------------------------
 
 ERROR_CASES: list[tuple[str, ErrorClass, str | None, float | None]] = [
@@ -187,6 +213,7 @@ ERROR_CASES: list[tuple[str, ErrorClass, str | None, float | None]] = [
     ("expired-url", ErrorClass.NO_IMAGE_RETURNED, None, None),
     ("garbage-image", ErrorClass.NO_IMAGE_RETURNED, None, None),
     ("lost", ErrorClass.PROVIDER_UNAVAILABLE, None, None),
+    ("aborted", ErrorClass.TIMEOUT, None, None),
 ]
 
 

@@ -23,8 +23,8 @@ from atelier_workers.credentials import (
     ProviderCredentials,
     SealBroken,
     TransportOpener,
-    register_credential_invalidation,
 )
+from atelier_workers.handlers import register_credential_invalidation
 from atelier_workers.service import WorkerService
 
 # Written by atelier_profiles.crypto; services/profiles/tests/test_credentials.py seals the same.
@@ -165,6 +165,7 @@ async def test_each_task_uses_the_current_key() -> None:
             adapter,
             store=None,  # type: ignore[arg-type]  # no image comes back, nothing is stored
             staging_bucket="staging",
+            media_bucket="media",
             client=client,
             api_key="sk-env-key",
             credentials=credentials,

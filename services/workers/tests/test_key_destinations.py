@@ -92,6 +92,7 @@ def worker(
         get_adapter("openai"),
         store=None,  # type: ignore[arg-type]  # nothing lands: no image ever comes back here
         staging_bucket="staging",
+        media_bucket="media",
         client=client,
         api_key=KEY,
         credentials=credentials,
@@ -182,6 +183,7 @@ async def test_without_a_key_nothing_is_withheld() -> None:
             get_adapter("openai"),
             store=None,  # type: ignore[arg-type]
             staging_bucket="staging",
+            media_bucket="media",
             client=client,
             credentials=ProviderCredentials("openai", ask=ask, transport_key="t"),
         )

@@ -122,7 +122,13 @@ async def test_a_task_hands_its_progress_listener_to_the_adapter() -> None:
         seen.append((fraction, detail))
 
     async with httpx.AsyncClient() as client:
-        service = WorkerService(ProgressingAdapter(), None, "staging", client)  # type: ignore[arg-type]
+        service = WorkerService(
+            ProgressingAdapter(),
+            None,  # type: ignore[arg-type]  # no image comes back, nothing is stored
+            "staging",
+            client,
+            media_bucket="media",
+        )
         result = await service.run_task(_task(), on_progress=listen)
     assert isinstance(result, GenerationFailed)  # no image came back
     assert seen == [(None, "queued at position 2"), (0.5, "running")]
@@ -135,6 +141,7 @@ async def test_the_rate_limit_holds_calls_back_and_refuses_what_would_miss_the_d
             None,  # type: ignore[arg-type]  # nothing is stored
             "staging",
             client,
+            media_bucket="media",
             limiter=TokenBucket(per_minute=600, burst=1),  # one call every 0.1 s
         )
         assert await service.wait_for_rate_limit(10.0) == 0.0

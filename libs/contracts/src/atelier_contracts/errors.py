@@ -7,6 +7,7 @@ to HTTP in one exception handler per app (see `atelier_web`).
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
@@ -55,6 +56,18 @@ USER_MESSAGES: dict[ErrorClass, str] = {
 }
 
 
+class BlockedInput(BaseModel):
+    """Which input a content block was about (issue 21): the prompt, or a reference image."""
+
+    kind: Literal["prompt", "reference_image"] = Field(examples=["reference_image"])
+    element_id: str | None = Field(
+        default=None,
+        max_length=200,
+        description="For a reference image: the context element whose picture it was",
+        examples=["mara-vell"],
+    )
+
+
 class ErrorInfo(BaseModel):
     """A failure as it travels between services and is shown to the user."""
 
@@ -68,6 +81,18 @@ class ErrorInfo(BaseModel):
     )
     retry_after_s: float | None = Field(
         default=None, description="Provider's retry hint in seconds, when it gave one"
+    )
+    category: str | None = Field(
+        default=None,
+        max_length=200,
+        description="For content blocks: the provider's own category words, lowercased and "
+        "comma-separated, when its API names them (docs/providers.md, 'Moderation detail')",
+        examples=["violence"],
+    )
+    input: BlockedInput | None = Field(
+        default=None,
+        description="For input-stage content blocks: which input was refused, when known (the "
+        "provider names it, or the call carried the prompt alone)",
     )
 
     @property

@@ -8,29 +8,32 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from atelier_contracts import generation, jobs, media, profiles
+from atelier_contracts.registry import event_models
 
-MESSAGES: dict[str, type[BaseModel]] = {
-    "jobs.requested": jobs.JobRequested,
-    "jobs.enriched": jobs.JobEnriched,
-    "jobs.status": jobs.JobStatusChanged,
-    "gen.requested": generation.GenerationTask,
-    "gen.started": generation.GenerationStarted,
-    "gen.completed": generation.GenerationCompleted,
-    "gen.failed": generation.GenerationFailed,
-    "gen.progress": generation.GenerationProgress,
-    "media.landed": media.MediaLanded,
-    "media.assigned": media.MediaAssigned,
-    "profiles.changed": profiles.ProfilesChanged,
-}
+# Every event and notice, by its `type`: derived from the subject registry.
+MESSAGES: dict[str, type[BaseModel]] = event_models()
+
+
+def schemas() -> dict[str, str]:
+    """File name → the JSON Schema text of every message."""
+    return {
+        f"{name}.schema.json": json.dumps(model.model_json_schema(), indent=2) + "\n"
+        for name, model in MESSAGES.items()
+    }
 
 
 def export(directory: Path) -> list[Path]:
+    """Write every message's schema into `directory` and remove those of messages that are gone
+    (docs/contracts/ is committed; a test fails when it drifts from the models)."""
     directory.mkdir(parents=True, exist_ok=True)
+    wanted = schemas()
+    for stale in directory.glob("*.schema.json"):
+        if stale.name not in wanted:
+            stale.unlink()
     written = []
-    for name, model in MESSAGES.items():
-        path = directory / f"{name}.schema.json"
-        path.write_text(json.dumps(model.model_json_schema(), indent=2) + "\n")
+    for name, text in wanted.items():
+        path = directory / name
+        path.write_text(text)
         written.append(path)
     return written
 

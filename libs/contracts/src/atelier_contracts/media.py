@@ -29,7 +29,12 @@ class MediaItem(BaseModel):
     model: str
     prompt: str = Field(description="The prompt exactly as sent to the provider")
     size: str
-    seed: int | None = None
+    seed: int | None = Field(
+        default=None,
+        description="The seed the provider was sent or reported for this image, when that seed "
+        "reproduces it; empty otherwise (OpenAI and Gemini take no seed)",
+        examples=[1234],
+    )
     revised_prompt: str | None = None
     created_at: datetime
     source: Literal["generated", "uploaded"] = Field(

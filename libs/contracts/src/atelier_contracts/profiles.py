@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -10,6 +12,7 @@ from pydantic import BaseModel, BeforeValidator, Field, StrictBool, field_valida
 
 from atelier_contracts.envelope import Event
 from atelier_contracts.errors import AtelierError
+from atelier_contracts.receipts import JobReceipt
 from atelier_contracts.subjects import PROVIDER_PATTERN
 
 ALLOWED_COUNTS = (1, 2, 4)
@@ -21,6 +24,9 @@ MAX_OPTIONS = 64
 MAX_OPTION_VALUES = 100
 MAX_SORT_ORDER = 1_000_000_000  # well inside the database's 32-bit integer
 MAX_CREDIT_COST = 1_000_000_000
+# Profiles a job may fall back to, in chain order (`jobs.JobRequested.fallbacks`): each is one
+# more provider a failing task waits on, so a long chain would keep a job open for long.
+MAX_FALLBACKS = 4
 # `provider_config` is free-form JSON: bounded so it can always be serialized (pydantic stops at
 # a few hundred levels), stored and checked cheaply. 64 KB holds a large ComfyUI workflow.
 MAX_CONFIG_DEPTH = 10
@@ -68,6 +74,33 @@ def config_shape_problem(config: dict[str, Any]) -> str | None:
     if size > MAX_CONFIG_BYTES:
         return f"is {size:,} bytes as JSON, more than {MAX_CONFIG_BYTES // 1024} KB"
     return None
+
+
+def _dimensions(size: str) -> tuple[int, int]:
+    width, _, height = size.lower().partition("x")
+    return int(width), int(height)
+
+
+def nearest_size(asked: str, sizes: Sequence[str]) -> str:
+    """The size of `sizes` (`WxH`, as a profile lists them) nearest to `asked`: the closest in
+    pixel area first, then in aspect ratio; the first listed wins a tie.
+
+    Both are compared on a log scale, so twice and half the pixels are equally far, as are 2:1
+    and 1:2 from 1:1 (the workers map sizes to a provider's ratios the same way). A fallback
+    profile that lacks the asked size makes this one instead (`jobs.FallbackPlan`).
+    """
+    if not sizes:
+        raise ValueError("no sizes to choose from")
+    width, height = _dimensions(asked)
+
+    def distance(size: str) -> tuple[float, float]:
+        w, h = _dimensions(size)
+        area = abs(math.log((w * h) / (width * height)))
+        ratio = abs(math.log((w / h) / (width / height)))
+        # Rounded, so mirror images (3:2 and 2:3 from 1:1) tie exactly despite float error.
+        return round(area, 9), round(ratio, 9)
+
+    return min(sizes, key=distance)
 
 
 class OptionSpec(BaseModel):
@@ -123,6 +156,12 @@ class ProfileFields(BaseModel):
     credit_cost: Annotated[
         float, Field(ge=0, json_schema_extra={"maximum": MAX_CREDIT_COST}), JSON_NUMBER
     ] = Field(default=1.0, description="Credits per image")
+    price_per_image_usd: Annotated[float | None, Field(ge=0, le=1000), JSON_NUMBER] = Field(
+        default=None,
+        description="What the provider charges per image, in US dollars, when the admin knows "
+        "it; shown by the estimate (ADR 0024). Null: unknown",
+        examples=[0.04],
+    )
     base_url: str | None = Field(
         default=None,
         max_length=2000,
@@ -149,9 +188,10 @@ class ProfileFields(BaseModel):
     fallback_profile_id: str | None = Field(
         default=None,
         max_length=36,
-        description="The profile to try when this one's provider is unavailable; its own "
-        "fallback continues the chain. Never followed after a content block. Stored and "
-        "checked (exists, no cycles); not yet followed at run time.",
+        description="The profile to try when this one's provider is unavailable after its "
+        f"retries; its own fallback continues the chain (at most {MAX_FALLBACKS} steps, "
+        "disabled profiles skipped). Never followed after a content block or an invalid "
+        "request. Checked when stored (exists, no cycles); planned when a job is submitted.",
     )
 
 
@@ -282,6 +322,52 @@ class QuotaReserveReply(BaseModel):
     )
 
 
+class Money(BaseModel):
+    amount: float = Field(ge=0, examples=[0.08])
+    currency: str = Field(default="USD", pattern="^[A-Z]{3}$")
+
+
+class QuotaEstimateRequest(BaseModel):
+    """`profiles.query.quota_estimate`: what a reservation of this request would hold, read
+    with the same terms (policy, override, price) and nothing held (ADR 0024)."""
+
+    user_id: str = Field(min_length=1, max_length=200)
+    profile_id: str = Field(min_length=1, max_length=200)
+    count: int = Field(ge=1, le=100)
+
+
+class QuotaEstimateReply(BaseModel):
+    credits: float = Field(description="What a submission now would reserve")
+    credits_per_image: float
+    money: Money | None = Field(
+        default=None,
+        description="The provider's price for these images, when an admin gave the profile one "
+        "(`price_per_image_usd`)",
+    )
+    limit: float | None = Field(default=None, description="Credits per period; None: no limit")
+    remaining: float | None = Field(default=None, description="Credits left in the period now")
+    fits: bool = Field(description="False when a submission now would be refused for quota")
+    resets_at: datetime | None = None
+    known_profile: bool = Field(default=True, description="False: no such profile")
+
+
+# Reservations travel in batches: whatever a gateway has waiting while its previous batch is
+# answered goes in one request (ADR 0016), so a burst costs profiles a few messages, not one each.
+MAX_RESERVATIONS_PER_BATCH = 64
+
+
+class QuotaReserveBatch(BaseModel):
+    """`profiles.query.quota_reserve`: reservations to decide, each on its own."""
+
+    requests: list[QuotaReserveRequest] = Field(min_length=1, max_length=MAX_RESERVATIONS_PER_BATCH)
+
+
+class QuotaReserveBatchReply(BaseModel):
+    """One answer per request, in the same order."""
+
+    replies: list[QuotaReserveReply]
+
+
 class QuotaReleaseRequest(BaseModel):
     """The job was never queued (its publish failed): give its credits back."""
 
@@ -352,6 +438,23 @@ class AuditRecordError(BaseModel):
     message: str | None = None
 
 
+class AuditFallback(BaseModel):
+    """An image of the job that a fallback profile made (issue 16): which one, and why."""
+
+    index: int = Field(description="The image's place in the job, from 0")
+    media_id: str
+    profile_id: str | None = None
+    profile_name: str | None = Field(default=None, examples=["Sketch (offline)"])
+    credit_cost: float | None = Field(
+        default=None, description="What the image was charged: the producing profile's price"
+    )
+    reason: str | None = Field(
+        default=None,
+        description="Why the job's own profile did not make it",
+        examples=["'A' (openai) was unavailable after 3 attempts: provider_unavailable"],
+    )
+
+
 class AuditRecord(BaseModel):
     """One finished job as the audit shows it (the provider's raw detail stays in profiles)."""
 
@@ -373,6 +476,16 @@ class AuditRecord(BaseModel):
     cost: float
     created_at: datetime
     finished_at: datetime
+    fallbacks: list[AuditFallback] = Field(
+        default_factory=list,
+        description="The images fallback profiles made, each with its profile and the reason; "
+        "empty when the job's own profile made them all",
+    )
+    receipt: JobReceipt | None = Field(
+        default=None,
+        description="Each image charged or not and why, and the totals, as the job showed it "
+        "(ADR 0024); null for jobs recorded before receipts",
+    )
 
 
 class AuditPageReply(BaseModel):

@@ -36,6 +36,9 @@ PROVIDER_BASE_URLS: Mapping[str, str] = {
 }
 # Providers that never send a request (nothing to protect, nowhere to send it).
 NETWORKLESS_PROVIDERS = frozenset({"offline"})
+# The offline provider draws each reference image, scaled, into a row along the picture's top;
+# more than four would leave each too small to recognise (ADR 0022).
+OFFLINE_MAX_REFERENCE_IMAGES = 4
 
 # Providers whose every call makes exactly one image (providers.md A.10).
 _ONE_IMAGE_PER_CALL = frozenset({"openrouter", "gemini", "stability", "bfl", "workersai"})
@@ -143,9 +146,13 @@ _OPENAI_MODELS: dict[str, ProviderCapabilities] = {
         prompt_max_length=4000,
     ),
 }
-_GPT_IMAGE_PREFIXES = ("gpt-image", "chatgpt-image")
 # Whatever the provider, Atelier's workers refuse to decode more pixels than this.
 _WORKER_MAX_PIXELS = 8192 * 8192
+
+
+def is_gpt_image(model: str) -> bool:
+    """OpenAI's GPT-image family (and ChatGPT's), whatever the version: one rule set for all."""
+    return model.startswith(("gpt-image", "chatgpt-image"))
 
 
 def capabilities(provider: str, model: str) -> ProviderCapabilities:
@@ -159,7 +166,7 @@ def capabilities(provider: str, model: str) -> ProviderCapabilities:
         known = _OPENAI_MODELS.get(model)
         if known is not None:
             return known
-        if model.startswith(_GPT_IMAGE_PREFIXES):
+        if is_gpt_image(model):
             return ProviderCapabilities(
                 "openai",
                 model,
@@ -175,9 +182,13 @@ def capabilities(provider: str, model: str) -> ProviderCapabilities:
         )
     if provider == "offline":
         # Draws locally at any size the worker will decode; takes any option (it uses seed and
-        # delay_s, ignores the rest) and ignores reference images, so profiles may try them.
+        # delay_s, ignores the rest) and draws up to four reference images into the picture.
         return ProviderCapabilities(
-            "offline", model, known_model=True, max_pixels=_WORKER_MAX_PIXELS
+            "offline",
+            model,
+            known_model=True,
+            max_pixels=_WORKER_MAX_PIXELS,
+            max_reference_images=OFFLINE_MAX_REFERENCE_IMAGES,
         )
     rules = _HOSTED_PROVIDERS.get(provider)
     if rules is not None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+from prometheus_client import Counter
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
@@ -15,6 +17,32 @@ from sqlmodel import Session, SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 T = TypeVar("T")
+
+WRITE_TRANSACTIONS = Counter(
+    "atelier_db_write_transactions",
+    "Transactions this process committed that wrote (at least one INSERT, UPDATE or DELETE)",
+)
+_WRITE = re.compile(r"\s*(INSERT|UPDATE|DELETE|REPLACE)\b", re.IGNORECASE)
+_WROTE = "atelier_wrote"
+
+
+def _count_write_transactions(engine: Engine) -> None:
+    """Count committed transactions that wrote: what a job costs the database, per service."""
+
+    def began(connection: Any) -> None:
+        connection.info[_WROTE] = False
+
+    def statement(connection: Any, _cursor: Any, sql: str, *_: Any) -> None:
+        if not connection.info.get(_WROTE) and _WRITE.match(sql):
+            connection.info[_WROTE] = True
+
+    def committed(connection: Any) -> None:
+        if connection.info.pop(_WROTE, False):
+            WRITE_TRANSACTIONS.inc()
+
+    event.listen(engine, "begin", began)
+    event.listen(engine, "before_cursor_execute", statement)
+    event.listen(engine, "commit", committed)
 
 
 def normalize_url(url: str) -> str:
@@ -49,6 +77,7 @@ class Database:
         else:
             kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True)
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
+        _count_write_transactions(self.engine.sync_engine)
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self._sessions = async_sessionmaker(
@@ -93,6 +122,7 @@ class Database:
             else:
                 kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True)
             self._sync_engine = create_engine(sync_url(self.url), **kwargs)
+            _count_write_transactions(self._sync_engine)
             if self.is_sqlite:
                 event.listen(self._sync_engine, "connect", _sqlite_pragmas)
         return self._sync_engine

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from atelier_devstack.binaries import venv_binary
-from atelier_devstack.ports import LOOPBACK, free_port
+from atelier_devstack.ports import LOOPBACK, free_port, free_ports
 from atelier_devstack.processes import (
     ManagedProcess,
     NotOurServerError,
@@ -32,10 +32,23 @@ class NatsInfo:
     monitor_url: str
     port: int
     store_dir: Path
+    # What services are given as ATELIER_NATS_URL: `url`, or every node of a cluster, comma
+    # separated (`atelier_messaging.nats_servers`).
+    servers: str = ""
+
+    @property
+    def service_url(self) -> str:
+        return self.servers or self.url
 
 
 def write_nats_config(
-    path: Path, *, port: int, monitor_port: int, store_dir: Path, server_name: str
+    path: Path,
+    *,
+    port: int,
+    monitor_port: int,
+    store_dir: Path,
+    server_name: str,
+    cluster: str = "",
 ) -> None:
     # json.dumps quotes the path the way the NATS config syntax expects (it accepts JSON strings).
     path.write_text(
@@ -44,15 +57,14 @@ def write_nats_config(
 server_name: {json.dumps(server_name)}
 listen: "{LOOPBACK}:{port}"
 http: "{LOOPBACK}:{monitor_port}"
-# A job request may carry element pictures as data URLs (up to 4 of 5 MB); 1 MB, the default,
-# would refuse it. Deployments set the same limit (deploy/, docker-compose.yml).
-max_payload: 32MB
+# max_payload stays at NATS's default (1 MB), as in docker-compose.yml and deploy/: pictures and
+# large contexts travel by reference (docs/adr/0017-images-by-reference.md).
 jetstream {{
   store_dir: {json.dumps(str(store_dir))}
   max_mem: {JETSTREAM_MAX_MEM}
   max_file: {JETSTREAM_MAX_FILE}
 }}
-"""
+{cluster}"""
     )
 
 
@@ -121,3 +133,63 @@ def nats_server_name(port: int) -> str | None:
 
 def _not_ours(port: int) -> bool:
     raise NotOurServerError(f"port {port} is served by a process other than this run's nats-server")
+
+
+def start_nats_cluster(
+    sup: Supervisor, data_dir: Path, size: int = 3, *, timeout: float = 30.0
+) -> NatsInfo:
+    """`size` nats-servers with JetStream in one cluster on loopback (`nats-1` … `nats-<size>`),
+    each with its own store under `data_dir`; return once every node is healthy and JetStream
+    has a meta leader. Streams and buckets declared with `size` replicas survive losing a node.
+
+    Every node is started before any is waited for: JetStream needs a quorum to elect its meta
+    leader. Restarting a node (`sup.restart("nats-2")`) keeps its ports, routes and store.
+    """
+    data_dir = data_dir.resolve()
+    client_ports = free_ports(size)
+    route_ports = free_ports(size)
+    monitor_ports = free_ports(size)
+    routes = [f"nats-route://{LOOPBACK}:{port}" for port in route_ports]
+    names: list[str] = []
+    for i in range(size):
+        name = f"nats-{i + 1}"
+        node_dir = data_dir / name
+        node_dir.mkdir(parents=True, exist_ok=True)
+        config_path = node_dir / "nats-server.conf"
+        write_nats_config(
+            config_path,
+            port=client_ports[i],
+            monitor_port=monitor_ports[i],
+            store_dir=node_dir,
+            server_name=f"atelier-dev-{name}-{new_instance_id()}",
+            cluster=(
+                "cluster {\n"
+                '  name: "atelier-dev"\n'
+                f'  listen: "{LOOPBACK}:{route_ports[i]}"\n'
+                f"  routes: {json.dumps([r for j, r in enumerate(routes) if j != i])}\n"
+                "}\n"
+            ),
+        )
+        monitor_url = f"http://{LOOPBACK}:{monitor_ports[i]}"
+
+        def healthy(process: ManagedProcess, monitor_url: str = monitor_url) -> None:
+            # Without `js-enabled-only`: healthy once this node's JetStream follows a meta
+            # leader, i.e. the cluster has a quorum.
+            wait_http_ok(f"{monitor_url}/healthz", timeout, process=process)
+
+        sup.start(name, [venv_binary("nats-server"), "-c", config_path], cwd=node_dir)
+        # The readiness check runs on every restart; the first time, below, once all are up.
+        sup.process(name).ready = healthy
+        names.append(name)
+    for name in names:
+        process = sup.process(name)
+        assert process.ready is not None
+        process.ready(process)
+    urls = [f"nats://{LOOPBACK}:{port}" for port in client_ports]
+    return NatsInfo(
+        url=urls[0],
+        monitor_url=f"http://{LOOPBACK}:{monitor_ports[0]}",
+        port=client_ports[0],
+        store_dir=data_dir / names[0] / "jetstream",
+        servers=",".join(urls),
+    )

@@ -6,9 +6,9 @@ tests may run side by side, so nothing we start may assume a fixed port is free.
 A port found here is free only at the moment of asking: another process can take it before our
 child binds it. The window is small, and readiness is believed only from the process we started
 (`processes.wait_http_instance`: the probe's answer repeats the random id the child was given;
-nats-server's INFO carries a random server name), so a child that loses the race is reported
-with its own words (`PortTakenError`) and the other server is never taken for ours nor handed a
-token.
+nats-server's INFO carries a random server name), so the other server is never taken for ours
+nor handed a token. A child that loses the race exits with its own words (`PortTakenError`); the
+stack starts it again on another port, and reports the error only if that keeps happening.
 """
 
 from __future__ import annotations

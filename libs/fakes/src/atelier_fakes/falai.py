@@ -4,7 +4,8 @@ It follows providers.md A.6: `POST /{owner}/{app}[/{subpath}]` answers `{request
 status_url, response_url, cancel_url, queue_position}`, and those URLs use the app path
 *without* the subpath (a client that builds them itself gets 404s here, as on fal). Each request
 runs a small state machine with configurable timings (IN_QUEUE with a falling queue position,
-then IN_PROGRESS, then COMPLETED); results are kept `result_ttl_s`, media URLs `url_ttl_s`.
+then IN_PROGRESS, then COMPLETED), answered with `status_http_code` (200, or 202 as fal may
+answer while a request waits); results are kept `result_ttl_s`, media URLs `url_ttl_s`.
 Failures are scripted by markers in the prompt, e.g. "a cat [falai:429]"; see `MARKERS`.
 """
 
@@ -42,6 +43,7 @@ MARKERS: dict[str, str] = {
     "status-502": "the first status poll answers 502 (a hiccup of fal's edge)",
     "status-429": "the first status poll answers 429 with `retry-after`",
     "lost": "status polls answer 404: fal no longer knows the request",
+    "status-unknown": "status polls answer 202 with a status fal does not document (WARMING_UP)",
 }
 _MARKER_RE = re.compile(r"\[falai:([a-z0-9\-]+)\]")
 _PRESET_SIZES = {
@@ -89,6 +91,9 @@ class FakeFalState(_common.FakeState):
     result_ttl_s: float = 360.0  # fal keeps results of 10 KB or more for 6 minutes
     url_ttl_s: float = 3600.0
     retry_after_s: float = 2.0
+    # The HTTP status of every status answer: fal may answer 202 while a request waits, and its
+    # own client keeps polling on any 2xx.
+    status_http_code: int = 200
     downloads: list[RecordedRequest] = field(default_factory=list)
     jobs: dict[str, FalJob] = field(default_factory=dict)
     files: dict[str, StoredFile] = field(default_factory=dict)
@@ -121,7 +126,11 @@ def create_falai_fake(state: FakeFalState | None = None) -> FastAPI:
             return Response("<html><h1>502 Bad Gateway</h1></html>", 502, media_type="text/html")
         if job.status_polls == 1 and "status-429" in job.markers:
             return _detail(429, "Too many requests", {"retry-after": "0.1"})
-        return JSONResponse(_status_body(job, str(request.base_url), time.time()))
+        if "status-unknown" in job.markers:
+            return JSONResponse({"status": "WARMING_UP", "request_id": request_id}, 202)
+        return JSONResponse(
+            _status_body(job, str(request.base_url), time.time()), state.status_http_code
+        )
 
     @app.get("/{app_path:path}/requests/{request_id}")
     async def get_result(app_path: str, request_id: str, request: Request) -> Response:
@@ -381,6 +390,7 @@ def add_cli(fakes: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "queue_s": ("--queue", "seconds queued"),
             "run_s": ("--run", "seconds running"),
             "result_ttl_s": ("--result-ttl", "seconds results live"),
+            "status_http_code": ("--status-code", "HTTP status of status answers (e.g. 202)"),
             "url_ttl_s": _common.URL_TTL,
         },
     )

@@ -99,6 +99,11 @@ class FakeOpenAIState(_common.FakeState):
     downloads: list[RecordedRequest] = field(default_factory=list)  # GETs of result URLs
     files: dict[str, StoredFile] = field(default_factory=dict)
     edits: list[RecordedEdit] = field(default_factory=list)  # POSTs to /images/edits
+    # How long each generation takes (a real one takes 10-60 s), and how many were being
+    # answered at once: now and at most (what a provider's concurrency limit counts).
+    generation_s: float = 0.0
+    in_flight: int = 0
+    peak_in_flight: int = 0
 
 
 class _Reject(Exception):
@@ -135,12 +140,18 @@ def create_openai_fake(state: FakeOpenAIState | None = None) -> FastAPI:
         request_id = f"req_{uuid.uuid4().hex}"
         body = await _common.json_body(request)
         state.requests.append(_common.record(request, body))
+        state.in_flight += 1
+        state.peak_in_flight = max(state.peak_in_flight, state.in_flight)
         try:
             _check_auth(request.headers.get("authorization"), state.api_key)
             checked = _validated(body, validator, known_params)
+            if state.generation_s:
+                await asyncio.sleep(state.generation_s)
             return await _answer(request, checked, state, request_id)
         except _Reject as reject:
             return _error_response(reject, request_id)
+        finally:
+            state.in_flight -= 1
 
     @app.post("/v1/images/edits")
     async def create_image_edit(request: Request) -> Response:

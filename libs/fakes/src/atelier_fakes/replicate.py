@@ -1,8 +1,9 @@
 """A fake Replicate predictions API: create (with `Prefer: wait`), get, cancel, delivery URLs.
 
 It follows providers.md A.7: predictions move `starting` → `processing` → `succeeded` (or
-`failed`/`canceled`) on configurable timings; `Prefer: wait=N` holds the create call until the
-prediction settles or N seconds pass; errors are RFC 7807 problems
+`failed`/`canceled`/`aborted`) on configurable timings; `Prefer: wait=N` holds the create call
+until the prediction settles or N seconds pass; polls answer `poll_http_code` (200, or any other
+2xx a client must take as an answer); errors are RFC 7807 problems
 (`application/problem+json`); outputs are URLs that expire after `url_ttl_s`. Logs carry
 "Using seed: N" and tqdm-style percentages, as FLUX models print them. Failures are scripted by
 markers in the prompt, e.g. "a cat [replicate:429]"; see `MARKERS`.
@@ -42,6 +43,8 @@ MARKERS: dict[str, str] = {
     "garbage-image": "the output URL serves HTML instead of an image",
     "poll-502": "the first poll answers 502 (a hiccup)",
     "lost": "polls answer 404: Replicate no longer knows the prediction",
+    "poll-unknown": "polls answer 202 with a status Replicate does not document (`warming`)",
+    "aborted": "the prediction is `aborted`: its deadline passed before the model started",
 }
 _MARKER_RE = re.compile(r"\[replicate:([a-z0-9\-]+)\]")
 _ASPECT_RATIOS = {
@@ -80,6 +83,8 @@ class Prediction:
             return "canceled"
         if now < self.created_at + self.boot_s:
             return "starting"
+        if "aborted" in self.markers:
+            return "aborted"
         if now < self.completed_at:
             return "processing"
         return "failed" if self.markers & {"failed", "nsfw"} else "succeeded"
@@ -97,6 +102,8 @@ class FakeReplicateState(_common.FakeState):
     max_wait_s: float = 60.0  # the most `Prefer: wait` holds a call
     url_ttl_s: float = 3600.0
     retry_after_s: float = 3.0
+    # The HTTP status of every poll's answer (any 2xx is an answer to a client).
+    poll_http_code: int = 200
     downloads: list[RecordedRequest] = field(default_factory=list)
     predictions: dict[str, Prediction] = field(default_factory=dict)
     files: dict[str, StoredFile] = field(default_factory=dict)
@@ -180,7 +187,9 @@ def create_replicate_fake(state: FakeReplicateState | None = None) -> FastAPI:
         prediction.polls += 1
         if prediction.polls == 1 and "poll-502" in prediction.markers:
             return Response("<html><h1>502 Bad Gateway</h1></html>", 502, media_type="text/html")
-        return JSONResponse(await _view(prediction, state, request))
+        if "poll-unknown" in prediction.markers:
+            return JSONResponse({"id": prediction.id, "status": "warming"}, 202)
+        return JSONResponse(await _view(prediction, state, request), state.poll_http_code)
 
     @app.post("/v1/predictions/{prediction_id}/cancel")
     async def cancel(prediction_id: str, request: Request) -> Response:
@@ -283,18 +292,19 @@ async def _view(
     status = prediction.status(now)
     base = str(request.base_url).rstrip("/")
     started = prediction.created_at + prediction.boot_s
+    aborted = status == "aborted"  # never started
     view: dict[str, Any] = {
         "id": prediction.id,
         "model": prediction.model,
         "version": prediction.version,
         "input": prediction.input,
-        "logs": _logs(prediction, now),
+        "logs": "" if aborted else _logs(prediction, now),
         "output": None,
         "data_removed": False,
         "error": None,
         "status": status,
         "created_at": _iso(prediction.created_at),
-        "started_at": _iso(started) if now >= started else None,
+        "started_at": _iso(started) if now >= started and not aborted else None,
         "completed_at": None,
         "urls": {
             "get": f"{base}/v1/predictions/{prediction.id}",
@@ -306,6 +316,8 @@ async def _view(
     }
     if status == "canceled":
         view["completed_at"] = _iso(prediction.canceled_at or now)
+    elif aborted:
+        view["completed_at"] = _iso(started)
     elif status in ("succeeded", "failed"):
         view["completed_at"] = _iso(prediction.completed_at)
         view["metrics"] = {"predict_time": prediction.run_s, "total_time": prediction.run_s}
@@ -394,6 +406,7 @@ def add_cli(fakes: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "api_token": ("--api-token", "bearer token to accept"),
             "boot_s": ("--boot", "seconds `starting`"),
             "run_s": ("--run", "seconds `processing`"),
+            "poll_http_code": ("--poll-code", "HTTP status of poll answers (e.g. 202)"),
             "url_ttl_s": _common.URL_TTL,
         },
     )

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -30,9 +31,11 @@ from pydantic import BaseModel
 
 from atelier_contracts.envelope import Event
 from atelier_contracts.errors import AtelierError
-from atelier_contracts.subjects import ALL_STREAMS, StreamSpec
+from atelier_contracts.registry import Service, published_by
+from atelier_contracts.subjects import ALL_STREAMS, RETIRED_STREAMS, StreamSpec
 from atelier_messaging.consumers import INTEREST_CONSUMERS, consumer_config, declared_consumer
 from atelier_settings import StreamLimits
+from atelier_telemetry import MESSAGES_PUBLISHED, subject_label
 
 log = logging.getLogger("atelier.messaging")
 
@@ -97,9 +100,15 @@ def _is_jetstream(msg: Any) -> bool:
     return isinstance(reply, str) and reply.startswith("$JS.ACK.")
 
 
+def nats_servers(nats_url: str) -> list[str]:
+    """`ATELIER_NATS_URL` as a server list: one URL, or several separated by commas (the nodes
+    of a cluster; the client moves to another when one goes away)."""
+    return [url.strip() for url in nats_url.split(",") if url.strip()]
+
+
 def make_broker(nats_url: str, service: str) -> NatsBroker:
     return NatsBroker(
-        nats_url,
+        nats_servers(nats_url),
         name=f"atelier-{service}",
         middlewares=[NatsTelemetryMiddleware(), RedeliveryBackoffMiddleware],
         # Keep reconnecting through a NATS restart instead of giving up after two minutes.
@@ -162,9 +171,13 @@ async def ensure_streams(
     switched to interest, so no message is stored or kept without them.
     """
     limits = limits if limits is not None else StreamLimits()
-    nc = await nats.connect(nats_url, connect_timeout=5)
+    nc = await nats.connect(nats_servers(nats_url), connect_timeout=5)
     try:
-        js = nc.jetstream()
+        # In a fresh cluster a replicated stream answers once its raft group is formed, and every
+        # service declares them at once: allow more than the client's default 5 s.
+        js = nc.jetstream(timeout=10)
+        for name in RETIRED_STREAMS:
+            await _retire(js, name)
         for spec in ALL_STREAMS:
             max_bytes, discard = limits.for_stream(spec.name)
             config = StreamConfig(
@@ -181,7 +194,7 @@ async def ensure_streams(
                 discard=DiscardPolicy.NEW if discard == "new" else DiscardPolicy.OLD,
             )
             try:
-                await _declare(js, spec, config)
+                await _declare_patiently(js, spec, config)
             except APIError as exc:
                 if exc.err_code in _SERVER_STORE_FULL:
                     raise RuntimeError(
@@ -194,6 +207,42 @@ async def ensure_streams(
         await nc.close()
 
 
+async def _retire(js: JetStreamContext, name: str) -> None:
+    """Delete a stream of an earlier version: its subjects now belong to another stream, which
+    cannot be declared while this one holds them. What it still held is said where operators
+    look: an outcome not yet settled there leaves its reservation held until an admin releases
+    it (upgrade with the queues drained, docs/operations.md)."""
+    try:
+        info = await js.stream_info(name)
+    except NotFoundError:
+        return
+    with contextlib.suppress(NotFoundError):
+        await js.delete_stream(name)
+    log.warning(
+        "retired stream deleted",
+        extra={"stream": name, "messages": info.state.messages, "subjects": info.config.subjects},
+    )
+
+
+async def _declare_patiently(
+    js: JetStreamContext, spec: StreamSpec, config: StreamConfig, attempts: int = 3
+) -> None:
+    """`_declare`, again when JetStream did not answer: in a fresh cluster, requests that race
+    other processes declaring the same stream can go unanswered while its raft group forms; the
+    next try finds the stream settled."""
+    for attempt in range(1, attempts + 1):
+        try:
+            await _declare(js, spec, config)
+            return
+        except nats.errors.TimeoutError:
+            if attempt == attempts:
+                raise
+            log.warning(
+                "declaring a stream got no answer; trying again",
+                extra={"stream": spec.name, "attempt": attempt},
+            )
+
+
 async def _declare(js: JetStreamContext, spec: StreamSpec, config: StreamConfig) -> None:
     name = spec.name
     try:
@@ -203,7 +252,9 @@ async def _declare(js: JetStreamContext, spec: StreamSpec, config: StreamConfig)
             await js.add_stream(config)
             await _declare_consumers(js, spec)
             return
-        except BadRequestError:  # another process created it meanwhile
+        # Another process created it meanwhile. In a cluster, a create that races another one
+        # for the same stream may get no answer at all: the stream is there all the same.
+        except (BadRequestError, nats.errors.TimeoutError):
             info = await js.stream_info(name)
     # Before any switch to interest retention: a message is kept only for consumers that exist.
     await _declare_consumers(js, spec)
@@ -253,8 +304,41 @@ async def _declare_consumers(js: JetStreamContext, spec: StreamSpec) -> None:
         try:
             await js.consumer_info(spec.name, consumer.durable)
         except NotFoundError:
-            # Creating the same consumer twice (another process starting) is not an error.
-            await js.add_consumer(spec.name, consumer.config())
+            # Creating the same consumer twice (another process starting) is not an error; in a
+            # cluster the racing create may go unanswered, so a silence is checked, not trusted.
+            try:
+                await js.add_consumer(spec.name, consumer.config())
+            except nats.errors.TimeoutError:
+                await js.consumer_info(spec.name, consumer.durable)
+
+
+def declare_publishers(broker: NatsBroker, service: Service) -> None:
+    """Declare on the broker the events and notices `service` publishes, as the subject registry
+    says, so its AsyncAPI document shows them beside its subscriptions. The declarations carry
+    no behaviour: events go out through `publish_event` and notices through `publish_notice`,
+    which add what every message needs (event id, trace context). Requests are not declared
+    here (an in-memory test broker would answer them itself); the document generator adds them
+    from the registry."""
+    for channel in published_by(service):
+        if channel.kind == "request":
+            continue
+        broker.publisher(
+            channel.address,
+            schema=channel.payload,
+            title=f"{channel.address}:{service}",
+            description=f"{channel.kind}: {channel.summary}",
+        )
+
+
+async def publish_notice(broker: NatsBroker, event: Event, subject: str) -> None:
+    """Publish on core NATS only: nothing stored, nobody acks, a subscriber that is not
+    listening misses it. For observations nothing durable depends on (`gen.started`)."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    if carrier:
+        event = event.model_copy(update={"trace_context": carrier})
+    await broker.publish(event, subject)
+    MESSAGES_PUBLISHED.labels(subject=subject_label(subject), kind="notice").inc()
 
 
 async def publish_event(broker: NatsBroker, event: Event, subject: str) -> None:
@@ -275,6 +359,7 @@ async def publish_event(broker: NatsBroker, event: Event, subject: str) -> None:
             stream=stream,
             timeout=10.0,
         )
+        MESSAGES_PUBLISHED.labels(subject=subject_label(subject), kind="event").inc()
     except APIError as exc:
         full = await _refused_for_room(broker, stream, exc)
         if full is None:

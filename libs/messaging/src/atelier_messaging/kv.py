@@ -4,6 +4,8 @@
   bytes, and workers watch the bucket to abandon calls already in flight.
 - Provider handles: a worker saves the provider's own job id before waiting on it, so a restarted
   worker resumes the same provider job instead of paying for a second one.
+- Provider budgets: how many calls a provider may run at once across every worker; admins set
+  them through the profiles service, dispatch admits tasks within them (ADR 0020).
 """
 
 from __future__ import annotations
@@ -16,10 +18,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from faststream.nats import NatsBroker
-from nats.js.errors import KeyNotFoundError
+from nats.js.errors import KeyDeletedError, KeyNotFoundError, NoKeysError
 from nats.js.kv import KeyValue
 
-from atelier_contracts.subjects import CANCELLED_JOBS_BUCKET, PROVIDER_HANDLES_BUCKET
+from atelier_contracts.subjects import (
+    CANCELLED_JOBS_BUCKET,
+    PROVIDER_BUDGETS_BUCKET,
+    PROVIDER_HANDLES_BUCKET,
+)
 
 log = logging.getLogger("atelier.messaging.kv")
 
@@ -27,7 +33,7 @@ _WEEK_S = 7 * 24 * 3600.0
 
 
 class _Bucket:
-    def __init__(self, broker: NatsBroker, name: str, ttl_s: float, replicas: int) -> None:
+    def __init__(self, broker: NatsBroker, name: str, ttl_s: float | None, replicas: int) -> None:
         self.broker = broker
         self.name = name
         self.ttl_s = ttl_s
@@ -88,6 +94,59 @@ class CancelledJobs(_Bucket):
             except Exception:
                 self._caught_up = False
                 log.exception("cancellation watch broke; asking the bucket until it is back")
+                await asyncio.sleep(1.0)
+
+
+class ProviderBudgets(_Bucket):
+    """Each provider's budget of calls at once (a positive integer; no key: no limit).
+
+    `watch` keeps `known` current and calls `on_change(provider)` for every change (and for each
+    budget that exists when it starts), so a process answers from memory.
+    """
+
+    def __init__(self, broker: NatsBroker, replicas: int = 1) -> None:
+        super().__init__(broker, PROVIDER_BUDGETS_BUCKET, None, replicas)
+        self.known: dict[str, int] = {}
+
+    async def set(self, provider: str, max_concurrent: int | None) -> None:
+        kv = await self.kv()
+        if max_concurrent is None:
+            with contextlib.suppress(KeyNotFoundError):
+                await kv.delete(provider)
+        else:
+            await kv.put(provider, str(max_concurrent).encode())
+
+    async def read_all(self) -> dict[str, int]:
+        kv = await self.kv()
+        budgets: dict[str, int] = {}
+        try:
+            keys = await kv.keys()
+        except NoKeysError:
+            return budgets
+        for key in keys:
+            with contextlib.suppress(KeyNotFoundError, KeyDeletedError):
+                entry = await kv.get(key)
+                if entry.value:
+                    budgets[key] = int(entry.value)
+        return budgets
+
+    async def watch(self, on_change: Callable[[str], Awaitable[None]] = _nothing) -> None:
+        """Follow the bucket until cancelled; a broken watch is started again."""
+        while True:
+            try:
+                watcher = await (await self.kv()).watchall(include_history=False)
+                async for entry in watcher:
+                    if entry is None:
+                        continue  # the existing budgets are in
+                    if entry.value and entry.operation is None:
+                        self.known[entry.key] = int(entry.value)
+                    else:  # deleted or purged: no limit
+                        self.known.pop(entry.key, None)
+                    await on_change(entry.key)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("provider budget watch broke; starting it again")
                 await asyncio.sleep(1.0)
 
 

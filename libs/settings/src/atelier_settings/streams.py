@@ -64,9 +64,10 @@ class StreamLimits(BaseSettings):
     )
     media_discard: Discard = Field(default="old", description="When `ATELIER_MEDIA` is full")
     status_max_bytes: int = Field(
-        default=256 * MiB,
+        default=384 * MiB,
         ge=-1,
-        description="Most bytes `ATELIER_STATUS` keeps (the status feed, 1 day); -1: no limit",
+        description="Most bytes `ATELIER_STATUS` keeps (jobs' updates and outcomes, which "
+        "settle credits; 7 days); -1: no limit",
     )
     status_discard: Discard = Field(default="old", description="When `ATELIER_STATUS` is full")
     profiles_max_bytes: int = Field(
@@ -75,13 +76,17 @@ class StreamLimits(BaseSettings):
         description="Most bytes `ATELIER_PROFILES` keeps (profile changes); -1: no limit",
     )
     profiles_discard: Discard = Field(default="old", description="When `ATELIER_PROFILES` is full")
-    finished_max_bytes: int = Field(
-        default=128 * MiB,
+    webhooks_max_bytes: int = Field(
+        default=256 * MiB,
         ge=-1,
-        description="Most bytes `ATELIER_FINISHED` keeps (job outcomes "
-        "that settle credits); -1: no limit",
+        description="Most bytes `ATELIER_WEBHOOKS` keeps (webhook deliveries, each retried for "
+        "a day; ADR 0025); -1: no limit",
     )
-    finished_discard: Discard = Field(default="old", description="When `ATELIER_FINISHED` is full")
+    webhooks_discard: Discard = Field(
+        default="new",
+        description="When `ATELIER_WEBHOOKS` is full: `new` refuses new deliveries (the outcome "
+        "that makes them is redelivered until there is room), `old` drops the oldest",
+    )
 
     def for_stream(self, stream: str) -> tuple[int, Discard]:
         """`(max_bytes, discard)` of a stream by its name (`ATELIER_JOBS` → `jobs_*`)."""

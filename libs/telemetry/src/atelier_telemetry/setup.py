@@ -74,8 +74,15 @@ def configure_telemetry(
     HTTPXClientInstrumentor().instrument()
 
 
-def instrument_fastapi(app: Any) -> None:
+def instrument_fastapi(app: Any, *, send_receive_spans: bool = True) -> None:
+    """A server span per request; `send_receive_spans=False` leaves out the child span of every
+    ASGI message the request receives and its response sends: on a long-lived response (an SSE
+    stream) that is a span per event and per ping, for as long as the stream is open."""
     from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
     # Probes and Prometheus scrapes would otherwise be a trace every few seconds.
-    FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz,metrics")
+    FastAPIInstrumentor.instrument_app(
+        app,
+        excluded_urls="healthz,readyz,metrics",
+        exclude_spans=None if send_receive_spans else ["receive", "send"],
+    )

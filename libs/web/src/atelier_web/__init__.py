@@ -7,5 +7,14 @@ from atelier_web.app import (
     error_body,
     serve,
 )
+from atelier_web.runner import Option, run_service
 
-__all__ = ["INSTANCE_ID_ENV", "ReadinessCheck", "create_service_app", "error_body", "serve"]
+__all__ = [
+    "INSTANCE_ID_ENV",
+    "Option",
+    "ReadinessCheck",
+    "create_service_app",
+    "error_body",
+    "run_service",
+    "serve",
+]

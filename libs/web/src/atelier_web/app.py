@@ -6,6 +6,7 @@ workers, media) has the same shape and the same probes as the HTTP ones.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -20,6 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from atelier_contracts.errors import AtelierError
+from atelier_telemetry.metrics import set_ready
 from atelier_web.metrics import install_metrics
 
 log = logging.getLogger("atelier.web")
@@ -32,6 +34,9 @@ log = logging.getLogger("atelier.web")
 INSTANCE_ID_ENV = "ATELIER_INSTANCE_ID"
 
 ReadinessCheck = Callable[[], Awaitable[bool]]
+# Every readiness check gets at most this long (Kubernetes' probe timeout defaults to 1 s; ours
+# set 3 s in deploy/): a hung dependency is "not ready", never a probe that hangs.
+READINESS_TIMEOUT_S = 2.0
 Hook = Callable[[], Awaitable[None]]
 
 
@@ -60,7 +65,13 @@ def allowed_methods(app: FastAPI, request: Request) -> list[str]:
     first route whose path matched, which lists only that route's methods (`GET` where the path
     also takes `PUT` and `DELETE`). A client, and the OpenAPI document, expect all of them. Each
     method is tried through the routes' own matching (which also sees into included routers).
+    A literal path the OpenAPI document names is its own resource: its methods are the
+    document's, not those of a parameterised path it also fits (`POST /v1/generations/estimate`
+    is not `GET /v1/generations/{job_id}`).
     """
+    documented = app.openapi().get("paths", {}).get(request.url.path)
+    if documented:
+        return [method for method in _METHODS if method.lower() in documented]
     return [
         method
         for method in _METHODS
@@ -157,17 +168,33 @@ def create_service_app(
     async def healthz() -> dict[str, str]:
         return {"status": "ok", **identity}
 
+    checks = list(readiness)
+    if broker is not None:
+        checks.insert(0, _broker_ready(broker))
+
+    async def is_ready() -> bool:
+        results = await asyncio.gather(*(_bounded(check) for check in checks))
+        return all(results)
+
     @app.get("/readyz", include_in_schema=False)
     async def readyz() -> JSONResponse:
-        checks = list(readiness)
-        if broker is not None:
-            checks.insert(0, _broker_ready(broker))
-        results = [await check() for check in checks]
-        ok = all(results)
+        ok = await is_ready()
+        set_ready(ok)
         return JSONResponse({"ready": ok, **identity}, status_code=200 if ok else 503)
 
-    install_metrics(app, broker)
+    install_metrics(app, broker, is_ready)
     return app
+
+
+async def _bounded(check: ReadinessCheck) -> bool:
+    """A probe answers before the orchestrator's own timeout even when a dependency hangs (the
+    MinIO SDK, for one, retries for a long time by default): a check past its time is not
+    ready, and so is one that raises."""
+    try:
+        return await asyncio.wait_for(check(), READINESS_TIMEOUT_S)
+    except Exception:
+        log.warning("a readiness check failed or ran past %s s", READINESS_TIMEOUT_S, exc_info=True)
+        return False
 
 
 def _broker_ready(broker: Any) -> ReadinessCheck:

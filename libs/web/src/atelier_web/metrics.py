@@ -7,12 +7,18 @@ the ingress routes only their API paths, so Prometheus scrapes it from inside th
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from atelier_telemetry.metrics import MessageMetricsMiddleware, observe_http_request, render_metrics
+from atelier_telemetry.metrics import (
+    MessageMetricsMiddleware,
+    observe_http_request,
+    render_metrics,
+    set_ready,
+)
 
 METRICS_PATH = "/metrics"
 UNMATCHED_ROUTE = "unmatched"
@@ -53,11 +59,17 @@ class HttpMetricsMiddleware:
             raise
 
 
-def install_metrics(app: FastAPI, broker: Any | None) -> None:
-    """Serve `/metrics`, time HTTP requests and count the broker's handled messages."""
+def install_metrics(
+    app: FastAPI, broker: Any | None, is_ready: Callable[[], Awaitable[bool]] | None = None
+) -> None:
+    """Serve `/metrics`, time HTTP requests and count the broker's handled messages. With
+    `is_ready`, each scrape first evaluates readiness into `atelier_ready` (what `/readyz` would
+    answer), so an alert sees a service that is up but not ready."""
 
     @app.get(METRICS_PATH, include_in_schema=False)
     async def metrics() -> Response:
+        if is_ready is not None:
+            set_ready(await is_ready())
         body, content_type = render_metrics()
         return Response(body, media_type=content_type)
 

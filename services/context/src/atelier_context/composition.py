@@ -22,8 +22,10 @@ import re
 from collections.abc import Collection, Iterable
 from typing import Any, Protocol
 
+from atelier_contracts import comfyui
 from atelier_contracts.jobs import AssembledPrompt, ContextElement, GenerationContext, Target
 from atelier_contracts.profiles import ProfileSnapshot
+from atelier_contracts.style import AppliedStyle
 
 # Data keys that are bookkeeping, not description (compared lower-cased, without `_`/`-`).
 _INTERNAL_KEYS = frozenset(
@@ -67,6 +69,8 @@ class AssemblyInput(Protocol):
     def context(self) -> GenerationContext: ...
     @property
     def target(self) -> Target: ...
+    @property
+    def apply_style(self) -> bool: ...
 
 
 # --- data fields -----------------------------------------------------------------------------
@@ -225,12 +229,25 @@ def _names(items: Iterable[str]) -> str:
 # --- the prompt ------------------------------------------------------------------------------
 
 
+STYLE_LABEL = "Style: "
+
+
 def assemble_prompt(
-    source: AssemblyInput, max_elements: int, *, image_element_ids: Collection[str] = ()
+    source: AssemblyInput,
+    max_elements: int,
+    *,
+    image_element_ids: Collection[str] = (),
+    style_text: str = "",
+    style_images: int = 0,
 ) -> AssembledPrompt:
     """The text a model is sent. `image_element_ids`: elements whose image is sent along (named
-    at the end so the model knows what each picture shows)."""
+    at the end so the model knows what each picture shows). `style_text`: the project's style
+    (ADR 0024), a line of its own after the target's template; `style_images`: how many of the
+    style's pictures are sent after the elements' own. `style` on the result says where the
+    style's words are in the prompt (empty when they were cut to fit)."""
     notes: list[str] = []
+    if prompt_not_used(source.profile):
+        notes.append(comfyui.PROMPT_NOT_USED_NOTE)
     elements = source.context.elements
     if len(elements) > max_elements:
         skipped = ", ".join(e.name for e in elements[max_elements:])
@@ -239,11 +256,14 @@ def assemble_prompt(
 
     prompt = source.prompt.strip()
     limit = source.profile.prompt_max_length
-    # (owner, text): owner is "target", "header", "refs" or an element id.
+    # (owner, text): owner is "target", "style", "header", "refs" or an element id.
     pieces: list[tuple[str, str]] = []
     target = target_text(source)
     if target:
         pieces.append(("target", "\n\n" + target))
+    style_text = " ".join(style_text.split())
+    if style_text:
+        pieces.append(("style", "\n\n" + STYLE_LABEL + _sentence(style_text)))
     lines: list[tuple[str, str]] = []
     for element in elements:
         line = element_line(element)
@@ -252,12 +272,13 @@ def assemble_prompt(
         elif element.id not in image_element_ids:
             notes.append(f"{element.name}: nothing selected to send.")
     with_images = [e for e in elements if e.id in image_element_ids]
-    if lines or with_images:
+    if lines or with_images or style_images:
         pieces.append(("header", "\n\nContext:"))
         pieces.extend(lines)
-        if with_images:
-            listed = ", ".join(e.name for e in with_images)
-            pieces.append(("refs", f"\nReference images, in order: {listed}."))
+        if with_images or style_images:
+            named = [e.name for e in with_images]
+            named += [f"style reference {n}" for n in range(1, style_images + 1)]
+            pieces.append(("refs", f"\nReference images, in order: {', '.join(named)}."))
 
     tail = "".join(text for _, text in pieces)
     room = max(limit - len(prompt), 0)
@@ -273,7 +294,38 @@ def assemble_prompt(
         negative_prompt=str(negative) if negative else None,
         elements_used=used,
         notes=notes,
+        style=_style_span(pieces, len(prompt), len(prompt + tail)) if style_text else None,
     )
+
+
+def _style_span(pieces: list[tuple[str, str]], base: int, end: int) -> AppliedStyle:
+    """Where the style's words are in the prompt (what survived of them when it was cut);
+    `version` and the images are the caller's to fill in."""
+    start = base
+    for owner, text in pieces:
+        if owner == "style":
+            words_start = start + len("\n\n" + STYLE_LABEL)
+            words_end = min(start + len(text), end)
+            if words_end <= words_start:
+                return AppliedStyle(version=0, applied=False, note=STYLE_CUT_NOTE)
+            return AppliedStyle(
+                version=0,
+                applied=True,
+                text=text[len("\n\n" + STYLE_LABEL) : words_end - start],
+                prompt_start=words_start,
+                prompt_end=words_end,
+            )
+        start += len(text)
+    return AppliedStyle(version=0, applied=False)
+
+
+STYLE_CUT_NOTE = "The project style did not fit the model's prompt limit; its words were left out."
+
+
+def prompt_not_used(profile: ProfileSnapshot) -> bool:
+    """The profile says its model takes no text (a ComfyUI workflow whose node map has
+    `"prompt": null`): the prompt is still assembled and stored, but nothing reads it."""
+    return profile.provider == comfyui.PROVIDER and comfyui.prompt_not_used(profile.provider_config)
 
 
 def _shorten(
@@ -315,6 +367,8 @@ def _shorten(
         said.append(f"{_names(cut_short)} cut short")
     if "target" in dropped or "target" in cut:
         said.append("the cover or element-picture instructions shortened")
+    if "style" in dropped or "style" in cut:
+        said.append("the project style shortened")
     if "refs" in dropped or "refs" in cut:
         said.append("the list of reference images left out of the text")
     removed = len(full) - len(kept)

@@ -2,27 +2,38 @@
 
 from __future__ import annotations
 
-import argparse
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
 
 import httpx
 from fastapi import FastAPI
 
 from atelier_context.handlers import media_lookup, register_handlers
 from atelier_context.images import ImageLimits
+from atelier_context.inputs import StagedInputs
 from atelier_context.references import ReferenceResolver, StorageFetcher
 from atelier_context.service import ContextService
 from atelier_context.settings import Settings
-from atelier_context.ssrf import FetchPolicy, GuardedFetcher, parse_networks
-from atelier_messaging import ensure_streams, make_broker
+from atelier_context.styles import ProjectStyles, StyleBucket
+from atelier_contracts.subjects import PROJECT_STYLES_BUCKET
+from atelier_messaging import CancelledJobs, ensure_streams, make_broker
+from atelier_security.ssrf import FetchPolicy, GuardedFetcher, parse_networks
 from atelier_storage import ObjectStore
-from atelier_telemetry import configure_telemetry
-from atelier_web import create_service_app, serve
+from atelier_web import create_service_app, run_service
 
 
 def create_app(
-    settings: Settings | None = None, *, guarded_fetcher: GuardedFetcher | None = None
+    settings: Settings | None = None,
+    *,
+    guarded_fetcher: GuardedFetcher | None = None,
+    style_bucket: StyleBucket | None = None,
 ) -> FastAPI:
-    """`guarded_fetcher` replaces the URL fetcher (tests: one with a fake resolver)."""
+    """`guarded_fetcher` replaces the URL fetcher (tests: one with a fake resolver);
+    `style_bucket` the styles' key-value bucket. Without one, and with the start-up hooks off
+    (handler tests on FastStream's in-memory broker, which has no JetStream), no project style
+    is kept or applied."""
     settings = settings or Settings()
     broker = make_broker(settings.nats_url, "context")
     store = ObjectStore.from_settings(settings)
@@ -45,27 +56,67 @@ def create_app(
             max_redirects=settings.fetch_max_redirects,
         )
     )
+    inputs = StagedInputs(store, settings.staging_bucket, settings.input_slot_ttl_s)
+    lookup = media_lookup(broker, settings.media_query_timeout_s)
     resolver = ReferenceResolver(
-        media_lookup=media_lookup(broker, settings.media_query_timeout_s),
+        media_lookup=lookup,
         storage=StorageFetcher(storage_client, settings.reference_max_bytes),
         guarded=guarded,
         limits=limits,
+        staged=inputs,
     )
+    buckets: list[StyleBucket] = [style_bucket] if style_bucket is not None else []
+
+    async def styles_bucket() -> StyleBucket:
+        # Durable, replicated like the streams, kept until deleted (ADR 0024).
+        if not buckets:
+            buckets.append(
+                await broker.key_value(PROJECT_STYLES_BUCKET, replicas=settings.stream_replicas)
+            )
+        return buckets[0]
+
     service = ContextService(
         resolver,
         store,
         settings.staging_bucket,
         max_elements=settings.max_elements,
         references_budget_s=settings.references_budget_s,
+        inputs=inputs,
+        styles=(
+            ProjectStyles(styles_bucket, lookup)
+            if style_bucket is not None or settings.run_startup_hooks
+            else None
+        ),
     )
-    register_handlers(broker, service)
+    register_handlers(broker, service, inputs)
 
     async def prepare() -> None:
         await ensure_streams(settings.nats_url, settings.stream_replicas)
         # Workers and media create it too; whoever starts first wins, all are idempotent.
         await store.ensure_bucket(settings.staging_bucket)
 
+    sweeper: list[asyncio.Task[None]] = []
+    # Asked directly (no watch): only jobs with young objects under refs/ at sweep time.
+    cancelled = CancelledJobs(broker, settings.stream_replicas)
+
+    async def sweep_stale_staged_objects() -> None:
+        # Every replica sweeps: deletes are idempotent, and one list per hour is cheap.
+        while True:
+            await asyncio.sleep(settings.sweep_interval_s)
+            try:
+                await inputs.sweep(settings.staged_max_age_s, cancelled.is_cancelled)
+            except Exception:  # storage away: the next sweep tries again
+                logging.getLogger("atelier.context").exception("the staging sweep failed")
+
+    async def start_sweeper() -> None:
+        if settings.sweep_interval_s > 0:
+            sweeper.append(asyncio.create_task(sweep_stale_staged_objects()))
+
     async def close_client() -> None:
+        for task in sweeper:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await storage_client.aclose()
 
     app = create_service_app(
@@ -73,6 +124,7 @@ def create_app(
         broker=broker,
         on_startup=[prepare] if settings.run_startup_hooks else [],
         on_shutdown=[close_client],
+        after_startup=[start_sweeper] if settings.run_startup_hooks else [],
         description="Assembles worldbuilding context into the prompt and reference images a "
         "model is sent.",
     )
@@ -81,21 +133,13 @@ def create_app(
     return app
 
 
-def cli() -> None:
-    parser = argparse.ArgumentParser(
+def cli(argv: Sequence[str] | None = None) -> None:
+    run_service(
         prog="atelier-context",
-        description="Atelier context service: jobs.requested → jobs.enriched, and "
-        "context.query.preview. Settings come from ATELIER_* / ATELIER_CONTEXT_* environment "
-        "variables.",
+        description="Atelier context service: jobs.requested → jobs.enriched, "
+        "context.query.preview and context.command.input_slots.",
+        settings_type=Settings,
+        create_app=create_app,
+        name=lambda _: "context",
+        argv=argv,
     )
-    parser.add_argument("--host", help="bind address (ATELIER_CONTEXT_HOST)")
-    parser.add_argument("--port", type=int, help="health port (ATELIER_CONTEXT_PORT)")
-    args = parser.parse_args()
-    settings = Settings()
-    configure_telemetry(
-        "context",
-        level=settings.log_level,
-        json_logs=settings.log_json,
-        otlp_endpoint=settings.otlp_endpoint,
-    )
-    serve(create_app(settings), args.host or settings.host, args.port or settings.port)

@@ -2,6 +2,8 @@
 
 Three sources (`ElementImage`): a media id of the same project (asked of the media service, then
 read from the presigned URL it hands out), a data URL, or a web URL (only through the SSRF guard).
+A data URL arrives staged: the gateway decoded it and wrote the bytes to the staging bucket
+(`staged`, ADR 0017; `inputs`); an inline `data_url` is still read, from older publishers.
 Whatever the source, the bytes then go through the same checks (`images.prepare_reference`).
 Every failure is a `ReferenceProblem` whose reason is shown to the writer.
 """
@@ -24,9 +26,10 @@ from atelier_context.images import (
     check_byte_size,
     prepare_reference,
 )
-from atelier_context.ssrf import FetchError, GuardedFetcher, read_capped
+from atelier_context.inputs import StagedInputProblem, StagedInputs
 from atelier_contracts.jobs import ContextElement
 from atelier_contracts.media import MediaReply
+from atelier_security.ssrf import FetchError, GuardedFetcher, read_capped
 
 Source = Literal["media", "url", "data_url"]
 MediaLookup = Callable[[str], Awaitable[MediaReply]]
@@ -109,22 +112,43 @@ class ReferenceResolver:
         storage: StorageFetcher,
         guarded: GuardedFetcher,
         limits: ImageLimits,
+        staged: StagedInputs | None = None,
     ) -> None:
         self._media_lookup = media_lookup
         self._storage = storage
         self._guarded = guarded
+        self._staged = staged
         self.limits = limits
 
-    async def resolve(self, element: ContextElement, project: str) -> ResolvedReference:
-        """The element's image, checked and prepared for the model, or `ReferenceProblem`."""
+    async def resolve(
+        self, element: ContextElement, project: str, inputs_prefix: str | None = None
+    ) -> ResolvedReference:
+        """The element's image, checked and prepared for the model, or `ReferenceProblem`.
+        A staged image is read only from under `inputs_prefix`, the request's own slots."""
         image = element.image
         if image is None:
             raise ReferenceProblem("The element has no image.")
         source: Source
         if image.media_id:
             source, data = "media", await self._from_media(image.media_id, project)
+        elif image.staged:
+            source = "data_url"  # what the writer sent; staging is how it travelled
+            if self._staged is None or inputs_prefix is None:
+                raise ReferenceProblem("The picture was not staged for this request.")
+            try:
+                # The size as declared, before anything is read: the same limit as ever.
+                check_byte_size(image.staged.size_bytes, self.limits)
+                data = await self._staged.read(
+                    image.staged, inputs_prefix, max_bytes=self.limits.max_bytes
+                )
+            except ImageRejected as exc:
+                raise ReferenceProblem(exc.reason) from exc
+            except StagedInputProblem as exc:
+                raise ReferenceProblem(exc.reason) from exc
         elif image.data_url:
             source, data = "data_url", decode_data_url(image.data_url, self.limits)
+        elif image.withheld:  # only for a switched-off picture, which is never resolved
+            raise ReferenceProblem("Not sent: the image is switched off for this element.")
         else:
             assert image.url  # ElementImage holds exactly one of the three
             source = "url"

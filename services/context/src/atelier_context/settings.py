@@ -45,6 +45,29 @@ class Settings(BaseServiceSettings):
         "only to these",
     )
 
+    input_slot_ttl_s: int = Field(
+        default=300,
+        ge=10,
+        le=3600,
+        description="How long a presigned PUT URL for a request's staged inputs is valid "
+        "(`context.command.input_slots`, ADR 0017)",
+    )
+
+    staged_max_age_s: float = Field(
+        default=24 * 3600,
+        gt=0,
+        description="Staged objects (`refs/`, `previews/`) older than this are deleted by the "
+        "sweep: what a crash or a request that never became a job left behind (ADR 0017). "
+        "Keep it longer than any job lives: 5 profiles of a fallback chain at 3 x 3600 s "
+        "plus the deadline slack each is about 15.5 h",
+    )
+    sweep_interval_s: float = Field(
+        default=3600,
+        ge=0,
+        description="How often the sweep runs (0: never): it deletes stale staged objects, and "
+        "those of cancelled jobs whatever their age",
+    )
+
     media_query_timeout_s: float = Field(
         default=3.0, gt=0, description="How long the media service has to answer a lookup"
     )

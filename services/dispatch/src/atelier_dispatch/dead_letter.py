@@ -19,8 +19,8 @@ from pydantic import BaseModel, ValidationError
 
 from atelier_contracts.errors import ErrorClass, ErrorInfo
 from atelier_contracts.generation import GenerationCompleted, GenerationFailed, GenerationTask
-from atelier_contracts.jobs import JobEnriched, JobRequested
-from atelier_contracts.subjects import JOBS_STREAM, TASKS_STREAM
+from atelier_contracts.jobs import JobRequested
+from atelier_contracts.subjects import JOBS_STREAM, TASKS_STREAM, Subject
 from atelier_dispatch.service import DispatchService
 
 log = logging.getLogger("atelier.dispatch.dead_letter")
@@ -116,10 +116,10 @@ async def _settle(
         )
         await service.task_failed(GenerationFailed(task=completed.task, error=error))
         return f"task {completed.task.task_id} failed (not stored)"
-    for model in (JobRequested, JobEnriched):
-        event = _parse(model, body)
-        if event is not None:
-            request = event if isinstance(event, JobRequested) else event.request
+    # Another service's consumer of jobs.requested (context) gave up: the job can never be made.
+    if subject == Subject.JOBS_REQUESTED:
+        request = _parse(JobRequested, body)
+        if request is not None:
             job_id = request.job_id
             # Recorded first, so the job exists and ends failed even when dispatch's own
             # consumer has not read the request yet (the message is deleted next).

@@ -6,15 +6,11 @@ import contextlib
 import logging
 
 from faststream.nats import NatsBroker
+from faststream.nats.annotations import NatsMessage
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from atelier_contracts.generation import (
-    GenerationCompleted,
-    GenerationFailed,
-    GenerationProgress,
-    GenerationStarted,
-)
+from atelier_contracts.generation import GenerationFailed, GenerationProgress
 from atelier_contracts.jobs import (
     CancelJobCommand,
     JobEnriched,
@@ -27,8 +23,15 @@ from atelier_contracts.jobs import (
 from atelier_contracts.media import MediaLanded
 from atelier_contracts.subjects import MAX_DELIVERIES_ADVISORY, Durable, Subject
 from atelier_dispatch.dead_letter import MaxDeliveriesAdvisory, handle_max_deliveries
+from atelier_dispatch.intake import JobNotRecordedYet
 from atelier_dispatch.service import DispatchService
-from atelier_messaging import INTEREST_CONSUMERS, durable_subscriber
+from atelier_messaging import (
+    INTEREST_CONSUMERS,
+    declare_publishers,
+    delivery_attempt,
+    durable_subscriber,
+)
+from atelier_telemetry import record_dead_letter
 
 log = logging.getLogger("atelier.dispatch")
 
@@ -64,6 +67,7 @@ class JetStreamMessages:
 
 
 def register_handlers(broker: NatsBroker, service: DispatchService) -> None:
+    declare_publishers(broker, "dispatch")
     # Ack policy for every durable consumer below: ack after the job's transaction committed and
     # its events were stored; on error, redeliver with backoff (handlers are idempotent: state is
     # recounted from rows and event ids are derived). A job that still never settles is ended by
@@ -82,33 +86,19 @@ def register_handlers(broker: NatsBroker, service: DispatchService) -> None:
     @durable_subscriber(
         broker, Subject.JOBS_ENRICHED, Durable.DISPATCH_JOBS_ENRICHED, max_workers=8, max_deliver=50
     )
-    async def dispatch_enriched_job(event: JobEnriched) -> None:
-        await service.dispatch_enriched(event)
-
-    @durable_subscriber(
-        broker,
-        Subject.GEN_STARTED,
-        f"{Durable.DISPATCH_RESULTS}-started",
-        max_workers=8,
-        max_deliver=50,
-    )
-    async def record_task_started(event: GenerationStarted) -> None:
-        await service.task_started(event)
-
-    @durable_subscriber(
-        broker,
-        Subject.GEN_COMPLETED,
-        f"{Durable.DISPATCH_RESULTS}-completed",
-        max_workers=8,
-        max_deliver=50,
-    )
-    async def record_task_completed(event: GenerationCompleted) -> None:
-        await service.task_completed(event)
+    async def dispatch_enriched_job(event: JobEnriched, msg: NatsMessage) -> None:
+        try:
+            await service.dispatch_enriched(event)
+        except JobNotRecordedYet:
+            # Context was quicker than our own consumer of jobs.requested: not a failure, so
+            # no error log and no backoff, just another look shortly (max_deliver still bounds
+            # it; the dead-letter path ends a job whose request never gets recorded).
+            await msg.nack(delay=min(2.0, 0.05 * delivery_attempt(msg)))
 
     @durable_subscriber(
         broker,
         Subject.GEN_FAILED,
-        f"{Durable.DISPATCH_RESULTS}-failed",
+        Durable.DISPATCH_GEN_FAILED,
         max_workers=8,
         max_deliver=50,
     )
@@ -119,7 +109,7 @@ def register_handlers(broker: NatsBroker, service: DispatchService) -> None:
     @durable_subscriber(
         broker,
         Subject.GEN_PROGRESS,
-        f"{Durable.DISPATCH_RESULTS}-progress",
+        Durable.DISPATCH_GEN_PROGRESS,
         max_workers=8,
         max_deliver=3,
     )
@@ -137,6 +127,7 @@ def register_handlers(broker: NatsBroker, service: DispatchService) -> None:
     @broker.subscriber(MAX_DELIVERIES_ADVISORY, queue="dispatch")
     async def fail_undeliverable(advisory: MaxDeliveriesAdvisory) -> None:
         messages = JetStreamMessages(broker.connection.jetstream())
+        record_dead_letter(advisory.stream, advisory.consumer)
         outcome = await handle_max_deliveries(advisory, messages, service)
         log.warning(
             "message ran out of deliveries",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import logging
@@ -17,11 +16,19 @@ from atelier_dispatch.handlers import register_handlers
 from atelier_dispatch.migrations import MIGRATIONS
 from atelier_dispatch.service import DispatchService
 from atelier_dispatch.settings import Settings
-from atelier_messaging import CancelledJobs, ensure_streams, make_broker, publish_event
-from atelier_telemetry import configure_telemetry, set_queue_depth
-from atelier_web import create_service_app, serve
+from atelier_messaging import (
+    CancelledJobs,
+    ProviderBudgets,
+    ensure_streams,
+    make_broker,
+    publish_event,
+)
+from atelier_telemetry import set_queue_depth, set_stream_usage
+from atelier_web import create_service_app, run_service
 
 log = logging.getLogger("atelier.dispatch")
+# Stream usage is read less often than the task queues: a few requests per stream each time.
+STREAMS_REPORT_EVERY_S = 5.0
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -33,6 +40,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await publish_event(broker, event, subject)
 
     cancelled = CancelledJobs(broker, settings.stream_replicas)
+    budgets = ProviderBudgets(broker, settings.stream_replicas)
     service = DispatchService(
         db,
         publish,
@@ -40,9 +48,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_attempts=settings.max_attempts,
         retry_base_s=settings.retry_base_s,
         mark_cancelled=cancelled.mark,
+        budgets=budgets.known,
     )
     register_handlers(broker, service)
-    sweeper: list[asyncio.Task[None]] = []
+    background: list[asyncio.Task[None]] = []
 
     async def report_queue_depth() -> None:
         """Tasks waiting per provider queue, for the metrics endpoint (and autoscaling)."""
@@ -50,23 +59,55 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         for consumer in await js.consumers_info(TASKS_STREAM.name):
             set_queue_depth(TASKS_STREAM.name, consumer.name, consumer.num_pending or 0)
 
+    async def report_streams() -> None:
+        """Every stream's (and key-value bucket's) usage and limits, and every durable
+        consumer's lag: what the stream alerts and the dashboards read. Ephemeral consumers
+        (ordered SSE resumes, watchers) have random names and are left out."""
+        js = broker.connection.jetstream()
+        for stream in await js.streams_info():
+            name = stream.config.name or ""
+            set_stream_usage(
+                name,
+                messages=stream.state.messages,
+                bytes_=stream.state.bytes,
+                max_messages=stream.config.max_msgs,
+                max_bytes=stream.config.max_bytes,
+            )
+            for consumer in await js.consumers_info(name):
+                if consumer.config.durable_name:
+                    set_queue_depth(name, consumer.name, consumer.num_pending or 0)
+
     async def sweep_forever() -> None:
+        streams_reported = -STREAMS_REPORT_EVERY_S
+        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(settings.sweep_interval_s)
             try:
                 await service.end_overdue_jobs()
                 await service.send_due_retries()
+                await service.admit_waiting()
                 await report_queue_depth()
+                if loop.time() - streams_reported >= STREAMS_REPORT_EVERY_S:
+                    streams_reported = loop.time()
+                    await report_streams()
             except Exception:
                 log.exception("sweep failed; trying again next round")
+
+    async def budget_changed(provider: str) -> None:
+        """A budget raised or removed lets waiting tasks go now, not at the next sweep."""
+        try:
+            await service.admit_waiting(provider)
+        except Exception:
+            log.exception("admission after a budget change failed; the sweeper will retry")
 
     async def prepare() -> None:
         await ensure_streams(settings.nats_url, settings.stream_replicas)
         await migrate_to_head(MIGRATIONS, db.url)
-        sweeper.append(asyncio.create_task(sweep_forever()))
+        background.append(asyncio.create_task(budgets.watch(budget_changed)))
+        background.append(asyncio.create_task(sweep_forever()))
 
     async def stop() -> None:
-        for task in sweeper:
+        for task in background:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -87,27 +128,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def cli(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
+    run_service(
         prog="atelier-dispatch",
-        description="Atelier dispatch service: owns jobs and their state machine. Settings come "
-        "from ATELIER_* / ATELIER_DISPATCH_* environment variables.",
+        description="Atelier dispatch service: owns jobs and their state machine.",
+        settings_type=Settings,
+        create_app=create_app,
+        name=lambda _: "dispatch",
+        migrate=lambda settings: upgrade_to_head(MIGRATIONS, settings.database_url),
+        argv=argv,
     )
-    parser.add_argument("--host", help="bind address of the health port")
-    parser.add_argument("--port", type=int, help="health port (ATELIER_DISPATCH_PORT)")
-    parser.add_argument(
-        "--migrate-only",
-        action="store_true",
-        help="bring the database schema to the newest revision and exit (a one-shot job)",
-    )
-    args = parser.parse_args(argv)
-    settings = Settings()
-    configure_telemetry(
-        "dispatch",
-        level=settings.log_level,
-        json_logs=settings.log_json,
-        otlp_endpoint=settings.otlp_endpoint,
-    )
-    if args.migrate_only:
-        upgrade_to_head(MIGRATIONS, settings.database_url)
-        return
-    serve(create_app(settings), args.host or settings.host, args.port or settings.port)

@@ -15,7 +15,11 @@ class Settings(BaseServiceSettings):
 
     port: int = 8083
     database_url: str = Field(default_factory=lambda: default_database_url("dispatch"))
-    sweep_interval_s: float = Field(default=5.0, gt=0, description="How often overdue jobs end")
+    sweep_interval_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="How often overdue jobs end, due retries go and waiting tasks are admitted",
+    )
     deadline_slack_s: float = Field(
         default=300.0, ge=0, description="Added to a job's profile timeout for queueing time"
     )

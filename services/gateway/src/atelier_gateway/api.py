@@ -6,51 +6,50 @@ because there the user named the project themselves.
 """
 
 # No `from __future__ import annotations` here: FastAPI must resolve the route annotations at
-# run time, and `CurrentUser` is local to `create_router`.
+# run time.
 import math
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import (
     APIRouter,
-    Depends,
     FastAPI,
     Header,
+    Path,
     Query,
     Request,
     Response,
-    Security,
     status,
 )
 from fastapi.responses import JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.background import BackgroundTask
 from starlette.responses import StreamingResponse
 
-from atelier_contracts.errors import Forbidden
-from atelier_contracts.jobs import ContextPreviewQuery
-from atelier_contracts.media import MediaItem
-from atelier_contracts.profiles import ProfileSnapshot
+from atelier_contracts.style import ProjectStyle
+from atelier_contracts.subjects import PROJECT_ID_PATTERN
 from atelier_gateway.assignments import assign_media, project_assignments
-from atelier_gateway.auth import Authenticator, TokenRejected, User
-from atelier_gateway.backends import ContextPreviewer, MediaFetcher, not_answering
+from atelier_gateway.auth import TokenRejected
+from atelier_gateway.dependencies import AppSettings, CurrentUser, Service
+from atelier_gateway.media_bytes import MediaBytes
 from atelier_gateway.models import (
     AssignBody,
     AssignmentAccepted,
     ContextPreview,
     Features,
     GenerationAccepted,
+    GenerationEstimate,
     GenerationRequestBody,
     JobList,
     JobOut,
     MediaOut,
     MediaPage,
     ProjectAssignments,
+    StyleBody,
 )
-from atelier_gateway.service import GatewayService, JobStream, QuotaRefused, validate_generation
-from atelier_gateway.settings import Settings
+from atelier_gateway.service import QuotaRefused
+from atelier_gateway.streams import JobStream
 from atelier_web import error_body
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -66,9 +65,19 @@ _BODY_ERRORS: dict[int | str, dict[str, Any]] = {
     },
     422: {"description": "`invalid_input`: the body does not fit the schema (field named)"},
 }
+# The routes that validate a body as a submission would, without submitting it.
+_CHECKED_LIKE_A_SUBMISSION: dict[int | str, dict[str, Any]] = {
+    **_BODY_ERRORS,
+    403: {"description": "`project_not_granted` or `generation_disabled`"},
+    422: {
+        "description": "The body does not fit the schema or its limits (`invalid_input`), "
+        "or the request does not fit the profile"
+    },
+}
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"description": "Unknown, or in a project the token does not grant"}
 }
+ProjectId = Annotated[str, Path(pattern=PROJECT_ID_PATTERN)]
 _LAST_EVENT_ID = Header(
     alias="Last-Event-ID",
     description="Sent by a reconnecting EventSource: the stream resumes after that event "
@@ -76,237 +85,255 @@ _LAST_EVENT_ID = Header(
 )
 
 
-def create_router(settings: Settings, service: GatewayService, fetcher: MediaFetcher) -> APIRouter:
-    bearer = HTTPBearer(auto_error=False, description="JWT with `sub` and `projects` claims")
-    authenticator = Authenticator(
-        secret=settings.jwt_secret if settings.hs256_enabled else None,
-        issuer=settings.jwt_issuer,
-        audience=settings.jwt_audience,
-        leeway_s=settings.jwt_leeway_s,
-        jwks_url=settings.jwks_url,
-        jwks_cache_s=settings.jwks_cache_s,
-    )
+router = APIRouter(prefix="/v1", responses=_ERRORS)
 
-    async def current_user(
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
-    ) -> User:
-        return await authenticator(credentials.credentials if credentials else None)
 
-    CurrentUser = Annotated[User, Depends(current_user)]
-    router = APIRouter(prefix="/v1", responses=_ERRORS)
+@router.get("/features", tags=["generation"])
+async def get_features(user: CurrentUser, service: Service) -> Features:
+    """Is generation on, and which profiles (sizes, counts, options) may be used."""
+    return await service.features()
 
-    @router.get("/features", tags=["generation"])
-    async def get_features(user: CurrentUser) -> Features:
-        """Is generation on, and which profiles (sizes, counts, options) may be used."""
-        return await service.features()
 
-    @router.post(
-        "/generations",
-        status_code=status.HTTP_202_ACCEPTED,
-        tags=["generation"],
-        responses={
-            **_BODY_ERRORS,
-            200: {"description": "Idempotency-Key seen before: the job it made"},
-            403: {"description": "`project_not_granted` or `generation_disabled`"},
-            429: {
-                "description": "`quota_exceeded` (with `remaining`, `resets_at`) or "
-                "`rate_limited` (with `Retry-After`)"
-            },
-            422: {
-                "description": "The body does not fit the schema or its limits (`invalid_input`), "
-                "the request does not fit the profile (`too_many_reference_images`, "
-                "`reference_image_too_large`, `size_not_allowed`...), or "
-                "`idempotency_key_reused` with a different request"
-            },
+@router.post(
+    "/generations",
+    status_code=status.HTTP_202_ACCEPTED,
+    tags=["generation"],
+    responses={
+        **_BODY_ERRORS,
+        200: {"description": "Idempotency-Key seen before: the job it made"},
+        403: {"description": "`project_not_granted` or `generation_disabled`"},
+        429: {
+            "description": "`quota_exceeded` (with `remaining`, `resets_at`) or "
+            "`rate_limited` (with `Retry-After`)"
         },
-    )
-    async def create_generation(
-        body: GenerationRequestBody,
-        user: CurrentUser,
-        response: Response,
-        idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
-    ) -> GenerationAccepted:
-        """Validate against the profile and queue the job; answers before any image exists."""
-        submission = await service.submit(body, user, idempotency_key)
-        response.headers["Location"] = submission.response.links.self
-        if not submission.created:
-            response.status_code = status.HTTP_200_OK
-        return submission.response
-
-    @router.post(
-        "/context/preview",
-        tags=["generation"],
-        responses={
-            **_BODY_ERRORS,
-            403: {"description": "`project_not_granted` or `generation_disabled`"},
-            422: {
-                "description": "The body does not fit the schema or its limits (`invalid_input`), "
-                "or the request does not fit the profile"
-            },
+        422: {
+            "description": "The body does not fit the schema or its limits (`invalid_input`), "
+            "the request does not fit the profile (`too_many_reference_images`, "
+            "`reference_image_too_large`, `size_not_allowed`...), or "
+            "`idempotency_key_reused` with a different request"
         },
-    )
-    async def preview_context(body: GenerationRequestBody, user: CurrentUser) -> ContextPreview:
-        """The exact prompt and reference images a generation with this body would send, and
-        every image that would not be sent with the reason. Validated like a generation;
-        nothing is queued, charged or stored."""
-        if not user.is_granted(body.project):  # as for submitting: the user named the project
-            raise Forbidden(
-                f"Your account has no access to project {body.project!r}.",
-                code="project_not_granted",
-            )
-        catalog = await service.backends.profiles(include_disabled=True)
-        profile = next((p for p in catalog.profiles if p.id == body.profile_id), None)
-        resolved = validate_generation(body, profile, catalog.settings, service.limits)
-        previewer = service.backends
-        if not isinstance(previewer, ContextPreviewer):
-            raise not_answering("context")
-        reply = await previewer.context_preview(
-            ContextPreviewQuery(
-                user_id=user.id,
-                project=body.project,
-                profile=ProfileSnapshot.of(resolved.profile),
-                prompt=resolved.prompt,
-                size=resolved.size,
-                count=resolved.count,
-                options=resolved.options,
-                context=body.context,
-                target=body.target,
-            )
-        )
-        return ContextPreview.of(reply)
+    },
+)
+async def create_generation(
+    body: GenerationRequestBody,
+    user: CurrentUser,
+    service: Service,
+    response: Response,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> GenerationAccepted:
+    """Validate against the profile and queue the job; answers before any image exists."""
+    submission = await service.submit(body, user, idempotency_key)
+    response.headers["Location"] = submission.response.links.self
+    if not submission.created:
+        response.status_code = status.HTTP_200_OK
+    return submission.response
 
-    @router.get("/generations/{job_id}", tags=["generation"], responses=_NOT_FOUND)
-    async def get_generation(job_id: str, user: CurrentUser) -> JobOut:
-        return JobOut.of(await service.job(user, job_id))
 
-    @router.post(
-        "/generations/{job_id}/cancel",
-        tags=["generation"],
-        responses=_NOT_FOUND,
-        summary="Cancel a generation",
-        description="Ends the job as `cancelled`: provider calls in flight are abandoned (and "
-        "cancelled at the provider where it can), results arriving later are not landed. "
-        "Images that already landed stay in the library. A finished job is returned unchanged.",
-    )
-    async def cancel_generation(job_id: str, user: CurrentUser) -> JobOut:
-        return JobOut.of(await service.cancel(user, job_id))
+@router.post(
+    "/context/preview",
+    tags=["generation"],
+    responses=_CHECKED_LIKE_A_SUBMISSION,
+)
+async def preview_context(
+    body: GenerationRequestBody, user: CurrentUser, service: Service
+) -> ContextPreview:
+    """The exact prompt and reference images a generation with this body would send, and
+    every image that would not be sent with the reason. Validated like a generation;
+    nothing is queued or charged, and pictures staged for it are deleted once answered."""
+    return ContextPreview.of(await service.preview(body, user))
 
-    @router.get(
-        "/generations/{job_id}/events",
-        tags=["generation"],
-        responses={
-            **_NOT_FOUND,
-            204: {"description": "Resumed after the job's final event: nothing more will come"},
+
+@router.post(
+    "/generations/estimate",
+    tags=["generation"],
+    responses=_CHECKED_LIKE_A_SUBMISSION,
+)
+async def estimate_generation(
+    body: GenerationRequestBody, user: CurrentUser, service: Service
+) -> GenerationEstimate:
+    """What submitting the same body would reserve now: credits, and money where the
+    profile states the provider's price. Validated like a submission; nothing is reserved,
+    staged or queued. `fits` says whether your remaining credits cover it."""
+    return await service.estimate(body, user)
+
+
+@router.get(
+    "/projects/{project}/style",
+    tags=["style"],
+    responses={
+        **_NOT_FOUND,
+        422: {"description": "`invalid_input`: the project id is not a valid id"},
+    },
+)
+async def get_project_style(
+    project: ProjectId, user: CurrentUser, service: Service
+) -> ProjectStyle:
+    """The project's style: words and reference images added to every generation of the
+    project (a request can leave it out with `apply_style: false`). Version 0 with no
+    words: the project has none yet."""
+    return await service.project_style(user, project)
+
+
+@router.put(
+    "/projects/{project}/style",
+    tags=["style"],
+    responses={
+        **_BODY_ERRORS,
+        403: {"description": "`project_not_granted`"},
+        409: {"description": "`style_version_stale`: it was changed since `version`"},
+        422: {
+            "description": "`invalid_input` (field named), or `style_image_unknown`: an "
+            "image that is not in this project's media library"
         },
-        response_class=EventSourceResponse,
-    )
-    async def generation_events(
-        job_id: str,
-        user: CurrentUser,
-        last_event_id: Annotated[str | None, _LAST_EVENT_ID] = None,
-    ) -> Response:
-        """SSE: the current state first, then every change; ends after the final state.
+    },
+)
+async def put_project_style(
+    project: ProjectId, body: StyleBody, user: CurrentUser, service: Service
+) -> ProjectStyle:
+    """Replace the project's style with a new version. `version` is the one you read: if
+    someone wrote meanwhile, the answer is 409 and nothing changes."""
+    return await service.put_project_style(user, project, body)
 
-        With `Last-Event-ID` (a reconnect), every change after that event instead, none twice.
-        """
-        stream = await service.open_job_stream(user, job_id, last_event_id)
-        if stream.already_final:
-            # 204 is what tells an EventSource to stop reconnecting.
-            await stream.subscription.close()
-            return Response(status_code=status.HTTP_204_NO_CONTENT)
-        return _event_stream(stream, settings.sse_ping_s)
 
-    @router.get("/projects/{project}/generations", tags=["generation"], responses=_NOT_FOUND)
-    async def list_generations(
-        project: str,
-        user: CurrentUser,
-        active: Annotated[bool, Query(description="Only jobs still running")] = True,
-    ) -> JobList:
-        jobs = await service.jobs(user, project, active_only=active)
-        return JobList(jobs=[JobOut.of(job) for job in jobs])
+@router.get("/generations/{job_id}", tags=["generation"], responses=_NOT_FOUND)
+async def get_generation(job_id: str, user: CurrentUser, service: Service) -> JobOut:
+    return JobOut.of(await service.job(user, job_id))
 
-    @router.get(
-        "/projects/{project}/generations/events",
-        tags=["generation"],
-        responses=_NOT_FOUND,
-        response_class=EventSourceResponse,
-    )
-    async def project_generation_events(
-        project: str,
-        user: CurrentUser,
-        last_event_id: Annotated[str | None, _LAST_EVENT_ID] = None,
-    ) -> EventSourceResponse:
-        """SSE: the project's active jobs, then every change of any of its jobs; never ends.
 
-        With `Last-Event-ID`, every change after that event (within `sse_replay_window_s`)
-        instead.
-        """
-        stream = await service.open_project_stream(user, project, last_event_id)
-        return _event_stream(stream, settings.sse_ping_s)
+@router.post(
+    "/generations/{job_id}/cancel",
+    tags=["generation"],
+    responses=_NOT_FOUND,
+    summary="Cancel a generation",
+    description="Ends the job as `cancelled`: provider calls in flight are abandoned (and "
+    "cancelled at the provider where it can), results arriving later are not landed. "
+    "Images that already landed stay in the library. A finished job is returned unchanged.",
+)
+async def cancel_generation(job_id: str, user: CurrentUser, service: Service) -> JobOut:
+    return JobOut.of(await service.cancel(user, job_id))
 
-    @router.get("/projects/{project}/media", tags=["media"], responses=_NOT_FOUND)
-    async def list_media(
-        project: str,
-        user: CurrentUser,
-        limit: Annotated[int, Query(ge=1, le=500)] = 100,
-        offset: Annotated[int, Query(ge=0)] = 0,
-    ) -> MediaPage:
-        page = await service.media_page(user, project, limit=limit, offset=offset)
-        return MediaPage(items=[MediaOut.of(item) for item in page.items], total=page.total)
 
-    @router.get("/media/{media_id}", tags=["media"], responses=_NOT_FOUND)
-    async def get_media(media_id: str, user: CurrentUser) -> MediaOut:
-        reply = await service.media(user, media_id)
-        assert reply.media is not None  # service.media raised otherwise
-        return MediaOut.of(reply.media)
+@router.get(
+    "/generations/{job_id}/events",
+    tags=["generation"],
+    responses={
+        **_NOT_FOUND,
+        204: {"description": "Resumed after the job's final event: nothing more will come"},
+    },
+    response_class=EventSourceResponse,
+)
+async def generation_events(
+    job_id: str,
+    user: CurrentUser,
+    service: Service,
+    settings: AppSettings,
+    last_event_id: Annotated[str | None, _LAST_EVENT_ID] = None,
+) -> Response:
+    """SSE: the current state first, then every change; ends after the final state.
 
-    async def image(
-        media_id: str, user: User, request: Request, variant: Literal["content", "thumbnail"]
-    ) -> Response:
-        item, url = await service.media_source(user, media_id, variant)
-        return await _image_response(item, url, variant, request, fetcher, settings)
+    With `Last-Event-ID` (a reconnect), every change after that event instead, none twice.
+    """
+    stream = await service.open_job_stream(user, job_id, last_event_id)
+    if stream.already_final:
+        # 204 is what tells an EventSource to stop reconnecting.
+        await stream.subscription.close()
+        return Response(status_code=status.HTTP_204_NO_CONTENT)
+    return _event_stream(stream, settings.sse_ping_s)
 
-    @router.get(
-        "/media/{media_id}/content",
-        tags=["media"],
-        responses=_NOT_FOUND,
-        response_class=StreamingResponse,
-    )
-    async def media_content(media_id: str, user: CurrentUser, request: Request) -> Response:
-        """The original image, byte for byte."""
-        return await image(media_id, user, request, "content")
 
-    @router.get(
-        "/media/{media_id}/thumbnail",
-        tags=["media"],
-        responses=_NOT_FOUND,
-        response_class=StreamingResponse,
-    )
-    async def media_thumbnail(media_id: str, user: CurrentUser, request: Request) -> Response:
-        return await image(media_id, user, request, "thumbnail")
+@router.get("/projects/{project}/generations", tags=["generation"], responses=_NOT_FOUND)
+async def list_generations(
+    project: str,
+    user: CurrentUser,
+    service: Service,
+    active: Annotated[bool, Query(description="Only jobs still running")] = True,
+) -> JobList:
+    jobs = await service.jobs(user, project, active_only=active)
+    return JobList(jobs=[JobOut.of(job) for job in jobs])
 
-    @router.post(
-        "/media/{media_id}/assign",
-        status_code=status.HTTP_202_ACCEPTED,
-        tags=["media"],
-        responses={**_NOT_FOUND, **_BODY_ERRORS},
-        summary="Use this image as the project's cover or an element's image",
-    )
-    async def use_media(
-        media_id: str, body: AssignBody, user: CurrentUser, response: Response
-    ) -> AssignmentAccepted:
-        """Stored as a durable `media.assigned` event before the answer; the newest choice per
-        slot wins. `GET /v1/projects/{project}/assignments` shows it once media recorded it."""
-        accepted = AssignmentAccepted.of(await assign_media(service, user, media_id, body))
-        response.headers["Location"] = accepted.links.assignments
-        return accepted
 
-    @router.get("/projects/{project}/assignments", tags=["media"], responses=_NOT_FOUND)
-    async def get_project_assignments(project: str, user: CurrentUser) -> ProjectAssignments:
-        """The project's cover and the image of each element that has one."""
-        return ProjectAssignments.of(project, await project_assignments(service, user, project))
+@router.get(
+    "/projects/{project}/generations/events",
+    tags=["generation"],
+    responses=_NOT_FOUND,
+    response_class=EventSourceResponse,
+)
+async def project_generation_events(
+    project: str,
+    user: CurrentUser,
+    service: Service,
+    settings: AppSettings,
+    last_event_id: Annotated[str | None, _LAST_EVENT_ID] = None,
+) -> EventSourceResponse:
+    """SSE: the project's active jobs, then every change of any of its jobs; never ends.
 
-    return router
+    With `Last-Event-ID`, every change after that event (within `sse_replay_window_s`)
+    instead.
+    """
+    stream = await service.open_project_stream(user, project, last_event_id)
+    return _event_stream(stream, settings.sse_ping_s)
+
+
+@router.get("/projects/{project}/media", tags=["media"], responses=_NOT_FOUND)
+async def list_media(
+    project: str,
+    user: CurrentUser,
+    service: Service,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> MediaPage:
+    page = await service.media_page(user, project, limit=limit, offset=offset)
+    return MediaPage(items=[MediaOut.of(item) for item in page.items], total=page.total)
+
+
+@router.get("/media/{media_id}", tags=["media"], responses=_NOT_FOUND)
+async def get_media(media_id: str, user: CurrentUser, service: Service) -> MediaOut:
+    reply = await service.media(user, media_id)
+    assert reply.media is not None  # service.media raised otherwise
+    return MediaOut.of(reply.media)
+
+
+_IMAGE_ROUTE: dict[str, Any] = {
+    "tags": ["media"],
+    "responses": _NOT_FOUND,
+    "response_class": StreamingResponse,
+}
+
+
+@router.get("/media/{media_id}/content", **_IMAGE_ROUTE)
+async def media_content(media_id: str, image: MediaBytes) -> Response:
+    """The original image, byte for byte."""
+    return await image.response(media_id, "content")
+
+
+@router.get("/media/{media_id}/thumbnail", **_IMAGE_ROUTE)
+async def media_thumbnail(media_id: str, image: MediaBytes) -> Response:
+    return await image.response(media_id, "thumbnail")
+
+
+@router.post(
+    "/media/{media_id}/assign",
+    status_code=status.HTTP_202_ACCEPTED,
+    tags=["media"],
+    responses={**_NOT_FOUND, **_BODY_ERRORS},
+    summary="Use this image as the project's cover or an element's image",
+)
+async def use_media(
+    media_id: str, body: AssignBody, user: CurrentUser, service: Service, response: Response
+) -> AssignmentAccepted:
+    """Stored as a durable `media.assigned` event before the answer; the newest choice per
+    slot wins. `GET /v1/projects/{project}/assignments` shows it once media recorded it."""
+    accepted = AssignmentAccepted.of(await assign_media(service, user, media_id, body))
+    response.headers["Location"] = accepted.links.assignments
+    return accepted
+
+
+@router.get("/projects/{project}/assignments", tags=["media"], responses=_NOT_FOUND)
+async def get_project_assignments(
+    project: str, user: CurrentUser, service: Service
+) -> ProjectAssignments:
+    """The project's cover and the image of each element that has one."""
+    return ProjectAssignments.of(project, await project_assignments(service, user, project))
 
 
 def _event_stream(stream: JobStream, ping_s: float) -> EventSourceResponse:
@@ -329,47 +356,6 @@ def _event_stream(stream: JobStream, ping_s: float) -> EventSourceResponse:
         ping=ping_s,
         headers={"Cache-Control": "no-store"},
         background=BackgroundTask(stream.subscription.close),
-    )
-
-
-async def _image_response(
-    item: MediaItem,
-    url: str,
-    variant: Literal["content", "thumbnail"],
-    request: Request,
-    fetcher: MediaFetcher,
-    settings: Settings,
-) -> Response:
-    # The original's hash is its identity; the thumbnail is derived from it.
-    etag = f'"{item.sha256}"' if variant == "content" else f'"{item.sha256}-thumb"'
-    headers = {
-        # private: the bytes are only for this user, so shared caches must not keep them.
-        "Cache-Control": f"private, max-age={settings.media_cache_max_age_s}",
-        "ETag": etag,
-        # Generated bytes are untrusted: the browser must not guess them into HTML.
-        "X-Content-Type-Options": "nosniff",
-    }
-    if etag in request.headers.get("if-none-match", ""):
-        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
-
-    upstream = await fetcher.open(url)
-    if variant == "content":
-        media_type = item.content_type
-    else:
-        stored = upstream.headers.get("content-type", "")
-        media_type = stored if stored.startswith("image/") else "image/webp"
-    if "content-length" in upstream.headers and "content-encoding" not in upstream.headers:
-        headers["Content-Length"] = upstream.headers["content-length"]
-
-    async def body() -> AsyncIterator[bytes]:
-        try:
-            async for chunk in upstream.aiter_bytes():
-                yield chunk
-        finally:
-            await upstream.aclose()
-
-    return StreamingResponse(
-        body(), media_type=media_type, headers=headers, background=BackgroundTask(upstream.aclose)
     )
 
 

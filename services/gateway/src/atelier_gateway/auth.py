@@ -11,11 +11,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jwt
 
 from atelier_contracts.errors import Unauthorized, Unavailable
+
+if TYPE_CHECKING:
+    from atelier_gateway.settings import Settings
 
 # Only the algorithm we sign with: accepting whatever the token's header names is how `none` and
 # RS/HS confusion attacks get in.
@@ -115,6 +118,18 @@ class Authenticator:
         self._jwks = jwks_client
         if self._jwks is None and jwks_url:
             self._jwks = jwt.PyJWKClient(jwks_url, lifespan=jwks_cache_s, timeout=5)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Authenticator:
+        """The gateway's token check as its settings configure it, one for every API it serves."""
+        return cls(
+            secret=settings.jwt_secret if settings.hs256_enabled else None,
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+            leeway_s=settings.jwt_leeway_s,
+            jwks_url=settings.jwks_url,
+            jwks_cache_s=settings.jwks_cache_s,
+        )
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(hs256={self._secret is not None}, jwks={bool(self._jwks)})"

@@ -10,12 +10,13 @@ naming it, never a hanging request or a stack trace.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
-from typing import Protocol, TypeVar, runtime_checkable
+from typing import TypeVar
 
 import httpx
 import nats.errors
@@ -49,17 +50,31 @@ from atelier_contracts.media import (
     ProjectAssignmentsReply,
 )
 from atelier_contracts.profiles import (
-    ProfilesChanged,
+    MAX_RESERVATIONS_PER_BATCH,
     ProfilesListQuery,
     ProfilesListReply,
+    QuotaEstimateReply,
+    QuotaEstimateRequest,
     QuotaReleaseReply,
     QuotaReleaseRequest,
+    QuotaReserveBatch,
+    QuotaReserveBatchReply,
     QuotaReserveReply,
     QuotaReserveRequest,
 )
+from atelier_contracts.staging import InputSlotsReply, InputSlotsRequest
+from atelier_contracts.style import (
+    ProjectStyle,
+    StylePutCommand,
+    StylePutReply,
+    StyleQuery,
+    StyleReply,
+)
 from atelier_contracts.subjects import STATUS_STREAM, Subject
-from atelier_gateway.service import FeedClosed, RequestTooLarge, StatusUpdate
+from atelier_gateway.service import RequestTooLarge
+from atelier_gateway.streams import FeedClosed, StatusUpdate
 from atelier_messaging import publish_event, query
+from atelier_telemetry import STATUS_SUBSCRIPTIONS_OPEN
 
 log = logging.getLogger("atelier.gateway.backends")
 
@@ -67,11 +82,30 @@ R = TypeVar("R", bound=BaseModel)
 
 # What "nobody answered" looks like: a timeout, no responders (or no connection) from nats-py,
 # and, on FastStream's in-memory test broker, no subscriber.
-_NOT_ANSWERING = (TimeoutError, nats.errors.Error, SubscriberNotFound)
+NOT_ANSWERING = (TimeoutError, nats.errors.Error, SubscriberNotFound)
 
 
 def not_answering(service: str) -> Unavailable:
     return Unavailable(f"The {service} service is not answering; try again shortly.")
+
+
+async def ask(
+    broker: NatsBroker,
+    service: str,
+    subject: Subject,
+    request: BaseModel,
+    reply_type: type[R],
+    timeout_s: float,
+) -> R:
+    """A core NATS request to `service`: its reply, or a 503 naming it when nobody answered
+    within `timeout_s` (the Inkweld facade's clients ask the same way)."""
+    try:
+        return await query(broker, subject, request, reply_type, timeout_s)
+    except NOT_ANSWERING as exc:
+        log.warning(
+            "query not answered", extra={"subject": str(subject), "error": type(exc).__name__}
+        )
+        raise not_answering(service) from exc
 
 
 # A preview may fetch reference images (the context service gives them 30 s in all), so it is
@@ -79,27 +113,83 @@ def not_answering(service: str) -> Unavailable:
 CONTEXT_PREVIEW_TIMEOUT_S = 35.0
 
 
-@runtime_checkable
-class ContextPreviewer(Protocol):
-    async def context_preview(self, query: ContextPreviewQuery) -> ContextPreviewReply: ...
+SendBatch = Callable[[QuotaReserveBatch], Awaitable[QuotaReserveBatchReply]]
+
+
+class ReservationBatcher:
+    """Sends quota reservations to profiles in batches (ADR 0016).
+
+    A reservation goes at once when fewer than `max_in_flight` batches are on their way; those
+    that arrive meanwhile wait and go together in the next batch (at most
+    `MAX_RESERVATIONS_PER_BATCH`). A lone submission waits for nobody; a burst of 512 costs
+    profiles a dozen messages instead of 512, each of which it had to decode, answer and encode.
+    A batch that is not answered fails every reservation in it (no answer, no reservation).
+    """
+
+    def __init__(self, send: SendBatch, *, max_in_flight: int = 4) -> None:
+        self._send = send
+        self._max_in_flight = max_in_flight
+        self._waiting: list[tuple[QuotaReserveRequest, asyncio.Future[QuotaReserveReply]]] = []
+        self._in_flight: set[asyncio.Task[None]] = set()
+
+    async def reserve(self, request: QuotaReserveRequest) -> QuotaReserveReply:
+        answer: asyncio.Future[QuotaReserveReply] = asyncio.get_running_loop().create_future()
+        self._waiting.append((request, answer))
+        self._send_waiting()
+        return await answer
+
+    def _send_waiting(self) -> None:
+        while self._waiting and len(self._in_flight) < self._max_in_flight:
+            batch = self._waiting[:MAX_RESERVATIONS_PER_BATCH]
+            del self._waiting[:MAX_RESERVATIONS_PER_BATCH]
+            task = asyncio.create_task(self._send_batch(batch))
+            self._in_flight.add(task)
+            task.add_done_callback(self._batch_done)
+
+    def _batch_done(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        self._send_waiting()
+
+    async def _send_batch(
+        self, batch: list[tuple[QuotaReserveRequest, asyncio.Future[QuotaReserveReply]]]
+    ) -> None:
+        try:
+            reply = await self._send(QuotaReserveBatch(requests=[r for r, _ in batch]))
+            if len(reply.replies) != len(batch):
+                raise not_answering("profiles")
+            for (_, answer), outcome in zip(batch, reply.replies, strict=True):
+                if not answer.done():  # a caller that went away is not told
+                    answer.set_result(outcome)
+        except Exception as exc:
+            for _, answer in batch:
+                if not answer.done():
+                    answer.set_exception(exc)
+        finally:  # cancelled (the gateway stopping): nobody waits for ever
+            for _, answer in batch:
+                if not answer.done():
+                    answer.cancel()
 
 
 class NatsBackends:
     def __init__(self, broker: NatsBroker, *, query_timeout_s: float = 3.0) -> None:
         self._broker = broker
         self._timeout = query_timeout_s
+        self._reservations = ReservationBatcher(self._send_reservations)
+
+    async def _send_reservations(self, batch: QuotaReserveBatch) -> QuotaReserveBatchReply:
+        return await self._ask("profiles", Subject.QUOTA_RESERVE, batch, QuotaReserveBatchReply)
 
     async def _ask(
-        self, service: str, subject: Subject, request: BaseModel, reply_type: type[R]
+        self,
+        service: str,
+        subject: Subject,
+        request: BaseModel,
+        reply_type: type[R],
+        *,
+        timeout_s: float | None = None,
     ) -> R:
-        try:
-            return await query(self._broker, subject, request, reply_type, self._timeout)
-        except _NOT_ANSWERING as exc:
-            log.warning(
-                "query not answered",
-                extra={"subject": str(subject), "error": type(exc).__name__},
-            )
-            raise not_answering(service) from exc
+        timeout = self._timeout if timeout_s is None else timeout_s
+        return await ask(self._broker, service, subject, request, reply_type, timeout)
 
     async def profiles(self, *, include_disabled: bool) -> ProfilesListReply:
         return await self._ask(
@@ -147,17 +237,34 @@ class NatsBackends:
 
     async def context_preview(self, request: ContextPreviewQuery) -> ContextPreviewReply:
         timeout = max(self._timeout, CONTEXT_PREVIEW_TIMEOUT_S)
-        try:
-            return await query(
-                self._broker, Subject.CONTEXT_PREVIEW, request, ContextPreviewReply, timeout
-            )
-        except _NOT_ANSWERING as exc:
-            log.warning("context preview not answered", extra={"error": type(exc).__name__})
-            raise not_answering("context") from exc
+        return await self._ask(
+            "context", Subject.CONTEXT_PREVIEW, request, ContextPreviewReply, timeout_s=timeout
+        )
+
+    async def input_slots(self, request: InputSlotsRequest) -> InputSlotsReply:
+        """Presigned PUT URLs for a request's inputs (ADR 0017), from the context service."""
+        return await self._ask("context", Subject.CONTEXT_INPUT_SLOTS, request, InputSlotsReply)
+
+    async def project_style(self, project: str) -> ProjectStyle:
+        reply = await self._ask(
+            "context", Subject.CONTEXT_STYLE_GET, StyleQuery(project=project), StyleReply
+        )
+        return reply.style
+
+    async def put_project_style(self, command: StylePutCommand) -> ProjectStyle:
+        reply = await self._ask("context", Subject.CONTEXT_STYLE_PUT, command, StylePutReply)
+        if reply.error is not None:
+            raise reply.error.to_error()
+        if reply.style is None:
+            raise not_answering("context")
+        return reply.style
+
+    async def estimate_quota(self, request: QuotaEstimateRequest) -> QuotaEstimateReply:
+        return await self._ask("profiles", Subject.QUOTA_ESTIMATE, request, QuotaEstimateReply)
 
     async def reserve_quota(self, request: QuotaReserveRequest) -> QuotaReserveReply:
         # No answer means no reservation, and no job is accepted without one (503).
-        return await self._ask("profiles", Subject.QUOTA_RESERVE, request, QuotaReserveReply)
+        return await self._reservations.reserve(request)
 
     async def release_quota(self, job_id: str) -> bool:
         request = QuotaReleaseRequest(job_id=job_id)
@@ -169,7 +276,9 @@ class NatsBackends:
         try:
             await publish_event(self._broker, event, Subject.JOBS_REQUESTED)
         except nats.errors.MaxPayloadError as exc:
-            # Retrying cannot help: the request is too large for the queue (issue 15, item 4).
+            # Retrying cannot help. With pictures and large contexts staged (ADR 0017) a valid
+            # request stays far below NATS's default 1 MB: this means a server configured
+            # smaller than that. Still a clear 413, never a 503 to retry (issue 15, item 4).
             raise self._too_large_for_the_queue(event) from exc
         except (TimeoutError, nats.errors.Error) as exc:
             log.warning("jobs.requested not stored", extra={"job_id": event.job_id})
@@ -184,8 +293,8 @@ class NatsBackends:
         log.warning("jobs.requested over max_payload", extra={"job_id": event.job_id})
         return RequestTooLarge(
             f"This request is {size:,} bytes once queued; the job queue takes {limit} per job "
-            "(the NATS server's max_payload). Send fewer or smaller pictures: library images "
-            "travel by media_id."
+            "(the NATS server's max_payload, 1 MB by default, which every valid request fits: "
+            "pictures and large contexts travel by reference). Ask the operator to check it."
         )
 
     async def subscribe_status(self, subject: str) -> NatsStatusSubscription:
@@ -197,7 +306,7 @@ class NatsBackends:
             # SUB is sent asynchronously; until the server has it, an event published now would
             # not reach us. The round trip makes "subscribe, then read the state" hold.
             await connection.flush(timeout=math.ceil(self._timeout))
-        except _NOT_ANSWERING as exc:
+        except NOT_ANSWERING as exc:
             raise Unavailable("Job status updates are not available; try again shortly.") from exc
         return NatsStatusSubscription(subscription)
 
@@ -219,11 +328,11 @@ class NatsBackends:
             subscription = await js.subscribe(
                 subject, stream=STATUS_STREAM.name, ordered_consumer=True, config=config
             )
-        except _NOT_ANSWERING as exc:
+        except NOT_ANSWERING as exc:
             raise Unavailable("Job status updates are not available; try again shortly.") from exc
         try:
             info = await subscription.consumer_info()
-        except _NOT_ANSWERING as exc:
+        except NOT_ANSWERING as exc:
             with contextlib.suppress(nats.errors.Error):
                 await subscription.unsubscribe()
             raise Unavailable("Job status updates are not available; try again shortly.") from exc
@@ -238,6 +347,8 @@ class NatsStatusSubscription:
 
     def __init__(self, subscription: Subscription) -> None:
         self._subscription = subscription
+        self._open = True
+        STATUS_SUBSCRIPTIONS_OPEN.inc()
 
     async def next_update(self, wait_s: float) -> StatusUpdate | None:
         while True:
@@ -260,6 +371,9 @@ class NatsStatusSubscription:
 
     async def close(self) -> None:
         # Called from both the stream's end and the response's background task: once is enough.
+        if self._open:
+            self._open = False
+            STATUS_SUBSCRIPTIONS_OPEN.dec()
         with contextlib.suppress(nats.errors.Error):
             await self._subscription.unsubscribe()
 
@@ -357,15 +471,10 @@ class MediaFetcher:
                 status_code=502,
             )
 
+    async def put_bytes(self, url: str, data: bytes, content_type: str) -> None:
+        """PUT a request's staged input to a presigned URL context handed out (ADR 0017)."""
 
-def register_profile_invalidation(broker: NatsBroker, forget: Callable[[], None]) -> None:
-    """Drop cached profiles as soon as profiles announces a change.
+        async def body() -> AsyncIterator[bytes]:
+            yield data
 
-    A core NATS subscription without a queue group: every gateway replica must hear it.
-    `no_reply`: `profiles.changed` is published to JetStream, and its reply subject is the
-    publisher's ack inbox, which must get JetStream's ack and nothing from us.
-    """
-
-    @broker.subscriber(Subject.PROFILES_CHANGED, no_reply=True)
-    async def forget_cached_profiles(event: ProfilesChanged) -> None:
-        forget()
+        await self.upload(url, body(), len(data), content_type)

@@ -2,28 +2,29 @@
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 
 import httpx
 from fastapi import FastAPI
 
-from atelier_gateway.api import (
-    create_router,
-    install_auth_error_handler,
-    install_quota_error_handler,
-)
-from atelier_gateway.backends import MediaFetcher, NatsBackends, register_profile_invalidation
+from atelier_gateway import api
+from atelier_gateway.api import install_auth_error_handler, install_quota_error_handler
+from atelier_gateway.auth import Authenticator
+from atelier_gateway.backends import MediaFetcher, NatsBackends
 from atelier_gateway.body_limit import install_body_limit
+from atelier_gateway.handlers import register_handlers
 from atelier_gateway.inkweld import create_inkweld_router
 from atelier_gateway.inkweld.app_auth import AppBackend
 from atelier_gateway.inkweld.settings import InkweldSettings
-from atelier_gateway.service import GatewayService, JobIds, RequestLimits
+from atelier_gateway.job_requests import JobIds
+from atelier_gateway.openai_compat import router as openai_router
+from atelier_gateway.service import GatewayService
 from atelier_gateway.settings import Settings
+from atelier_gateway.staging import InputStager
+from atelier_gateway.validation import RequestLimits
 from atelier_gateway.web import install_web_page
 from atelier_messaging import ensure_streams, make_broker
-from atelier_telemetry import configure_telemetry, instrument_fastapi
-from atelier_web import create_service_app, serve
+from atelier_web import create_service_app, run_service
 
 SERVICE = "gateway"
 
@@ -37,6 +38,11 @@ def create_app(
     # The gateway consumes nothing durable (see README): it asks, publishes, follows status
     # subjects on the broker's connection, and hears `profiles.changed` to drop cached profiles.
     backends = NatsBackends(broker, query_timeout_s=settings.query_timeout_s)
+    fetcher = MediaFetcher(
+        connect_timeout_s=settings.media_connect_timeout_s,
+        read_timeout_s=settings.media_read_timeout_s,
+        transport=media_transport,
+    )
     service = GatewayService(
         backends,
         job_lookup_grace_s=settings.job_lookup_grace_s,
@@ -45,13 +51,13 @@ def create_app(
         profile_cache_s=settings.profile_cache_s,
         limits=RequestLimits(max_data_url_bytes=settings.max_data_url_bytes),
         job_ids=JobIds(settings.job_id_key),
+        # Pictures and large contexts are staged through context's slots (ADR 0017), PUT with
+        # the same client that reads media's presigned URLs.
+        stager=InputStager(
+            backends, fetcher, context_inline_max_bytes=settings.context_inline_max_bytes
+        ),
     )
-    register_profile_invalidation(broker, service.forget_profiles)
-    fetcher = MediaFetcher(
-        connect_timeout_s=settings.media_connect_timeout_s,
-        read_timeout_s=settings.media_read_timeout_s,
-        transport=media_transport,
-    )
+    register_handlers(broker, service.forget_profiles)
 
     inkweld = InkweldSettings()
     # The app's backend, asked about its writers' projects and admins (docs/inkweld.md).
@@ -76,39 +82,35 @@ def create_app(
     install_auth_error_handler(app)
     install_quota_error_handler(app)
     install_body_limit(app, settings.max_request_bytes)
-    app.include_router(create_router(settings, service, fetcher))
+    app.include_router(api.router)
     # The writing app's own API, mapped onto the same service (docs/inkweld.md).
     app.include_router(
         create_inkweld_router(settings, service, fetcher, broker, inkweld, app_backend),
         prefix="/api/v1",
     )
+    # OpenAI's images API, mapped onto the same service (docs/openai-compat.md).
+    app.include_router(openai_router)
     install_web_page(app)
-    instrument_fastapi(app)
     app.state.broker = broker
     app.state.service = service
     app.state.settings = settings
     app.state.backends = backends
+    # What the module-level routers' dependencies read (`dependencies.py`).
+    app.state.fetcher = fetcher
+    app.state.authenticator = Authenticator.from_settings(settings)
     return app
 
 
 def cli(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
+    run_service(
         prog="atelier-gateway",
-        description="Atelier gateway: the app frontend's public API. Settings come from "
-        "ATELIER_* / ATELIER_GATEWAY_* environment variables.",
+        description="Atelier gateway: the app frontend's public API.",
+        settings_type=Settings,
+        create_app=create_app,
+        name=lambda _: SERVICE,
+        # No span per SSE event and ping: with a thousand streams open, starting them
+        # (unrecorded, without an OTLP endpoint) was 7% of the gateway's CPU while events
+        # flowed, and recorded they would be a span per stream every 15 s (issue 17).
+        http_message_spans=False,
+        argv=argv,
     )
-    parser.add_argument("--host", help="interface to listen on (ATELIER_GATEWAY_HOST)")
-    parser.add_argument("--port", type=int, help="HTTP port (ATELIER_GATEWAY_PORT, default 8080)")
-    args = parser.parse_args(argv)
-
-    settings = Settings()
-    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
-    if overrides:
-        settings = settings.model_copy(update=overrides)
-    configure_telemetry(
-        SERVICE,
-        level=settings.log_level,
-        json_logs=settings.log_json,
-        otlp_endpoint=settings.otlp_endpoint,
-    )
-    serve(create_app(settings), settings.host, settings.port, settings.log_level)

@@ -69,10 +69,18 @@ class Settings(BaseServiceSettings):
     max_data_url_bytes: int = Field(
         default=3 * 1024 * 1024,
         gt=0,
-        # A data URL travels in `jobs.requested`, whose contract takes 5,000,000 characters.
+        # The API's data_url field takes 5,000,000 characters (ADR 0017: staged, not queued).
         le=3_700_000,
         description="Largest picture an element may send as a `data_url` (decoded bytes): over "
         "it, 422 `reference_image_too_large`",
+    )
+    context_inline_max_bytes: int = Field(
+        default=32 * 1024,
+        ge=0,
+        le=256 * 1024,
+        description="A request's context (its elements, pictures already replaced by keys) "
+        "larger than this as JSON is staged and sent by reference (ADR 0017); smaller ones "
+        "travel inside `jobs.requested`",
     )
     sse_ping_s: float = Field(default=15.0, gt=0, description="Keep-alive comment interval")
     sse_resync_s: float = Field(
@@ -93,6 +101,14 @@ class Settings(BaseServiceSettings):
     media_read_timeout_s: float = Field(default=30.0, gt=0)
     media_cache_max_age_s: int = Field(
         default=3600, ge=0, description="`Cache-Control: private, max-age=` for image bytes"
+    )
+    openai_wait_s: float = Field(
+        default=120.0,
+        gt=0,
+        le=3600,
+        description="How long `POST /v1/images/generations` and `/v1/images/edits` wait for "
+        "their job before answering 503 `still_running` (the job runs on and lands in the "
+        "library)",
     )
     run_startup_hooks: bool = Field(
         default=True, description="Declare streams at start-up (off only in in-memory tests)"

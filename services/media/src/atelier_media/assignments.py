@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Column, DateTime, and_, or_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Field, SQLModel, select
 
+from atelier_contracts.clock import as_utc
 from atelier_contracts.media import MediaAssigned, ProjectAssignmentsReply
 from atelier_database import Database
 from atelier_media.repository import MediaRepository
@@ -56,11 +57,6 @@ class Slot:
     media_id: str
 
 
-def _utc(moment: datetime) -> datetime:
-    # SQLite keeps no time zone and compares the stored text: every value must be UTC.
-    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 class AssignmentRepository:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -73,7 +69,7 @@ class AssignmentRepository:
             "element_id": event.element_id or _NO_ELEMENT,
             "media_id": event.media_id,
             "assigned_by": event.assigned_by,
-            "assigned_at": _utc(event.occurred_at),
+            "assigned_at": as_utc(event.occurred_at),
             "event_id": str(event.event_id),
         }
         dialect = self.db.engine.dialect.name

@@ -31,7 +31,7 @@ from sqlalchemy import BigInteger, Column, DateTime, delete, func
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Field, SQLModel, col, select
 
-from atelier_contracts.envelope import utcnow
+from atelier_contracts.clock import utcnow
 from atelier_contracts.errors import AtelierError, NotFound
 from atelier_contracts.media import (
     FILENAME_PATTERN,
@@ -559,8 +559,8 @@ class FilesService:
         return stored
 
     async def _remove_staged(self, key: str) -> None:
-        # Best effort: a leftover costs only space (the staging bucket's lifecycle rule is the
-        # backstop), and the outcome is already decided.
+        # Best effort: a leftover costs only space (the sweep takes it, atelier_media.sweep),
+        # and the outcome is already decided.
         try:
             await self.store.remove(self.staging_bucket, key)
         except Exception:

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 
 from faststream.nats import NatsBroker
 
+from atelier_contracts.clock import utcnow
 from atelier_contracts.generation import GenerationCompleted
 from atelier_contracts.media import (
     MarkDeliveredCommand,
@@ -33,7 +34,8 @@ from atelier_contracts.subjects import Durable, Subject
 from atelier_media.assignments import AssignmentService
 from atelier_media.files import FilesService
 from atelier_media.service import MediaService, PublishLanded
-from atelier_messaging import durable_subscriber, publish_event
+from atelier_messaging import declare_publishers, durable_subscriber, publish_event
+from atelier_telemetry import observe_stage_latency
 
 log = logging.getLogger("atelier.media")
 
@@ -55,18 +57,23 @@ def register_handlers(
     service: MediaService,
     is_cancelled: Callable[[str], Awaitable[bool]] | None = None,
 ) -> None:
+    declare_publishers(broker, "media")
+
     # Ack policy: the message is acked only once the images are stored, the rows committed and
-    # `media.landed` stored by JetStream. Any exception (S3 or database down, staged bytes missing)
+    # `media.landed` stored by JetStream. Any exception (S3 or database down, an image missing)
     # naks it with a growing delay (RedeliveryBackoffMiddleware) up to `max_deliver`; redelivery
     # is safe because landing is idempotent per task and image index. Several tasks land at once:
     # most of a landing is waiting on object storage.
     @durable_subscriber(broker, Subject.GEN_COMPLETED, Durable.MEDIA_GEN_COMPLETED, max_workers=4)
     async def land_generated_images(event: GenerationCompleted) -> None:
         if is_cancelled is not None and await is_cancelled(event.task.job_id):
-            # A late result of a job the writer cancelled: never lands; its bytes are dropped.
-            await service.discard_staged(event)
+            # A late result of a job the writer cancelled: never lands; its objects are removed.
+            await service.discard_cancelled_result(event)
             return
         await service.land_generated_images(event)
+        # The provider's answer to its images in the library: Atelier's own time after the
+        # provider (objective "landing", docs/operations.md).
+        observe_stage_latency("completed_to_landed", (utcnow() - event.occurred_at).total_seconds())
 
     # Core NATS request/reply: nothing to ack; if we fail the requester times out and may ask again.
     @broker.subscriber(Subject.MEDIA_GET, queue=QUEUE)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
+import logging
 from collections.abc import Sequence
-from typing import ClassVar
 
 from fastapi import FastAPI
 
@@ -23,25 +22,12 @@ from atelier_media.migrations import MIGRATIONS
 from atelier_media.repository import MediaRepository
 from atelier_media.service import MediaService
 from atelier_media.settings import Settings
+from atelier_media.sweep import UnlandedSweeper
 from atelier_messaging import CancelledJobs, ensure_streams, make_broker
 from atelier_storage import ObjectStore
-from atelier_telemetry import configure_telemetry, instrument_fastapi
-from atelier_web import ReadinessCheck, create_service_app, serve
+from atelier_web import create_service_app, run_service
 
 SERVICE = "media"
-# A probe must answer before the orchestrator's own timeout, even when a dependency hangs
-# (the MinIO SDK retries for a long time by default).
-READINESS_TIMEOUT_S = 2.0
-
-
-def _bounded(check: ReadinessCheck) -> ReadinessCheck:
-    async def bounded() -> bool:
-        try:
-            return await asyncio.wait_for(check(), READINESS_TIMEOUT_S)
-        except TimeoutError:
-            return False
-
-    return bounded
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -53,7 +39,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     service = MediaService(
         repo,
         store,
-        settings.staging_bucket,
         settings.media_bucket,
         media_landed_publisher(broker),
         thumbnail_max_px=settings.thumbnail_max_px,
@@ -80,12 +65,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     register_file_handlers(broker, files)
 
+    sweeper = UnlandedSweeper(repo, store, settings.media_bucket, settings.staging_bucket)
     background: list[asyncio.Task[None]] = []
 
     async def prepare() -> None:
         await ensure_streams(settings.nats_url, settings.stream_replicas)
         await migrate_to_head(MIGRATIONS, db.url)
-        # Workers create the staging bucket too; whoever starts first wins, both are idempotent.
+        # Staging holds uploads; workers write generated images to the media bucket. Workers
+        # create both too: whoever starts first wins, every call is idempotent.
         await store.ensure_bucket(settings.staging_bucket)
         await store.ensure_bucket(settings.media_bucket)
 
@@ -93,6 +80,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # After the broker is up: a local copy of the marks answers "was this job cancelled?"
         # for every landing without a request to NATS.
         background.append(asyncio.create_task(cancelled.watch()))
+
+    async def start_sweeper() -> None:
+        if settings.sweep_interval_s > 0:
+            background.append(asyncio.create_task(sweep_unlanded()))
+
+    async def sweep_unlanded() -> None:
+        # Every replica sweeps: deletes are idempotent, and a row is never removed.
+        while True:
+            await asyncio.sleep(settings.sweep_interval_s)
+            try:
+                await sweeper.sweep(settings.unlanded_max_age_s)
+            except Exception:  # storage or the database away: the next sweep tries again
+                logging.getLogger("atelier.media").exception("the unlanded sweep failed")
 
     async def stop() -> None:
         for task in background:
@@ -105,9 +105,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "Atelier media",
         description="Lands generated images: originals, thumbnails, provenance, presigned URLs.",
         broker=broker,
-        readiness=[_bounded(db.ping), _bounded(store.ping)],
+        readiness=[db.ping, store.ping],
         on_startup=[prepare] if settings.run_startup_hooks else [],
-        after_startup=[watch_cancellations] if settings.run_startup_hooks else [],
+        after_startup=[watch_cancellations, start_sweeper] if settings.run_startup_hooks else [],
         on_shutdown=[stop],
     )
     # For tests: the in-memory broker wraps this broker; fixtures prepare tables and buckets.
@@ -116,49 +116,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.assignments = assignments
     app.state.files = files
     app.state.db = db
+    app.state.sweeper = sweeper
     return app
 
 
 def cli(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
+    run_service(
         prog="atelier-media",
-        description="Atelier media service: lands generated images (settings: ATELIER_MEDIA_*).",
+        description="Atelier media service: lands generated images.",
+        settings_type=Settings,
+        create_app=create_app,
+        name=lambda _: SERVICE,
+        migrate=lambda settings: upgrade_to_head(MIGRATIONS, settings.database_url),
+        argv=argv,
     )
-    parser.add_argument("--host", help="interface to listen on (default: ATELIER_MEDIA_HOST)")
-    parser.add_argument(
-        "--port", type=int, help="HTTP port for /healthz and /readyz (default: 8084)"
-    )
-    parser.add_argument(
-        "--migrate-only",
-        action="store_true",
-        help="bring the database schema to the newest revision and exit (a one-shot job)",
-    )
-    args = parser.parse_args(argv)
-
-    if args.migrate_only:
-        migrate_only()
-        return
-    settings = Settings()
-    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
-    if overrides:
-        settings = settings.model_copy(update=overrides)
-    configure_telemetry(
-        SERVICE,
-        level=settings.log_level,
-        json_logs=settings.log_json,
-        otlp_endpoint=settings.otlp_endpoint,
-    )
-    app = create_app(settings)
-    instrument_fastapi(app)
-    serve(app, settings.host, settings.port, settings.log_level)
-
-
-class _MigrationSettings(Settings):
-    # A migration job reads the database URL only: it is given no S3 secret.
-    secret_fields: ClassVar[tuple[str, ...]] = ()
-
-
-def migrate_only() -> None:
-    settings = _MigrationSettings()
-    configure_telemetry(SERVICE, level=settings.log_level, json_logs=settings.log_json)
-    upgrade_to_head(MIGRATIONS, settings.database_url)

@@ -6,7 +6,7 @@ touching the logic, and no ORM object leaks into a message.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 
 from sqlalchemy import BigInteger, Column, DateTime, Index, String, Text, func, update
@@ -93,6 +93,21 @@ class MediaRepository:
         async with self.db.session() as session:
             rows = await session.exec(select(MediaRow).where(col(MediaRow.id).in_(media_ids)))
             return {row.id: _to_item(row) for row in rows}
+
+    async def original_keys_of_jobs(self, job_ids: Collection[str]) -> set[str]:
+        """The objects the rows of these jobs name (`job_id` is indexed): what a sweep of
+        `generated/` must keep."""
+        ids = sorted(job_ids)
+        keys: set[str] = set()
+        async with self.db.session() as session:
+            # A few hundred ids a statement keeps far inside any database's parameter limit.
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                rows = await session.exec(
+                    select(MediaRow.original_key).where(col(MediaRow.job_id).in_(chunk))
+                )
+                keys.update(rows)
+        return keys
 
     async def insert_if_absent(self, items: Sequence[MediaItem]) -> list[MediaItem]:
         """Insert the items whose id is new, in one transaction; return what is stored.

@@ -1,9 +1,10 @@
 """Landing generated images, and answering questions about them.
 
 No broker and no HTTP here: publishing is an injected async callable, storage is `ObjectStore`,
-SQL is the repository's. Landing is idempotent by construction — a media id is derived from the
-task and the image index, so a redelivered `gen.completed` ends with the same rows and
-republishes the same `media.landed`.
+SQL is the repository's. A worker writes each generated image once, to its final place in the
+media bucket (`generated_image_key`); landing verifies it, thumbnails it and records it. Landing
+is idempotent by construction — a media id is derived from the task and the image index, so a
+redelivered `gen.completed` ends with the same rows and republishes the same `media.landed`.
 """
 
 from __future__ import annotations
@@ -19,9 +20,15 @@ from datetime import datetime
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from atelier_contracts.envelope import derived_event_id, utcnow
+from atelier_contracts.clock import utcnow
+from atelier_contracts.envelope import derived_event_id
 from atelier_contracts.errors import InvalidInput, NotFound
-from atelier_contracts.generation import GenerationCompleted, StagedImage
+from atelier_contracts.generation import (
+    GenerationCompleted,
+    GenerationTask,
+    StagedImage,
+    generated_image_key,
+)
 from atelier_contracts.media import (
     MediaItem,
     MediaLanded,
@@ -61,13 +68,14 @@ PublishLanded = Callable[[MediaLanded], Awaitable[None]]
 
 
 class StagedImageMissing(NotFound):
-    """The staged bytes are gone and the image was never landed: nothing we can land."""
+    """The worker's object is gone and the image was never landed: nothing we can land."""
 
     code = "staged_image_missing"
 
 
 class UnusableImage(InvalidInput):
-    """The staged bytes are not an image we accept (unknown format, too many pixels, corrupt)."""
+    """What a worker reported is not an image we accept: unknown format, too many pixels,
+    corrupt, bytes that differ from their reported hash, or a key outside the task's own."""
 
     code = "unusable_image"
 
@@ -167,12 +175,22 @@ def analyse_image(data: bytes, max_px: int) -> AnalysedImage:
     return AnalysedImage(hashlib.sha256(data).hexdigest(), info, thumbnail)
 
 
+def _check_key(task: GenerationTask, image: StagedImage) -> None:
+    """Refuse a key that is not where this task's worker writes image `index` with the reported
+    hash: landing it would record (or a clean-up remove) an object of another task."""
+    expected = generated_image_key(task, image.index, image.sha256, image.content_type)
+    if image.key != expected:
+        raise UnusableImage(
+            f"key {image.key!r} of task {task.task_id} (index {image.index}) is not its own "
+            f"({expected!r})"
+        )
+
+
 class MediaService:
     def __init__(
         self,
         repo: MediaRepository,
         store: ObjectStore,
-        staging_bucket: str,
         media_bucket: str,
         publish: PublishLanded,
         *,
@@ -181,45 +199,48 @@ class MediaService:
     ) -> None:
         self.repo = repo
         self.store = store
-        self.staging_bucket = staging_bucket
         self.media_bucket = media_bucket
         self.publish = publish
         self.thumbnail_max_px = thumbnail_max_px
         self.presign_ttl_s = presign_ttl_s
 
     async def land_generated_images(self, event: GenerationCompleted) -> MediaLanded:
-        """Store originals and thumbnails, record them, publish `media.landed`, clean staging.
+        """Verify and thumbnail the images a worker wrote, record them, publish `media.landed`.
 
-        Safe to repeat. Staging is deleted only after the rows are committed, so a staged image
-        that is gone was landed before (a redelivery, or a concurrent landing of the same event):
-        its row is read and republished. Staged bytes that are still there are landed again;
-        every write is idempotent (content-addressed objects, `ON CONFLICT DO NOTHING` rows), so
-        a redelivery after a crash anywhere before the clean-up ends with the same media.
+        Safe to repeat: an image found again is verified and recorded again (`ON CONFLICT DO
+        NOTHING` rows, a thumbnail PUT of the same bytes); one whose object is gone must have
+        been landed under another key before (see below), and its row is read and republished.
 
-        The usual first landing costs per image one GET, two PUTs and one DELETE on S3, and one
-        INSERT for the whole event: no stat before a read or write, no read before the insert.
+        The usual first landing costs per image one GET (the original, to verify and thumbnail
+        it) and one PUT (the thumbnail) on S3, and one INSERT for the whole event: no stat, no
+        copy, no clean-up. A second completion of a landed task whose bytes differ (a task run
+        twice) wrote an object no row will reference: it is deleted once the rows are known.
         """
         task = event.task
+        # Before any read: an event naming objects outside its own task has nothing read,
+        # recorded or removed.
+        for image in event.images:
+            _check_key(task, image)
         ids = [media_id_for(task.task_id, image.index) for image in event.images]
         landed_at = utcnow()
         new_items: list[MediaItem] = []
-        read: list[StagedImage] = []
+        read: dict[str, StagedImage] = {}
         gone: dict[str, StagedImage] = {}
         # One image at a time, so only one image's bytes are held at once.
         for image, media_id in zip(event.images, ids, strict=True):
-            data = await self.store.get_bytes_if_exists(self.staging_bucket, image.staging_key)
+            data = await self.store.get_bytes_if_exists(self.media_bucket, image.key)
             if data is None:
                 gone[media_id] = image
                 continue
             new_items.append(await self._store_image(event, image, media_id, data, landed_at))
-            read.append(image)
+            read[media_id] = image
         already = await self.repo.get_many(list(gone)) if gone else {}
         for media_id, image in gone.items():
             # Before any row is written: an event's rows are committed all or none.
             if media_id not in already:
                 raise StagedImageMissing(
-                    f"staged image {image.staging_key!r} of task {task.task_id} "
-                    f"(index {image.index}) is missing from bucket {self.staging_bucket!r} "
+                    f"generated image {image.key!r} of task {task.task_id} "
+                    f"(index {image.index}) is missing from bucket {self.media_bucket!r} "
                     "and was never landed"
                 )
         # One transaction for every row of the task; publishing comes after the commit so no
@@ -244,8 +265,11 @@ class MediaService:
                 "newly_stored": len(new_items),
             },
         )
-        # Only what was read: a staged image already gone needs no DELETE.
-        await self._remove_staged(read)
+        # The rows hold another key for these media ids: this completion's objects are
+        # referenced by nothing (their keys are unique to the task and the bytes).
+        await self._remove_objects(
+            image for media_id, image in read.items() if stored[media_id].original_key != image.key
+        )
         return landed
 
     async def _store_image(
@@ -259,20 +283,21 @@ class MediaService:
         task = event.task
         if len(data) != image.size_bytes:
             log.warning(
-                "staged image size differs from the worker's report",
+                "generated image size differs from the worker's report",
                 extra={"task_id": task.task_id, "reported": image.size_bytes, "read": len(data)},
             )
         # Hashing and decoding are CPU work: off the event loop so other messages keep flowing.
         analysed = await asyncio.to_thread(analyse_image, data, self.thumbnail_max_px)
+        if analysed.sha256 != image.sha256:
+            # The key names the reported hash: bytes that differ are not what the worker wrote
+            # (or the object was replaced), and are never recorded under that name.
+            raise UnusableImage(
+                f"generated image {image.key!r} of task {task.task_id} has sha256 "
+                f"{analysed.sha256}, not the {image.sha256} its worker reported"
+            )
         info = analysed.info
-
-        # Content-addressed: identical bytes from another task share one object. Written without
-        # asking whether it exists: a PUT of the same content is idempotent and costs one round
-        # trip, where a stat first cost one more for every (almost always new) image.
-        okey = original_key(analysed.sha256, info.extension)
-        await self.store.put_bytes(
-            self.media_bucket, okey, data, info.content_type, metadata={"sha256": analysed.sha256}
-        )
+        # The thumbnail stays content-addressed: identical bytes share one. A PUT of the same
+        # content is idempotent and costs one round trip, where a stat first cost one more.
         tkey = thumbnail_key(analysed.sha256)
         await self.store.put_bytes(self.media_bucket, tkey, analysed.thumbnail, "image/webp")
 
@@ -287,32 +312,55 @@ class MediaService:
             height=info.height,
             size_bytes=len(data),
             sha256=analysed.sha256,
-            original_key=okey,
+            original_key=image.key,
             thumbnail_key=tkey,
             profile_id=task.profile.id,
             provider=task.profile.provider,
             model=task.profile.model,
             prompt=task.prompt,
             size=task.size,
-            seed=image.seed if image.seed is not None else task.seed,
+            # The worker's word only: the task's seed may never have reached the provider
+            # (OpenAI and Gemini take none), and a seed on record must reproduce the image.
+            seed=image.seed,
             revised_prompt=image.revised_prompt,
             created_at=landed_at,
         )
 
-    async def discard_staged(self, event: GenerationCompleted) -> None:
-        """Drop the staged bytes of a result that will not land (its job was cancelled)."""
-        await self._remove_staged(event.images)
+    async def discard_cancelled_result(self, event: GenerationCompleted) -> None:
+        """Drop the images of a result that will not land (its job was cancelled).
 
-    async def _remove_staged(self, images: Iterable[StagedImage]) -> None:
-        # Best effort: the media is landed and announced; a leftover staging object costs only
-        # space (a lifecycle rule on the staging bucket is the backstop), not correctness.
+        Their keys are unique to the task and its bytes, so only this task's own rows could
+        reference them: an image of it that landed before the cancellation (a redelivered
+        completion) keeps its object. Keys outside the task are never removed.
+        """
+        task = event.task
+        ours: dict[str, StagedImage] = {}
+        for image in event.images:
+            try:
+                _check_key(task, image)
+            except UnusableImage:
+                log.warning(
+                    "cancelled result names an object outside its task; left alone",
+                    extra={"task_id": task.task_id, "key": image.key},
+                )
+                continue
+            ours[media_id_for(task.task_id, image.index)] = image
+        landed = await self.repo.get_many(list(ours)) if ours else {}
+        await self._remove_objects(
+            image
+            for media_id, image in ours.items()
+            if media_id not in landed or landed[media_id].original_key != image.key
+        )
+
+    async def _remove_objects(self, images: Iterable[StagedImage]) -> None:
+        # Best effort: an object left behind costs only space, not correctness.
         for image in images:
             try:
-                await self.store.remove(self.staging_bucket, image.staging_key)
+                await self.store.remove(self.media_bucket, image.key)
             except Exception:
                 log.warning(
-                    "could not remove staged image",
-                    extra={"staging_key": image.staging_key},
+                    "could not remove an unreferenced generated image",
+                    extra={"key": image.key},
                     exc_info=True,
                 )
 

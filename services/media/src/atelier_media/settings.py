@@ -37,5 +37,20 @@ class Settings(BaseServiceSettings):
     project_max_bytes: int = Field(
         default=5 * 1024**3, ge=1, description="Most bytes one project's files may add up to"
     )
+    # The sweep of what nobody will land or store (atelier_media.sweep).
+    sweep_interval_s: float = Field(
+        default=3600,
+        ge=0,
+        description="How often the sweep of unlanded generated images and abandoned uploads "
+        "runs (0: never); each sweep lists all of `generated/` (one LIST and one SELECT per "
+        "1,000 objects)",
+    )
+    unlanded_max_age_s: float = Field(
+        default=24 * 3600,
+        gt=0,
+        description="Generated images (`generated/`) no media record names, and staged uploads "
+        "(`uploads/`) never stored, are deleted once older than this. Keep it well above a "
+        "job's life (about 15.5 h at most) and a landing's retries: a younger one may still land",
+    )
     # Off in handler tests on the in-memory broker: declaring streams needs a real nats-server.
     run_startup_hooks: bool = True

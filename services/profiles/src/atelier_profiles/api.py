@@ -19,11 +19,11 @@ from pydantic import BaseModel, BeforeValidator, Field
 from atelier_contracts.errors import ErrorClass, Unauthorized
 from atelier_contracts.profiles import GenerationSettings, Profile, ProfileFields
 from atelier_contracts.subjects import PROVIDER_PATTERN
-from atelier_profiles.governance import (
+from atelier_profiles.governance import GovernanceService
+from atelier_profiles.governance_models import (
     AuditPage,
     AuditSummary,
     CredentialInput,
-    GovernanceService,
     ProviderStatus,
     QuotaOverride,
     QuotaOverrideInput,
@@ -31,7 +31,7 @@ from atelier_profiles.governance import (
     QuotaPolicy,
     UserQuota,
 )
-from atelier_profiles.repository import AuditFilter
+from atelier_profiles.governance_repository import AuditFilter
 from atelier_profiles.service import ProfilePatch, ProfileService
 
 PREFIX = "/admin/v1"
@@ -213,7 +213,8 @@ UserIdPath = Annotated[
 ]
 
 
-def _described(**meanings: str) -> dict[int | str, dict[str, Any]]:
+def described_errors(**meanings: str) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for error answers, each with its own meaning (`e404="No such provider"`)."""
     return {
         int(code.removeprefix("e")): {"model": ErrorResponse, "description": meaning}
         for code, meaning in meanings.items()
@@ -307,7 +308,7 @@ def build_governance_router(governance: GovernanceService, admin_token: str) -> 
         "/providers/{name}",
         tags=["providers"],
         summary="Read one provider's credential status",
-        responses=_described(e404="No such provider", e422="The name is malformed"),
+        responses=described_errors(e404="No such provider", e422="The name is malformed"),
     )
     async def get_provider(name: ProviderName) -> ProviderStatus:
         return await governance.get_provider(name)
@@ -319,7 +320,7 @@ def build_governance_router(governance: GovernanceService, admin_token: str) -> 
         description="Stored encrypted (AES-GCM); workers pick the new key up at once "
         "(`profiles.changed`). The answer shows the key masked.",
         responses=_errors(400)
-        | _described(e404="Atelier has no worker for this provider", e422="Bad input"),
+        | described_errors(e404="Atelier has no worker for this provider", e422="Bad input"),
     )
     async def put_credential(name: ProviderName, credential: CredentialInput) -> ProviderStatus:
         return await governance.set_credential(name, credential)
@@ -330,7 +331,7 @@ def build_governance_router(governance: GovernanceService, admin_token: str) -> 
         summary="Delete a provider's stored API key",
         description="Workers fall back to their own `ATELIER_WORKERS_API_KEY`, if any.",
         status_code=status.HTTP_204_NO_CONTENT,
-        responses=_described(e404="No key is stored for this provider", e422="Bad name"),
+        responses=described_errors(e404="No key is stored for this provider", e422="Bad name"),
     )
     async def delete_credential(name: ProviderName) -> None:
         await governance.delete_credential(name)
@@ -371,7 +372,7 @@ def build_governance_router(governance: GovernanceService, admin_token: str) -> 
         tags=["quotas"],
         summary="Remove a user's override (the default applies again)",
         status_code=status.HTTP_204_NO_CONTENT,
-        responses=_described(e404="The user has no override", e422="Bad user id"),
+        responses=described_errors(e404="The user has no override", e422="Bad user id"),
     )
     async def delete_user_quota(user_id: UserIdPath) -> None:
         await governance.delete_override(user_id)

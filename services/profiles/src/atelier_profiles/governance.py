@@ -10,48 +10,52 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from calendar import monthrange
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, field_validator
-
+from atelier_contracts.clock import as_utc
 from atelier_contracts.errors import NotFound
-from atelier_contracts.jobs import FINAL_STATUSES, JobStatusChanged
+from atelier_contracts.jobs import FINAL_STATUSES, JobImage, JobStatusChanged, JobView
 from atelier_contracts.profiles import (
-    JSON_NUMBER,
+    AuditFallback,
     CredentialReply,
+    Money,
+    QuotaEstimateReply,
+    QuotaEstimateRequest,
     QuotaReserveReply,
     QuotaReserveRequest,
 )
 from atelier_contracts.providers import KNOWN_PROVIDERS
-from atelier_profiles.repository import (
-    AuditFilter,
-    AuditRow,
-    GovernanceRepository,
-    InFlightLimits,
-    QuotaOverrideRow,
-    QuotaPolicyValues,
-    from_milli,
-    to_milli,
+from atelier_profiles.governance_models import (
+    DEFAULT_PERIOD,
+    DEFAULT_RATE_LIMIT,
+    DEFAULT_RATE_WINDOW_S,
+    AuditEntry,
+    AuditPage,
+    AuditSummary,
+    CredentialInput,
+    ProfileTally,
+    ProviderStatus,
+    QuotaOverride,
+    QuotaOverrideInput,
+    QuotaOverview,
+    QuotaPolicy,
+    Tally,
+    UserQuota,
+    UserTally,
 )
-from atelier_profiles.service import ProfileService, default_origins
+from atelier_profiles.governance_repository import AuditFilter, GovernanceRepository
+from atelier_profiles.money import from_milli, from_milli_or_none, to_milli, to_milli_or_none
+from atelier_profiles.origins import default_origins
+from atelier_profiles.quota_ledger import InFlightLimits, QuotaPolicyValues
+from atelier_profiles.service import ProfileService
+from atelier_profiles.tables import AuditRow, QuotaOverrideRow
 from atelier_security import SealBroken, Sealer, mask
-from atelier_security.origins import ORIGIN_PATTERN, OriginError, parse_origin
 
 log = logging.getLogger("atelier.profiles.governance")
 
-Period = Literal["day", "week", "month"]
-MAX_CREDITS = 1_000_000_000_000  # per period; milli-credits of it still fit a BIGINT easily
-MAX_ALLOWED_ORIGINS = 32
-_ORIGIN_RE = re.compile(ORIGIN_PATTERN)
-
-# The quota policy of a fresh install: no credit limit, a generous submission rate limit.
-DEFAULT_PERIOD: Period = "month"
-DEFAULT_RATE_LIMIT = 120
-DEFAULT_RATE_WINDOW_S = 60.0
 _DEFAULT_POLICY_VALUES = QuotaPolicyValues(
     credits_milli=None,
     period=DEFAULT_PERIOD,
@@ -85,224 +89,12 @@ def in_flight_message(limits: InFlightLimits, jobs: int, held_bytes: int) -> str
     )
 
 
-# --- API models ------------------------------------------------------------------------------
-
-
-class CredentialInput(BaseModel):
-    api_key: str = Field(
-        min_length=8,
-        max_length=4096,
-        # Visible ASCII only: real keys are, and a stray newline or space from a copy-paste
-        # would otherwise be stored and fail at the provider much later.
-        pattern=r"^[\x21-\x7e]+$",
-        description="The provider's API key; stored encrypted, never shown again",
-        examples=["sk-proj-0123456789abcdef"],
-    )
-    allowed_origins: list[str] = Field(
-        default_factory=list,
-        max_length=MAX_ALLOWED_ORIGINS,
-        description="Origins (`scheme://host[:port]`, no path) this key may be sent to besides "
-        "the provider's own endpoint: a proxy, a regional endpoint, a self-hosted server "
-        "(`http://10.0.0.5:7860`). Exact origins only: private, loopback and link-local "
-        "addresses are reachable only when listed here (or in "
-        "`ATELIER_PROFILES_ALLOWED_BASE_URL_ORIGINS`). Replaced with the key; profiles whose "
-        "`base_url` is elsewhere are refused",
-        examples=[["http://10.0.0.5:7860"]],
-        json_schema_extra={"items": {"type": "string", "pattern": ORIGIN_PATTERN}},
-    )
-
-    @field_validator("allowed_origins")
-    @classmethod
-    def _origins(cls, origins: list[str]) -> list[str]:
-        try:
-            parsed = list(dict.fromkeys(parse_origin(origin) for origin in origins))
-        except OriginError as exc:
-            raise ValueError(f"allowed_origins: {exc}") from exc
-        # The document's pattern is the rule too (it is what clients validate against): it
-        # refuses the few spellings the parser would have tolerated, e.g. surrounding spaces.
-        for origin in origins:
-            if not _ORIGIN_RE.match(origin):
-                raise ValueError(
-                    f"allowed_origins: write {origin!r} as scheme://host[:port], with an ASCII "
-                    "host (xn-- for international names) and nothing around it"
-                )
-        return parsed
-
-
-class ProviderStatus(BaseModel):
-    name: str = Field(examples=["openai"])
-    known: bool = Field(description="Atelier has a worker (adapter) for this provider")
-    credential_set: bool
-    credential_masked: str | None = Field(
-        default=None, description="The key's last four characters at most", examples=["••••cdef"]
-    )
-    credential_updated_at: datetime | None = None
-    default_origins: list[str] = Field(
-        default_factory=list,
-        description="The provider's own endpoint, where its key always may go (none for "
-        "self-hosted servers)",
-        examples=[["https://api.openai.com"]],
-    )
-    allowed_origins: list[str] = Field(
-        default_factory=list,
-        description="Origins the operator bound to the stored key",
-        examples=[["http://10.0.0.5:7860"]],
-    )
-    deployment_origins: list[str] = Field(
-        default_factory=list,
-        description="Origins `ATELIER_PROFILES_ALLOWED_BASE_URL_ORIGINS` allows for this "
-        "provider's keys",
-    )
-    profiles: int = Field(default=0, description="Profiles using this provider")
-
-
-class QuotaPolicy(BaseModel):
-    """The default every user gets unless an override says otherwise."""
-
-    credits_per_period: Annotated[float, Field(ge=0, le=MAX_CREDITS), JSON_NUMBER] | None = Field(
-        default=None,
-        description="Credits each user may spend per period; null: no limit",
-        examples=[500],
-    )
-    period: Period = Field(default=DEFAULT_PERIOD, description="Periods start at 00:00 UTC")
-    rate_limit_count: Annotated[int, Field(ge=1, le=100_000), JSON_NUMBER] | None = Field(
-        default=DEFAULT_RATE_LIMIT,
-        description="Submissions per user within `rate_limit_window_s`; null: no rate limit",
-    )
-    rate_limit_window_s: Annotated[float, Field(gt=0, le=86_400), JSON_NUMBER] = (
-        DEFAULT_RATE_WINDOW_S
-    )
-
-
-class QuotaOverrideInput(BaseModel):
-    credits_per_period: Annotated[float, Field(ge=0, le=MAX_CREDITS), JSON_NUMBER] | None = Field(
-        description="This user's credits per period; null: no limit"
-    )
-    note: str | None = Field(default=None, max_length=500, description="Why, for other admins")
-
-
-class QuotaOverride(QuotaOverrideInput):
-    user_id: str
-    updated_at: datetime
-
-
-class QuotaOverview(BaseModel):
-    policy: QuotaPolicy
-    overrides: list[QuotaOverride]
-
-
-class UserQuota(BaseModel):
-    user_id: str
-    limit: float | None = Field(description="Credits per period; null: no limit")
-    overridden: bool = Field(description="The limit comes from a per-user override")
-    used: float = Field(description="Credits reserved or spent in this period")
-    remaining: float | None
-    period: Period
-    period_start: datetime
-    resets_at: datetime
-
-
-class AuditError(BaseModel):
-    error_class: str = Field(examples=["content_blocked"])
-    stage: str | None = Field(default=None, description="For content blocks: input or output")
-    message: str | None = None
-    detail: str | None = Field(default=None, description="The provider's detail, for admins")
-
-
-class AuditEntry(BaseModel):
-    job_id: str
-    user_id: str
-    project: str
-    profile_id: str
-    profile_name: str
-    provider: str
-    model: str
-    status: str = Field(examples=["partial"])
-    moderated: bool = Field(description="The provider refused the prompt or its result")
-    error: AuditError | None
-    prompt: str = Field(description="The prompt exactly as sent to the provider")
-    user_prompt: str = Field(description="What the user typed")
-    requested: int
-    landed: int
-    failed: int
-    cost: float = Field(description="Credits charged (landed images x the profile's cost)")
-    created_at: datetime
-    finished_at: datetime
-
-    @classmethod
-    def of(cls, row: AuditRow) -> AuditEntry:
-        error = (
-            AuditError(
-                error_class=row.error_class,
-                stage=row.error_stage,
-                message=row.error_message,
-                detail=row.error_detail,
-            )
-            if row.error_class
-            else None
-        )
-        return cls(
-            job_id=row.job_id,
-            user_id=row.user_id,
-            project=row.project,
-            profile_id=row.profile_id,
-            profile_name=row.profile_name,
-            provider=row.provider,
-            model=row.model,
-            status=row.status,
-            moderated=row.error_class == "content_blocked",
-            error=error,
-            prompt=row.prompt,
-            user_prompt=row.user_prompt,
-            requested=row.requested,
-            landed=row.landed,
-            failed=row.failed,
-            cost=from_milli(row.cost_milli),
-            created_at=_as_utc(row.job_created_at),
-            finished_at=_as_utc(row.finished_at),
-        )
-
-
-class AuditPage(BaseModel):
-    items: list[AuditEntry]
-    total: int
-    limit: int
-    offset: int
-
-
-class Tally(BaseModel):
-    jobs: int
-    images: int = Field(description="Images landed")
-    cost: float
-
-
-class UserTally(Tally):
-    user_id: str
-
-
-class ProfileTally(Tally):
-    profile_id: str
-    profile_name: str
-
-
-class AuditSummary(BaseModel):
-    total: Tally
-    by_status: dict[str, int]
-    by_error_class: dict[str, int]
-    by_user: list[UserTally] = Field(description="Highest cost first")
-    by_profile: list[ProfileTally] = Field(description="Highest cost first")
-
-
 # --- periods ---------------------------------------------------------------------------------
-
-
-def _as_utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def period_bounds(period: str, now: datetime) -> tuple[datetime, datetime]:
     """Start and end (exclusive) of the period holding `now`, in UTC."""
-    day = _as_utc(now).replace(hour=0, minute=0, second=0, microsecond=0)
+    day = as_utc(now).replace(hour=0, minute=0, second=0, microsecond=0)
     if period == "day":
         return day, day + timedelta(days=1)
     if period == "week":
@@ -310,10 +102,6 @@ def period_bounds(period: str, now: datetime) -> tuple[datetime, datetime]:
         return start, start + timedelta(days=7)
     start = day.replace(day=1)
     return start, start + timedelta(days=monthrange(start.year, start.month)[1])
-
-
-def _credits(milli: int | None) -> float | None:
-    return None if milli is None else from_milli(milli)
 
 
 def _plural(n: float, word: str) -> str:
@@ -353,7 +141,7 @@ class GovernanceService:
                 known=name in KNOWN_PROVIDERS,
                 credential_set=name in stored,
                 credential_masked=stored[name].hint if name in stored else None,
-                credential_updated_at=_as_utc(stored[name].updated_at) if name in stored else None,
+                credential_updated_at=as_utc(stored[name].updated_at) if name in stored else None,
                 default_origins=sorted(default_origins(name)),
                 allowed_origins=list(stored[name].allowed_origins) if name in stored else [],
                 deployment_origins=self._profiles.origins.deployment_origins(name),
@@ -419,7 +207,7 @@ class GovernanceService:
         if row is None:
             return QuotaPolicy()
         return QuotaPolicy(
-            credits_per_period=_credits(row.credits_milli),
+            credits_per_period=from_milli_or_none(row.credits_milli),
             period=row.period,
             rate_limit_count=row.rate_limit_count,
             rate_limit_window_s=row.rate_limit_window_s,
@@ -428,9 +216,7 @@ class GovernanceService:
     async def set_policy(self, policy: QuotaPolicy) -> QuotaPolicy:
         await self._repo.save_policy(
             QuotaPolicyValues(
-                credits_milli=None
-                if policy.credits_per_period is None
-                else to_milli(policy.credits_per_period),
+                credits_milli=to_milli_or_none(policy.credits_per_period),
                 period=policy.period,
                 rate_limit_count=policy.rate_limit_count,
                 rate_limit_window_s=policy.rate_limit_window_s,
@@ -445,9 +231,8 @@ class GovernanceService:
         )
 
     async def set_override(self, user_id: str, override: QuotaOverrideInput) -> QuotaOverride:
-        credits = override.credits_per_period
         row = await self._repo.put_override(
-            user_id, None if credits is None else to_milli(credits), override.note
+            user_id, to_milli_or_none(override.credits_per_period), override.note
         )
         return _override_of(row)
 
@@ -459,8 +244,7 @@ class GovernanceService:
         override = await self._repo.get_override(user_id)
         if override is not None:
             return override.credits_milli, True
-        credits = policy.credits_per_period
-        return (None if credits is None else to_milli(credits)), False
+        return to_milli_or_none(policy.credits_per_period), False
 
     async def user_quota(self, user_id: str) -> UserQuota:
         policy = await self.get_policy()
@@ -469,7 +253,7 @@ class GovernanceService:
         used = await self._repo.used_milli(user_id, start.date().isoformat())
         return UserQuota(
             user_id=user_id,
-            limit=_credits(limit),
+            limit=from_milli_or_none(limit),
             overridden=overridden,
             used=from_milli(used),
             remaining=None if limit is None else from_milli(max(0, limit - used)),
@@ -510,7 +294,7 @@ class GovernanceService:
             outcome=outcome.outcome,
             message="Credits reserved.",
             cost=cost,
-            limit=_credits(limit),
+            limit=from_milli_or_none(limit),
             remaining=remaining,
             resets_at=end,
         )
@@ -534,10 +318,35 @@ class GovernanceService:
             left = remaining or 0.0
             reply.message = (
                 f"This generation costs {_plural(cost, 'credit')}, but only {left:g} of your "
-                f"{_credits(limit) or 0:g} credits for this {policy.period} are left; they renew "
-                f"at {end:%Y-%m-%d %H:%M} UTC."
+                f"{from_milli_or_none(limit) or 0:g} credits for this {policy.period} are left; "
+                f"they renew at {end:%Y-%m-%d %H:%M} UTC."
             )
         return reply
+
+    async def estimate(self, request: QuotaEstimateRequest) -> QuotaEstimateReply:
+        """What a submission of this request would reserve now, reserving nothing (ADR 0024).
+        Read with the reservation's own terms: the credits equal what `reserve` then holds,
+        unless an admin changes the price or the quota in between."""
+        now = self._now()
+        outcome = await self._repo.estimate(
+            user_id=request.user_id,
+            profile_id=request.profile_id,
+            count=request.count,
+            default_policy=_DEFAULT_POLICY_VALUES,
+            period_key=lambda period: period_bounds(period, now)[0].date().isoformat(),
+        )
+        limit = outcome.limit_milli
+        price = outcome.price_per_image_usd
+        return QuotaEstimateReply(
+            credits=from_milli(outcome.cost_milli),
+            credits_per_image=from_milli(outcome.per_image_milli),
+            money=None if price is None else Money(amount=round(price * request.count, 6)),
+            limit=from_milli_or_none(limit),
+            remaining=None if limit is None else from_milli(max(0, limit - outcome.used_milli)),
+            fits=limit is None or outcome.used_milli + outcome.cost_milli <= limit,
+            resets_at=period_bounds(outcome.policy.period, now)[1],
+            known_profile=outcome.priced,
+        )
 
     async def release(self, job_id: str) -> bool:
         released = await self._repo.release(job_id)
@@ -557,6 +366,8 @@ class GovernanceService:
         if job.status not in FINAL_STATUSES:
             return False
         landed = max(0, min(job.progress.landed, job.count))
+        priced = [image for image in landed_images(job)[:landed] if image.credit_cost is not None]
+        fallbacks = fallback_images(job)
         error = job.error
         audit = AuditRow(
             job_id=job.id,
@@ -576,12 +387,21 @@ class GovernanceService:
             requested=job.count,
             landed=job.progress.landed,
             failed=job.progress.failed,
-            cost_milli=0,  # priced by record_outcome, at the reservation's price
+            cost_milli=0,  # priced by record_outcome
             job_created_at=job.created_at,
             finished_at=job.updated_at,
             recorded_at=self._now(),
+            fallbacks=[item.model_dump(mode="json") for item in fallbacks] or None,
+            receipt=job.receipt.model_dump(mode="json") if job.receipt else None,
         )
-        recorded = await self._repo.record_outcome(audit, landed)
+        # Credits settle at the profile that made each image (issue 16): its price when the
+        # image carries one, else the reservation's.
+        recorded = await self._repo.record_outcome(
+            audit,
+            landed,
+            priced=len(priced),
+            priced_milli=sum(to_milli(image.credit_cost or 0) for image in priced),
+        )
         if recorded:
             log.info(
                 "job outcome recorded",
@@ -617,12 +437,35 @@ class GovernanceService:
         )
 
 
+def landed_images(job: JobView) -> list[JobImage]:
+    """The job's images, once each, in order (a job lists only images that landed)."""
+    by_index = {image.index: image for image in job.images}
+    return [by_index[index] for index in sorted(by_index)]
+
+
+def fallback_images(job: JobView) -> list[AuditFallback]:
+    """The images a profile other than the job's own made, as the audit records them."""
+    return [
+        AuditFallback(
+            index=image.index,
+            media_id=image.media_id,
+            profile_id=image.profile_id,
+            profile_name=image.profile_name,
+            credit_cost=image.credit_cost,
+            reason=image.fallback_reason,
+        )
+        for image in landed_images(job)
+        if image.fallback_reason is not None
+        or (image.profile_id is not None and image.profile_id != job.profile_id)
+    ]
+
+
 def _override_of(row: QuotaOverrideRow) -> QuotaOverride:
     return QuotaOverride(
         user_id=row.user_id,
-        credits_per_period=_credits(row.credits_milli),
+        credits_per_period=from_milli_or_none(row.credits_milli),
         note=row.note,
-        updated_at=_as_utc(row.updated_at),
+        updated_at=as_utc(row.updated_at),
     )
 
 
@@ -633,12 +476,8 @@ def _utc_filter(where: AuditFilter) -> AuditFilter:
     the rule could not be stated in the OpenAPI document (no JSON Schema compares two query
     parameters), so a client keeping to the document would have been refused.
     """
-    return AuditFilter(
-        user_id=where.user_id,
-        profile_id=where.profile_id,
-        status=where.status,
-        error_class=where.error_class,
-        since=_as_utc(where.since) if where.since else None,
-        until=_as_utc(where.until) if where.until else None,
-        text=where.text,
+    return replace(
+        where,
+        since=as_utc(where.since) if where.since else None,
+        until=as_utc(where.until) if where.until else None,
     )

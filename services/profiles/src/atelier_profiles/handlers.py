@@ -7,13 +7,15 @@ no reply: the caller's request times out, which it treats as "profiles unavailab
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from typing import Any
+from collections.abc import Awaitable
 
-from faststream.nats import NatsBroker
+from faststream.nats import NatsBroker, NatsMessage
 
 from atelier_contracts.errors import AtelierError
 from atelier_contracts.jobs import JobStatusChanged
+from atelier_contracts.media import MediaAssigned
 from atelier_contracts.profiles import (
     AuditFilterQuery,
     AuditListQuery,
@@ -21,7 +23,7 @@ from atelier_contracts.profiles import (
     AuditSummaryReply,
     CredentialQuery,
     CredentialReply,
-    GenerationSettings,
+    Profile,
     ProfileCommandReply,
     ProfileCreateCommand,
     ProfileDeleteCommand,
@@ -30,31 +32,40 @@ from atelier_contracts.profiles import (
     ProfileReply,
     ProfilesListQuery,
     ProfilesListReply,
+    QuotaEstimateReply,
+    QuotaEstimateRequest,
     QuotaReleaseReply,
     QuotaReleaseRequest,
-    QuotaReserveReply,
-    QuotaReserveRequest,
+    QuotaReserveBatch,
+    QuotaReserveBatchReply,
     RemoteError,
 )
 from atelier_contracts.subjects import JOB_FINISHED_ALL, Durable, Subject
-from atelier_messaging import durable_subscriber
+from atelier_contracts.webhooks import WebhookDelivery
+from atelier_messaging import declare_publishers, delivery_attempt, durable_subscriber
 from atelier_profiles.governance import GovernanceService
-from atelier_profiles.repository import AuditFilter
+from atelier_profiles.governance_repository import AuditFilter
 from atelier_profiles.service import ProfileService
+from atelier_profiles.webhooks import WebhookService
 
 QUEUE = "profiles"
 # A core subscriber runs its handler one message at a time: a burst of submissions would wait
-# for each other's reservation in turn. Reservations may run side by side; the database
-# serializes those of one user (`GovernanceRepository.reserve`), and the connection pool
-# (10 + 10 on PostgreSQL) has room for them.
-QUOTA_WORKERS = 8
+# for each other's reservation in turn. Here every reservation that arrives is taken at once
+# and joins the next group commit (`GovernanceRepository.reserve`), so the bound only caps the
+# requests held in memory; past it they wait in the NATS subscription.
+QUOTA_WORKERS = 512
 
 log = logging.getLogger("atelier.profiles.handlers")
 
 
 def register_handlers(
-    broker: NatsBroker, service: ProfileService, governance: GovernanceService
+    broker: NatsBroker,
+    service: ProfileService,
+    governance: GovernanceService,
+    webhooks: WebhookService | None = None,
 ) -> None:
+    declare_publishers(broker, "profiles")
+
     @broker.subscriber(Subject.PROFILES_GET, queue=QUEUE)
     async def answer_profile(query: ProfileQuery) -> ProfileReply:
         return ProfileReply(profile=await service.find_profile(query.profile_id))
@@ -66,34 +77,32 @@ def register_handlers(
             profiles=await service.list_profiles(include_disabled=query.include_disabled),
         )
 
-    @broker.subscriber(Subject.SETTINGS_GET, queue=QUEUE)
-    async def answer_settings(_: Any = None) -> GenerationSettings:
-        # The request body carries nothing: whatever was sent (even nothing) is ignored.
-        return await service.get_settings()
-
     @broker.subscriber(Subject.PROFILES_CREDENTIALS, queue=QUEUE)
     async def answer_credentials(query: CredentialQuery) -> CredentialReply:
         # The reply carries the key sealed with the transport key, never the plaintext.
         return await governance.sealed_credential(query.provider)
 
     @broker.subscriber(Subject.QUOTA_RESERVE, queue=QUEUE, max_workers=QUOTA_WORKERS)
-    async def answer_quota_reserve(request: QuotaReserveRequest) -> QuotaReserveReply:
-        return await governance.reserve(request)
+    async def answer_quota_reserve(batch: QuotaReserveBatch) -> QuotaReserveBatchReply:
+        # Each reservation is decided on its own; together they join the next group commit.
+        replies = await asyncio.gather(*(governance.reserve(r) for r in batch.requests))
+        return QuotaReserveBatchReply(replies=list(replies))
+
+    # Core NATS request/reply, read-only: nothing to ack; no answer is the gateway's 503.
+    @broker.subscriber(Subject.QUOTA_ESTIMATE, queue=QUEUE)
+    async def answer_quota_estimate(request: QuotaEstimateRequest) -> QuotaEstimateReply:
+        return await governance.estimate(request)
 
     @broker.subscriber(Subject.QUOTA_RELEASE, queue=QUEUE, max_workers=QUOTA_WORKERS)
     async def answer_quota_release(request: QuotaReleaseRequest) -> QuotaReleaseReply:
         return QuotaReleaseReply(released=await governance.release(request.job_id))
 
     # The gateway's Inkweld-compatible admin routes (docs/adr/0008-inkweld-facade.md): the same
-    # service methods the admin API calls. A refusal (422, 404, 409) is answered in `error`;
-    # raising would send no reply, and the gateway would take profiles for down.
+    # service methods the admin API calls, each answered by `_command_reply`.
     @broker.subscriber(Subject.PROFILES_CREATE, queue=QUEUE)
     async def create_profile(command: ProfileCreateCommand) -> ProfileCommandReply:
         log.info("profile create asked over NATS", extra={"requested_by": command.requested_by})
-        try:
-            return ProfileCommandReply(profile=await service.create_profile(command.fields))
-        except AtelierError as exc:
-            return ProfileCommandReply(error=RemoteError.of(exc))
+        return await _command_reply(service.create_profile(command.fields))
 
     @broker.subscriber(Subject.PROFILES_REPLACE, queue=QUEUE)
     async def replace_profile(command: ProfileReplaceCommand) -> ProfileCommandReply:
@@ -101,11 +110,7 @@ def register_handlers(
             "profile change asked over NATS",
             extra={"profile_id": command.profile_id, "requested_by": command.requested_by},
         )
-        try:
-            profile = await service.replace_profile(command.profile_id, command.fields)
-        except AtelierError as exc:
-            return ProfileCommandReply(error=RemoteError.of(exc))
-        return ProfileCommandReply(profile=profile)
+        return await _command_reply(service.replace_profile(command.profile_id, command.fields))
 
     @broker.subscriber(Subject.PROFILES_DELETE, queue=QUEUE)
     async def delete_profile(command: ProfileDeleteCommand) -> ProfileCommandReply:
@@ -113,11 +118,7 @@ def register_handlers(
             "profile delete asked over NATS",
             extra={"profile_id": command.profile_id, "requested_by": command.requested_by},
         )
-        try:
-            await service.delete_profile(command.profile_id)
-        except AtelierError as exc:
-            return ProfileCommandReply(error=RemoteError.of(exc))
-        return ProfileCommandReply()
+        return await _command_reply(service.delete_profile(command.profile_id))
 
     @broker.subscriber(Subject.AUDITS_LIST, queue=QUEUE)
     async def answer_audits(query: AuditListQuery) -> AuditPageReply:
@@ -144,6 +145,19 @@ def register_handlers(
     @durable_subscriber(broker, JOB_FINISHED_ALL, Durable.PROFILES_JOB_OUTCOMES, max_deliver=20)
     async def record_job_outcome(event: JobStatusChanged) -> None:
         await governance.record_job_outcome(event)
+        if webhooks is not None:
+            # The outcome's webhooks ride on this delivery (no hop of their own, ADR 0025);
+            # both steps are idempotent, so a redelivery after either is harmless.
+            await webhooks.job_finished(event)
+
+
+async def _command_reply(change: Awaitable[Profile | None]) -> ProfileCommandReply:
+    """The changed profile (none after a delete), or a refusal (422, 404, 409) in `error`:
+    raising would send no reply, and the gateway would take profiles for down."""
+    try:
+        return ProfileCommandReply(profile=await change)
+    except AtelierError as exc:
+        return ProfileCommandReply(error=RemoteError.of(exc))
 
 
 def _audit_filter(query: AuditFilterQuery) -> AuditFilter:
@@ -156,3 +170,30 @@ def _audit_filter(query: AuditFilterQuery) -> AuditFilter:
         until=query.until,
         text=query.text or None,
     )
+
+
+def register_webhook_handlers(broker: NatsBroker, webhooks: WebhookService) -> None:
+    """Webhooks (ADR 0025). Outcomes are fanned out per endpoint by `record_job_outcome`;
+    assignments here. Deliveries have a durable of their own, so an endpoint that is down never
+    holds anything else up: one it did not accept is naked with its schedule's delay, and
+    JetStream keeps it until the next try."""
+
+    @durable_subscriber(
+        broker, Subject.MEDIA_ASSIGNED, Durable.WEBHOOKS_MEDIA_ASSIGNED, max_deliver=20
+    )
+    async def fan_out_assignment(event: MediaAssigned) -> None:
+        await webhooks.media_assigned(event)
+
+    # Each retry is one redelivery; a few more allow for failures of our own (database away).
+    @durable_subscriber(
+        broker,
+        Subject.WEBHOOKS_DELIVER,
+        Durable.WEBHOOKS_DELIVERIES,
+        max_deliver=webhooks.policy.max_attempts + 5,
+        ack_wait_s=max(60.0, webhooks.policy.timeout_s * 3),
+        max_workers=16,
+    )
+    async def deliver_webhook(delivery: WebhookDelivery, msg: NatsMessage) -> None:
+        delay = await webhooks.deliver(delivery, delivery_attempt(msg))
+        if delay is not None:
+            await msg.nack(delay=delay)

@@ -2,26 +2,31 @@
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Awaitable, Callable, Sequence
-from typing import ClassVar
 
 from fastapi import FastAPI
 
 from atelier_contracts.profiles import ProfilesChanged
 from atelier_contracts.subjects import Subject
+from atelier_contracts.webhooks import WebhookDelivery
 from atelier_database import Database, migrate_to_head, upgrade_to_head
-from atelier_messaging import ensure_streams, make_broker, publish_event
+from atelier_messaging import ProviderBudgets, ensure_streams, make_broker, publish_event
 from atelier_profiles.api import build_admin_router, build_governance_router
+from atelier_profiles.budgets import BudgetService, BudgetStore, build_budget_router
 from atelier_profiles.governance import GovernanceService
-from atelier_profiles.handlers import register_handlers
+from atelier_profiles.governance_repository import GovernanceRepository
+from atelier_profiles.handlers import register_handlers, register_webhook_handlers
 from atelier_profiles.migrations import MIGRATIONS
-from atelier_profiles.repository import GovernanceRepository, InFlightLimits, ProfileRepository
-from atelier_profiles.service import OriginPolicy, ProfileService
+from atelier_profiles.origins import OriginPolicy
+from atelier_profiles.quota_ledger import InFlightLimits
+from atelier_profiles.repository import ProfileRepository
+from atelier_profiles.service import ProfileService
 from atelier_profiles.settings import Settings
+from atelier_profiles.webhooks import DeliveryPolicy, WebhookService
+from atelier_profiles.webhooks_api import build_webhook_router
+from atelier_profiles.webhooks_repository import WebhookRepository
 from atelier_security import at_rest_sealer, transport_sealer
-from atelier_telemetry import configure_telemetry, instrument_fastapi
-from atelier_web import create_service_app, serve
+from atelier_web import create_service_app, run_service
 
 SERVICE = "profiles"
 
@@ -35,10 +40,15 @@ Every route needs `Authorization: Bearer <admin token>`.
 """
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """The app, its broker (`app.state.broker`), database and service (`app.state.*`)."""
+def create_app(
+    settings: Settings | None = None, budget_store: BudgetStore | None = None
+) -> FastAPI:
+    """The app, its broker (`app.state.broker`), database and service (`app.state.*`).
+
+    `budget_store`: where provider budgets live; the JetStream bucket unless a test says."""
     settings = settings or Settings()
     broker = make_broker(settings.nats_url, SERVICE)
+    budgets = BudgetService(budget_store or ProviderBudgets(broker, settings.stream_replicas))
     database = Database(settings.database_url)
     repository = ProfileRepository(database)
 
@@ -65,7 +75,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             max_bytes=settings.user_max_bytes_in_flight,
         ),
     )
-    register_handlers(broker, service, governance)
+
+    async def publish_delivery(delivery: WebhookDelivery) -> None:
+        await publish_event(broker, delivery, Subject.WEBHOOKS_DELIVER)
+
+    webhooks = WebhookService(
+        WebhookRepository(database),
+        at_rest_sealer(settings.credentials_key),
+        publish_delivery,
+        DeliveryPolicy(
+            retry_schedule_s=tuple(settings.webhook_retry_schedule_s),
+            timeout_s=settings.webhook_timeout_s,
+            allow=tuple(settings.webhook_allow_list),
+            max_endpoints=settings.webhook_max_endpoints,
+        ),
+    )
+    register_handlers(broker, service, governance, webhooks)
+    register_webhook_handlers(broker, webhooks)
 
     async def declare_streams() -> None:
         await ensure_streams(settings.nats_url, settings.stream_replicas)
@@ -88,55 +114,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.include_router(build_admin_router(service, settings.admin_token))
     app.include_router(build_governance_router(governance, settings.admin_token))
+    app.include_router(build_budget_router(budgets, settings.admin_token))
+    app.include_router(build_webhook_router(webhooks, settings.admin_token))
     app.state.settings = settings
     app.state.broker = broker
     app.state.database = database
     app.state.service = service
     app.state.governance = governance
+    app.state.webhooks = webhooks
     return app
 
 
 def cli(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
+    run_service(
         prog="atelier-profiles",
-        description="Atelier profiles service: admin API and profile lookups over NATS. "
-        "Configured by ATELIER_* / ATELIER_PROFILES_* environment variables (see README).",
+        description="Atelier profiles service: admin API and profile lookups over NATS.",
+        settings_type=Settings,
+        create_app=create_app,
+        name=lambda _: SERVICE,
+        migrate=lambda settings: upgrade_to_head(MIGRATIONS, settings.database_url),
+        argv=argv,
     )
-    parser.add_argument("--host", help="interface to listen on (default: settings, 127.0.0.1)")
-    parser.add_argument("--port", type=int, help="port to listen on (default: settings, 8081)")
-    parser.add_argument(
-        "--migrate-only",
-        action="store_true",
-        help="bring the database schema to the newest revision and exit (a one-shot job)",
-    )
-    args = parser.parse_args(argv)
-
-    if args.migrate_only:
-        migrate_only()
-        return
-    settings = Settings()
-    configure_telemetry(
-        SERVICE,
-        level=settings.log_level,
-        json_logs=settings.log_json,
-        otlp_endpoint=settings.otlp_endpoint,
-    )
-    app = create_app(settings)
-    instrument_fastapi(app)
-    serve(
-        app,
-        host=args.host or settings.host,
-        port=args.port if args.port is not None else settings.port,
-        log_level=settings.log_level,
-    )
-
-
-class _MigrationSettings(Settings):
-    # A migration job reads the database URL only: it is given none of the service's secrets.
-    secret_fields: ClassVar[tuple[str, ...]] = ()
-
-
-def migrate_only() -> None:
-    settings = _MigrationSettings()
-    configure_telemetry(SERVICE, level=settings.log_level, json_logs=settings.log_json)
-    upgrade_to_head(MIGRATIONS, settings.database_url)

@@ -76,6 +76,35 @@ class Settings(BaseServiceSettings):
         "key; a stored key's own `allowed_origins` are usually the better place",
     )
 
+    # Webhooks (ADR 0025).
+    webhook_retry_schedule_s: list[float] = Field(
+        default=[5, 300, 1800, 7200, 18000, 36000, 36000],
+        min_length=1,
+        max_length=20,
+        description="Seconds before each retry of a webhook delivery the endpoint did not "
+        "accept (JSON list); the default, Standard Webhooks' own schedule, spans about 27 "
+        "hours: 8 attempts over a day",
+    )
+    webhook_timeout_s: float = Field(
+        default=10.0, gt=0, le=60, description="One webhook POST, connection included"
+    )
+    webhook_allow_list: list[str] = Field(
+        default_factory=list,
+        description="Addresses or CIDRs webhook endpoints may reach although private or "
+        "loopback (JSON list), for every endpoint; one endpoint can also be allowed on its "
+        "own (`allow_private_origin`)",
+    )
+    webhook_max_endpoints: int = Field(
+        default=100, ge=1, le=10_000, description="Webhook endpoints that may be registered"
+    )
+
+    @field_validator("webhook_retry_schedule_s")
+    @classmethod
+    def _positive_delays(cls, value: list[float]) -> list[float]:
+        if any(delay <= 0 or delay > 86_400 for delay in value):
+            raise ValueError("every retry delay must be above 0 and at most 86400 seconds")
+        return value
+
     @field_validator("allowed_base_url_origins")
     @classmethod
     def _origins(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:

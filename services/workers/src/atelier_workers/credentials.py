@@ -20,10 +20,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from faststream.nats import NatsBroker
-
-from atelier_contracts.profiles import CredentialQuery, CredentialReply, ProfilesChanged
-from atelier_contracts.subjects import Subject
+from atelier_contracts.profiles import CredentialQuery, CredentialReply
 from atelier_security import SealBroken, transport_sealer
 
 log = logging.getLogger("atelier.workers.credentials")
@@ -120,18 +117,3 @@ class ProviderCredentials:
                 extra={"provider": self.provider},
             )
             return self._fallback, self._retry_s
-
-
-def register_credential_invalidation(broker: NatsBroker, credentials: ProviderCredentials) -> None:
-    """Forget the cached key as soon as an admin sets, rotates or deletes it.
-
-    A core NATS subscription without a queue group: every worker replica must hear it.
-    `no_reply`: `profiles.changed` is published to JetStream, and its reply subject is the
-    publisher's ack inbox, which must get JetStream's ack and nothing from us.
-    """
-
-    @broker.subscriber(Subject.PROFILES_CHANGED, no_reply=True)
-    async def forget_changed_credentials(event: ProfilesChanged) -> None:
-        if event.action == "credentials" and event.provider in (None, credentials.provider):
-            credentials.invalidate()
-            log.info("provider credential changed", extra={"provider": credentials.provider})

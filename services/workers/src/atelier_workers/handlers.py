@@ -19,16 +19,24 @@ from atelier_contracts.generation import (
     GenerationStarted,
     GenerationTask,
 )
+from atelier_contracts.profiles import ProfilesChanged
 from atelier_contracts.subjects import Subject, gen_requested, worker_durable
 from atelier_messaging import (
     CancelledJobs,
     ProviderHandles,
     TaskHandle,
+    declare_publishers,
     delivery_attempt,
     durable_subscriber,
     publish_event,
+    publish_notice,
 )
-from atelier_telemetry import provider_call_in_flight, record_generation_failure
+from atelier_telemetry import (
+    provider_call_in_flight,
+    record_generation_failure,
+    record_generation_success,
+)
+from atelier_workers.credentials import ProviderCredentials
 from atelier_workers.pacing import ProgressThrottle
 from atelier_workers.service import WorkerService
 from atelier_workers.settings import Settings
@@ -89,6 +97,7 @@ def register_handlers(
     handles: ProviderHandles,
     inflight: InFlight,
 ) -> None:
+    declare_publishers(broker, "workers")
     provider = settings.provider
 
     def cancelled_result(task: GenerationTask) -> GenerationFailed:
@@ -151,7 +160,8 @@ def register_handlers(
         if await cancelled.is_cancelled(task.job_id):
             await publish_event(broker, cancelled_result(task), Subject.GEN_FAILED)
             return
-        await publish_event(
+        # An observation, not a step of the job: core NATS, nothing waits for it (ADR 0018).
+        await publish_notice(
             broker,
             GenerationStarted(
                 event_id=derived_event_id(task.event_id, f"started:{attempt}"),
@@ -181,7 +191,24 @@ def register_handlers(
         )
         if isinstance(result, GenerationFailed):
             record_generation_failure(provider, result.error.error_class.value)
+        else:
+            record_generation_success(provider)
         await publish_event(broker, result, subject)
         # The provider job is settled; its handle is no longer needed for a resume.
         with contextlib.suppress(Exception):
             await resume.forget()
+
+
+def register_credential_invalidation(broker: NatsBroker, credentials: ProviderCredentials) -> None:
+    """Forget the cached key as soon as an admin sets, rotates or deletes it.
+
+    A core NATS subscription without a queue group: every worker replica must hear it.
+    `no_reply`: `profiles.changed` is published to JetStream, and its reply subject is the
+    publisher's ack inbox, which must get JetStream's ack and nothing from us.
+    """
+
+    @broker.subscriber(Subject.PROFILES_CHANGED, no_reply=True)
+    async def forget_changed_credentials(event: ProfilesChanged) -> None:
+        if event.action == "credentials" and event.provider in (None, credentials.provider):
+            credentials.invalidate()
+            log.info("provider credential changed", extra={"provider": credentials.provider})

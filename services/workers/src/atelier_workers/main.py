@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
+from collections.abc import Sequence
 
 import httpx
 from fastapi import FastAPI
@@ -18,11 +18,10 @@ from atelier_messaging import (
     query,
 )
 from atelier_storage import ObjectStore
-from atelier_telemetry import configure_telemetry
-from atelier_web import create_service_app, serve
+from atelier_web import Option, create_service_app, run_service
 from atelier_workers.adapters import get_adapter
-from atelier_workers.credentials import ProviderCredentials, register_credential_invalidation
-from atelier_workers.handlers import InFlight, register_handlers
+from atelier_workers.credentials import ProviderCredentials
+from atelier_workers.handlers import InFlight, register_credential_invalidation, register_handlers
 from atelier_workers.pacing import TokenBucket
 from atelier_workers.service import WorkerService
 from atelier_workers.settings import Settings
@@ -67,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.max_requests_per_minute is not None
         else None,
         allowed_origins=frozenset(settings.allowed_base_url_origins),
+        media_bucket=settings.media_bucket,
     )
     cancelled = CancelledJobs(broker, settings.stream_replicas)
     handles = ProviderHandles(broker, settings.stream_replicas)
@@ -78,7 +78,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     async def prepare() -> None:
         await ensure_streams(settings.nats_url, settings.stream_replicas)
+        # References are read from staging; generated images are written to the media bucket.
         await store.ensure_bucket(settings.staging_bucket)
+        await store.ensure_bucket(settings.media_bucket)
 
     async def watch_cancellations() -> None:
         # After the broker is up: abandon provider calls of jobs the writer cancelled.
@@ -103,24 +105,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-def cli() -> None:
-    parser = argparse.ArgumentParser(
+def cli(argv: Sequence[str] | None = None) -> None:
+    run_service(
         prog="atelier-workers",
-        description="Atelier provider worker: takes tasks from gen.<provider>.requested, calls the "
-        "provider, stages the bytes, publishes gen.completed / gen.failed. Settings come from "
-        "ATELIER_* / ATELIER_WORKERS_* environment variables.",
+        description="Atelier provider worker: takes tasks from gen.<provider>.requested, calls "
+        "the provider, writes the images to the media bucket, publishes gen.completed / "
+        "gen.failed.",
+        settings_type=Settings,
+        create_app=create_app,
+        name=lambda settings: f"worker-{settings.provider}",
+        options=[Option("--provider", "provider", "provider to serve (ATELIER_WORKERS_PROVIDER)")],
+        argv=argv,
     )
-    parser.add_argument("--provider", help="provider to serve (ATELIER_WORKERS_PROVIDER)")
-    parser.add_argument("--host", help="bind address of the health port")
-    parser.add_argument("--port", type=int, help="health port (ATELIER_WORKERS_PORT)")
-    args = parser.parse_args()
-    settings = Settings()
-    if args.provider:
-        settings = settings.model_copy(update={"provider": args.provider})
-    configure_telemetry(
-        f"worker-{settings.provider}",
-        level=settings.log_level,
-        json_logs=settings.log_json,
-        otlp_endpoint=settings.otlp_endpoint,
-    )
-    serve(create_app(settings), args.host or settings.host, args.port or settings.port)

@@ -1,4 +1,4 @@
-"""Runs one generation task against one provider and stages the bytes.
+"""Runs one generation task against one provider and writes the images where they stay.
 
 No broker here: the handler hands in a task and publishes whatever comes back.
 """
@@ -6,6 +6,7 @@ No broker here: the handler hands in a task and publishes whatever comes back.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -13,17 +14,19 @@ from datetime import UTC, datetime
 import httpx
 
 from atelier_contracts.envelope import derived_event_id
-from atelier_contracts.errors import ErrorClass, ErrorInfo
+from atelier_contracts.errors import BlockedInput, ErrorClass, ErrorInfo
 from atelier_contracts.generation import (
     GenerationCompleted,
     GenerationFailed,
     GenerationTask,
     StagedImage,
+    generated_image_key,
 )
 from atelier_contracts.providers import NETWORKLESS_PROVIDERS, PROVIDER_BASE_URLS
 from atelier_security.origins import origin_of, refusal
 from atelier_storage import ObjectStore
 from atelier_workers.adapters.base import (
+    CancellableAdapter,
     ImageRequest,
     InMemoryResumeStore,
     ProgressCallback,
@@ -37,8 +40,6 @@ from atelier_workers.pacing import TokenBucket
 
 log = logging.getLogger("atelier.workers")
 
-_EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/gif": "gif"}
-
 
 def _parsers_disagree(url: str) -> str | None:
     """The origin was judged with urllib's parser; the request goes out through httpx's. Any
@@ -51,10 +52,6 @@ def _parsers_disagree(url: str) -> str | None:
     if seen != origin_of(url):
         return f"{url!r} reads as {origin_of(url)} but would be sent to {seen}"
     return None
-
-
-def staging_key(task: GenerationTask, index: int, content_type: str) -> str:
-    return f"{task.job_id}/{task.task_id}/{index}.{_EXTENSIONS.get(content_type, 'bin')}"
 
 
 @dataclass
@@ -71,6 +68,8 @@ class WorkerService:
     # Origins the deployment allows this worker's keys to go to (ATELIER_WORKERS_ALLOWED_...),
     # besides the provider's own endpoint and what profiles names with the key.
     allowed_origins: frozenset[str] = frozenset()
+    # Generated images go straight to their final place here; media verifies and records them.
+    media_bucket: str = field(kw_only=True)
 
     async def refresh_api_key(self) -> None:
         """The key an admin stored in profiles (cached until it changes), else the worker's own."""
@@ -170,15 +169,16 @@ class WorkerService:
 
     async def cancel_at_provider(self, task: GenerationTask, resume: ResumeStore) -> bool:
         """Ask the provider to stop a job it accepted, where it has a cancel endpoint."""
-        cancel = getattr(self.adapter, "cancel", None)
+        if not isinstance(self.adapter, CancellableAdapter):
+            return False
         handle = await resume.load()
-        if cancel is None or handle is None:
+        if handle is None:
             return False
         try:
             await self.refresh_api_key()
             if self.key_destination_refused(task) is not None:
                 return False
-            await cancel(self.build_request(task, 30.0), handle, self.client)
+            await self.adapter.cancel(self.build_request(task, 30.0), handle, self.client)
             return True
         except Exception:
             log.warning("provider cancel failed", extra={"task_id": task.task_id}, exc_info=True)
@@ -223,24 +223,36 @@ class WorkerService:
                 "provider refused task",
                 extra={"job_id": task.job_id, "task_id": task.task_id, "class": exc.error_class},
             )
-            return self.failed(task, exc.info)
+            return self.failed(task, blocked_input_of(exc.info, request))
         except TimeoutError:
             return self.failed(
                 task, ErrorInfo.of(ErrorClass.TIMEOUT, f"no answer within {timeout:.0f} s")
             )
         if not output.images:
             return self.failed(task, ErrorInfo.of(ErrorClass.NO_IMAGE_RETURNED))
+        for note in output.notes:
+            log.info(
+                "provider note",
+                extra={"job_id": task.job_id, "task_id": task.task_id, "note": note},
+            )
 
         staged: list[StagedImage] = []
         # A provider may return fewer images than asked; extra ones are ignored.
         for offset, image in enumerate(output.images[: task.n]):
             index = task.first_index + offset
-            key = staging_key(task, index, image.content_type)
-            await self.store.put_bytes(self.staging_bucket, key, image.data, image.content_type)
+            # Written once, where it stays: media reads it back to verify and thumbnail it, and
+            # never copies it. The hash is in the key, so a task run twice never overwrites an
+            # image already landed.
+            sha256 = hashlib.sha256(image.data).hexdigest()
+            key = generated_image_key(task, index, sha256, image.content_type)
+            await self.store.put_bytes(
+                self.media_bucket, key, image.data, image.content_type, metadata={"sha256": sha256}
+            )
             staged.append(
                 StagedImage(
                     index=index,
-                    staging_key=key,
+                    key=key,
+                    sha256=sha256,
                     content_type=image.content_type,
                     width=image.width,
                     height=image.height,
@@ -261,3 +273,17 @@ class WorkerService:
             usage=output.usage,
             provider_request_id=output.provider_request_id,
         )
+
+
+def blocked_input_of(info: ErrorInfo, request: ImageRequest) -> ErrorInfo:
+    """A content block at the input stage names which input, when that is known: the one the
+    provider named (the adapter set it), or the prompt when the call carried nothing else. With
+    reference images and no word from the provider, it stays unknown rather than guessed."""
+    if (
+        info.error_class is not ErrorClass.CONTENT_BLOCKED
+        or info.stage != "input"
+        or info.input is not None
+        or request.reference_images
+    ):
+        return info
+    return info.model_copy(update={"input": BlockedInput(kind="prompt")})

@@ -32,7 +32,7 @@ from cachetools import TTLCache
 
 from atelier_contracts.errors import Forbidden, NotFound, Unavailable
 from atelier_gateway.auth import TokenRejected
-from atelier_gateway.inkweld import mapping
+from atelier_gateway.inkweld.mapping.projects import project_of
 
 log = logging.getLogger("atelier.gateway.inkweld")
 
@@ -200,7 +200,7 @@ class AppBackend:
         self, identity: AppIdentity, username: str, slug: str
     ) -> ProjectAccess:
         """What the writer may do in `username/slug`; `NotFound` when it is not there for them."""
-        if mapping.project_of(username, slug) is None:
+        if project_of(username, slug) is None:
             raise NotFound(f"There is no project {username}/{slug}.")
         if self.base_url is None:
             return _owner_only(identity, username, slug)
@@ -227,7 +227,7 @@ class AppBackend:
         if status in (301, 302, 307, 308):
             new_slug = body.get("newSlug")
             if renames_left > 0 and isinstance(new_slug, str) and new_slug != slug:
-                if mapping.project_of(username, new_slug) is None:
+                if project_of(username, new_slug) is None:
                     raise NotFound(f"There is no project {username}/{slug}.")
                 return await self._ask_project(
                     identity, username, new_slug, renames_left=renames_left - 1
@@ -241,7 +241,7 @@ class AppBackend:
             raise Unavailable(f"The app's server answered {status} about {username}/{slug}.")
         access = body.get("access") if isinstance(body.get("access"), dict) else {}
         assert isinstance(access, dict)
-        project = mapping.project_of(username, slug)
+        project = project_of(username, slug)
         assert project is not None  # checked by the caller
         return ProjectAccess(
             project=project,
@@ -256,6 +256,6 @@ def _owner_only(identity: AppIdentity, username: str, slug: str) -> ProjectAcces
     """Atelier alone has no project list to ask: a writer owns `<their user name>/<anything>`."""
     if username != identity.username:
         raise NotFound(f"There is no project {username}/{slug}.")
-    project = mapping.project_of(username, slug)
+    project = project_of(username, slug)
     assert project is not None
     return ProjectAccess(project, username, slug, can_read=True, can_write=True)

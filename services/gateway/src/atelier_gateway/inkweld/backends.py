@@ -15,8 +15,6 @@ from __future__ import annotations
 import logging
 from typing import TypeVar
 
-import nats.errors
-from faststream.exceptions import SubscriberNotFound
 from faststream.nats import NatsBroker
 from pydantic import BaseModel
 
@@ -48,14 +46,11 @@ from atelier_contracts.profiles import (
     ProfileReply,
 )
 from atelier_contracts.subjects import Subject
-from atelier_gateway.backends import not_answering
-from atelier_messaging import query
+from atelier_gateway.backends import ask
 
 log = logging.getLogger("atelier.gateway.inkweld")
 
 R = TypeVar("R", bound=BaseModel)
-
-_NOT_ANSWERING = (TimeoutError, nats.errors.Error, SubscriberNotFound)
 
 
 class ProfilesAdmin:
@@ -64,15 +59,9 @@ class ProfilesAdmin:
         self._timeout = query_timeout_s
 
     async def _ask(self, subject: Subject, request: BaseModel, reply_type: type[R]) -> R:
-        try:
-            return await query(self._broker, subject, request, reply_type, self._timeout)
-        except _NOT_ANSWERING as exc:
-            # For a command this may also mean "done, but the answer was lost": the admin
-            # re-reads before trying again (a second create is refused as a name conflict).
-            log.warning(
-                "profiles did not answer", extra={"subject": str(subject), "error": repr(exc)}
-            )
-            raise not_answering("profiles") from exc
+        # No answer to a command may also mean "done, but the answer was lost": the admin
+        # re-reads before trying again (a second create is refused as a name conflict).
+        return await ask(self._broker, "profiles", subject, request, reply_type, self._timeout)
 
     async def _command(self, subject: Subject, command: BaseModel) -> Profile | None:
         reply = await self._ask(subject, command, ProfileCommandReply)
@@ -148,15 +137,11 @@ class ProjectFiles:
         reply_type: type[R],
         timeout_s: float | None = None,
     ) -> R:
-        try:
-            return await query(
-                self._broker, subject, request, reply_type, timeout_s or self._timeout
-            )
-        except _NOT_ANSWERING as exc:
-            # For a store this may also mean "stored, but the answer was lost": the app uploads
-            # again (into a new slot), and a file stored under the same name is replaced.
-            log.warning("media did not answer", extra={"subject": str(subject), "error": repr(exc)})
-            raise not_answering("media") from exc
+        # No answer to a store may also mean "stored, but the answer was lost": the app uploads
+        # again (into a new slot), and a file stored under the same name is replaced.
+        return await ask(
+            self._broker, "media", subject, request, reply_type, timeout_s or self._timeout
+        )
 
     async def upload_slot(self, project: str) -> UploadSlotReply:
         """A staging key and a presigned PUT URL for it (short-lived)."""

@@ -20,6 +20,7 @@ from typing import Any, Literal
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -118,8 +119,20 @@ def error_response(
             wait_s = (reply.resets_at - datetime.now(UTC)).total_seconds()
         if wait_s is not None:
             headers["Retry-After"] = str(max(1, math.ceil(wait_s)))
-    body = {"error": exc.message} if style == "error" else {"message": exc.message}
+    body: dict[str, Any] = {"error": exc.message} if style == "error" else {"message": exc.message}
+    moderation = getattr(exc, "moderation", None)
+    if moderation is not None:  # a content block's detail, beside the field the app reads
+        body["moderation"] = moderation
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+def validation_message(exc: ValidationError) -> str:
+    """A contract's refusal of a translated request, field by field."""
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error["loc"] if p != "body")
+        parts.append(f"{where}: {error['msg']}" if where else str(error["msg"]))
+    return "; ".join(parts)
 
 
 def _validation_message(exc: RequestValidationError) -> str:

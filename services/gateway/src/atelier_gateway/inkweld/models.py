@@ -258,6 +258,30 @@ class CustomSizesResponse(InkweldModel):
     sizes: list[CustomImageSize]
 
 
+class AuditReceiptLine(InkweldModel):
+    """An image on an audit's receipt (Atelier's `ReceiptLine`, in the app's casing)."""
+
+    index: int
+    charged: bool
+    credits: float
+    outcome: str
+    reason: str
+    mediaId: str | None = None
+    errorClass: str | None = None
+
+
+class AuditReceipt(InkweldModel):
+    """Atelier's addition to the app's audit (ADR 0024): what the job was charged, image by
+    image. The app's document does not forbid other fields and its frontend ignores them."""
+
+    images: list[AuditReceiptLine]
+    chargedImages: int
+    notChargedImages: int
+    creditsReserved: float
+    creditsCharged: float
+    creditsRefunded: float
+
+
 class ImageGenerationAudit(InkweldModel):
     id: str
     userId: str
@@ -271,6 +295,7 @@ class ImageGenerationAudit(InkweldModel):
     status: AuditStatus
     message: str | None
     createdAt: datetime
+    receipt: AuditReceipt | None = None  # Atelier's addition; absent for jobs before receipts
 
 
 class PaginatedImageAudits(InkweldModel):

@@ -12,6 +12,7 @@ import {
 } from "./api.js";
 import { drawElement } from "./art.js";
 import { createGenerateDialog } from "./dialog.js";
+import { createStyleCard } from "./project-style.js";
 import {
   FINAL,
   STATUS_WORDS,
@@ -42,6 +43,7 @@ const state = {
   active: new Map(), // the project's active jobs, by id
   jobs: new Map(), // every job seen (the dialog shows finished ones too)
   assignments: { cover: null, elements: {} },
+  style: null, // the project's style (project-style.js), as last read or saved
   stream: null,
 };
 
@@ -385,9 +387,8 @@ function assignControls(mediaId, { compact = false } = {}) {
     { "aria-label": "Element" },
     state.demo.elements.map((element) => h("option", { value: element.id }, element.name)),
   );
-  return h(
-    "div",
-    { class: `assign ${compact ? "compact" : ""}` },
+  // `target()` is read on click: the element chosen then, not when the button was made.
+  const assignButton = (label, target) =>
     h(
       "button",
       {
@@ -396,30 +397,21 @@ function assignControls(mediaId, { compact = false } = {}) {
         onclick: async (event) => {
           const button = event.currentTarget;
           button.disabled = true;
-          await assign(mediaId, "cover");
+          await assign(mediaId, ...target());
           button.disabled = false;
         },
       },
-      "Use as cover",
-    ),
+      label,
+    );
+  return h(
+    "div",
+    { class: `assign ${compact ? "compact" : ""}` },
+    assignButton("Use as cover", () => ["cover"]),
     h(
       "span",
       { class: "assign-element" },
       select,
-      h(
-        "button",
-        {
-          type: "button",
-          class: "button small",
-          onclick: async (event) => {
-            const button = event.currentTarget;
-            button.disabled = true;
-            await assign(mediaId, "element", select.value);
-            button.disabled = false;
-          },
-        },
-        "Use for element",
-      ),
+      assignButton("Use for element", () => ["element", select.value]),
     ),
   );
 }
@@ -516,6 +508,7 @@ async function enter() {
   on("features", renderFeatures);
   renderProject();
   renderFeatures();
+  const styleCard = createStyleCard({ state, on, emit, blobImage });
   dialog = createGenerateDialog({
     state,
     on,
@@ -530,7 +523,12 @@ async function enter() {
   for (const close of document.querySelectorAll("[data-close]")) {
     close.addEventListener("click", () => close.closest("dialog").close());
   }
-  await Promise.all([loadMedia(), loadAssignments(), loadJobs().catch((e) => toast(describeError(e).message, "error"))]);
+  await Promise.all([
+    loadMedia(),
+    loadAssignments(),
+    styleCard.load(),
+    loadJobs().catch((e) => toast(describeError(e).message, "error")),
+  ]);
   followProject();
   document.body.dataset.ready = "true";
 }

@@ -24,6 +24,42 @@ function newKey() {
   return Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
+/** `1.5 credits`: credits are kept in thousandths, so at most three decimals. */
+function credits(amount) {
+  const n = Number(amount.toFixed(3));
+  return `${n} ${n === 1 ? "credit" : "credits"}`;
+}
+
+function money({ amount, currency }) {
+  return new Intl.NumberFormat("en", { style: "currency", currency, minimumFractionDigits: 2, maximumFractionDigits: 4 }).format(amount);
+}
+
+/** The prompt as sent, with the project style's words marked where they went. */
+function sentPrompt(prompt, style, attrs = {}) {
+  const { prompt_start: start, prompt_end: end } = style ?? {};
+  const marked = style?.applied && start != null && end != null && end <= prompt.length;
+  return h(
+    "pre",
+    { class: "sent-prompt", ...attrs },
+    marked
+      ? [prompt.slice(0, start), h("mark", { class: "style-words", title: `Project style, version ${style.version}` }, prompt.slice(start, end)), prompt.slice(end)]
+      : prompt,
+  );
+}
+
+/** Where the project style went, in one line (the preview's and the job's `style`). */
+function styleLine(style) {
+  if (!style || (style.version === 0 && !style.applied)) return null;
+  if (!style.applied) return h("p", { class: "hint style-line" }, style.note ?? "The project style was not applied.");
+  const images = style.reference_media_ids.length;
+  return h(
+    "p",
+    { class: "hint style-line" },
+    h("mark", { class: "style-words" }, `Project style, version ${style.version}`),
+    images ? ` applied, with ${images} reference ${images === 1 ? "image" : "images"}.` : " applied.",
+  );
+}
+
 function humanize(name) {
   const words = name.replace(/_s$/, " (s)").replace(/_/g, " ");
   return words.charAt(0).toUpperCase() + words.slice(1);
@@ -248,7 +284,16 @@ export function createGenerateDialog(app) {
         project_description: state.demo.description,
       },
       target: { kind: "media" },
+      apply_style: $("apply-style").checked,
     };
+  }
+
+  function renderApplyStyle() {
+    const style = state.style;
+    const has = Boolean(style && style.version > 0 && (style.text || style.reference_media_ids.length));
+    show($("apply-style-box"), has);
+    if (!has) $("apply-style").checked = true; // nothing to leave out; a new style applies by default
+    $("apply-style-label").textContent = has ? `Apply the project style (version ${style.version})` : "Apply the project style";
   }
 
   function schedulePreview() {
@@ -267,20 +312,23 @@ export function createGenerateDialog(app) {
     }
     if (!$("prompt").value.trim()) {
       fill(box, h("p", { class: "muted" }, "Write a prompt to see exactly what the model will get."));
+      fill($("estimate"), h("p", { class: "muted" }, "Write a prompt to see what it will cost."));
       return;
     }
     previewAbort = new AbortController();
-    box.classList.add("loading");
-    try {
+    const body = requestBody();
+    updateEstimate(body, previewAbort.signal);
+    await fillWhenLoaded(box, async () => {
       const preview = await request("/v1/context/preview", {
         method: "POST",
-        body: requestBody(),
+        body,
         signal: previewAbort.signal,
       });
-      const name = (id) => state.demo.elements.find((e) => e.id === id)?.name ?? id;
+      const name = (id) => (id === "project-style" ? "Project style" : state.demo.elements.find((e) => e.id === id)?.name ?? id);
       const excluded = [...leftOut, ...preview.excluded_images];
-      fill(box,
-        h("pre", { class: "sent-prompt", dataset: { testid: "preview-prompt" } }, preview.prompt),
+      return [
+        sentPrompt(preview.prompt, preview.style, { dataset: { testid: "preview-prompt" } }),
+        styleLine(preview.style),
         preview.negative_prompt ? h("p", {}, h("strong", {}, "Negative prompt: "), preview.negative_prompt) : null,
         preview.reference_images.length
           ? h(
@@ -303,7 +351,46 @@ export function createGenerateDialog(app) {
             )
           : null,
         preview.notes.length ? h("div", {}, h("h4", {}, "Notes"), h("ul", { class: "plain" }, preview.notes.map((n) => h("li", {}, n)))) : null,
-      );
+      ];
+    });
+  }
+
+  /** What submitting `body` would reserve: credits, money when the profile states a price. */
+  async function updateEstimate(body, signal) {
+    await fillWhenLoaded($("estimate"), async () => {
+      const estimate = await request("/v1/generations/estimate", { method: "POST", body, signal });
+      const n = estimate.count;
+      return [
+        h(
+          "p",
+          { class: "estimate-credits" },
+          h("strong", {}, credits(estimate.credits)),
+          ` for ${n} ${n === 1 ? "image" : "images"} (${credits(estimate.credits_per_image)} each)`,
+        ),
+        estimate.money
+          ? h("p", { class: "estimate-money" }, `About ${money(estimate.money)} at the provider's price`)
+          : h("p", { class: "hint" }, "The provider's price in money is not known for this profile."),
+        estimate.limit != null
+          ? h(
+              "p",
+              { class: "hint" },
+              `${credits(estimate.remaining ?? 0)} of ${estimate.limit} left this period`,
+              estimate.resets_at ? `, renews ${new Date(estimate.resets_at).toLocaleDateString()}` : "",
+              ".",
+            )
+          : h("p", { class: "hint" }, "No credit limit."),
+        estimate.fits
+          ? h("p", { class: "hint" }, "Only images that land are charged; the rest is given back.")
+          : h("p", { class: "error-text" }, h("strong", {}, "Not enough credits left."), " Generating now would be refused."),
+      ];
+    });
+  }
+
+  /** `box` filled with what `load` renders, or with the error; an aborted load leaves it. */
+  async function fillWhenLoaded(box, load) {
+    box.classList.add("loading");
+    try {
+      fill(box, ...(await load()));
     } catch (error) {
       if (error.name === "AbortError") return;
       const { title, message } = describeError(error);
@@ -393,11 +480,47 @@ export function createGenerateDialog(app) {
         ),
         Array.from({ length: pending }, () => h("li", { class: "result pending", "aria-hidden": "true" }, h("div", { class: "skeleton" }))),
       ),
+      job.receipt ? receiptView(job.receipt) : null,
       h(
         "details",
         { class: "sent", open: job.images.length === 0 },
         h("summary", {}, "Prompt as sent"),
-        h("pre", { class: "sent-prompt" }, job.assembled_prompt ?? job.prompt),
+        sentPrompt(job.assembled_prompt ?? job.prompt, job.style),
+        styleLine(job.style),
+      ),
+    );
+  }
+
+  /** A final job's receipt: each image charged or not and why, then the totals. */
+  function receiptView(receipt) {
+    return h(
+      "section",
+      { class: "receipt", dataset: { testid: "receipt" }, "aria-label": "Receipt" },
+      h("h4", {}, "Receipt"),
+      h(
+        "table",
+        { class: "receipt-table" },
+        h("thead", {}, h("tr", {}, h("th", {}, "Image"), h("th", {}, "Charged"), h("th", {}, "Why"))),
+        h(
+          "tbody",
+          {},
+          receipt.images.map((line) =>
+            h(
+              "tr",
+              { dataset: { charged: String(line.charged), outcome: line.outcome } },
+              h("td", {}, String(line.index + 1)),
+              h("td", {}, line.charged ? credits(line.credits) : "not charged"),
+              h("td", {}, line.reason),
+            ),
+          ),
+        ),
+      ),
+      h(
+        "p",
+        { class: "receipt-total", dataset: { testid: "receipt-total" } },
+        h("strong", {}, `Charged ${credits(receipt.credits_charged)}`),
+        ` for ${receipt.charged_images} of ${receipt.images.length} ${receipt.images.length === 1 ? "image" : "images"}; `,
+        `${credits(receipt.credits_reserved)} reserved, ${credits(receipt.credits_refunded)} given back.`,
       ),
     );
   }
@@ -521,6 +644,11 @@ export function createGenerateDialog(app) {
   });
   $("prompt").addEventListener("input", schedulePreview);
   $("size").addEventListener("change", schedulePreview);
+  $("apply-style").addEventListener("change", schedulePreview);
+  app.on("style", () => {
+    renderApplyStyle();
+    if (dialog.open && step === "prompt") schedulePreview();
+  });
   for (const toggleBox of [$("pick-list")]) toggleBox.addEventListener("change", schedulePreview);
   app.on("jobs", (job) => {
     if (job.id === jobId && step === "generate") {
@@ -532,6 +660,7 @@ export function createGenerateDialog(app) {
     if (dialog.open && step === "context") renderContext();
   });
   renderProfiles();
+  renderApplyStyle();
 
   return {
     /** Open where the writer left off: the job if there is one, else the form. */

@@ -65,6 +65,8 @@ const API_ERROR_TITLES = {
   unavailable: "A part of Atelier is not answering.",
   not_found: "Not found.",
   storage_error: "The image store refused.",
+  style_version_stale: "Someone changed the style meanwhile.",
+  style_image_unknown: "That image is not in this project's library.",
 };
 
 /** A heading in plain words and the API's own message (written for people). */

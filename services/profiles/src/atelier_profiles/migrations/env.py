@@ -2,6 +2,6 @@
 
 from atelier_database.migrations import run_env
 from atelier_profiles.migrations import MIGRATIONS
-from atelier_profiles.repository import all_tables
+from atelier_profiles.tables import all_tables
 
 run_env(MIGRATIONS, all_tables())

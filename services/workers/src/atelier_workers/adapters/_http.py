@@ -363,7 +363,13 @@ async def call_saved_url(
 class StatusPoller:
     """Polls one provider job's status URL: waits out 429s, rides out a few transient failures
     in a row: the job runs on at the provider and its handle is saved, so giving up early only
-    costs a retry."""
+    costs a retry.
+
+    Any 2xx is a status answer (fal's queue may answer 202 while a request waits; its own
+    client takes any 2xx), but only one whose body `known_state` recognises: anything else
+    counts as a failed poll (`provider_unavailable`, naming what came back), so a proxy's page
+    or a state this adapter has never heard of fails the job clearly instead of being polled
+    until the timeout."""
 
     def __init__(
         self,
@@ -374,9 +380,10 @@ class StatusPoller:
         *,
         default_interval: float,
         error: Callable[[httpx.Response, tuple[str | None, ...]], ProviderError],
+        known_state: Callable[[dict[str, Any]], bool],
     ) -> None:
         self.request, self.client, self.url, self.headers = request, client, url, headers
-        self.error = error
+        self.error, self.known_state = error, known_state
         self.interval = poll_interval(request.provider_config, default_interval)
         self.failures = PollFailures()
 
@@ -403,10 +410,17 @@ class StatusPoller:
         if response.status_code == 429:
             await asyncio.sleep(max(retry_after_of(response.headers) or 0.0, self.interval))
             return None
-        if response.status_code != 200:
+        if not 200 <= response.status_code < 300:
             raise self.error(response, secrets)
         payload = json_or_none(response)
-        return payload if isinstance(payload, dict) else {}
+        if not isinstance(payload, dict) or not self.known_state(payload):
+            raise ProviderError.of(
+                ErrorClass.PROVIDER_UNAVAILABLE,
+                f"status answer HTTP {response.status_code} has no state we know: "
+                f"{response.text[:200]!r}",
+                secrets=secrets,
+            )
+        return payload
 
 
 class PollFailures:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import io
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import httpx
 from PIL import Image, UnidentifiedImageError
@@ -131,6 +131,10 @@ class GenerationOutput:
     images: list[GeneratedImageData]
     usage: dict[str, Any] = field(default_factory=dict)
     provider_request_id: str | None = None
+    # What the writer should know about how the images were made (e.g. that the prompt was not
+    # used). Logged by the worker; the job shows the same note from its assembly, which the
+    # context service derives from the same profile (ComfyUI: atelier_contracts.comfyui).
+    notes: list[str] = field(default_factory=list)
 
 
 class ProviderError(Exception):
@@ -148,9 +152,11 @@ class ProviderError(Exception):
         *,
         stage: str | None = None,
         retry_after_s: float | None = None,
+        category: Iterable[object] | None = None,
         secrets: tuple[str | None, ...] = (),
     ) -> ProviderError:
-        """Build an error with the plain user message for its class and a redacted detail."""
+        """Build an error with the plain user message for its class and a redacted detail;
+        `category`: a content block's categories as the provider's answer names them."""
         return cls(
             ErrorInfo(
                 error_class=error_class,
@@ -158,6 +164,7 @@ class ProviderError(Exception):
                 detail=redact(detail, *secrets) if detail is not None else None,
                 stage=stage,
                 retry_after_s=retry_after_s,
+                category=moderation_category(category, secrets),
             )
         )
 
@@ -181,6 +188,7 @@ class ProviderAdapter(Protocol):
         ...
 
 
+@runtime_checkable
 class CancellableAdapter(ProviderAdapter, Protocol):
     """An adapter whose provider can stop a job it already accepted (fal, Replicate, ComfyUI,
     A1111). Called with the handle saved in the task's `ResumeStore`; best effort."""
@@ -188,6 +196,27 @@ class CancellableAdapter(ProviderAdapter, Protocol):
     async def cancel(
         self, request: ImageRequest, handle: dict[str, Any], client: httpx.AsyncClient
     ) -> None: ...
+
+
+# Longest `ErrorInfo.category` kept: a few of the provider's words, never a free text.
+_CATEGORY_CHARS = 200
+
+
+def moderation_category(
+    values: Iterable[object] | None, secrets: tuple[str | None, ...] = ()
+) -> str | None:
+    """The provider's moderation categories as one short string (`violence,sexual`): strings
+    only, lowercased, in the provider's order without repeats; None when it named none."""
+    if values is None:
+        return None
+    words: list[str] = []
+    for value in values:
+        if isinstance(value, str) and value.strip():
+            word = redact(value.strip().lower(), *secrets)
+            if word not in words:
+                words.append(word)
+    joined = ",".join(words)[:_CATEGORY_CHARS]
+    return joined or None
 
 
 def redact(text: str, *secrets: str | None) -> str:

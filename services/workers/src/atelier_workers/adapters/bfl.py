@@ -145,7 +145,8 @@ class BFLAdapter(_http.HttpAdapter):
         image = await _http.final_image(
             request,
             _http.download(sample, client, request.timeout_s),
-            seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
+            # BFL's own report of the seed, else the one the body carried (None if it had none).
+            seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else request.seed,
         )
         return GenerationOutput(images=[image], usage=usage, provider_request_id=task_id or None)
 

@@ -24,7 +24,11 @@ Profile settings (`provider_config`):
   seed, batch_size, steps, model (checkpoint name), reference_image (the i-th reference goes to
   the i-th node listed; more references than nodes is `invalid_request`), output (which
   nodes' images to return; default every `output` image). Open WebUI's list form
-  `[{"type", "node_ids", "key"}]` is accepted too.
+  `[{"type", "node_ids", "key"}]` is accepted too. `"prompt": null` says the workflow takes no
+  text: the prompt is then written nowhere, and the output carries a note saying so.
+  Parsing and the check that every mapped node and input is in the workflow live in
+  `atelier_contracts.comfyui`, which the profiles service runs when a profile is saved; they run
+  here again for profiles stored before that check existed.
 - `poll_interval_s`: seconds between history checks (default 1).
 - `use_websocket`: false to rely on history polling alone (default true).
 """
@@ -33,30 +37,40 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import hashlib
 import json
 import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from secrets import randbelow
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
+from atelier_contracts.comfyui import (
+    PROMPT_NOT_USED_NOTE,
+    prompt_not_used,
+)
 from atelier_contracts.errors import ErrorClass
 from atelier_workers.adapters import _http
+from atelier_workers.adapters._comfyui_wire import (
+    checked,
+    error_from_response,
+    execution_error,
+    fill_workflow,
+    history_failure,
+    output_files,
+    queue_ids,
+    ws_url,
+)
 from atelier_workers.adapters.base import (
     GenerationOutput,
     ImageRequest,
     ProviderError,
     ReferenceImage,
-    parse_size,
 )
 
 log = logging.getLogger("atelier.workers.comfyui")
@@ -71,29 +85,9 @@ VANISHED_GRACE_S = 1.0
 # Binary frames carry previews (and whole images from SaveImageWebsocket nodes).
 MAX_WS_MESSAGE_BYTES = 32 * 1024 * 1024
 UPLOAD_SUBFOLDER = "atelier"
-ROLES = (
-    "prompt",
-    "negative_prompt",
-    "width",
-    "height",
-    "seed",
-    "batch_size",
-    "steps",
-    "model",
-    "reference_image",
-    "output",
-)
-# Open WebUI's node-map type names for the roles that differ.
-_OPEN_WEBUI_TYPES = {"n": "batch_size", "image": "reference_image", "ckpt": "model"}
 # ComfyUI seeds are unsigned 64-bit; stay within what every sampler node accepts.
 _MAX_SEED = 2**32 - 1
 _EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
-
-
-@dataclass(frozen=True)
-class NodeTarget:
-    node: str
-    input: str | None  # None only for `output`, which names nodes, not inputs
 
 
 class _PromptGone(Exception):
@@ -128,48 +122,9 @@ class ComfyUIAdapter(_http.HttpAdapter):
     def build_workflow(
         self, request: ImageRequest, seed: int, uploaded: list[str]
     ) -> dict[str, Any]:
-        """The workflow with this request's values written in; `invalid_request` if the
-        profile's workflow or node map cannot take them."""
+        """`fill_workflow`, for a request within this adapter's own limits."""
         self.check_request(request)
-        width, height = parse_size(request.size)
-        graph = copy.deepcopy(workflow_of(request.provider_config))
-        node_map = parse_node_map(request.provider_config.get("node_map"))
-        if "prompt" not in node_map:
-            raise ProviderError.of(
-                ErrorClass.INVALID_REQUEST, "the ComfyUI node map has no `prompt` entry"
-            )
-        values: dict[str, Any] = {
-            "prompt": request.prompt,
-            "width": width,
-            "height": height,
-            "seed": seed,
-            "batch_size": request.n,
-        }
-        if request.negative_prompt is not None:
-            values["negative_prompt"] = request.negative_prompt
-        steps = request.options.get("steps")
-        if isinstance(steps, int) and not isinstance(steps, bool) and steps > 0:
-            values["steps"] = steps
-        if request.model and request.model not in ("default", "workflow"):
-            values["model"] = request.model
-        for role, value in values.items():
-            for target in node_map.get(role, []):
-                _set_input(graph, target, value)
-        reference_nodes = node_map.get("reference_image", [])
-        if len(request.reference_images) > len(reference_nodes):
-            raise ProviderError.of(
-                ErrorClass.INVALID_REQUEST,
-                f"{len(request.reference_images)} reference images, but the node map has "
-                f"{len(reference_nodes)} reference_image node(s) for them",
-            )
-        for target, name in zip(reference_nodes, uploaded, strict=False):
-            _set_input(graph, target, name)
-        for target in node_map.get("output", []):
-            if target.node not in graph:
-                raise ProviderError.of(
-                    ErrorClass.INVALID_REQUEST, f"node map output node {target.node} not found"
-                )
-        return graph
+        return fill_workflow(request, seed, uploaded)
 
     async def _generate(self, request: ImageRequest, client: httpx.AsyncClient) -> GenerationOutput:
         # On a timeout the handle stays saved: a retry waits on this prompt, not queueing another.
@@ -295,7 +250,7 @@ class ComfyUIAdapter(_http.HttpAdapter):
         if request.provider_config.get("use_websocket", True) is False:
             yield None
             return
-        url = _ws_url(_base(request), client_id)
+        url = ws_url(_base(request), client_id)
         try:
             socket = await connect(
                 url,
@@ -412,7 +367,7 @@ class ComfyUIAdapter(_http.HttpAdapter):
                 )
         elif kind == "execution_error":
             await request.resume.save({})
-            raise _execution_error(data, _http.key_secrets(request))
+            raise execution_error(data, _http.key_secrets(request))
         elif kind == "execution_interrupted":
             await request.resume.save({})
             raise ProviderError.of(
@@ -436,7 +391,7 @@ class ComfyUIAdapter(_http.HttpAdapter):
         status: dict[str, Any] = raw_status if isinstance(raw_status, dict) else {}
         if status.get("status_str") == "error":
             await request.resume.save({})
-            raise _history_failure(prompt_id, status, _http.key_secrets(request))
+            raise history_failure(prompt_id, status, _http.key_secrets(request))
         if status and not status.get("completed", False):
             return None
         return entry
@@ -447,7 +402,7 @@ class ComfyUIAdapter(_http.HttpAdapter):
         """Prompt ids running and pending."""
         payload = _http.json_or_none(await self._call(request, client, "GET", "/queue"))
         payload = payload if isinstance(payload, dict) else {}
-        return _queue_ids(payload.get("queue_running")), _queue_ids(payload.get("queue_pending"))
+        return queue_ids(payload.get("queue_running")), queue_ids(payload.get("queue_pending"))
 
     async def _collect(
         self,
@@ -456,16 +411,19 @@ class ComfyUIAdapter(_http.HttpAdapter):
         handle: dict[str, Any],
         entry: dict[str, Any],
     ) -> GenerationOutput:
-        node_map = parse_node_map(request.provider_config.get("node_map"))
+        node_map = checked(request).node_map
         wanted = [target.node for target in node_map.get("output", [])]
-        files = _output_files(entry.get("outputs"), wanted)
+        files = output_files(entry.get("outputs"), wanted)
         if not files:
             await request.resume.save({})
             raise ProviderError.of(
                 ErrorClass.NO_IMAGE_RETURNED,
                 f"prompt {handle['prompt_id']} finished without output images",
             )
-        seed = handle.get("seed") if request.n == 1 and len(files) == 1 else None
+        # The seed went into the graph only through a `seed` node; without one the workflow's
+        # own seed made the image, and ours says nothing about it.
+        sent = bool(node_map.get("seed"))
+        seed = handle.get("seed") if sent and request.n == 1 and len(files) == 1 else None
         images = [
             await _http.final_image(
                 request,
@@ -475,7 +433,10 @@ class ComfyUIAdapter(_http.HttpAdapter):
             for file in files
         ]
         return GenerationOutput(
-            images=images, usage={"images": len(images)}, provider_request_id=handle["prompt_id"]
+            images=images,
+            usage={"images": len(images)},
+            provider_request_id=handle["prompt_id"],
+            notes=[PROMPT_NOT_USED_NOTE] if prompt_not_used(request.provider_config) else [],
         )
 
     async def _view(
@@ -519,182 +480,5 @@ class ComfyUIAdapter(_http.HttpAdapter):
         return response
 
 
-def workflow_of(config: dict[str, Any]) -> dict[str, Any]:
-    """The profile's API-format workflow (a map or its JSON text)."""
-    raw = config.get("workflow")
-    if isinstance(raw, str):
-        try:
-            raw = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise ProviderError.of(
-                ErrorClass.INVALID_REQUEST, f"provider_config.workflow is not JSON: {exc}"
-            ) from exc
-    if not isinstance(raw, dict) or not raw:
-        raise ProviderError.of(
-            ErrorClass.INVALID_REQUEST, "provider_config.workflow must be an API-format graph"
-        )
-    if "nodes" in raw and "links" in raw:
-        raise ProviderError.of(
-            ErrorClass.INVALID_REQUEST,
-            "provider_config.workflow is a UI-format workflow; export it with 'Save (API)'",
-        )
-    return raw
-
-
-def parse_node_map(raw: Any) -> dict[str, list[NodeTarget]]:
-    """Role → targets, from Atelier's map form or Open WebUI's list form."""
-    if raw is None:
-        return {}
-    entries: list[tuple[str, Any, Any]] = []
-    if isinstance(raw, dict):
-        for role, spec in raw.items():
-            specs = spec if isinstance(spec, list) else [spec]
-            for item in specs:
-                if isinstance(item, str) and "." in item:
-                    node, _, input_name = item.partition(".")
-                    entries.append((role, node, input_name))
-                elif isinstance(item, dict):
-                    entries.append((role, item.get("node"), item.get("input")))
-                else:
-                    entries.append((role, None, None))
-    elif isinstance(raw, list):
-        for item in raw:
-            if not isinstance(item, dict):
-                entries.append(("?", None, None))
-                continue
-            role = _OPEN_WEBUI_TYPES.get(str(item.get("type")), str(item.get("type")))
-            entries.append((role, item.get("node_ids"), item.get("key")))
-    else:
-        raise ProviderError.of(ErrorClass.INVALID_REQUEST, "provider_config.node_map must be a map")
-    result: dict[str, list[NodeTarget]] = {}
-    for role, nodes, input_name in entries:
-        if role not in ROLES:
-            raise ProviderError.of(
-                ErrorClass.INVALID_REQUEST,
-                f"node map role {role!r} is not one of: {', '.join(ROLES)}",
-            )
-        node_ids = nodes if isinstance(nodes, list) else [nodes]
-        if not node_ids or not all(isinstance(n, str | int) and str(n) for n in node_ids):
-            raise ProviderError.of(
-                ErrorClass.INVALID_REQUEST, f"node map entry {role!r} names no node"
-            )
-        if role != "output" and (not isinstance(input_name, str) or not input_name):
-            raise ProviderError.of(
-                ErrorClass.INVALID_REQUEST, f"node map entry {role!r} names no input"
-            )
-        result.setdefault(role, []).extend(
-            NodeTarget(str(node), input_name if isinstance(input_name, str) else None)
-            for node in node_ids
-        )
-    return result
-
-
-def error_from_response(response: httpx.Response, secrets: tuple[str | None, ...]) -> ProviderError:
-    """Map a ComfyUI answer (or its proxy's) other than 200 onto the shared taxonomy."""
-    status = response.status_code
-    body = _http.json_or_none(response)
-    detail = _error_detail(response, body)
-
-    # A 401/403/429 comes from a proxy in front: ComfyUI itself has neither auth nor limits.
-    return _http.error_for_status(status, response.headers, detail, secrets)
-
-
-def _set_input(graph: dict[str, Any], target: NodeTarget, value: Any) -> None:
-    node = graph.get(target.node)
-    if not isinstance(node, dict) or not isinstance(node.get("inputs"), dict):
-        raise ProviderError.of(
-            ErrorClass.INVALID_REQUEST,
-            f"node map points at node {target.node}, which the workflow does not have",
-        )
-    assert target.input is not None  # parse_node_map guarantees it for every role but output
-    node["inputs"][target.input] = value
-
-
-def _error_detail(response: httpx.Response, body: Any) -> str:
-    parts = [f"HTTP {response.status_code}"]
-    if not isinstance(body, dict):
-        return " ".join([*parts, response.text[:300]])
-    error = body.get("error")
-    if isinstance(error, dict):
-        parts.append(f"{error.get('type')}: {error.get('message')}")
-        if error.get("details"):
-            parts.append(str(error["details"])[:200])
-    elif error is not None:
-        parts.append(str(error))
-    node_errors = body.get("node_errors")
-    if isinstance(node_errors, dict):
-        for node_id, info in list(node_errors.items())[:5]:
-            if not isinstance(info, dict):
-                continue
-            for item in info.get("errors", [])[:3]:
-                if isinstance(item, dict):
-                    parts.append(
-                        f"node {node_id} ({info.get('class_type')}): {item.get('type')}: "
-                        f"{item.get('message')} {item.get('details') or ''}".strip()
-                    )
-    return " | ".join(parts)
-
-
-def _execution_error(data: dict[str, Any], secrets: tuple[str | None, ...]) -> ProviderError:
-    detail = (
-        f"prompt {data.get('prompt_id')} failed in node {data.get('node_id')} "
-        f"({data.get('node_type')}): {data.get('exception_type')}: "
-        f"{data.get('exception_message')}"
-    )
-    return ProviderError.of(ErrorClass.PROVIDER_UNAVAILABLE, detail, secrets=secrets)
-
-
-def _history_failure(
-    prompt_id: str, status: dict[str, Any], secrets: tuple[str | None, ...]
-) -> ProviderError:
-    for message in status.get("messages", []):
-        if not isinstance(message, list) or len(message) != 2:
-            continue
-        kind, data = message
-        if kind == "execution_interrupted":
-            return ProviderError.of(ErrorClass.CANCELLED, f"prompt {prompt_id} was interrupted")
-        if kind == "execution_error" and isinstance(data, dict):
-            return _execution_error(data, secrets)
-    return ProviderError.of(ErrorClass.PROVIDER_UNAVAILABLE, f"prompt {prompt_id} ended in error")
-
-
-def _output_files(outputs: Any, wanted: list[str]) -> list[dict[str, str]]:
-    """The images to fetch: the wanted nodes' if named, else every saved (`output`) image,
-    else previews (`temp`) as a last resort."""
-    if not isinstance(outputs, dict):
-        return []
-    found: dict[str, list[dict[str, str]]] = {"output": [], "temp": []}
-    for node_id, output in outputs.items():
-        if wanted and str(node_id) not in wanted:
-            continue
-        images = output.get("images") if isinstance(output, dict) else None
-        for image in images if isinstance(images, list) else []:
-            if not isinstance(image, dict) or not isinstance(image.get("filename"), str):
-                continue
-            kind = str(image.get("type") or "output")
-            file = {
-                "filename": image["filename"],
-                "subfolder": str(image.get("subfolder") or ""),
-                "type": kind,
-            }
-            found.setdefault(kind, []).append(file)
-    if wanted:
-        return [file for files in found.values() for file in files]
-    return found["output"] or found["temp"]
-
-
-def _queue_ids(items: Any) -> set[str]:
-    # Each item is [number, prompt_id, prompt, extra_data, outputs_to_execute].
-    if not isinstance(items, list):
-        return set()
-    return {str(item[1]) for item in items if isinstance(item, list) and len(item) > 1}
-
-
 def _base(request: ImageRequest) -> str:
     return _http.self_hosted_base(request, "ComfyUI")
-
-
-def _ws_url(base: str, client_id: str) -> str:
-    parts = urlsplit(base)
-    scheme = "wss" if parts.scheme == "https" else "ws"
-    return urlunsplit((scheme, parts.netloc, f"{parts.path}/ws", f"clientId={client_id}", ""))

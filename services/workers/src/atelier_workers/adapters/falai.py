@@ -3,7 +3,9 @@
 Wire format and failure modes: providers.md A.6 and A.11. The request id and its status,
 response and cancel URLs are saved in the task's `ResumeStore` before the first status poll, so
 a restarted worker picks the same request up again; results are kept only minutes (6 for
-anything of 10 KB or more), so they are fetched and their image URLs downloaded at once.
+anything of 10 KB or more), so they are fetched and their image URLs downloaded at once. A
+status answer is any 2xx (fal may answer 202 while a request waits) naming a state fal
+documents; any other body fails the poll.
 
 Profile settings (`provider_config`), all optional:
 - `input`: extra model inputs merged into the body (`num_inference_steps`, `loras`, ...).
@@ -51,6 +53,7 @@ _OPTION_INPUTS = frozenset(
     }
 )
 _HANDLE_KEYS = ("request_id", "status_url", "response_url", "cancel_url")
+_STATUSES = frozenset({"IN_QUEUE", "IN_PROGRESS", "COMPLETED"})
 # `provider_config.size_field`: how a `WxH` size is sent.
 _SIZE_FORMS: dict[str, Callable[[int, int], dict[str, Any]]] = {
     "image_size": lambda width, height: {"image_size": {"width": width, "height": height}},
@@ -172,16 +175,17 @@ class FalAdapter(_http.HttpAdapter):
             _auth(request),
             default_interval=DEFAULT_POLL_INTERVAL_S,
             error=error_from_response,
+            known_state=_known_status,
         )
         last_reported: str | None = None
         while True:
             payload = await poller.poll()
             if payload is None:
                 continue
-            status = str(payload.get("status", ""))
+            status = str(payload["status"])
             if status == "COMPLETED":
                 return
-            if "CANCEL" in status:
+            if _cancelled(status):
                 await request.resume.save({})
                 raise ProviderError.of(ErrorClass.CANCELLED, f"fal request {status.lower()}")
             detail = _progress_detail(status, payload)
@@ -264,8 +268,10 @@ async def _output_from(
             extra={"request_id": request_id, "flagged": len(items) - len(kept)},
         )
     seed = result.get("seed")
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        seed = request.seed  # the one the body carried, if any
     # fal reports one seed per call; it reproduces an image only when the call made one.
-    image_seed = seed if isinstance(seed, int) and request.n == 1 else None
+    image_seed = seed if request.n == 1 else None
     images = [
         GeneratedImageData.decoded(
             await _http.download(item["url"], client, request.timeout_s), seed=image_seed
@@ -288,13 +294,21 @@ def _image_items(result: dict[str, Any]) -> list[dict[str, Any]]:
     return [item for item in raw if isinstance(item, dict) and isinstance(item.get("url"), str)]
 
 
+def _known_status(payload: dict[str, Any]) -> bool:
+    """A status fal's queue documents (its own client refuses any other), or a cancellation."""
+    status = payload.get("status")
+    return isinstance(status, str) and (status in _STATUSES or _cancelled(status))
+
+
+def _cancelled(status: str) -> bool:
+    return "CANCEL" in status
+
+
 def _progress_detail(status: str, payload: dict[str, Any]) -> str:
     if status == "IN_QUEUE":
         position = payload.get("queue_position")
         return f"queued at position {position}" if isinstance(position, int) else "queued"
-    if status == "IN_PROGRESS":
-        return "running"
-    return status.lower() or "waiting"
+    return "running"  # IN_PROGRESS, the only other state still on its way
 
 
 def _auth(request: ImageRequest) -> dict[str, str]:

@@ -155,6 +155,7 @@ def images_from_candidates(
             ErrorClass.CONTENT_BLOCKED,
             _http.with_id(detail, request_id),
             stage="input",
+            category=[block],
             secrets=secrets,
         )
     blocked = [reason for reason in finish_reasons if reason in BLOCKED_OUTPUT_REASONS]
@@ -165,7 +166,9 @@ def images_from_candidates(
     )
     shown = _http.with_id(shown, request_id)
     if blocked:
-        raise ProviderError.of(ErrorClass.CONTENT_BLOCKED, shown, stage="output", secrets=secrets)
+        raise ProviderError.of(
+            ErrorClass.CONTENT_BLOCKED, shown, stage="output", category=blocked, secrets=secrets
+        )
     # NO_IMAGE, IMAGE_OTHER, MAX_TOKENS, or STOP with only text: nothing to show, retry once.
     raise ProviderError.of(
         ErrorClass.NO_IMAGE_RETURNED, f"200 without an image part: {shown}", secrets=secrets

@@ -2,8 +2,13 @@
 
 It lets the whole stack run on a laptop or in CI with no keys, and makes end-to-end tests
 reproducible: the same prompt and seed always give byte-identical PNGs. A prompt containing
-`[fail:<error_class>]` (optionally `[fail:content_blocked:output]`) raises that error instead,
-so failure paths can be exercised end to end without a fake server.
+`[fail:<error_class>]` (optionally `[fail:content_blocked:output]`, and `@seed=N` for only the
+call sent seed N) raises that error instead, so failure paths can be exercised end to end
+without a fake server.
+
+Reference images are honoured the only way a drawing can: each is scaled into a framed cell of a
+row along the top of the picture, in the order sent, so the context feature (an element's
+picture reaching the model) can be seen without a provider key (ADR 0022).
 """
 
 from __future__ import annotations
@@ -17,19 +22,25 @@ from functools import lru_cache
 from typing import Any
 
 import httpx
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
 
 from atelier_contracts.errors import ErrorClass
+from atelier_contracts.providers import OFFLINE_MAX_REFERENCE_IMAGES
 from atelier_workers.adapters.base import (
     GeneratedImageData,
     GenerationOutput,
     ImageRequest,
     ProviderError,
+    ReferenceImage,
     parse_size,
 )
 
 MAX_IMAGES_PER_CALL = 4
-_FAIL_MARKER_RE = re.compile(r"\[fail:([a-z_]+)(?::(input|output))?\]")
+MAX_REFERENCE_IMAGES = OFFLINE_MAX_REFERENCE_IMAGES
+# The reference row takes at most this share of the picture's height.
+_REFERENCE_ROW_SHARE = 0.4
+# `@seed=N` scopes it to the call sent that seed: one image of a job fails, the others land.
+_FAIL_MARKER_RE = re.compile(r"\[fail:([a-z_]+)(?::(input|output))?(?:@seed=(\d+))?\]")
 # What a scripted rate limit tells the caller to wait; small so tests stay quick.
 _SCRIPTED_RETRY_AFTER_S = 1.0
 
@@ -50,12 +61,18 @@ class OfflineAdapter:
         return MAX_IMAGES_PER_CALL
 
     async def generate(self, request: ImageRequest, client: httpx.AsyncClient) -> GenerationOutput:
-        raise_scripted_failure(request.prompt)
+        raise_scripted_failure(request.prompt, request.seed)
         width, height = parse_size(request.size)
         if not 1 <= request.n <= MAX_IMAGES_PER_CALL:
             raise ProviderError.of(
                 ErrorClass.INVALID_REQUEST,
                 f"offline makes 1..{MAX_IMAGES_PER_CALL} images per call, not n={request.n}",
+            )
+        if len(request.reference_images) > MAX_REFERENCE_IMAGES:
+            raise ProviderError.of(
+                ErrorClass.INVALID_REQUEST,
+                f"offline takes at most {MAX_REFERENCE_IMAGES} reference images, "
+                f"not {len(request.reference_images)}",
             )
         delay_s = _delay_of(request.options)
         if delay_s > 0:
@@ -65,16 +82,19 @@ class OfflineAdapter:
         # reproduces exactly that image.
         seeds = [base_seed + index for index in range(request.n)]
         # Drawing and PNG encoding are CPU work; keep them off the event loop.
-        images = await asyncio.to_thread(_render_all, request.prompt, seeds, width, height)
+        images = await asyncio.to_thread(
+            _render_all, request.prompt, seeds, width, height, request.reference_images
+        )
         return GenerationOutput(
             images=images, usage={"images": len(images)}, provider_request_id=None
         )
 
 
-def raise_scripted_failure(prompt: str) -> None:
-    """Raise the error a `[fail:<class>]` marker in the prompt asks for, if any."""
+def raise_scripted_failure(prompt: str, seed: int | None = None) -> None:
+    """Raise the error a `[fail:<class>]` marker in the prompt asks for, if any (with
+    `@seed=N`, only for the call sent seed N)."""
     match = _FAIL_MARKER_RE.search(prompt)
-    if match is None:
+    if match is None or (match.group(3) is not None and int(match.group(3)) != seed):
         return
     name, stage = match.group(1), match.group(2)
     try:
@@ -100,12 +120,21 @@ def seed_from_prompt(prompt: str) -> int:
     return int.from_bytes(digest[:4], "big") & 0x7FFF_FFFF
 
 
-def render_placeholder_png(prompt: str, seed: int, width: int, height: int) -> bytes:
-    """Draw the placeholder for one (prompt, seed) at the given size and encode it as PNG."""
+def render_placeholder_png(
+    prompt: str,
+    seed: int,
+    width: int,
+    height: int,
+    references: tuple[ReferenceImage, ...] = (),
+) -> bytes:
+    """Draw the placeholder for one (prompt, seed) at the given size, with the reference
+    images in a row along the top, and encode it as PNG."""
     digest = hashlib.sha256(f"{seed}\x00{prompt}".encode()).digest()
     img = _gradient(digest, width, height)
     draw = ImageDraw.Draw(img, "RGBA")  # RGBA mode blends translucent fills onto the RGB base
     _draw_shapes(draw, digest, width, height)
+    if references:
+        _draw_references(img, draw, [_decode_reference(r) for r in references])
     _draw_caption(draw, prompt, seed, width, height)
     out = io.BytesIO()
     # Level 1: placeholders are throwaway, and encoding dominates the cost at level 6.
@@ -113,10 +142,16 @@ def render_placeholder_png(prompt: str, seed: int, width: int, height: int) -> b
     return out.getvalue()
 
 
-def _render_all(prompt: str, seeds: list[int], width: int, height: int) -> list[GeneratedImageData]:
+def _render_all(
+    prompt: str,
+    seeds: list[int],
+    width: int,
+    height: int,
+    references: tuple[ReferenceImage, ...] = (),
+) -> list[GeneratedImageData]:
     return [
         GeneratedImageData(
-            data=render_placeholder_png(prompt, seed, width, height),
+            data=render_placeholder_png(prompt, seed, width, height, references),
             content_type="image/png",
             width=width,
             height=height,
@@ -176,6 +211,47 @@ def _draw_shapes(draw: ImageDraw.ImageDraw, digest: bytes, width: int, height: i
             draw.ellipse((x0, y0, x1, y1), fill=fill)
         else:
             draw.rectangle((x0, y0, x1, y1), fill=fill)
+
+
+def _decode_reference(reference: ReferenceImage) -> Image.Image:
+    """The reference as RGBA pixels; `invalid_request` when its bytes are not an image.
+
+    Context validated and downscaled it already; Pillow's pixel limit (set in `base`) still
+    guards the decode."""
+    try:
+        with Image.open(io.BytesIO(reference.data)) as opened:
+            return ImageOps.exif_transpose(opened).convert("RGBA")
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+        raise ProviderError.of(
+            ErrorClass.INVALID_REQUEST, f"reference image is not a readable image: {exc}"
+        ) from None
+
+
+def _draw_references(
+    img: Image.Image, draw: ImageDraw.ImageDraw, pictures: list[Image.Image]
+) -> None:
+    """Each picture scaled (aspect kept) into an equal cell of a row along the top, framed in
+    white, in the order sent."""
+    width, height = img.size
+    slots = max(len(pictures), 1)
+    gap = max(2, width // 64)
+    cell_w = max(1, (width - gap * (slots + 1)) // slots)
+    cell_h = max(1, int(height * _REFERENCE_ROW_SHARE) - 2 * gap)
+    for index, picture in enumerate(pictures):
+        fitted = ImageOps.contain(picture, (cell_w, cell_h), Image.Resampling.LANCZOS)
+        left = gap + index * (cell_w + gap) + (cell_w - fitted.width) // 2
+        top = gap
+        frame = max(1, gap // 2)
+        draw.rectangle(
+            (
+                left - frame,
+                top - frame,
+                left + fitted.width + frame - 1,
+                top + fitted.height + frame - 1,
+            ),
+            fill=(255, 255, 255, 255),
+        )
+        img.paste(fitted, (left, top), fitted)
 
 
 def _draw_caption(

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 
 from atelier_contracts.errors import ErrorClass
+from atelier_contracts.providers import capabilities, is_gpt_image
 from atelier_workers.adapters import _http
 from atelier_workers.adapters.base import (
     GeneratedImageData,
@@ -37,19 +38,23 @@ _ENUMS: dict[str, frozenset[str] | None] = {
 }
 _INT_OPTIONS = {"output_compression": (0, 100)}
 
-# Which options each model family understands. The real API answers 400 "Unknown parameter"
-# to e.g. `response_format` on GPT-image models, so an option a profile set for another model is
-# dropped rather than turned into a failed generation.
-_GPT_IMAGE_OPTIONS = frozenset(
-    {"quality", "background", "output_format", "output_compression", "moderation", "user"}
-)
-# `/images/edits` knows no `moderation`; everything else a GPT-image body holds it takes too.
-_EDIT_FIELDS = frozenset({"model", "prompt", "n", "size"}) | (_GPT_IMAGE_OPTIONS - {"moderation"})
-_REFERENCE_EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
-_DALLE3_OPTIONS = frozenset({"quality", "style", "response_format", "user"})
-_DALLE2_OPTIONS = frozenset({"quality", "response_format", "user"})
 # Unknown models are usually OpenAI-compatible gateways; let them judge every option.
 _ANY_MODEL_OPTIONS = frozenset(_ENUMS) | frozenset(_INT_OPTIONS)
+
+
+def _options_for(model: str) -> frozenset[str]:
+    """The options `model`'s family understands (the capability table's). The real API answers
+    400 "Unknown parameter" to e.g. `response_format` on GPT-image models, so an option a
+    profile set for another model is dropped rather than turned into a failed generation."""
+    options = capabilities("openai", model).options
+    return frozenset(options) if options is not None else _ANY_MODEL_OPTIONS
+
+
+# `/images/edits` knows no `moderation`; everything else a GPT-image body holds it takes too.
+_EDIT_FIELDS = frozenset({"model", "prompt", "n", "size"}) | (
+    _options_for("gpt-image-1") - {"moderation"}
+)
+_REFERENCE_EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 
 
 class OpenAIAdapter(_http.HttpAdapter):
@@ -125,7 +130,7 @@ class OpenAIAdapter(_http.HttpAdapter):
 def takes_reference_images(model: str) -> bool:
     """GPT-image models take up to 16 reference images on `/images/edits`; DALL·E 2's edit is an
     inpainting of one square PNG, not a reference, and DALL·E 3 has no edit at all."""
-    return model.startswith(("gpt-image", "chatgpt-image"))
+    return is_gpt_image(model)
 
 
 def edit_fields(body: dict[str, Any]) -> dict[str, str]:
@@ -159,7 +164,14 @@ def error_from_response(response: httpx.Response, secrets: tuple[str | None, ...
 
     if code == "moderation_blocked" or _moderation_details(body, error):
         stage = _moderation_stage(body, error)
-        return ProviderError.of(ErrorClass.CONTENT_BLOCKED, detail, stage=stage, secrets=secrets)
+        categories = (_moderation_details(body, error) or {}).get("categories")
+        return ProviderError.of(
+            ErrorClass.CONTENT_BLOCKED,
+            detail,
+            stage=stage,
+            category=categories if isinstance(categories, list) else None,
+            secrets=secrets,
+        )
     if code == "content_policy_violation":
         return ProviderError.of(ErrorClass.CONTENT_BLOCKED, detail, stage="input", secrets=secrets)
     if "insufficient_quota" in (code, err_type) and status not in (401, 403):
@@ -219,16 +231,6 @@ def _moderation_stage(body: Any, error: dict[str, Any]) -> str:
     stage = details.get("moderation_stage")
     # Without a stage, assume the prompt: nothing was generated that we know of.
     return stage if stage in ("input", "output") else "input"
-
-
-def _options_for(model: str) -> frozenset[str]:
-    if model.startswith(("gpt-image", "chatgpt-image")):
-        return _GPT_IMAGE_OPTIONS
-    if model == "dall-e-3":
-        return _DALLE3_OPTIONS
-    if model == "dall-e-2":
-        return _DALLE2_OPTIONS
-    return _ANY_MODEL_OPTIONS
 
 
 def _is_dalle(model: str) -> bool:

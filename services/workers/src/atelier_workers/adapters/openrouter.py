@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import time
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -120,6 +121,9 @@ class OpenRouterAdapter(_http.HttpAdapter):
         else:
             urls = _chat_image_urls(payload, request_id, secrets)
         images = [await _image_from(item, client, request.timeout_s, request_id) for item in urls]
+        if api == "images" and request.seed is not None:
+            # Only the images API was sent the seed (and makes one image a call).
+            images = [replace(image, seed=request.seed) for image in images]
         return GenerationOutput(images, _http.dict_of(payload.get("usage")), request_id)
 
 
@@ -177,7 +181,12 @@ def error_from_body(
         if "limit" in lowered and "flag" not in lowered:
             return fail(ErrorClass.QUOTA_EXHAUSTED)
         if "reasons" in metadata or "flag" in lowered or "moderat" in lowered:
-            return fail(ErrorClass.CONTENT_BLOCKED, stage="input")
+            reasons = metadata.get("reasons")
+            return fail(
+                ErrorClass.CONTENT_BLOCKED,
+                stage="input",
+                category=reasons if isinstance(reasons, list) else None,
+            )
         return fail(ErrorClass.AUTH)
     if status == 408:
         return fail(ErrorClass.TIMEOUT)
@@ -256,7 +265,16 @@ def _chat_image_urls(
     if filtered or refusal:
         # A filter removed the image (output), or the model refused the prompt (input).
         stage = "output" if filtered else "input"
-        raise ProviderError.of(ErrorClass.CONTENT_BLOCKED, shown, stage=stage, secrets=secrets)
+        # The upstream model's own reason (Gemini's IMAGE_SAFETY...) is the category; OpenRouter's
+        # normalized `content_filter` says nothing more than the block itself.
+        category = [r for r in (native,) if isinstance(r, str) and r != "content_filter"]
+        raise ProviderError.of(
+            ErrorClass.CONTENT_BLOCKED,
+            shown,
+            stage=stage,
+            category=category or None,
+            secrets=secrets,
+        )
     raise ProviderError.of(
         ErrorClass.NO_IMAGE_RETURNED, f"200 with no images: {shown}", secrets=secrets
     )

@@ -6,7 +6,8 @@ prediction id and its URLs are saved in the task's `ResumeStore` as soon as the 
 answers and before any polling, so a restarted worker resumes the same prediction. The wait is
 kept short by default because the id is unknown until the create call returns: a worker killed
 inside that window cannot find its prediction again. Output URLs expire, so they are downloaded
-at once.
+at once. A poll's answer is any 2xx whose `status` is one Replicate documents; any other body
+fails the poll.
 
 Profile settings (`provider_config`), all optional:
 - `input`: extra model inputs merged into `input` (Replicate inputs are per model).
@@ -71,6 +72,9 @@ _SIZE_FORMS: dict[str, Callable[[int, int], dict[str, Any]]] = {
     "width_height": lambda width, height: {"width": width, "height": height},
 }
 _NSFW_MARKERS = ("nsfw", "e005", "flagged as sensitive")
+# Every status Replicate documents; `aborted`: its deadline passed before the model started.
+_FAILED_STATUSES = frozenset({"failed", "canceled", "aborted"})
+_STATUSES = frozenset({"starting", "processing", "succeeded"}) | _FAILED_STATUSES
 
 
 class ReplicateAdapter(_http.HttpAdapter):
@@ -190,6 +194,7 @@ class ReplicateAdapter(_http.HttpAdapter):
             _http.bearer(request),
             default_interval=DEFAULT_POLL_INTERVAL_S,
             error=error_from_response,
+            known_state=lambda prediction: prediction.get("status") in _STATUSES,
         )
         last_reported: str | None = None
         while True:
@@ -200,7 +205,7 @@ class ReplicateAdapter(_http.HttpAdapter):
             status = prediction.get("status")
             if status == "succeeded":
                 return await self._output(request, handle, prediction, client)
-            if status in ("failed", "canceled"):
+            if status in _FAILED_STATUSES:
                 await request.resume.save({})  # final: a retry must create anew
                 raise _failure(prediction, handle["id"], (request.api_key,))
             fraction, detail = _progress_of(prediction)
@@ -264,6 +269,8 @@ def _failure(
     detail = f"prediction {prediction_id} {status}: {error}"
     if status == "canceled":
         return ProviderError.of(ErrorClass.CANCELLED, detail, secrets=secrets)
+    if status == "aborted":
+        return ProviderError.of(ErrorClass.TIMEOUT, detail, secrets=secrets)
     if any(marker in error.lower() for marker in _NSFW_MARKERS):
         # Replicate checks prompts before a model starts and outputs after it ran.
         started = prediction.get("started_at") is not None

@@ -131,6 +131,9 @@ class StabilityAdapter(_http.HttpAdapter):
         if response.status_code != 200:
             raise error_from_response(response, secrets)
         data, finish_reason, seed = _image_and_outcome(response, request_id)
+        if seed is None and request.seed:
+            # The one the form carried; 0 asks Stability for a random seed, which only it knows.
+            seed = request.seed
         if finish_reason == "CONTENT_FILTERED":
             # The bytes are a blurred placeholder: showing them would be showing nothing.
             raise ProviderError.of(

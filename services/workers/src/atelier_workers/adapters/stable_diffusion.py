@@ -170,7 +170,9 @@ class StableDiffusionAdapter(_http.HttpAdapter):
         if watch.interrupted or await self._was_interrupted(request, client):
             # A1111 answers an interrupted call with whatever it had: not a finished image.
             raise ProviderError.of(ErrorClass.CANCELLED, "the generation was interrupted")
-        return _output_from(response, request.n)
+        # -1 (or any negative seed) asks A1111 for a random one: only `info` can tell it then.
+        sent = request.seed if request.seed is not None and request.seed >= 0 else None
+        return _output_from(response, request.n, sent)
 
     async def _watch_progress(
         self, request: ImageRequest, client: httpx.AsyncClient, watch: _Watch
@@ -238,7 +240,7 @@ def error_from_response(response: httpx.Response, secrets: tuple[str | None, ...
     return _http.error_for_status(status, response.headers, detail, secrets)
 
 
-def _output_from(response: httpx.Response, n: int) -> GenerationOutput:
+def _output_from(response: httpx.Response, n: int, sent_seed: int | None) -> GenerationOutput:
     payload = _http.json_or_none(response)
     payload = payload if isinstance(payload, dict) else {}
     raw = payload.get("images")
@@ -250,7 +252,8 @@ def _output_from(response: httpx.Response, n: int) -> GenerationOutput:
     images = [
         GeneratedImageData.decoded(
             _http.decode_b64(item.split(",", 1)[-1], None),
-            seed=seeds[index] if index < len(seeds) else None,
+            # A fork that reports no seeds: the one sent reproduces a batch of one.
+            seed=seeds[index] if index < len(seeds) else sent_seed if n == 1 else None,
         )
         for index, item in enumerate(encoded[:n])
     ]

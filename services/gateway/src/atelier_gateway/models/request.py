@@ -1,15 +1,18 @@
-"""The gateway's HTTP contract: request and response bodies of the public API.
+"""The generation request: `POST /v1/generations`, `POST /v1/generations/estimate` and
+`POST /v1/context/preview` take the same body.
 
-These are deliberately separate from the NATS contracts they are built from (`JobView`,
-`MediaItem`...): an internal field added there (object keys, provider detail for admins) must not
-appear in the public API by accident, so every public field is listed here on purpose.
+These are the contracts' models (`GenerationContext`, `Target`...) made strict for what comes
+from outside: no unknown fields at any level, no `"2"` or `true` for a number, and free-form JSON
+(`data`, `options`) bounded in depth, keys, string length and bytes, so a request can neither
+hide typos nor carry what the services behind the gateway cannot serialize or should not store
+(issue 15). They subclass the contracts, so what validated here is handed on as it is; consumers
+keep parsing the (lenient, forward-compatible) contract models.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -22,58 +25,20 @@ from pydantic import (
     StrictInt,
     Tag,
     WithJsonSchema,
-    computed_field,
     field_validator,
-    model_validator,
 )
+from pydantic.json_schema import SkipJsonSchema
 
-from atelier_contracts.errors import ErrorClass, ErrorInfo
 from atelier_contracts.jobs import (
     ContextElement,
-    ContextPreviewReply,
     ElementImage,
-    ExcludedImage,
     GenerationContext,
-    JobImage,
-    JobProgress,
-    JobStatus,
-    JobView,
-    ReferenceImagePreview,
     SendToggles,
-    SentReferenceImage,
     Target,
 )
-from atelier_contracts.media import MediaAssigned, MediaItem, ProjectAssignmentsReply
-from atelier_contracts.profiles import OptionSpec, Profile
 from atelier_contracts.subjects import PROJECT_ID_PATTERN
 
 PROMPT_MAX_LENGTH = 32_000
-
-
-def generation_url(job_id: str) -> str:
-    return f"/v1/generations/{job_id}"
-
-
-def generation_events_url(job_id: str) -> str:
-    return f"/v1/generations/{job_id}/events"
-
-
-def media_content_url(media_id: str) -> str:
-    return f"/v1/media/{media_id}/content"
-
-
-def media_thumbnail_url(media_id: str) -> str:
-    return f"/v1/media/{media_id}/thumbnail"
-
-
-# --- the generation request ------------------------------------------------------------------
-#
-# The request models below are the contracts' (`GenerationContext`, `Target`...) made strict for
-# what comes from outside: no unknown fields at any level, no `"2"` or `true` for a number, and
-# free-form JSON (`data`, `options`) bounded in depth, keys, string length and bytes, so a request
-# can neither hide typos nor carry what the services behind the gateway cannot serialize or
-# should not store (issue 15). They subclass the contracts, so what validated here is handed on
-# as it is; consumers keep parsing the (lenient, forward-compatible) contract models.
 
 
 @dataclass(frozen=True)
@@ -179,6 +144,11 @@ Options = Annotated[
 # Where the other two kinds are named, they may only be left empty (`null` or `""`), as the
 # contract has always read them.
 _Unset = Literal[""] | None
+# The contract's event-only kinds (ADR 0017): a staged object's key is written by the gateway,
+# never named by a user. Only their empty values are taken (the facade hands over contract
+# models), they are left out of the schema and of every dump (the request digest included).
+_EventOnlyStaged = Annotated[SkipJsonSchema[None], Field(exclude=True)]
+_EventOnlyWithheld = Annotated[SkipJsonSchema[Literal[False]], Field(exclude=True)]
 
 
 class MediaImage(ElementImage):
@@ -189,6 +159,8 @@ class MediaImage(ElementImage):
     media_id: str = Field(min_length=1, max_length=200)
     url: _Unset = None
     data_url: _Unset = None
+    staged: _EventOnlyStaged = None
+    withheld: _EventOnlyWithheld = False
 
 
 class UrlImage(ElementImage):
@@ -199,6 +171,8 @@ class UrlImage(ElementImage):
     media_id: _Unset = None
     url: str = Field(min_length=1, max_length=2048)
     data_url: _Unset = None
+    staged: _EventOnlyStaged = None
+    withheld: _EventOnlyWithheld = False
 
 
 class DataUrlImage(ElementImage):
@@ -215,6 +189,8 @@ class DataUrlImage(ElementImage):
         "`ATELIER_GATEWAY_MAX_DATA_URL_BYTES` (3 MiB). Larger pictures should be uploaded to the "
         "media library and referenced by `media_id`",
     )
+    staged: _EventOnlyStaged = None
+    withheld: _EventOnlyWithheld = False
 
 
 _IMAGE_KINDS = ("media_id", "url", "data_url")
@@ -309,6 +285,11 @@ class GenerationRequestBody(BaseModel):
     options: Options = Field(default_factory=dict, examples=[{"quality": "high"}])
     context: GenerationContextIn = Field(default_factory=GenerationContextIn)
     target: TargetIn = Field(default_factory=TargetIn)
+    apply_style: StrictBool = Field(
+        default=True,
+        description="Apply the project's style (`/v1/projects/{project}/style`); false leaves "
+        "it out of this request, and the job says so",
+    )
 
     @field_validator("context", "target", mode="before")
     @classmethod
@@ -320,282 +301,3 @@ class GenerationRequestBody(BaseModel):
         ):
             return value.model_dump()
         return value
-
-
-class Links(BaseModel):
-    self: str
-    events: str
-
-
-class GenerationAccepted(BaseModel):
-    id: str
-    status: JobStatus
-    project: str
-    links: Links
-
-
-class ContextPreview(BaseModel):
-    """`POST /v1/context/preview`: exactly what a generation with the same body would send."""
-
-    prompt: str = Field(description="The prompt as the model would get it")
-    negative_prompt: str | None = None
-    elements_used: list[str]
-    notes: list[str] = Field(description="What was left out or shortened, and why")
-    reference_images: list[ReferenceImagePreview]
-    excluded_images: list[ExcludedImage] = Field(
-        description="Element images that would not be sent, each with the reason"
-    )
-
-    @classmethod
-    def of(cls, reply: ContextPreviewReply) -> ContextPreview:
-        return cls.model_validate(reply.model_dump())
-
-
-class FeatureProfile(BaseModel):
-    id: str
-    name: str
-    provider: str
-    model: str
-    sizes: list[str]
-    default_size: str
-    counts: list[int]
-    options: list[OptionSpec]
-    max_reference_images: int
-    supports_reference_images: bool
-    prompt_max_length: int
-
-    @classmethod
-    def of(cls, profile: Profile) -> FeatureProfile:
-        return cls(
-            id=profile.id,
-            name=profile.name,
-            provider=profile.provider,
-            model=profile.model,
-            sizes=profile.sizes,
-            default_size=profile.default_size,
-            counts=profile.counts,
-            options=profile.options,
-            max_reference_images=profile.max_reference_images,
-            supports_reference_images=profile.max_reference_images > 0,
-            prompt_max_length=profile.prompt_max_length,
-        )
-
-
-class Features(BaseModel):
-    enabled: bool
-    reason: str | None = None
-    profiles: list[FeatureProfile]
-
-
-class JobError(BaseModel):
-    """What went wrong, for the user; the provider's own detail stays in the admin audit."""
-
-    error_class: ErrorClass = Field(examples=["content_blocked"])
-    message: str
-    stage: str | None = None
-    retry_after_s: float | None = None
-
-    # DESIGN.md §6 names the field `class`; the contracts (and clients written against them)
-    # say `error_class`. Both are served until one is retired.
-    @computed_field(alias="class")  # type: ignore[prop-decorator]
-    @property
-    def class_(self) -> ErrorClass:
-        return self.error_class
-
-    @classmethod
-    def of(cls, error: ErrorInfo) -> JobError:
-        return cls(
-            error_class=error.error_class,
-            message=error.message,
-            stage=error.stage,
-            retry_after_s=error.retry_after_s,
-        )
-
-
-class JobImageOut(JobImage):
-    """A job's image with the gateway URLs of its bytes."""
-
-    content_url: str
-    thumbnail_url: str
-
-    @classmethod
-    def of(cls, image: JobImage) -> JobImageOut:
-        return cls(
-            **image.model_dump(),
-            content_url=media_content_url(image.media_id),
-            thumbnail_url=media_thumbnail_url(image.media_id),
-        )
-
-
-class JobOut(BaseModel):
-    id: str
-    project: str
-    user_id: str
-    profile_id: str
-    profile_name: str
-    provider: str
-    model: str
-    status: JobStatus
-    prompt: str
-    assembled_prompt: str | None
-    assembly_notes: list[str]
-    reference_images: list[SentReferenceImage] = Field(
-        description="The reference images sent with the prompt, in order, as sent"
-    )
-    excluded_images: list[ExcludedImage] = Field(
-        description="Element images that were not sent, each with the reason"
-    )
-    size: str
-    count: int
-    options: dict[str, Any]
-    target: Target
-    progress: JobProgress
-    images: list[JobImageOut]
-    error: JobError | None
-    created_at: datetime
-    updated_at: datetime
-    links: Links
-
-    @classmethod
-    def of(cls, job: JobView) -> JobOut:
-        return cls.model_validate(
-            {
-                **job.model_dump(exclude={"images", "error"}),
-                "images": [JobImageOut.of(image) for image in job.images],
-                "error": JobError.of(job.error) if job.error else None,
-                "links": Links(self=generation_url(job.id), events=generation_events_url(job.id)),
-            }
-        )
-
-
-class JobList(BaseModel):
-    jobs: list[JobOut]
-
-
-class MediaOut(BaseModel):
-    """A landed image and its provenance; storage keys stay inside Atelier."""
-
-    id: str
-    project: str
-    job_id: str
-    index: int
-    content_type: str
-    width: int
-    height: int
-    size_bytes: int
-    sha256: str
-    profile_id: str
-    provider: str
-    model: str
-    prompt: str
-    size: str
-    seed: int | None
-    revised_prompt: str | None
-    created_at: datetime
-    content_url: str
-    thumbnail_url: str
-
-    @classmethod
-    def of(cls, item: MediaItem) -> MediaOut:
-        # Only the fields declared here: the storage keys and task id stay inside Atelier.
-        shown = item.model_dump(include=set(cls.model_fields) & set(MediaItem.model_fields))
-        return cls(
-            **shown,
-            content_url=media_content_url(item.id),
-            thumbnail_url=media_thumbnail_url(item.id),
-        )
-
-
-class MediaPage(BaseModel):
-    items: list[MediaOut]
-    total: int
-
-
-def project_assignments_url(project: str) -> str:
-    return f"/v1/projects/{project}/assignments"
-
-
-class AssignBody(BaseModel):
-    """`POST /v1/media/{id}/assign`: use this image as the project's cover or an element's."""
-
-    # The validator's rule, said in the schema too, so a client generated from the document
-    # (or schemathesis) knows an element_id goes with `element` and only with it.
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "oneOf": [
-                {
-                    "properties": {"target": {"const": "cover"}, "element_id": {"type": "null"}},
-                },
-                {
-                    "properties": {
-                        "target": {"const": "element"},
-                        "element_id": {"type": "string"},
-                    },
-                    "required": ["element_id"],
-                },
-            ]
-        },
-    )
-
-    target: Literal["cover", "element"] = Field(examples=["cover"])
-    element_id: str | None = Field(
-        default=None,
-        min_length=1,
-        max_length=200,
-        description="The worldbuilding element whose image this becomes (target `element`)",
-        examples=["mara-vell"],
-    )
-
-    @model_validator(mode="after")
-    def _element_id_for_elements_only(self) -> AssignBody:
-        if self.target == "element" and not self.element_id:
-            raise ValueError("target 'element' needs an element_id")
-        if self.target == "cover" and self.element_id is not None:
-            raise ValueError("target 'cover' takes no element_id")
-        return self
-
-
-class AssignmentLinks(BaseModel):
-    assignments: str
-
-
-class AssignmentAccepted(BaseModel):
-    """The choice is stored as a durable `media.assigned` event; media records it moments later
-    (newest choice per slot wins), after which `links.assignments` shows it."""
-
-    media_id: str
-    project: str
-    target: Literal["cover", "element"]
-    element_id: str | None
-    assigned_at: datetime
-    event_id: str
-    links: AssignmentLinks
-
-    @classmethod
-    def of(cls, event: MediaAssigned) -> AssignmentAccepted:
-        return cls(
-            media_id=event.media_id,
-            project=event.project,
-            target=event.target,
-            element_id=event.element_id,
-            assigned_at=event.occurred_at,
-            event_id=str(event.event_id),
-            links=AssignmentLinks(assignments=project_assignments_url(event.project)),
-        )
-
-
-class ProjectAssignments(BaseModel):
-    """A project's cover and the images chosen for its elements (by element id)."""
-
-    project: str
-    cover: MediaOut | None
-    elements: dict[str, MediaOut]
-
-    @classmethod
-    def of(cls, project: str, reply: ProjectAssignmentsReply) -> ProjectAssignments:
-        return cls(
-            project=project,
-            cover=MediaOut.of(reply.cover) if reply.cover else None,
-            elements={element: MediaOut.of(item) for element, item in reply.elements.items()},
-        )

@@ -1,4 +1,5 @@
-"""Fetching a URL a writer chose without letting it aim Atelier at its own network (SSRF).
+"""Fetching a URL a writer chose (or POSTing to one an operator registered: webhooks) without
+letting it aim Atelier at its own network (SSRF).
 
 Why hand-written, and what it guards against: docs/adr/0007-ssrf-guard.md. In short:
 
@@ -319,6 +320,16 @@ class Fetched:
     url: str  # after redirects
 
 
+# How much of an answer to a POST is kept (for the record of a delivery attempt).
+_ANSWER_KEPT = 500
+
+
+@dataclass(frozen=True)
+class Posted:
+    status_code: int
+    body: str  # its first `_ANSWER_KEPT` bytes, as text
+
+
 async def read_capped(response: httpx.Response, max_bytes: int) -> bytes:
     """The body, refusing (without reading on) once it passes `max_bytes`."""
     declared = response.headers.get("content-length")
@@ -408,6 +419,41 @@ class GuardedFetcher:
             f"The address redirects more than {self.policy.max_redirects} times; it was not "
             "followed further."
         )
+
+    async def post(self, url: str, content: bytes, headers: dict[str, str]) -> Posted:
+        """POST `content` to `url` under the same checks as a fetch (a webhook delivery). A
+        redirect is not followed: it comes back as the answer, as any other status does; only
+        an address refused or unreachable raises."""
+        try:
+            target = httpx.URL(url)
+        except httpx.InvalidURL as exc:
+            raise AddressRefused("This is not a valid web address.") from exc
+        try:
+            async with asyncio.timeout(self.policy.timeout_s):
+                ip = await self._checked_address(target, redirected=False)
+                transport = PinnedTransport(target.host, ip, ssl_context=self._ssl_context)
+                async with (
+                    httpx.AsyncClient(
+                        transport=transport,
+                        trust_env=False,
+                        follow_redirects=False,
+                        timeout=self.policy.timeout_s,
+                    ) as client,
+                    client.stream("POST", target, content=content, headers=headers) as response,
+                ):
+                    try:
+                        body = await read_capped(response, self.policy.max_bytes)
+                    except TooLarge:
+                        body = b""
+                    return Posted(
+                        response.status_code, body[:_ANSWER_KEPT].decode(errors="replace")
+                    )
+        except TimeoutError as exc:
+            raise Unreachable(
+                f"The address did not answer within {self.policy.timeout_s:g} seconds."
+            ) from exc
+        except httpx.HTTPError as exc:
+            raise Unreachable(f"The address could not be reached ({type(exc).__name__}).") from exc
 
     async def _checked_address(self, url: httpx.URL, *, redirected: bool) -> IPAddress:
         """Resolve once and check every answer; the first one is what we connect to."""

@@ -1,0 +1,3 @@
+from atelier_cli.main import cli
+
+cli()

@@ -1,0 +1,1 @@
+"""The facade's routes, one module-level router a concern; api.py includes them under `/api/v1`."""
