@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
@@ -33,7 +34,12 @@ from atelier_contracts.envelope import Event
 from atelier_contracts.errors import AtelierError
 from atelier_contracts.registry import Service, published_by
 from atelier_contracts.subjects import ALL_STREAMS, RETIRED_STREAMS, StreamSpec
-from atelier_messaging.consumers import INTEREST_CONSUMERS, consumer_config, declared_consumer
+from atelier_messaging.consumers import (
+    DEFAULT_ACK_WAIT_S,
+    INTEREST_CONSUMERS,
+    consumer_config,
+    declared_consumer,
+)
 from atelier_settings import StreamLimits
 from atelier_telemetry import MESSAGES_PUBLISHED, subject_label
 
@@ -70,28 +76,66 @@ def delivery_attempt(msg: StreamMessage[Any]) -> int:
 
 
 class RedeliveryBackoffMiddleware(BaseMiddleware):
-    """Naks a failed JetStream message with a growing delay instead of at once.
+    """The acks of a JetStream message besides the final one.
 
-    Without it a handler failing on a dependency outage (object storage down for 10 s) burns all
-    of `max_deliver` in milliseconds and the message is gone.
+    - While the handler runs, an in-progress ack every `in_progress_every_s` (a third of the
+      default ack wait), so only a dead process's messages are redelivered, however long a
+      handler waits on a lock or on storage.
+    - A failed message is naked with a growing delay instead of at once. Without it a handler
+      failing on a dependency outage (object storage down for 10 s) burns all of `max_deliver`
+      in milliseconds and the message is gone.
     """
 
     base_delay_s = 0.5
     max_delay_s = 30.0
+    in_progress_every_s = DEFAULT_ACK_WAIT_S / 3
 
     async def consume_scope(self, call_next: Callable[..., Awaitable[Any]], msg: Any) -> Any:
+        if not _is_jetstream(msg):
+            return await call_next(msg)
+        beating = _InProgressBeat(msg, self.in_progress_every_s)
         try:
             return await call_next(msg)
         except Exception:
-            if _is_jetstream(msg):
-                attempt = delivery_attempt(msg)
-                delay = min(self.max_delay_s, self.base_delay_s * 2 ** (attempt - 1))
-                log.exception(
-                    "handler failed; redelivering",
-                    extra={"subject": msg.raw_message.subject, "attempt": attempt, "delay": delay},
-                )
-                await msg.nack(delay=delay)
+            attempt = delivery_attempt(msg)
+            delay = min(self.max_delay_s, self.base_delay_s * 2 ** (attempt - 1))
+            log.exception(
+                "handler failed; redelivering",
+                extra={"subject": msg.raw_message.subject, "attempt": attempt, "delay": delay},
+            )
+            beating.stop()
+            await msg.nack(delay=delay)
             raise
+        finally:
+            beating.stop()
+
+
+class _InProgressBeat:
+    """Sends `msg.in_progress()` every `every_s` until stopped. A timer, not a task per message:
+    most handlers end in milliseconds, long before the first beat."""
+
+    def __init__(self, msg: Any, every_s: float) -> None:
+        self._msg = msg
+        self._every_s = every_s
+        self._loop = asyncio.get_running_loop()
+        self._sending: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = self._loop.call_later(every_s, self._beat)
+
+    def _beat(self) -> None:
+        if self._sending is None or self._sending.done():
+            self._sending = self._loop.create_task(self._send())
+        self._timer = self._loop.call_later(self._every_s, self._beat)
+
+    async def _send(self) -> None:
+        try:
+            await self._msg.in_progress()
+        except Exception:  # a lost beat only risks a redelivery, which handlers tolerate
+            log.debug("in-progress ack failed", exc_info=True)
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
 
 def _is_jetstream(msg: Any) -> bool:
@@ -419,7 +463,7 @@ def durable_subscriber(
     durable: str,
     *,
     max_deliver: int = 20,
-    ack_wait_s: float = 60.0,
+    ack_wait_s: float = DEFAULT_ACK_WAIT_S,
     max_workers: int = 1,
     batch_size: int = 1,
     max_ack_pending: int | None = None,

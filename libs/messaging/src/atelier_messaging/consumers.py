@@ -16,13 +16,19 @@ from nats.js.api import ConsumerConfig
 
 from atelier_contracts.subjects import Durable, Subject
 
+# How long JetStream waits for a delivered message's ack before it hands the message to another
+# process of the consumer. Short, so that a message held by a process that died (SIGKILL, a lost
+# node) is back within seconds; a handler that is slow but alive is never redelivered meanwhile,
+# because the broker's middleware tells JetStream it is still working every third of it.
+DEFAULT_ACK_WAIT_S = 15.0
+
 
 @dataclass(frozen=True)
 class DurableSpec:
     subject: str
     durable: str
     max_deliver: int = 20
-    ack_wait_s: float = 60.0
+    ack_wait_s: float = DEFAULT_ACK_WAIT_S
     max_ack_pending: int | None = None
 
     def config(self) -> ConsumerConfig:
