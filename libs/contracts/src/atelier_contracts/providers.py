@@ -39,6 +39,10 @@ NETWORKLESS_PROVIDERS = frozenset({"offline"})
 # The offline provider draws each reference image, scaled, into a row along the picture's top;
 # more than four would leave each too small to recognise (ADR 0022).
 OFFLINE_MAX_REFERENCE_IMAGES = 4
+# The offline adapter draws up to four images in one call (image i from seed + i), so callers
+# other than dispatch (the worker's own tests, benchmarks) can exercise multi-image calls;
+# dispatch still asks it for one image per task (`images_per_call`).
+OFFLINE_MAX_IMAGES_PER_CALL = 4
 
 # Providers whose every call makes exactly one image (providers.md A.10).
 _ONE_IMAGE_PER_CALL = frozenset({"openrouter", "gemini", "stability", "bfl", "workersai"})
@@ -59,8 +63,8 @@ def images_per_call(provider: str, model: str) -> int:
     # fal, Replicate and ComfyUI report one seed per call (or none per image), and price or
     # schedule per image anyway: one image per call keeps every image's seed reproducible and
     # gives each its own provider handle to resume.
-    # The offline provider could batch, but one image per task shows per-image progress and
-    # exercises the same fan-out path that single-image providers need.
+    # The offline provider could batch (`OFFLINE_MAX_IMAGES_PER_CALL`), but one image per task
+    # shows per-image progress and exercises the same fan-out path single-image providers need.
     return 1
 
 
@@ -287,14 +291,20 @@ def _stability(model: str) -> ProviderCapabilities:
     )
 
 
+def bfl_sizes_by_ratio(model: str) -> bool:
+    """Kontext and Ultra size by aspect ratio; every other FLUX endpoint by width/height."""
+    return model.startswith("flux-kontext") or model.endswith("-ultra")
+
+
 def _bfl(model: str) -> ProviderCapabilities:
-    by_ratio = model.startswith("flux-kontext") or model.endswith("-ultra")
+    # FLUX.2 takes input_image, input_image_2 … input_image_8; Kontext's (experimental)
+    # multi-reference up to four.
     references = 8 if model.startswith("flux-2") else 4 if model.startswith("flux-kontext") else 0
     return ProviderCapabilities(
         "bfl",
         model,
         known_model=model.startswith("flux-"),
-        max_pixels=_WORKER_MAX_PIXELS if by_ratio else BFL_MAX_PIXELS,
+        max_pixels=_WORKER_MAX_PIXELS if bfl_sizes_by_ratio(model) else BFL_MAX_PIXELS,
         options={
             "seed": _SEED,
             "safety_tolerance": OptionRule(_INTEGER, minimum=0, maximum=6),
@@ -331,92 +341,79 @@ def _workersai(model: str) -> ProviderCapabilities:
     )
 
 
-def _falai(model: str) -> ProviderCapabilities:
-    # Reference images go to the app's `reference_field`: how many it takes is the app's.
+def _with_seed(
+    provider: str,
+    model: str,
+    options: Mapping[str, OptionRule],
+    max_reference_images: int | None = None,
+) -> ProviderCapabilities:
+    """A provider whose adapter sends a seed and a negative prompt, at any size the worker
+    decodes, and passes `options` on."""
     return ProviderCapabilities(
-        "falai",
+        provider,
         model,
         known_model=True,
         max_pixels=_WORKER_MAX_PIXELS,
-        options={
-            "seed": _SEED,
-            "negative_prompt": _NEGATIVE_PROMPT,
-            "num_inference_steps": OptionRule(_INTEGER, minimum=1),
-            "guidance_scale": _number(),
-            "enable_safety_checker": OptionRule(_BOOLEAN),
-            "safety_tolerance": OptionRule(_TEXT | _NUMBER),
-            "output_format": _enum("jpeg", "png"),
-            "acceleration": _enum("none", "regular", "high"),
-            "strength": _number(0, 1),
-        },
+        options={"seed": _SEED, "negative_prompt": _NEGATIVE_PROMPT, **options},
+        max_reference_images=max_reference_images,
     )
+
+
+def _falai(model: str) -> ProviderCapabilities:
+    # Reference images go to the app's `reference_field`: how many it takes is the app's.
+    options = {
+        "num_inference_steps": OptionRule(_INTEGER, minimum=1),
+        "guidance_scale": _number(),
+        "enable_safety_checker": OptionRule(_BOOLEAN),
+        "safety_tolerance": OptionRule(_TEXT | _NUMBER),
+        "output_format": _enum("jpeg", "png"),
+        "acceleration": _enum("none", "regular", "high"),
+        "strength": _number(0, 1),
+    }
+    return _with_seed("falai", model, options)
 
 
 def _replicate(model: str) -> ProviderCapabilities:
-    return ProviderCapabilities(
-        "replicate",
-        model,
-        known_model=True,
-        max_pixels=_WORKER_MAX_PIXELS,
-        options={
-            "seed": _SEED,
-            "negative_prompt": _NEGATIVE_PROMPT,
-            "num_inference_steps": OptionRule(_INTEGER, minimum=1),
-            "guidance": _number(),
-            "guidance_scale": _number(),
-            "output_format": _enum("webp", "jpg", "png"),
-            "output_quality": OptionRule(_INTEGER, minimum=0, maximum=100),
-            "safety_tolerance": OptionRule(_INTEGER, minimum=1, maximum=6),
-            "go_fast": OptionRule(_BOOLEAN),
-            "megapixels": OptionRule(_TEXT),
-            "prompt_upsampling": OptionRule(_BOOLEAN),
-            "prompt_strength": _number(0, 1),
-        },
-    )
+    options = {
+        "num_inference_steps": OptionRule(_INTEGER, minimum=1),
+        "guidance": _number(),
+        "guidance_scale": _number(),
+        "output_format": _enum("webp", "jpg", "png"),
+        "output_quality": OptionRule(_INTEGER, minimum=0, maximum=100),
+        "safety_tolerance": OptionRule(_INTEGER, minimum=1, maximum=6),
+        "go_fast": OptionRule(_BOOLEAN),
+        "megapixels": OptionRule(_TEXT),
+        "prompt_upsampling": OptionRule(_BOOLEAN),
+        "prompt_strength": _number(0, 1),
+    }
+    return _with_seed("replicate", model, options)
 
 
 def _comfyui(model: str) -> ProviderCapabilities:
     # The workflow and node map decide what is used: seed and negative prompt need their node
     # map entries, reference images their `reference_image` nodes (checked when a job runs).
-    return ProviderCapabilities(
-        "comfyui",
-        model,
-        known_model=True,
-        max_pixels=_WORKER_MAX_PIXELS,
-        options={
-            "seed": _SEED,
-            "negative_prompt": _NEGATIVE_PROMPT,
-            "steps": OptionRule(_INTEGER, minimum=1),
-        },
-    )
+    return _with_seed("comfyui", model, {"steps": OptionRule(_INTEGER, minimum=1)})
 
 
 def _stable_diffusion(model: str) -> ProviderCapabilities:
-    return ProviderCapabilities(
-        "stable-diffusion",
-        model,
-        known_model=True,
-        max_pixels=_WORKER_MAX_PIXELS,
-        options={
-            "seed": _SEED,
-            "negative_prompt": _NEGATIVE_PROMPT,
-            "steps": OptionRule(_INTEGER, minimum=1),
-            "cfg_scale": _number(),
-            "sampler_name": _STRING,
-            "scheduler": _STRING,
-            "denoising_strength": _number(0, 1),
-            "subseed": OptionRule(_INTEGER),
-            "subseed_strength": _number(0, 1),
-            "restore_faces": OptionRule(_BOOLEAN),
-            "tiling": OptionRule(_BOOLEAN),
-            "enable_hr": OptionRule(_BOOLEAN),
-            "hr_scale": _number(),
-            "hr_upscaler": _STRING,
-            "hr_second_pass_steps": OptionRule(_INTEGER),
-            "distilled_cfg_scale": _number(),
-        },
-        max_reference_images=1,  # img2img repaints one init image
-    )
+    options = {
+        "steps": OptionRule(_INTEGER, minimum=1),
+        "cfg_scale": _number(),
+        "sampler_name": _STRING,
+        "scheduler": _STRING,
+        "denoising_strength": _number(0, 1),
+        "subseed": OptionRule(_INTEGER),
+        "subseed_strength": _number(0, 1),
+        "restore_faces": OptionRule(_BOOLEAN),
+        "tiling": OptionRule(_BOOLEAN),
+        "enable_hr": OptionRule(_BOOLEAN),
+        "hr_scale": _number(),
+        "hr_upscaler": _STRING,
+        "hr_second_pass_steps": OptionRule(_INTEGER),
+        "distilled_cfg_scale": _number(),
+    }
+    # img2img repaints one init image.
+    return _with_seed("stable-diffusion", model, options, max_reference_images=1)
 
 
 _HOSTED_PROVIDERS: dict[str, Callable[[str], ProviderCapabilities]] = {
@@ -430,3 +427,10 @@ _HOSTED_PROVIDERS: dict[str, Callable[[str], ProviderCapabilities]] = {
     "comfyui": _comfyui,
     "stable-diffusion": _stable_diffusion,
 }
+
+
+def passed_on_options(provider: str, model: str) -> frozenset[str]:
+    """The options `provider`'s adapter passes on as they are with `model`: its capability
+    options but seed and negative prompt, which travel in their own request fields."""
+    options = capabilities(provider, model).options
+    return frozenset(options or ()) - {"seed", "negative_prompt"}

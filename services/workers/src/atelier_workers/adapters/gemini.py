@@ -28,7 +28,6 @@ from atelier_workers.adapters.base import (
 )
 from atelier_workers.adapters.sizes import GEMINI_ASPECT_RATIOS, ratio_and_tier
 
-DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com/v1beta"
 _PERSON_GENERATION = frozenset({"ALLOW_ALL", "ALLOW_ADULT", "ALLOW_NONE"})
 
 # Candidate finish reasons that mean "the model made (or began) an image and a filter removed
@@ -101,7 +100,7 @@ class GeminiAdapter(_http.HttpAdapter):
     async def _call(
         self, request: ImageRequest, body: dict[str, Any], client: httpx.AsyncClient
     ) -> GenerationOutput:
-        base = (request.base_url or DEFAULT_BASE_URL).rstrip("/")
+        base = self.base_url(request)
         url = f"{base}/models/{request.model}:generateContent"
         # The header, never `?key=`: a query string ends up in proxy logs and exception texts.
         headers = {"x-goog-api-key": request.api_key} if request.api_key else {}

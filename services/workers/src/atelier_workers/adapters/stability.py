@@ -28,7 +28,6 @@ from atelier_workers.adapters.base import (
 )
 from atelier_workers.adapters.sizes import pinned_ratio
 
-DEFAULT_BASE_URL = "https://api.stability.ai/v2beta"
 SD3_MODELS = frozenset({"sd3.5-large", "sd3.5-large-turbo", "sd3.5-medium"})
 _ENDPOINT_ALIASES = {"stable-image-core": "core", "stable-image-ultra": "ultra"}
 _OUTPUT_FORMATS = frozenset({"png", "jpeg", "webp"})
@@ -116,7 +115,7 @@ class StabilityAdapter(_http.HttpAdapter):
         fields: list[tuple[str, Any]],
         client: httpx.AsyncClient,
     ) -> GenerationOutput:
-        base = (request.base_url or DEFAULT_BASE_URL).rstrip("/")
+        base = self.base_url(request)
         url = f"{base}/stable-image/generate/{endpoint}"
         headers = {"Accept": "image/*", **_http.bearer(request)}
         client_id = request.provider_config.get("client_id")
