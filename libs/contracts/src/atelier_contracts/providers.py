@@ -119,34 +119,38 @@ _GPT_IMAGE_OPTIONS: dict[str, OptionRule] = {
     "moderation": OptionRule(_ENUM, frozenset({"low", "auto"})),
     "user": _OPENAI_USER,
 }
-_OPENAI_MODELS: dict[str, ProviderCapabilities] = {
-    "dall-e-2": ProviderCapabilities(
+
+
+def _dalle(
+    model: str, sizes: set[str], options: dict[str, OptionRule], prompt_max_length: int
+) -> ProviderCapabilities:
+    """A DALL·E model: fixed sizes, no reference images, `response_format` and `user` taken."""
+    return ProviderCapabilities(
         "openai",
-        "dall-e-2",
+        model,
         known_model=True,
-        sizes=frozenset({"256x256", "512x512", "1024x1024"}),
-        options={
-            "quality": OptionRule(_ENUM, frozenset({"standard"})),
-            "response_format": _OPENAI_RESPONSE_FORMAT,
-            "user": _OPENAI_USER,
-        },
+        sizes=frozenset(sizes),
+        options={**options, "response_format": _OPENAI_RESPONSE_FORMAT, "user": _OPENAI_USER},
         refused_options=_OPENAI_REFUSED,
         max_reference_images=0,
+        prompt_max_length=prompt_max_length,
+    )
+
+
+_OPENAI_MODELS: dict[str, ProviderCapabilities] = {
+    "dall-e-2": _dalle(
+        "dall-e-2",
+        {"256x256", "512x512", "1024x1024"},
+        {"quality": OptionRule(_ENUM, frozenset({"standard"}))},
         prompt_max_length=1000,
     ),
-    "dall-e-3": ProviderCapabilities(
-        "openai",
+    "dall-e-3": _dalle(
         "dall-e-3",
-        known_model=True,
-        sizes=frozenset({"1024x1024", "1792x1024", "1024x1792"}),
-        options={
+        {"1024x1024", "1792x1024", "1024x1792"},
+        {
             "quality": OptionRule(_ENUM, frozenset({"standard", "hd"})),
             "style": OptionRule(_ENUM, frozenset({"vivid", "natural"})),
-            "response_format": _OPENAI_RESPONSE_FORMAT,
-            "user": _OPENAI_USER,
         },
-        refused_options=_OPENAI_REFUSED,
-        max_reference_images=0,
         prompt_max_length=4000,
     ),
 }
