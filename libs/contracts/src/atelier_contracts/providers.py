@@ -220,10 +220,13 @@ _NO_NEGATIVE_PROMPT = "{name} takes no negative prompt; say it in the prompt"
 GEMINI_ASPECT_RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9")
 IMAGE_TIERS = ("1K", "2K", "4K")
 STABILITY_ASPECT_RATIOS = ("16:9", "1:1", "21:9", "2:3", "3:2", "4:5", "5:4", "9:16", "9:21")
+GEMINI_PERSON_GENERATION = ("ALLOW_ALL", "ALLOW_ADULT", "ALLOW_NONE")
 GEMINI_MAX_REFERENCE_IMAGES = 14  # Gemini 3 Pro image; smaller models accept fewer in practice
+# Stability's endpoints: core, ultra and sd3, which serves the SD 3.5 models by name.
+STABILITY_SD3_MODELS = frozenset({"sd3.5-large", "sd3.5-large-turbo", "sd3.5-medium"})
+_STABILITY_ALIASES = {"stable-image-core": "core", "stable-image-ultra": "ultra"}
 STABILITY_MODELS = frozenset(
-    {"core", "ultra", "sd3", "sd3.5-large", "sd3.5-large-turbo", "sd3.5-medium"}
-    | {"stable-image-core", "stable-image-ultra"}
+    {"core", "ultra", "sd3"} | STABILITY_SD3_MODELS | set(_STABILITY_ALIASES)
 )
 STABILITY_MAX_SEED = 4_294_967_294
 BFL_MAX_PIXELS = 4 * 1024 * 1024  # FLUX sizes by width/height are scaled down to 4 MP
@@ -264,15 +267,23 @@ def _gemini(model: str) -> ProviderCapabilities:
         options={
             "aspect_ratio": _enum(*GEMINI_ASPECT_RATIOS),
             "image_size": _enum(*IMAGE_TIERS),
-            "person_generation": _enum("ALLOW_ALL", "ALLOW_ADULT", "ALLOW_NONE"),
+            "person_generation": _enum(*GEMINI_PERSON_GENERATION),
         },
         refused_options=_refused("Gemini", "seed", "negative_prompt"),
         max_reference_images=GEMINI_MAX_REFERENCE_IMAGES,
     )
 
 
+def stability_endpoint(model: str) -> str | None:
+    """The Stability endpoint serving `model` (core, ultra or sd3); None for a model it has not."""
+    endpoint = _STABILITY_ALIASES.get(model, model)
+    if endpoint in STABILITY_SD3_MODELS:
+        return "sd3"
+    return endpoint if endpoint in ("core", "ultra", "sd3") else None
+
+
 def _stability(model: str) -> ProviderCapabilities:
-    endpoint = {"stable-image-core": "core", "stable-image-ultra": "ultra"}.get(model, model)
+    endpoint = stability_endpoint(model)
     options: dict[str, OptionRule] = {
         "seed": OptionRule(_INTEGER, minimum=0, maximum=STABILITY_MAX_SEED),
         "negative_prompt": _NEGATIVE_PROMPT,
