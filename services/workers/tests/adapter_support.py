@@ -19,6 +19,45 @@ from atelier_workers.adapters.base import ImageRequest, InMemoryResumeStore, Ref
 
 S = TypeVar("S")
 
+# A text-to-image ComfyUI workflow (API format) and the node map that fills it in.
+COMFYUI_CHECKPOINT = "sd_xl_base_1.0.safetensors"
+COMFYUI_TEXT_TO_IMAGE: dict[str, Any] = {
+    "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": COMFYUI_CHECKPOINT}},
+    "5": {
+        "class_type": "EmptyLatentImage",
+        "inputs": {"width": 1024, "height": 1024, "batch_size": 4},
+    },
+    "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["4", 1]}},
+    "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "lowres", "clip": ["4", 1]}},
+    "3": {
+        "class_type": "KSampler",
+        "inputs": {
+            "seed": 0,
+            "steps": 20,
+            "cfg": 7.0,
+            "sampler_name": "euler",
+            "scheduler": "normal",
+            "denoise": 1.0,
+            "model": ["4", 0],
+            "positive": ["6", 0],
+            "negative": ["7", 0],
+            "latent_image": ["5", 0],
+        },
+    },
+    "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
+    "9": {"class_type": "SaveImage", "inputs": {"images": ["8", 0], "filename_prefix": "at/t"}},
+}
+COMFYUI_NODE_MAP: dict[str, Any] = {
+    "prompt": {"node": "6", "input": "text"},
+    "negative_prompt": {"node": "7", "input": "text"},
+    "width": {"node": "5", "input": "width"},
+    "height": {"node": "5", "input": "height"},
+    "seed": {"node": "3", "input": "seed"},
+    "batch_size": {"node": "5", "input": "batch_size"},
+    "steps": "3.steps",
+    "model": {"node": "4", "input": "ckpt_name"},
+}
+
 
 def serve(create: Callable[[S], FastAPI], state: S, suffix: str = "") -> Iterator[tuple[str, S]]:
     """For a module-scoped `fake_server` fixture: `yield from serve(create_x_fake, state)`."""

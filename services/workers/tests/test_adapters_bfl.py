@@ -297,7 +297,6 @@ async def test_hanging_submission_times_out(
 @pytest.mark.parametrize(
     "overrides",
     [
-        {"n": 2},
         {"prompt": ""},
         {"size": "huge"},
         {"model": "flux-pro-1.1", "reference_images": (reference((1, 1, 1)),)},

@@ -11,7 +11,16 @@ from typing import Any
 
 import httpx
 import pytest
-from adapter_support import ProgressLog, failure, picture, serve, wait_until
+from adapter_support import (
+    COMFYUI_CHECKPOINT,
+    COMFYUI_NODE_MAP,
+    COMFYUI_TEXT_TO_IMAGE,
+    ProgressLog,
+    failure,
+    picture,
+    serve,
+    wait_until,
+)
 
 from atelier_contracts.comfyui import PROMPT_NOT_USED_NOTE, parse_node_map
 from atelier_contracts.errors import ErrorClass
@@ -21,55 +30,18 @@ from atelier_workers.adapters.base import ImageRequest, InMemoryResumeStore
 from atelier_workers.adapters.comfyui import ComfyUIAdapter
 
 ADAPTER = ComfyUIAdapter()
-CHECKPOINT = "sd_xl_base_1.0.safetensors"
 
-TEXT_TO_IMAGE: dict[str, Any] = {
-    "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CHECKPOINT}},
-    "5": {
-        "class_type": "EmptyLatentImage",
-        "inputs": {"width": 1024, "height": 1024, "batch_size": 4},
-    },
-    "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["4", 1]}},
-    "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "lowres", "clip": ["4", 1]}},
-    "3": {
-        "class_type": "KSampler",
-        "inputs": {
-            "seed": 0,
-            "steps": 20,
-            "cfg": 7.0,
-            "sampler_name": "euler",
-            "scheduler": "normal",
-            "denoise": 1.0,
-            "model": ["4", 0],
-            "positive": ["6", 0],
-            "negative": ["7", 0],
-            "latent_image": ["5", 0],
-        },
-    },
-    "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
-    "9": {"class_type": "SaveImage", "inputs": {"images": ["8", 0], "filename_prefix": "at/t"}},
-}
-NODE_MAP: dict[str, Any] = {
-    "prompt": {"node": "6", "input": "text"},
-    "negative_prompt": {"node": "7", "input": "text"},
-    "width": {"node": "5", "input": "width"},
-    "height": {"node": "5", "input": "height"},
-    "seed": {"node": "3", "input": "seed"},
-    "batch_size": {"node": "5", "input": "batch_size"},
-    "steps": "3.steps",
-    "model": {"node": "4", "input": "ckpt_name"},
-}
 # Image-to-image: two LoadImage nodes fed from reference images.
 WITH_REFERENCES: dict[str, Any] = {
-    **TEXT_TO_IMAGE,
+    **COMFYUI_TEXT_TO_IMAGE,
     "10": {"class_type": "LoadImage", "inputs": {"image": "missing.png"}},
     "11": {"class_type": "LoadImage", "inputs": {"image": "missing.png"}},
     "12": {"class_type": "VAEEncode", "inputs": {"pixels": ["10", 0], "vae": ["4", 2]}},
     "13": {"class_type": "PreviewImage", "inputs": {"images": ["11", 0]}},
 }
 WITH_REFERENCES["3"] = {
-    **TEXT_TO_IMAGE["3"],
-    "inputs": {**TEXT_TO_IMAGE["3"]["inputs"], "latent_image": ["12", 0]},
+    **COMFYUI_TEXT_TO_IMAGE["3"],
+    "inputs": {**COMFYUI_TEXT_TO_IMAGE["3"]["inputs"], "latent_image": ["12", 0]},
 }
 
 
@@ -87,7 +59,11 @@ def fake(fake_server: tuple[str, FakeComfyUIState]) -> FakeComfyUIState:
 
 
 def _request(base_url: str, **overrides: Any) -> ImageRequest:
-    config = {"workflow": TEXT_TO_IMAGE, "node_map": NODE_MAP, "poll_interval_s": 0.05}
+    config = {
+        "workflow": COMFYUI_TEXT_TO_IMAGE,
+        "node_map": COMFYUI_NODE_MAP,
+        "poll_interval_s": 0.05,
+    }
     config.update(overrides.pop("config", {}))
     values: dict[str, Any] = {
         "model": "default",
@@ -116,7 +92,7 @@ async def test_websocket_success_fills_the_workflow(
         base_url,
         seed=1234,
         negative_prompt="fog",
-        model=CHECKPOINT,
+        model=COMFYUI_CHECKPOINT,
         options={"steps": 6},
         resume=store,
         on_progress=seen,
@@ -136,8 +112,8 @@ async def test_websocket_success_fills_the_workflow(
     assert graph["7"]["inputs"]["text"] == "fog"
     assert graph["5"]["inputs"] == {"width": 320, "height": 256, "batch_size": 1}
     assert (graph["3"]["inputs"]["seed"], graph["3"]["inputs"]["steps"]) == (1234, 6)
-    assert graph["4"]["inputs"]["ckpt_name"] == CHECKPOINT
-    assert TEXT_TO_IMAGE["6"]["inputs"]["text"] == ""  # the profile's workflow is untouched
+    assert graph["4"]["inputs"]["ckpt_name"] == COMFYUI_CHECKPOINT
+    assert COMFYUI_TEXT_TO_IMAGE["6"]["inputs"]["text"] == ""  # the profile's workflow is untouched
     fractions = [fraction for fraction, _ in seen if fraction]
     assert fractions and fractions[-1] == 1.0
     assert any(detail == "running" for _, detail in seen)
@@ -157,7 +133,7 @@ async def test_random_seed_is_chosen_and_reported(
 async def test_no_seed_is_reported_when_the_node_map_has_no_seed_node(
     fake: FakeComfyUIState, base_url: str, client: httpx.AsyncClient
 ) -> None:
-    node_map = {role: target for role, target in NODE_MAP.items() if role != "seed"}
+    node_map = {role: target for role, target in COMFYUI_NODE_MAP.items() if role != "seed"}
     output = await ADAPTER.generate(
         _request(base_url, seed=5, config={"node_map": node_map}), client
     )
@@ -232,7 +208,7 @@ async def test_references_are_uploaded_and_wired_in(
     fake: FakeComfyUIState, base_url: str, client: httpx.AsyncClient
 ) -> None:
     refs = (picture((255, 0, 0)), picture((0, 0, 255)))
-    node_map = {**NODE_MAP, "reference_image": {"node": ["10", "11"], "input": "image"}}
+    node_map = {**COMFYUI_NODE_MAP, "reference_image": {"node": ["10", "11"], "input": "image"}}
     config = {"workflow": WITH_REFERENCES, "node_map": node_map}
     request = _request(base_url, reference_images=refs, config=config)
     output = await ADAPTER.generate(request, client)
@@ -257,7 +233,7 @@ async def test_output_node_choice(
     fake: FakeComfyUIState, base_url: str, client: httpx.AsyncClient
 ) -> None:
     fake.inputs[("", "missing.png")] = picture((1, 2, 3)).data
-    node_map = {**NODE_MAP, "output": {"node": "13"}}
+    node_map = {**COMFYUI_NODE_MAP, "output": {"node": "13"}}
     output = await ADAPTER.generate(
         _request(base_url, config={"workflow": WITH_REFERENCES, "node_map": node_map}), client
     )
@@ -318,7 +294,7 @@ async def test_failures_map_to_the_taxonomy(
 async def test_unknown_node_class_is_invalid_request(
     fake: FakeComfyUIState, base_url: str, client: httpx.AsyncClient
 ) -> None:
-    workflow = {**TEXT_TO_IMAGE, "99": {"class_type": "NotANode", "inputs": {}}}
+    workflow = {**COMFYUI_TEXT_TO_IMAGE, "99": {"class_type": "NotANode", "inputs": {}}}
     error = await _fail(_request(base_url, config={"workflow": workflow}), client)
     assert error.info.error_class is ErrorClass.INVALID_REQUEST
     assert "NotANode does not exist" in (error.info.detail or "")
@@ -334,10 +310,10 @@ async def test_unknown_node_class_is_invalid_request(
         {"node_map": {"prompt": {"node": "404", "input": "text"}}},
         {"node_map": {"prompt": {"node": "6"}}},
         {"node_map": {"prompt": "6.txt"}},  # saved before profiles checked node inputs
-        {"node_map": {**NODE_MAP, "output": {"node": "90"}}},
+        {"node_map": {**COMFYUI_NODE_MAP, "output": {"node": "90"}}},
         {"node_map": {"colour": "6.text"}},
-        {"node_map": NODE_MAP, "reference_images": 1},  # no reference_image node for it
-        {"node_map": {**NODE_MAP, "reference_image": "10.image"}, "reference_images": 2},
+        {"node_map": COMFYUI_NODE_MAP, "reference_images": 1},  # no reference_image node for it
+        {"node_map": {**COMFYUI_NODE_MAP, "reference_image": "10.image"}, "reference_images": 2},
         {"poll_interval_s": 0},
     ],
 )

@@ -155,7 +155,7 @@ async def test_interim_thought_images_are_skipped(
 # --- error mapping -----------------------------------------------------------------------
 
 ERROR_CASES: list[tuple[str, ErrorClass, str | None, float | None]] = [
-    ("block-prompt", ErrorClass.CONTENT_BLOCKED, "input", None),
+    # Auth, rate limit, outage, content block and invalid request: test_adapter_contract.py.
     ("image-safety", ErrorClass.CONTENT_BLOCKED, "output", None),
     ("image-prohibited", ErrorClass.CONTENT_BLOCKED, "output", None),
     ("recitation", ErrorClass.CONTENT_BLOCKED, "output", None),
@@ -163,12 +163,8 @@ ERROR_CASES: list[tuple[str, ErrorClass, str | None, float | None]] = [
     ("image-other", ErrorClass.NO_IMAGE_RETURNED, None, None),
     ("text-only", ErrorClass.NO_IMAGE_RETURNED, None, None),
     ("garbage-image", ErrorClass.NO_IMAGE_RETURNED, None, None),
-    ("429", ErrorClass.RATE_LIMITED, None, 2.0),
     ("429-daily", ErrorClass.QUOTA_EXHAUSTED, None, 2.0),
-    ("400", ErrorClass.INVALID_REQUEST, None, None),
-    ("403", ErrorClass.AUTH, None, None),
     ("401-echo-key", ErrorClass.AUTH, None, None),
-    ("500", ErrorClass.PROVIDER_UNAVAILABLE, None, None),
     ("503", ErrorClass.PROVIDER_UNAVAILABLE, None, None),
     ("504", ErrorClass.TIMEOUT, None, None),
 ]
@@ -219,7 +215,6 @@ async def test_hanging_provider_times_out(
 @pytest.mark.parametrize(
     "overrides",
     [
-        {"n": 2},
         {"prompt": ""},
         {"size": "auto"},
         {"options": {"aspect_ratio": "7:5"}},

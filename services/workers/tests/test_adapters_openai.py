@@ -283,8 +283,6 @@ async def test_fake_rejects_bodies_that_violate_the_schema(
 @pytest.mark.parametrize(
     "overrides",
     [
-        {"n": 0},
-        {"n": 11},
         {"model": "dall-e-3", "n": 2},
         {"prompt": ""},
         {"options": {"quality": "ultra"}},

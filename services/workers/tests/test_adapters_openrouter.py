@@ -287,7 +287,6 @@ async def test_hanging_provider_times_out(
 @pytest.mark.parametrize(
     "overrides",
     [
-        {"n": 2},
         {"prompt": ""},
         {"provider_config": {"api": "completions"}},
         {"options": {"aspect_ratio": "7:5"}},

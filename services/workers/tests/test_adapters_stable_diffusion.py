@@ -192,7 +192,6 @@ async def test_oom_detail_reaches_the_admin(
 @pytest.mark.parametrize(
     "overrides",
     [
-        {"n": 5},
         {"prompt": ""},
         {"base_url": None},
         {"provider_config": {"payload": []}},

@@ -214,7 +214,6 @@ async def test_hanging_provider_times_out(
 @pytest.mark.parametrize(
     "overrides",
     [
-        {"n": 2},
         {"prompt": ""},
         {"size": "auto"},
         {"provider_config": {}},

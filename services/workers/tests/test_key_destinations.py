@@ -4,7 +4,6 @@ says (profiles refuses such a profile; this holds for one saved before, or a for
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -17,7 +16,8 @@ from atelier_contracts.generation import GenerationFailed, GenerationTask
 from atelier_contracts.profiles import CredentialQuery, CredentialReply, ProfileSnapshot
 from atelier_contracts.providers import PROVIDER_BASE_URLS
 from atelier_fakes import run_fake_in_thread
-from atelier_workers.adapters import get_adapter
+from atelier_workers.adapters import ImageRequest, get_adapter
+from atelier_workers.adapters._http import HttpAdapter
 from atelier_workers.credentials import ProviderCredentials
 from atelier_workers.service import WorkerService
 from atelier_workers.settings import Settings
@@ -192,6 +192,8 @@ async def test_without_a_key_nothing_is_withheld() -> None:
 
 
 def test_every_adapter_defaults_to_the_endpoint_profiles_knows() -> None:
+    request = ImageRequest(model="m", prompt="p", size="64x64")
     for provider, url in PROVIDER_BASE_URLS.items():
-        module = importlib.import_module(f"atelier_workers.adapters.{provider}")
-        assert url == module.DEFAULT_BASE_URL, provider
+        adapter = get_adapter(provider)
+        assert isinstance(adapter, HttpAdapter), provider
+        assert adapter.base_url(request) == url, provider

@@ -39,6 +39,10 @@ NETWORKLESS_PROVIDERS = frozenset({"offline"})
 # The offline provider draws each reference image, scaled, into a row along the picture's top;
 # more than four would leave each too small to recognise (ADR 0022).
 OFFLINE_MAX_REFERENCE_IMAGES = 4
+# The offline adapter draws up to four images in one call (image i from seed + i), so callers
+# other than dispatch (the worker's own tests, benchmarks) can exercise multi-image calls;
+# dispatch still asks it for one image per task (`images_per_call`).
+OFFLINE_MAX_IMAGES_PER_CALL = 4
 
 # Providers whose every call makes exactly one image (providers.md A.10).
 _ONE_IMAGE_PER_CALL = frozenset({"openrouter", "gemini", "stability", "bfl", "workersai"})
@@ -59,8 +63,8 @@ def images_per_call(provider: str, model: str) -> int:
     # fal, Replicate and ComfyUI report one seed per call (or none per image), and price or
     # schedule per image anyway: one image per call keeps every image's seed reproducible and
     # gives each its own provider handle to resume.
-    # The offline provider could batch, but one image per task shows per-image progress and
-    # exercises the same fan-out path that single-image providers need.
+    # The offline provider could batch (`OFFLINE_MAX_IMAGES_PER_CALL`), but one image per task
+    # shows per-image progress and exercises the same fan-out path single-image providers need.
     return 1
 
 
@@ -115,34 +119,38 @@ _GPT_IMAGE_OPTIONS: dict[str, OptionRule] = {
     "moderation": OptionRule(_ENUM, frozenset({"low", "auto"})),
     "user": _OPENAI_USER,
 }
-_OPENAI_MODELS: dict[str, ProviderCapabilities] = {
-    "dall-e-2": ProviderCapabilities(
+
+
+def _dalle(
+    model: str, sizes: set[str], options: dict[str, OptionRule], prompt_max_length: int
+) -> ProviderCapabilities:
+    """A DALL·E model: fixed sizes, no reference images, `response_format` and `user` taken."""
+    return ProviderCapabilities(
         "openai",
-        "dall-e-2",
+        model,
         known_model=True,
-        sizes=frozenset({"256x256", "512x512", "1024x1024"}),
-        options={
-            "quality": OptionRule(_ENUM, frozenset({"standard"})),
-            "response_format": _OPENAI_RESPONSE_FORMAT,
-            "user": _OPENAI_USER,
-        },
+        sizes=frozenset(sizes),
+        options={**options, "response_format": _OPENAI_RESPONSE_FORMAT, "user": _OPENAI_USER},
         refused_options=_OPENAI_REFUSED,
         max_reference_images=0,
+        prompt_max_length=prompt_max_length,
+    )
+
+
+_OPENAI_MODELS: dict[str, ProviderCapabilities] = {
+    "dall-e-2": _dalle(
+        "dall-e-2",
+        {"256x256", "512x512", "1024x1024"},
+        {"quality": OptionRule(_ENUM, frozenset({"standard"}))},
         prompt_max_length=1000,
     ),
-    "dall-e-3": ProviderCapabilities(
-        "openai",
+    "dall-e-3": _dalle(
         "dall-e-3",
-        known_model=True,
-        sizes=frozenset({"1024x1024", "1792x1024", "1024x1792"}),
-        options={
+        {"1024x1024", "1792x1024", "1024x1792"},
+        {
             "quality": OptionRule(_ENUM, frozenset({"standard", "hd"})),
             "style": OptionRule(_ENUM, frozenset({"vivid", "natural"})),
-            "response_format": _OPENAI_RESPONSE_FORMAT,
-            "user": _OPENAI_USER,
         },
-        refused_options=_OPENAI_REFUSED,
-        max_reference_images=0,
         prompt_max_length=4000,
     ),
 }
@@ -212,10 +220,13 @@ _NO_NEGATIVE_PROMPT = "{name} takes no negative prompt; say it in the prompt"
 GEMINI_ASPECT_RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9")
 IMAGE_TIERS = ("1K", "2K", "4K")
 STABILITY_ASPECT_RATIOS = ("16:9", "1:1", "21:9", "2:3", "3:2", "4:5", "5:4", "9:16", "9:21")
+GEMINI_PERSON_GENERATION = ("ALLOW_ALL", "ALLOW_ADULT", "ALLOW_NONE")
 GEMINI_MAX_REFERENCE_IMAGES = 14  # Gemini 3 Pro image; smaller models accept fewer in practice
+# Stability's endpoints: core, ultra and sd3, which serves the SD 3.5 models by name.
+STABILITY_SD3_MODELS = frozenset({"sd3.5-large", "sd3.5-large-turbo", "sd3.5-medium"})
+_STABILITY_ALIASES = {"stable-image-core": "core", "stable-image-ultra": "ultra"}
 STABILITY_MODELS = frozenset(
-    {"core", "ultra", "sd3", "sd3.5-large", "sd3.5-large-turbo", "sd3.5-medium"}
-    | {"stable-image-core", "stable-image-ultra"}
+    {"core", "ultra", "sd3"} | STABILITY_SD3_MODELS | set(_STABILITY_ALIASES)
 )
 STABILITY_MAX_SEED = 4_294_967_294
 BFL_MAX_PIXELS = 4 * 1024 * 1024  # FLUX sizes by width/height are scaled down to 4 MP
@@ -256,15 +267,23 @@ def _gemini(model: str) -> ProviderCapabilities:
         options={
             "aspect_ratio": _enum(*GEMINI_ASPECT_RATIOS),
             "image_size": _enum(*IMAGE_TIERS),
-            "person_generation": _enum("ALLOW_ALL", "ALLOW_ADULT", "ALLOW_NONE"),
+            "person_generation": _enum(*GEMINI_PERSON_GENERATION),
         },
         refused_options=_refused("Gemini", "seed", "negative_prompt"),
         max_reference_images=GEMINI_MAX_REFERENCE_IMAGES,
     )
 
 
+def stability_endpoint(model: str) -> str | None:
+    """The Stability endpoint serving `model` (core, ultra or sd3); None for a model it has not."""
+    endpoint = _STABILITY_ALIASES.get(model, model)
+    if endpoint in STABILITY_SD3_MODELS:
+        return "sd3"
+    return endpoint if endpoint in ("core", "ultra", "sd3") else None
+
+
 def _stability(model: str) -> ProviderCapabilities:
-    endpoint = {"stable-image-core": "core", "stable-image-ultra": "ultra"}.get(model, model)
+    endpoint = stability_endpoint(model)
     options: dict[str, OptionRule] = {
         "seed": OptionRule(_INTEGER, minimum=0, maximum=STABILITY_MAX_SEED),
         "negative_prompt": _NEGATIVE_PROMPT,
@@ -287,14 +306,20 @@ def _stability(model: str) -> ProviderCapabilities:
     )
 
 
+def bfl_sizes_by_ratio(model: str) -> bool:
+    """Kontext and Ultra size by aspect ratio; every other FLUX endpoint by width/height."""
+    return model.startswith("flux-kontext") or model.endswith("-ultra")
+
+
 def _bfl(model: str) -> ProviderCapabilities:
-    by_ratio = model.startswith("flux-kontext") or model.endswith("-ultra")
+    # FLUX.2 takes input_image, input_image_2 … input_image_8; Kontext's (experimental)
+    # multi-reference up to four.
     references = 8 if model.startswith("flux-2") else 4 if model.startswith("flux-kontext") else 0
     return ProviderCapabilities(
         "bfl",
         model,
         known_model=model.startswith("flux-"),
-        max_pixels=_WORKER_MAX_PIXELS if by_ratio else BFL_MAX_PIXELS,
+        max_pixels=_WORKER_MAX_PIXELS if bfl_sizes_by_ratio(model) else BFL_MAX_PIXELS,
         options={
             "seed": _SEED,
             "safety_tolerance": OptionRule(_INTEGER, minimum=0, maximum=6),
@@ -331,92 +356,79 @@ def _workersai(model: str) -> ProviderCapabilities:
     )
 
 
-def _falai(model: str) -> ProviderCapabilities:
-    # Reference images go to the app's `reference_field`: how many it takes is the app's.
+def _with_seed(
+    provider: str,
+    model: str,
+    options: Mapping[str, OptionRule],
+    max_reference_images: int | None = None,
+) -> ProviderCapabilities:
+    """A provider whose adapter sends a seed and a negative prompt, at any size the worker
+    decodes, and passes `options` on."""
     return ProviderCapabilities(
-        "falai",
+        provider,
         model,
         known_model=True,
         max_pixels=_WORKER_MAX_PIXELS,
-        options={
-            "seed": _SEED,
-            "negative_prompt": _NEGATIVE_PROMPT,
-            "num_inference_steps": OptionRule(_INTEGER, minimum=1),
-            "guidance_scale": _number(),
-            "enable_safety_checker": OptionRule(_BOOLEAN),
-            "safety_tolerance": OptionRule(_TEXT | _NUMBER),
-            "output_format": _enum("jpeg", "png"),
-            "acceleration": _enum("none", "regular", "high"),
-            "strength": _number(0, 1),
-        },
+        options={"seed": _SEED, "negative_prompt": _NEGATIVE_PROMPT, **options},
+        max_reference_images=max_reference_images,
     )
+
+
+def _falai(model: str) -> ProviderCapabilities:
+    # Reference images go to the app's `reference_field`: how many it takes is the app's.
+    options = {
+        "num_inference_steps": OptionRule(_INTEGER, minimum=1),
+        "guidance_scale": _number(),
+        "enable_safety_checker": OptionRule(_BOOLEAN),
+        "safety_tolerance": OptionRule(_TEXT | _NUMBER),
+        "output_format": _enum("jpeg", "png"),
+        "acceleration": _enum("none", "regular", "high"),
+        "strength": _number(0, 1),
+    }
+    return _with_seed("falai", model, options)
 
 
 def _replicate(model: str) -> ProviderCapabilities:
-    return ProviderCapabilities(
-        "replicate",
-        model,
-        known_model=True,
-        max_pixels=_WORKER_MAX_PIXELS,
-        options={
-            "seed": _SEED,
-            "negative_prompt": _NEGATIVE_PROMPT,
-            "num_inference_steps": OptionRule(_INTEGER, minimum=1),
-            "guidance": _number(),
-            "guidance_scale": _number(),
-            "output_format": _enum("webp", "jpg", "png"),
-            "output_quality": OptionRule(_INTEGER, minimum=0, maximum=100),
-            "safety_tolerance": OptionRule(_INTEGER, minimum=1, maximum=6),
-            "go_fast": OptionRule(_BOOLEAN),
-            "megapixels": OptionRule(_TEXT),
-            "prompt_upsampling": OptionRule(_BOOLEAN),
-            "prompt_strength": _number(0, 1),
-        },
-    )
+    options = {
+        "num_inference_steps": OptionRule(_INTEGER, minimum=1),
+        "guidance": _number(),
+        "guidance_scale": _number(),
+        "output_format": _enum("webp", "jpg", "png"),
+        "output_quality": OptionRule(_INTEGER, minimum=0, maximum=100),
+        "safety_tolerance": OptionRule(_INTEGER, minimum=1, maximum=6),
+        "go_fast": OptionRule(_BOOLEAN),
+        "megapixels": OptionRule(_TEXT),
+        "prompt_upsampling": OptionRule(_BOOLEAN),
+        "prompt_strength": _number(0, 1),
+    }
+    return _with_seed("replicate", model, options)
 
 
 def _comfyui(model: str) -> ProviderCapabilities:
     # The workflow and node map decide what is used: seed and negative prompt need their node
     # map entries, reference images their `reference_image` nodes (checked when a job runs).
-    return ProviderCapabilities(
-        "comfyui",
-        model,
-        known_model=True,
-        max_pixels=_WORKER_MAX_PIXELS,
-        options={
-            "seed": _SEED,
-            "negative_prompt": _NEGATIVE_PROMPT,
-            "steps": OptionRule(_INTEGER, minimum=1),
-        },
-    )
+    return _with_seed("comfyui", model, {"steps": OptionRule(_INTEGER, minimum=1)})
 
 
 def _stable_diffusion(model: str) -> ProviderCapabilities:
-    return ProviderCapabilities(
-        "stable-diffusion",
-        model,
-        known_model=True,
-        max_pixels=_WORKER_MAX_PIXELS,
-        options={
-            "seed": _SEED,
-            "negative_prompt": _NEGATIVE_PROMPT,
-            "steps": OptionRule(_INTEGER, minimum=1),
-            "cfg_scale": _number(),
-            "sampler_name": _STRING,
-            "scheduler": _STRING,
-            "denoising_strength": _number(0, 1),
-            "subseed": OptionRule(_INTEGER),
-            "subseed_strength": _number(0, 1),
-            "restore_faces": OptionRule(_BOOLEAN),
-            "tiling": OptionRule(_BOOLEAN),
-            "enable_hr": OptionRule(_BOOLEAN),
-            "hr_scale": _number(),
-            "hr_upscaler": _STRING,
-            "hr_second_pass_steps": OptionRule(_INTEGER),
-            "distilled_cfg_scale": _number(),
-        },
-        max_reference_images=1,  # img2img repaints one init image
-    )
+    options = {
+        "steps": OptionRule(_INTEGER, minimum=1),
+        "cfg_scale": _number(),
+        "sampler_name": _STRING,
+        "scheduler": _STRING,
+        "denoising_strength": _number(0, 1),
+        "subseed": OptionRule(_INTEGER),
+        "subseed_strength": _number(0, 1),
+        "restore_faces": OptionRule(_BOOLEAN),
+        "tiling": OptionRule(_BOOLEAN),
+        "enable_hr": OptionRule(_BOOLEAN),
+        "hr_scale": _number(),
+        "hr_upscaler": _STRING,
+        "hr_second_pass_steps": OptionRule(_INTEGER),
+        "distilled_cfg_scale": _number(),
+    }
+    # img2img repaints one init image.
+    return _with_seed("stable-diffusion", model, options, max_reference_images=1)
 
 
 _HOSTED_PROVIDERS: dict[str, Callable[[str], ProviderCapabilities]] = {
@@ -430,3 +442,10 @@ _HOSTED_PROVIDERS: dict[str, Callable[[str], ProviderCapabilities]] = {
     "comfyui": _comfyui,
     "stable-diffusion": _stable_diffusion,
 }
+
+
+def passed_on_options(provider: str, model: str) -> frozenset[str]:
+    """The options `provider`'s adapter passes on as they are with `model`: its capability
+    options but seed and negative prompt, which travel in their own request fields."""
+    options = capabilities(provider, model).options
+    return frozenset(options or ()) - {"seed", "negative_prompt"}

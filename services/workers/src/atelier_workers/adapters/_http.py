@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import httpx
 
 from atelier_contracts.errors import ErrorClass
-from atelier_contracts.providers import images_per_call
+from atelier_contracts.providers import PROVIDER_BASE_URLS, images_per_call, passed_on_options
 from atelier_workers.adapters.base import (
     GeneratedImageData,
     GenerationOutput,
@@ -50,6 +50,16 @@ class HttpAdapter:
 
     def max_images_per_call(self, model: str) -> int:
         return images_per_call(self.name, model)
+
+    def base_url(self, request: ImageRequest) -> str:
+        """The profile's base_url, else the provider's own public API (the one origin its key
+        may always go to)."""
+        return (request.base_url or PROVIDER_BASE_URLS[self.name]).rstrip("/")
+
+    def passed_options(self, request: ImageRequest) -> dict[str, Any]:
+        """The request's options this provider takes as they are (its capability table's, seed
+        and negative prompt aside), those that are set."""
+        return passed_options(request.options, passed_on_options(self.name, request.model))
 
     async def generate(self, request: ImageRequest, client: httpx.AsyncClient) -> GenerationOutput:
         return await bounded(self._generate(request, client), request.timeout_s, self.awaited)
@@ -447,12 +457,13 @@ def model_inputs(
     *,
     size_forms: Mapping[str, Callable[[int, int], dict[str, Any]]],
     default_size_form: str,
-    options: frozenset[str],
+    options: Mapping[str, Any],
     reference_field: str,
 ) -> dict[str, Any]:
     """The inputs of a hosted model (fal and Replicate apps): `provider_config.input`, the
-    prompt, the size in the form `provider_config.size_field` names, seed, negative prompt, the
-    options the apps commonly take and reference images as data URIs."""
+    prompt, the size in the form `provider_config.size_field` names, seed, negative prompt,
+    `options` (those the apps commonly take; any other input goes in `provider_config.input`)
+    and reference images as data URIs."""
     width, height = parse_size(request.size)
     config = request.provider_config
     values: dict[str, Any] = dict(map_setting(config, "input"))
@@ -468,7 +479,7 @@ def model_inputs(
         values["seed"] = request.seed
     if request.negative_prompt:
         values["negative_prompt"] = request.negative_prompt
-    values.update(passed_options(request.options, options))
+    values.update(options)
     values.update(reference_uris(request, reference_field))
     return values
 

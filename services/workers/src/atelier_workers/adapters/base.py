@@ -39,13 +39,19 @@ ProgressCallback = Callable[[float | None, str | None], Awaitable[None]]
 
 
 @dataclass(frozen=True)
-class ReferenceImage:
-    """A reference picture the context service validated, downscaled and staged for the model."""
+class EncodedImage:
+    """An encoded picture (PNG, JPEG, WebP...) with its type and size."""
 
     data: bytes = field(repr=False)
     content_type: str
     width: int
     height: int
+
+
+@dataclass(frozen=True)
+class ReferenceImage(EncodedImage):
+    """A reference picture the context service validated, downscaled and staged for the model."""
+
     element_id: str | None = None
 
 
@@ -108,11 +114,9 @@ class ImageRequest:
 
 
 @dataclass(frozen=True)
-class GeneratedImageData:
-    data: bytes = field(repr=False)
-    content_type: str
-    width: int
-    height: int
+class GeneratedImageData(EncodedImage):
+    """A picture the provider made, with the seed that reproduces it when known."""
+
     seed: int | None = None
     revised_prompt: str | None = None
 

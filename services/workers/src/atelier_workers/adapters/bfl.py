@@ -22,7 +22,7 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 
 from atelier_contracts.errors import ErrorClass
-from atelier_contracts.providers import BFL_MAX_PIXELS
+from atelier_contracts.providers import BFL_MAX_PIXELS, bfl_sizes_by_ratio, capabilities
 from atelier_workers.adapters import _http
 from atelier_workers.adapters.base import (
     GenerationOutput,
@@ -32,14 +32,9 @@ from atelier_workers.adapters.base import (
 )
 from atelier_workers.adapters.sizes import WIDE_ASPECT_RATIOS, nearest_aspect_ratio
 
-DEFAULT_BASE_URL = "https://api.bfl.ai/v1"
 DEFAULT_POLL_INTERVAL_S = 0.5  # BFL's own examples poll twice a second
 MAX_PIXELS = BFL_MAX_PIXELS
 MIN_SIDE = 64
-# Options passed through as body fields when set.
-_OPTIONS = frozenset(
-    {"safety_tolerance", "output_format", "steps", "guidance", "prompt_upsampling", "raw"}
-)
 _PENDING = frozenset({"Pending", "Processing", "Queued"})
 _TASK_NOT_FOUND = "Task not found"
 
@@ -58,11 +53,11 @@ class BFLAdapter(_http.HttpAdapter):
 
     def build_body(self, request: ImageRequest) -> dict[str, Any]:
         """The submission body; raises `invalid_request` instead of sending a bad one."""
-        self.check_request(request, max_reference_images(request.model))
+        self.check_request(request, capabilities(self.name, request.model).max_reference_images)
         _http.poll_interval(request.provider_config, DEFAULT_POLL_INTERVAL_S)  # fail before we pay
         width, height = parse_size(request.size)
         body: dict[str, Any] = {"prompt": request.prompt}
-        if uses_aspect_ratio(request.model):
+        if bfl_sizes_by_ratio(request.model):
             body["aspect_ratio"] = nearest_aspect_ratio(width, height, WIDE_ASPECT_RATIOS)
         else:
             body["width"], body["height"] = flux_dimensions(width, height)
@@ -71,13 +66,13 @@ class BFLAdapter(_http.HttpAdapter):
         for index, ref in enumerate(request.reference_images):
             key = "input_image" if index == 0 else f"input_image_{index + 1}"
             body[key] = base64.b64encode(ref.data).decode("ascii")
-        body.update(_http.passed_options(request.options, _OPTIONS))
+        body.update(self.passed_options(request))
         return body
 
     async def _run(
         self, request: ImageRequest, body: dict[str, Any], client: httpx.AsyncClient
     ) -> GenerationOutput:
-        base = (request.base_url or DEFAULT_BASE_URL).rstrip("/")
+        base = self.base_url(request)
         handle = await request.resume.load()
         if handle and isinstance(handle.get("polling_url"), str):
             try:
@@ -214,19 +209,6 @@ class BFLAdapter(_http.HttpAdapter):
         if response.status_code != 200:
             raise error_from_response(response, secrets)
         return _http.json_object(response, None)
-
-
-def uses_aspect_ratio(model: str) -> bool:
-    """Kontext and Ultra size by aspect ratio; every other FLUX endpoint by width/height."""
-    return model.startswith("flux-kontext") or model.endswith("-ultra")
-
-
-def max_reference_images(model: str) -> int:
-    if model.startswith("flux-2"):
-        return 8  # input_image, input_image_2 … input_image_8
-    if model.startswith("flux-kontext"):
-        return 4  # Kontext's (experimental) multi-reference takes up to four
-    return 0
 
 
 def flux_dimensions(width: int, height: int) -> tuple[int, int]:

@@ -38,20 +38,7 @@ from atelier_workers.adapters.sizes import WIDE_ASPECT_RATIOS, nearest_aspect_ra
 
 log = logging.getLogger("atelier.workers.falai")
 
-DEFAULT_BASE_URL = "https://queue.fal.run"
 DEFAULT_POLL_INTERVAL_S = 1.0
-# Inputs most fal image apps share; anything else goes through `provider_config["input"]`.
-_OPTION_INPUTS = frozenset(
-    {
-        "num_inference_steps",
-        "guidance_scale",
-        "enable_safety_checker",
-        "safety_tolerance",
-        "output_format",
-        "acceleration",
-        "strength",
-    }
-)
 _HANDLE_KEYS = ("request_id", "status_url", "response_url", "cancel_url")
 _STATUSES = frozenset({"IN_QUEUE", "IN_PROGRESS", "COMPLETED"})
 # `provider_config.size_field`: how a `WxH` size is sent.
@@ -88,7 +75,7 @@ class FalAdapter(_http.HttpAdapter):
             request,
             size_forms=_SIZE_FORMS,
             default_size_form="image_size",
-            options=_OPTION_INPUTS,
+            options=self.passed_options(request),
             reference_field="image_urls",
         )
         body["num_images"] = request.n
@@ -119,7 +106,7 @@ class FalAdapter(_http.HttpAdapter):
     async def _submit(
         self, request: ImageRequest, body: dict[str, Any], client: httpx.AsyncClient
     ) -> dict[str, Any]:
-        base = (request.base_url or DEFAULT_BASE_URL).rstrip("/")
+        base = self.base_url(request)
         model = request.model.strip("/")
         if not model:
             raise ProviderError.of(ErrorClass.INVALID_REQUEST, "no fal app id (owner/app) given")

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 
 from atelier_contracts.errors import ErrorClass
-from atelier_contracts.providers import GEMINI_MAX_REFERENCE_IMAGES
+from atelier_contracts.providers import GEMINI_MAX_REFERENCE_IMAGES, GEMINI_PERSON_GENERATION
 from atelier_workers.adapters import _http
 from atelier_workers.adapters.base import (
     GeneratedImageData,
@@ -27,9 +27,6 @@ from atelier_workers.adapters.base import (
     ProviderError,
 )
 from atelier_workers.adapters.sizes import GEMINI_ASPECT_RATIOS, ratio_and_tier
-
-DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com/v1beta"
-_PERSON_GENERATION = frozenset({"ALLOW_ALL", "ALLOW_ADULT", "ALLOW_NONE"})
 
 # Candidate finish reasons that mean "the model made (or began) an image and a filter removed
 # it": the prompt itself passed, so the block is at the output stage.
@@ -78,11 +75,11 @@ class GeminiAdapter(_http.HttpAdapter):
             image_config["imageSize"] = tier
         person = request.options.get("person_generation")
         if person is not None:
-            if person not in _PERSON_GENERATION:
+            if person not in GEMINI_PERSON_GENERATION:
                 raise ProviderError.of(
                     ErrorClass.INVALID_REQUEST,
                     f"option person_generation={person!r} must be one of: "
-                    + ", ".join(sorted(_PERSON_GENERATION)),
+                    + ", ".join(sorted(GEMINI_PERSON_GENERATION)),
                 )
             image_config["personGeneration"] = person
         modalities = request.provider_config.get("response_modalities") or ["TEXT", "IMAGE"]
@@ -101,7 +98,7 @@ class GeminiAdapter(_http.HttpAdapter):
     async def _call(
         self, request: ImageRequest, body: dict[str, Any], client: httpx.AsyncClient
     ) -> GenerationOutput:
-        base = (request.base_url or DEFAULT_BASE_URL).rstrip("/")
+        base = self.base_url(request)
         url = f"{base}/models/{request.model}:generateContent"
         # The header, never `?key=`: a query string ends up in proxy logs and exception texts.
         headers = {"x-goog-api-key": request.api_key} if request.api_key else {}

@@ -25,7 +25,7 @@ import httpx
 from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
 
 from atelier_contracts.errors import ErrorClass
-from atelier_contracts.providers import OFFLINE_MAX_REFERENCE_IMAGES
+from atelier_contracts.providers import OFFLINE_MAX_IMAGES_PER_CALL, OFFLINE_MAX_REFERENCE_IMAGES
 from atelier_workers.adapters.base import (
     GeneratedImageData,
     GenerationOutput,
@@ -35,8 +35,6 @@ from atelier_workers.adapters.base import (
     parse_size,
 )
 
-MAX_IMAGES_PER_CALL = 4
-MAX_REFERENCE_IMAGES = OFFLINE_MAX_REFERENCE_IMAGES
 # The reference row takes at most this share of the picture's height.
 _REFERENCE_ROW_SHARE = 0.4
 # `@seed=N` scopes it to the call sent that seed: one image of a job fails, the others land.
@@ -58,20 +56,21 @@ class OfflineAdapter:
     name: str = "offline"
 
     def max_images_per_call(self, model: str) -> int:
-        return MAX_IMAGES_PER_CALL
+        return OFFLINE_MAX_IMAGES_PER_CALL
 
     async def generate(self, request: ImageRequest, client: httpx.AsyncClient) -> GenerationOutput:
         raise_scripted_failure(request.prompt, request.seed)
         width, height = parse_size(request.size)
-        if not 1 <= request.n <= MAX_IMAGES_PER_CALL:
+        limit = self.max_images_per_call(request.model)
+        if not 1 <= request.n <= limit:
             raise ProviderError.of(
                 ErrorClass.INVALID_REQUEST,
-                f"offline makes 1..{MAX_IMAGES_PER_CALL} images per call, not n={request.n}",
+                f"offline makes 1..{limit} images per call, not n={request.n}",
             )
-        if len(request.reference_images) > MAX_REFERENCE_IMAGES:
+        if len(request.reference_images) > OFFLINE_MAX_REFERENCE_IMAGES:
             raise ProviderError.of(
                 ErrorClass.INVALID_REQUEST,
-                f"offline takes at most {MAX_REFERENCE_IMAGES} reference images, "
+                f"offline takes at most {OFFLINE_MAX_REFERENCE_IMAGES} reference images, "
                 f"not {len(request.reference_images)}",
             )
         delay_s = _delay_of(request.options)

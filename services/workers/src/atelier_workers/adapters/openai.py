@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 
 from atelier_contracts.errors import ErrorClass
-from atelier_contracts.providers import capabilities, is_gpt_image
+from atelier_contracts.providers import capabilities
 from atelier_workers.adapters import _http
 from atelier_workers.adapters.base import (
     GeneratedImageData,
@@ -22,9 +22,6 @@ from atelier_workers.adapters.base import (
     ImageRequest,
     ProviderError,
 )
-
-DEFAULT_BASE_URL = "https://api.openai.com/v1"
-MAX_REFERENCE_IMAGES = 16  # CreateImageEditRequest: `image` takes at most 16 files
 
 # Allowed values, copied from CreateImageRequest's enums; `None` means "any string".
 _ENUMS: dict[str, frozenset[str] | None] = {
@@ -50,10 +47,6 @@ def _options_for(model: str) -> frozenset[str]:
     return frozenset(options) if options is not None else _ANY_MODEL_OPTIONS
 
 
-# `/images/edits` knows no `moderation`; everything else a GPT-image body holds it takes too.
-_EDIT_FIELDS = frozenset({"model", "prompt", "n", "size"}) | (
-    _options_for("gpt-image-1") - {"moderation"}
-)
 _REFERENCE_EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 
 
@@ -79,15 +72,15 @@ class OpenAIAdapter(_http.HttpAdapter):
         for key, value in request.options.items():
             if key in allowed and value is not None:
                 body[key] = _checked_option(key, value)
-        if _is_dalle(request.model) and "response_format" not in body:
-            # Ask for base64: the default, `url`, costs a second round trip and expires.
+        if _takes_response_format(request.model) and "response_format" not in body:
+            # Ask for base64 (DALL·E): the default, `url`, costs a second round trip and expires.
             body["response_format"] = "b64_json"
         return body
 
     async def _call(
         self, request: ImageRequest, body: dict[str, Any], client: httpx.AsyncClient
     ) -> GenerationOutput:
-        base = (request.base_url or DEFAULT_BASE_URL).rstrip("/")
+        base = self.base_url(request)
         # No key means a keyless OpenAI-compatible gateway: send no header rather than "Bearer ".
         headers = _http.bearer(request)
         secrets = (request.api_key,)
@@ -128,18 +121,22 @@ class OpenAIAdapter(_http.HttpAdapter):
 
 
 def takes_reference_images(model: str) -> bool:
-    """GPT-image models take up to 16 reference images on `/images/edits`; DALL·E 2's edit is an
-    inpainting of one square PNG, not a reference, and DALL·E 3 has no edit at all."""
-    return is_gpt_image(model)
+    """GPT-image models take up to 16 reference images on `/images/edits` (the capability
+    table's); DALL·E 2's edit is an inpainting of one square PNG, not a reference, and DALL·E 3
+    has no edit at all."""
+    return bool(capabilities("openai", model).max_reference_images)
 
 
 def edit_fields(body: dict[str, Any]) -> dict[str, str]:
-    """The generation body as `/images/edits` form fields (multipart sends text)."""
-    return {key: str(value) for key, value in body.items() if key in _EDIT_FIELDS}
+    """A GPT-image generation body as `/images/edits` form fields (multipart sends text);
+    the edits endpoint knows no `moderation`, everything else such a body holds it takes too."""
+    return {key: str(value) for key, value in body.items() if key != "moderation"}
 
 
 def reference_files(request: ImageRequest) -> list[tuple[str, tuple[str, bytes, str]]]:
-    """One `image[]` part per reference image, in order, named so the type is plain."""
+    """One `image[]` part per reference image, in order, named so the type is plain (at most
+    as many as the model takes)."""
+    limit = capabilities("openai", request.model).max_reference_images
     return [
         (
             "image[]",
@@ -149,7 +146,7 @@ def reference_files(request: ImageRequest) -> list[tuple[str, tuple[str, bytes, 
                 image.content_type,
             ),
         )
-        for number, image in enumerate(request.reference_images[:MAX_REFERENCE_IMAGES], start=1)
+        for number, image in enumerate(request.reference_images[:limit], start=1)
     ]
 
 
@@ -233,8 +230,9 @@ def _moderation_stage(body: Any, error: dict[str, Any]) -> str:
     return stage if stage in ("input", "output") else "input"
 
 
-def _is_dalle(model: str) -> bool:
-    return model in ("dall-e-2", "dall-e-3")
+def _takes_response_format(model: str) -> bool:
+    options = capabilities("openai", model).options
+    return options is not None and "response_format" in options
 
 
 def _checked_option(key: str, value: Any) -> Any:

@@ -30,7 +30,6 @@ from atelier_workers.adapters.base import (
 from atelier_workers.adapters.gemini import BLOCKED_OUTPUT_REASONS
 from atelier_workers.adapters.sizes import GEMINI_ASPECT_RATIOS, ratio_and_tier
 
-DEFAULT_BASE_URL = "https://openrouter.ai/api/v1"
 APIS = ("chat", "images")
 # Models that only output images reject `modalities: ["image", "text"]` (A.2).
 _IMAGE_ONLY_PREFIXES = ("black-forest-labs/", "sourceful/")
@@ -106,7 +105,7 @@ class OpenRouterAdapter(_http.HttpAdapter):
     async def _call(
         self, request: ImageRequest, api: str, body: dict[str, Any], client: httpx.AsyncClient
     ) -> GenerationOutput:
-        base = (request.base_url or DEFAULT_BASE_URL).rstrip("/")
+        base = self.base_url(request)
         url = f"{base}/images" if api == "images" else f"{base}/chat/completions"
         headers = _headers(request)
         secrets = (request.api_key,)

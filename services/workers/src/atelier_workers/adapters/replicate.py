@@ -42,24 +42,9 @@ from atelier_workers.adapters.sizes import WIDE_ASPECT_RATIOS, nearest_aspect_ra
 
 log = logging.getLogger("atelier.workers.replicate")
 
-DEFAULT_BASE_URL = "https://api.replicate.com/v1"
 DEFAULT_PREFER_WAIT_S = 5
 MAX_PREFER_WAIT_S = 60  # Replicate's own ceiling for `Prefer: wait=N`
 DEFAULT_POLL_INTERVAL_S = 1.0
-_OPTION_INPUTS = frozenset(
-    {
-        "num_inference_steps",
-        "guidance",
-        "guidance_scale",
-        "output_format",
-        "output_quality",
-        "safety_tolerance",
-        "go_fast",
-        "megapixels",
-        "prompt_upsampling",
-        "prompt_strength",
-    }
-)
 _VERSION_RE = re.compile(r"^[0-9a-f]{64}$")
 _SEED_LOG_RE = re.compile(r"[Uu]sing seed:?\s*(\d+)")
 _PERCENT_LOG_RE = re.compile(r"(\d{1,3})%\|")
@@ -94,13 +79,13 @@ class ReplicateAdapter(_http.HttpAdapter):
     def build_call(self, request: ImageRequest) -> tuple[str, dict[str, Any]]:
         """The create URL and JSON body; raises `invalid_request` instead of sending a bad one."""
         self.check_request(request)
-        base = (request.base_url or DEFAULT_BASE_URL).rstrip("/")
+        base = self.base_url(request)
         body: dict[str, Any] = {
             "input": _http.model_inputs(
                 request,
                 size_forms=_SIZE_FORMS,
                 default_size_form="aspect_ratio",
-                options=_OPTION_INPUTS,
+                options=self.passed_options(request),
                 reference_field="input_images",
             )
         }

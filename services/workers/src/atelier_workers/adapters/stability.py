@@ -17,7 +17,13 @@ from typing import Any
 import httpx
 
 from atelier_contracts.errors import ErrorClass
-from atelier_contracts.providers import STABILITY_ASPECT_RATIOS, STABILITY_MAX_SEED
+from atelier_contracts.providers import (
+    STABILITY_ASPECT_RATIOS,
+    STABILITY_MAX_SEED,
+    STABILITY_SD3_MODELS,
+    capabilities,
+    stability_endpoint,
+)
 from atelier_workers.adapters import _http
 from atelier_workers.adapters.base import (
     GeneratedImageData,
@@ -28,16 +34,10 @@ from atelier_workers.adapters.base import (
 )
 from atelier_workers.adapters.sizes import pinned_ratio
 
-DEFAULT_BASE_URL = "https://api.stability.ai/v2beta"
-SD3_MODELS = frozenset({"sd3.5-large", "sd3.5-large-turbo", "sd3.5-medium"})
-_ENDPOINT_ALIASES = {"stable-image-core": "core", "stable-image-ultra": "ultra"}
 _OUTPUT_FORMATS = frozenset({"png", "jpeg", "webp"})
-# Options passed through as form fields, per endpoint; the API refuses fields it doesn't know.
-_ENDPOINT_OPTIONS = {
-    "core": frozenset({"style_preset"}),
-    "ultra": frozenset({"strength"}),
-    "sd3": frozenset({"strength", "cfg_scale"}),
-}
+# Options with a form field of their own (checked or mapped first); the endpoint's other options
+# (the capability table's) pass through as they are.
+_OWN_FIELDS = frozenset({"aspect_ratio", "output_format"})
 _DEFAULT_STRENGTH = "0.7"  # keep the reference recognisable while letting the prompt steer
 
 
@@ -54,17 +54,15 @@ class StabilityAdapter(_http.HttpAdapter):
         Every field goes as a multipart part, even without an image: the API takes nothing else.
         """
         self.check_request(request)
-        endpoint = _ENDPOINT_ALIASES.get(request.model, request.model)
-        if endpoint in SD3_MODELS:
-            endpoint = "sd3"
-        if endpoint not in _ENDPOINT_OPTIONS:
+        endpoint = stability_endpoint(request.model)
+        if endpoint is None:
             raise ProviderError.of(
                 ErrorClass.INVALID_REQUEST,
                 f"unknown stability model {request.model!r}; use core, ultra, sd3 or "
-                + ", ".join(sorted(SD3_MODELS)),
+                + ", ".join(sorted(STABILITY_SD3_MODELS)),
             )
         references = request.reference_images
-        if len(references) > (0 if endpoint == "core" else 1):
+        if len(references) > (capabilities(self.name, request.model).max_reference_images or 0):
             raise ProviderError.of(
                 ErrorClass.INVALID_REQUEST,
                 f"stability {endpoint} takes {'no' if endpoint == 'core' else 'one'} reference "
@@ -102,11 +100,10 @@ class StabilityAdapter(_http.HttpAdapter):
             width, height = parse_size(request.size)
             ratio = pinned_ratio(request.options, STABILITY_ASPECT_RATIOS, width, height)
             fields.append(("aspect_ratio", (None, ratio)))
-        for key, value in request.options.items():
-            if key in _ENDPOINT_OPTIONS[endpoint] and value is not None:
-                if key == "strength" and not references:
-                    continue  # strength without an image is a 400
-                fields.append((key, (None, str(value))))
+        for key, value in self.passed_options(request).items():
+            if key in _OWN_FIELDS or (key == "strength" and not references):
+                continue  # own fields are set above; strength without an image is a 400
+            fields.append((key, (None, str(value))))
         return endpoint, fields
 
     async def _call(
@@ -116,7 +113,7 @@ class StabilityAdapter(_http.HttpAdapter):
         fields: list[tuple[str, Any]],
         client: httpx.AsyncClient,
     ) -> GenerationOutput:
-        base = (request.base_url or DEFAULT_BASE_URL).rstrip("/")
+        base = self.base_url(request)
         url = f"{base}/stable-image/generate/{endpoint}"
         headers = {"Accept": "image/*", **_http.bearer(request)}
         client_id = request.provider_config.get("client_id")

@@ -45,26 +45,6 @@ log = logging.getLogger("atelier.workers.stable_diffusion")
 DEFAULT_POLL_INTERVAL_S = 1.0
 # img2img's own default: keeps the reference's composition while repainting details.
 DEFAULT_DENOISING_STRENGTH = 0.75
-# Request fields a profile or user may set through `options` (A1111's StableDiffusion*Processing
-# API models); everything else belongs in `provider_config["payload"]`.
-_OPTION_FIELDS = frozenset(
-    {
-        "steps",
-        "cfg_scale",
-        "sampler_name",
-        "scheduler",
-        "denoising_strength",
-        "subseed",
-        "subseed_strength",
-        "restore_faces",
-        "tiling",
-        "enable_hr",
-        "hr_scale",
-        "hr_upscaler",
-        "hr_second_pass_steps",
-        "distilled_cfg_scale",
-    }
-)
 # Model names that mean "whatever checkpoint the server has loaded".
 _CURRENT_MODEL = frozenset({"", "default", "current"})
 
@@ -122,7 +102,7 @@ class StableDiffusionAdapter(_http.HttpAdapter):
                 "save_images": False,
             }
         )
-        body.update(_http.passed_options(request.options, _OPTION_FIELDS))
+        body.update(self.passed_options(request))
         if request.model.strip() not in _CURRENT_MODEL:
             override = dict(body.get("override_settings") or {})
             override["sd_model_checkpoint"] = request.model.strip()

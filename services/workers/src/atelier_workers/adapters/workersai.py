@@ -25,13 +25,9 @@ from atelier_workers.adapters.base import (
     parse_size,
 )
 
-DEFAULT_BASE_URL = "https://api.cloudflare.com/client/v4"
 MIN_SIDE, MAX_SIDE = 256, WORKERSAI_MAX_SIDE
 MAX_REFERENCES_MULTIPART = 4  # FLUX.2 on Workers AI takes up to four input images
 MAX_REFERENCES_JSON = 1  # img2img models take one init image
-# Options passed through when set; the model's own schema decides which it takes (steps for
-# FLUX, num_steps for Stable Diffusion...).
-_OPTIONS = frozenset({"num_steps", "steps", "guidance", "strength"})
 # Cloudflare error codes with a meaning beyond the HTTP status.
 _CODE_CAPACITY = 3040  # "Capacity temporarily exceeded": their side, retry later
 _CODE_DAILY_LIMIT = 4006  # free daily neuron allocation used up
@@ -53,7 +49,7 @@ class WorkersAIAdapter(_http.HttpAdapter):
                 ErrorClass.INVALID_REQUEST,
                 "workersai needs provider_config account_id (the Cloudflare account id)",
             )
-        base = (request.base_url or DEFAULT_BASE_URL).rstrip("/")
+        base = self.base_url(request)
         return f"{base}/accounts/{account_id.strip()}/ai/run/{request.model}"
 
     def uses_multipart(self, request: ImageRequest) -> bool:
@@ -73,7 +69,7 @@ class WorkersAIAdapter(_http.HttpAdapter):
         if request.reference_images:
             # The img2img schema's base64 form of its init image.
             body["image_b64"] = base64.b64encode(request.reference_images[0].data).decode()
-        body.update(_http.passed_options(request.options, _OPTIONS))
+        body.update(self.passed_options(request))
         return body
 
     def build_form(self, request: ImageRequest) -> list[tuple[str, Any]]:
@@ -87,10 +83,7 @@ class WorkersAIAdapter(_http.HttpAdapter):
         ]
         if request.seed is not None:
             fields.append(("seed", (None, str(request.seed))))
-        fields += [
-            (key, (None, str(value)))
-            for key, value in _http.passed_options(request.options, _OPTIONS).items()
-        ]
+        fields += [(key, (None, str(value))) for key, value in self.passed_options(request).items()]
         for index, ref in enumerate(request.reference_images):
             fields.append((f"input_image_{index}", (f"ref{index}", ref.data, ref.content_type)))
         return fields
