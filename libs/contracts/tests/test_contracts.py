@@ -10,11 +10,11 @@ from atelier_contracts.jobs import (
     ElementImage,
     FallbackPlan,
     JobImage,
-    JobRequested,
     Target,
 )
-from atelier_contracts.profiles import ProfileSnapshot, nearest_size
+from atelier_contracts.profiles import nearest_size
 from atelier_contracts.subjects import job_status
+from atelier_contracts.testing import job_requested, profile_snapshot
 
 
 def test_every_message_exports_a_schema(tmp_path: Path) -> None:
@@ -64,31 +64,13 @@ def test_nearest_size_goes_by_pixel_area_then_aspect_ratio() -> None:
 
 
 def test_a_job_carries_at_most_max_fallbacks_and_images_say_who_made_them() -> None:
-    snapshot = ProfileSnapshot(
-        id="b",
-        name="B",
-        provider="offline",
-        model="offline-sketch",
-        timeout_s=60,
-        prompt_max_length=4000,
-        max_reference_images=0,
-        credit_cost=2,
-    )
+    snapshot = profile_snapshot(id="b", name="B", credit_cost=2)
     plan = FallbackPlan(profile=snapshot, size="1024x1024")
     assert (plan.options, plan.notes) == ({}, [])
-    fields = {
-        "job_id": "j",
-        "user_id": "u",
-        "project": "alpha",
-        "profile": snapshot,
-        "prompt": "A lighthouse",
-        "size": "1024x1024",
-        "count": 1,
-    }
-    assert JobRequested(**fields).fallbacks == []  # a publisher that plans none
-    assert len(JobRequested(**fields, fallbacks=[plan] * MAX_FALLBACKS).fallbacks) == 4
+    assert job_requested().fallbacks == []  # a publisher that plans none
+    assert len(job_requested(fallbacks=[plan] * MAX_FALLBACKS).fallbacks) == 4
     with pytest.raises(ValidationError):
-        JobRequested(**fields, fallbacks=[plan] * (MAX_FALLBACKS + 1))
+        job_requested(fallbacks=[plan] * (MAX_FALLBACKS + 1))
     # Images from an older dispatch carry no producer: all four fields are optional.
     image = JobImage(media_id="m", index=0, width=1, height=1, content_type="image/png")
     assert (image.profile_id, image.credit_cost, image.fallback_reason) == (None, None, None)

@@ -18,7 +18,7 @@ from atelier_contracts.jobs import (
     SendToggles,
     Target,
 )
-from atelier_contracts.profiles import ProfileSnapshot
+from atelier_contracts.testing import job_requested, profile_snapshot
 
 
 def _request(
@@ -31,24 +31,9 @@ def _request(
     description: str | None = None,
     **options: Any,
 ) -> JobRequested:
-    profile = ProfileSnapshot(
-        id="p1",
-        name="P",
-        provider="offline",
-        model="m",
-        timeout_s=60,
-        prompt_max_length=limit,
-        max_reference_images=0,
-        credit_cost=1,
-    )
-    return JobRequested(
-        job_id="j1",
-        user_id="u1",
-        project="proj",
-        profile=profile,
+    return job_requested(
+        profile=profile_snapshot(prompt_max_length=limit),
         prompt=prompt,
-        size="256x256",
-        count=1,
         options=options,
         context=GenerationContext(
             elements=elements, project_title=title, project_description=description

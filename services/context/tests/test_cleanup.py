@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
 
 import pytest
 from faststream.nats import NatsBroker, TestNatsBroker
@@ -16,20 +15,21 @@ from atelier_contracts.jobs import (
     ContextElement,
     ElementImage,
     GenerationContext,
-    JobProgress,
     JobRequested,
     JobStatus,
     JobStatusChanged,
-    JobView,
 )
-from atelier_contracts.profiles import ProfileSnapshot
 from atelier_contracts.subjects import Subject, job_finished
+from atelier_contracts.testing import job_requested, job_view, profile_snapshot
 from atelier_devstack import S3Info
 from atelier_storage import ObjectStore
 
 pytestmark = pytest.mark.integration  # a real SeaweedFS
 
 PROJECT = "proj-1"
+REFS = profile_snapshot(
+    name="Refs model", provider="openai", model="gpt-image-1", max_reference_images=2
+)
 
 
 @pytest.fixture
@@ -73,48 +73,25 @@ def requested(job_id: str, data_url: str) -> JobRequested:
         ContextElement(id=name, name=name.title(), image=ElementImage(data_url=data_url))
         for name in ("mara", "harbour")
     ]
-    return JobRequested(
+    return job_requested(
         job_id=job_id,
-        user_id="u",
         project=PROJECT,
-        profile=ProfileSnapshot(
-            id="p",
-            name="Refs model",
-            provider="openai",
-            model="gpt-image-1",
-            timeout_s=60,
-            prompt_max_length=4000,
-            max_reference_images=2,
-            credit_cost=1,
-        ),
+        profile=REFS,
         prompt="A harbour at dusk",
-        size="1024x1024",
-        count=1,
         context=GenerationContext(elements=elements),
     )
 
 
 def status(job_id: str, value: JobStatus, assembled_prompt: str | None = None) -> JobStatusChanged:
-    now = datetime.now(UTC)
-    return JobStatusChanged(
-        job=JobView(
-            id=job_id,
-            project=PROJECT,
-            user_id="u",
-            profile_id="p",
-            profile_name="Refs model",
-            provider="openai",
-            model="gpt-image-1",
-            status=value,
-            prompt="A harbour at dusk",
-            assembled_prompt=assembled_prompt,
-            size="1024x1024",
-            count=1,
-            progress=JobProgress(total=1),
-            created_at=now,
-            updated_at=now,
-        )
+    view = job_view(
+        id=job_id,
+        project=PROJECT,
+        profile=REFS,
+        status=value,
+        prompt="A harbour at dusk",
+        assembled_prompt=assembled_prompt,
     )
+    return JobStatusChanged(job=view)
 
 
 async def test_a_final_status_deletes_the_jobs_staged_references_and_nothing_else(

@@ -4,9 +4,9 @@ from faststream.nats import TestNatsBroker
 
 from atelier_context.main import create_app
 from atelier_context.settings import Settings
-from atelier_contracts.jobs import JobEnriched, JobRequested
-from atelier_contracts.profiles import ProfileSnapshot
+from atelier_contracts.jobs import JobEnriched
 from atelier_contracts.subjects import Subject
+from atelier_contracts.testing import job_requested
 
 
 async def test_requested_job_is_enriched_and_published() -> None:
@@ -18,26 +18,7 @@ async def test_requested_job_is_enriched_and_published() -> None:
     async def capture(event: JobEnriched) -> None:
         received.append(event)
 
-    profile = ProfileSnapshot(
-        id="p",
-        name="P",
-        provider="offline",
-        model="m",
-        timeout_s=60,
-        prompt_max_length=100,
-        max_reference_images=0,
-        credit_cost=1,
-    )
-    request = JobRequested(
-        job_id="j1",
-        user_id="u",
-        project="proj",
-        profile=profile,
-        prompt="A lighthouse",
-        size="256x256",
-        count=1,
-        occurred_at=datetime.now(UTC),
-    )
+    request = job_requested(job_id="j1", prompt="A lighthouse", occurred_at=datetime.now(UTC))
     async with TestNatsBroker(broker) as test_broker:
         await test_broker.publish(request, Subject.JOBS_REQUESTED)
     assert len(received) == 1

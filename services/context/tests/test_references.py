@@ -10,7 +10,6 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -33,6 +32,7 @@ from atelier_contracts.jobs import (
 from atelier_contracts.media import MediaItem, MediaQuery, MediaReply
 from atelier_contracts.profiles import ProfileSnapshot
 from atelier_contracts.subjects import JOBS_STREAM, Subject
+from atelier_contracts.testing import job_requested, media_item, profile_snapshot
 from atelier_devstack import S3Info
 from atelier_messaging import query
 from atelier_storage import ObjectStore
@@ -54,25 +54,8 @@ class Media:
         media_id = str(uuid.uuid4())
         key = f"originals/{media_id}.png"
         await self.store.put_bytes(self.bucket, key, data, "image/png")
-        self.items[media_id] = MediaItem(
-            id=media_id,
-            project=project,
-            job_id="old-job",
-            task_id="old-task",
-            index=0,
-            content_type="image/png",
-            width=1,
-            height=1,
-            size_bytes=len(data),
-            sha256="00" * 32,
-            original_key=key,
-            thumbnail_key=f"thumbnails/{media_id}.webp",
-            profile_id="p",
-            provider="offline",
-            model="m",
-            prompt="earlier",
-            size="64x64",
-            created_at=datetime.now(UTC),
+        self.items[media_id] = media_item(
+            id=media_id, project=project, size_bytes=len(data), original_key=key
         )
         return media_id
 
@@ -153,15 +136,11 @@ def make_harness(seaweed: S3Info, store: ObjectStore) -> Callable[..., Any]:
 
 
 def _profile(max_reference_images: int = 2) -> ProfileSnapshot:
-    return ProfileSnapshot(
-        id="p",
+    return profile_snapshot(
         name="Refs model",
         provider="openai",
         model="gpt-image-1",
-        timeout_s=60,
-        prompt_max_length=4000,
         max_reference_images=max_reference_images,
-        credit_cost=1,
     )
 
 
@@ -177,14 +156,11 @@ def _element(element_id: str, picture: ElementImage | None, **send: bool) -> Con
 
 
 def _job(elements: list[ContextElement], max_refs: int = 2, job_id: str = "j1") -> JobRequested:
-    return JobRequested(
+    return job_requested(
         job_id=job_id,
-        user_id="u",
         project=PROJECT,
         profile=_profile(max_refs),
         prompt="A harbour at dusk",
-        size="1024x1024",
-        count=1,
         context=GenerationContext(elements=elements),
     )
 

@@ -22,15 +22,12 @@ from atelier_contracts.jobs import (
     ElementImage,
     GenerationContext,
     JobEnriched,
-    JobProgress,
     JobRequested,
     JobStatus,
     JobStatusChanged,
-    JobView,
     SendToggles,
     SentReferenceImage,
 )
-from atelier_contracts.profiles import ProfileSnapshot
 from atelier_contracts.staging import (
     InputSlot,
     InputSlotsReply,
@@ -38,21 +35,15 @@ from atelier_contracts.staging import (
     StagedInput,
 )
 from atelier_contracts.subjects import Subject, job_finished
+from atelier_contracts.testing import job_requested, job_view, profile_snapshot
 from atelier_devstack import S3Info
 from atelier_storage import ObjectStore
 
 pytestmark = pytest.mark.integration  # a real SeaweedFS
 
 PROJECT = "proj-1"
-PROFILE = ProfileSnapshot(
-    id="p",
-    name="Refs model",
-    provider="openai",
-    model="gpt-image-1",
-    timeout_s=60,
-    prompt_max_length=4000,
-    max_reference_images=4,
-    credit_cost=1,
+PROFILE = profile_snapshot(
+    name="Refs model", provider="openai", model="gpt-image-1", max_reference_images=4
 )
 
 
@@ -136,36 +127,26 @@ def element(name: str, staged: StagedInput, *, send: bool = True) -> ContextElem
 
 
 def requested(job_id: str, elements: list[ContextElement], **fields: object) -> JobRequested:
-    return JobRequested(
+    return job_requested(
         job_id=job_id,
-        user_id="u",
         project=PROJECT,
         profile=PROFILE,
         prompt="A harbour at dusk",
-        size="1024x1024",
-        count=1,
         context=GenerationContext(elements=elements),
         **fields,
     )
 
 
 def finished(job: JobEnriched) -> JobStatusChanged:
-    view = JobView(
+    view = job_view(
         id=job.job_id,
         project=PROJECT,
-        user_id="u",
-        profile_id="p",
-        profile_name="Refs model",
-        provider="openai",
-        model="gpt-image-1",
+        profile=PROFILE,
         status=JobStatus.COMPLETED,
         prompt="A harbour at dusk",
         assembled_prompt=job.assembled.prompt,
         reference_images=[SentReferenceImage.of(r) for r in job.assembled.reference_images],
         excluded_images=job.assembled.excluded_images,
-        size="1024x1024",
-        count=1,
-        progress=JobProgress(total=1),
         created_at=job.occurred_at,
         updated_at=job.occurred_at,
     )

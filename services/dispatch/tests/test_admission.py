@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from uuid import uuid4
 
 import pytest
 
@@ -14,14 +13,11 @@ from atelier_contracts.envelope import Event
 from atelier_contracts.errors import ErrorClass, ErrorInfo
 from atelier_contracts.generation import GenerationFailed, GenerationTask
 from atelier_contracts.jobs import (
-    AssembledPrompt,
-    JobEnriched,
     JobRequested,
     JobStatus,
     JobStatusChanged,
 )
-from atelier_contracts.media import MediaItem, MediaLanded
-from atelier_contracts.profiles import ProfileSnapshot
+from atelier_contracts.testing import job_enriched, job_requested, media_landed, profile_snapshot
 from atelier_database import Database
 from atelier_dispatch.admission import allot, line_positions, turn_order
 from atelier_dispatch.repository import TABLES
@@ -89,62 +85,15 @@ async def db(database_url: str) -> AsyncIterator[Database]:
 
 
 def _request(user: str, count: int = 1) -> JobRequested:
-    profile = ProfileSnapshot(
-        id="p1",
-        name="Slow",
-        provider="falai",
-        model="fal-ai/flux/dev",
-        timeout_s=60,
-        prompt_max_length=1000,
-        max_reference_images=0,
-        credit_cost=1,
-    )
-    return JobRequested(
-        job_id=str(uuid4()),
-        user_id=user,
-        project="proj",
-        profile=profile,
-        prompt=f"A lighthouse for {user}",
-        size="512x512",
-        count=count,
-    )
+    slow = profile_snapshot(name="Slow", provider="falai", model="fal-ai/flux/dev")
+    return job_requested(user_id=user, profile=slow, prompt=f"A lighthouse for {user}", count=count)
 
 
 async def _submit(service: DispatchService, user: str, count: int = 1) -> str:
     request = _request(user, count)
     await service.record_request(request)
-    await service.dispatch_enriched(
-        JobEnriched(
-            job_id=request.job_id,
-            project=request.project,
-            assembled=AssembledPrompt(prompt=request.prompt),
-        )
-    )
+    await service.dispatch_enriched(job_enriched(request))
     return request.job_id
-
-
-def _landed(task: GenerationTask) -> MediaLanded:
-    item = MediaItem(
-        id=f"m-{task.task_id}",
-        project=task.project,
-        job_id=task.job_id,
-        task_id=task.task_id,
-        index=task.first_index,
-        content_type="image/png",
-        width=8,
-        height=8,
-        size_bytes=1,
-        sha256="ab",
-        original_key="o",
-        thumbnail_key="t",
-        profile_id="p1",
-        provider="falai",
-        model="flux",
-        prompt=task.prompt,
-        size=task.size,
-        created_at=datetime.now(UTC),
-    )
-    return MediaLanded(job_id=task.job_id, task_id=task.task_id, project="proj", media=[item])
 
 
 def _users(tasks: list[GenerationTask]) -> list[str]:
@@ -162,10 +111,10 @@ async def test_a_budget_holds_calls_and_a_freed_one_goes_to_the_next_user(db: Da
     assert len(sent.tasks()) == 2  # bob waits too: no call is free
 
     first, second = sent.tasks()
-    await service.images_landed(_landed(first))
+    await service.images_landed(media_landed(first))
     # Alice has three waiting, bob one: the free call is bob's, served never before.
     assert _users(sent.tasks()) == ["alice", "alice", "bob"]
-    await service.images_landed(_landed(second))
+    await service.images_landed(media_landed(second))
     assert _users(sent.tasks()) == ["alice", "alice", "bob", "alice"]
 
 
@@ -180,7 +129,7 @@ async def test_a_users_backlog_delays_another_users_tasks_by_one_turn_at_most(
         await _submit(service, "bob")
     # Each landed image frees the one call; whose task goes next alternates.
     for _ in range(7):
-        await service.images_landed(_landed(sent.tasks()[-1]))
+        await service.images_landed(media_landed(sent.tasks()[-1]))
     assert _users(sent.tasks()) == [
         "alice",
         "bob",
@@ -261,7 +210,10 @@ async def test_two_dispatch_replicas_never_exceed_the_budget_together(db: Databa
             break
         landed.update(t.task_id for t in running)
         await asyncio.gather(
-            *(replicas[(round_ + k) % 2].images_landed(_landed(t)) for k, t in enumerate(running))
+            *(
+                replicas[(round_ + k) % 2].images_landed(media_landed(t))
+                for k, t in enumerate(running)
+            )
         )
     assert len(sent.tasks()) == 24
     assert len({t.task_id for t in sent.tasks()}) == 24  # none handed over twice
@@ -292,12 +244,12 @@ async def test_a_waiting_job_hears_its_place_in_line_until_it_is_next(db: Databa
     assert (view.progress.queue.position, view.progress.queue.user_position) == (1, 0)
 
     [task] = sent.tasks()
-    await service.images_landed(_landed(task))
+    await service.images_landed(media_landed(task))
     # Bob's task went; alice's second job is next and hears so.
     assert _users(sent.tasks()) == ["alice", "bob"]
     assert places(second) == [0, 1, 0]
     view = await service.get_job(third)
     assert view is not None and view.progress.queue is None
-    await service.images_landed(_landed(sent.tasks()[-1]))
+    await service.images_landed(media_landed(sent.tasks()[-1]))
     view = await service.get_job(second)
     assert view is not None and view.progress.queue is None

@@ -7,16 +7,15 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from uuid import uuid4
 
 import nats
 import pytest
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from atelier_contracts.jobs import AssembledPrompt, JobEnriched, JobRequested, JobStatus
-from atelier_contracts.profiles import ProfileSnapshot
+from atelier_contracts.jobs import JobStatus
 from atelier_contracts.subjects import JOBS_STREAM, Durable
+from atelier_contracts.testing import job_enriched, job_requested
 from atelier_database import Database
 from atelier_devstack import NatsInfo, Supervisor, start_nats
 from atelier_dispatch.dead_letter import MaxDeliveriesAdvisory, handle_max_deliveries
@@ -62,28 +61,6 @@ async def service(database_url: str) -> AsyncIterator[DispatchService]:
     await db.dispose()
 
 
-def a_request() -> JobRequested:
-    profile = ProfileSnapshot(
-        id="p1",
-        name="P",
-        provider="offline",
-        model="m",
-        timeout_s=60,
-        prompt_max_length=1000,
-        max_reference_images=0,
-        credit_cost=1,
-    )
-    return JobRequested(
-        job_id=str(uuid4()),
-        user_id="u1",
-        project="proj",
-        profile=profile,
-        prompt="x",
-        size="256x256",
-        count=1,
-    )
-
-
 async def stored(js: JetStreamContext, seq: int) -> bool:
     try:
         await js.get_msg(JOBS, seq)
@@ -99,7 +76,7 @@ def advisory(consumer: str, seq: int) -> MaxDeliveriesAdvisory:
 async def test_a_request_context_gave_up_on_is_deleted_after_its_job_is_failed(
     js: JetStreamContext, service: DispatchService
 ) -> None:
-    request = a_request()
+    request = job_requested()
     seq = (await js.publish("jobs.requested", request.model_dump_json().encode())).seq
     # Context gave up; dispatch's consumer has not read the request yet, so interest retention
     # would keep it for dispatch, and then for context, which never acks it.
@@ -122,10 +99,8 @@ async def test_a_request_context_gave_up_on_is_deleted_after_its_job_is_failed(
 async def test_dispatch_giving_up_deletes_what_no_other_consumer_still_needs(
     js: JetStreamContext, service: DispatchService
 ) -> None:
-    request = a_request()
-    enriched = JobEnriched(
-        job_id=request.job_id, project=request.project, assembled=AssembledPrompt(prompt="x")
-    )
+    request = job_requested()
+    enriched = job_enriched(request)
     requested_seq = (await js.publish("jobs.requested", request.model_dump_json().encode())).seq
     enriched_seq = (await js.publish("jobs.enriched", enriched.model_dump_json().encode())).seq
     messages = JetStreamMessages(js)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from uuid import uuid4
 
 import pytest
 
@@ -13,14 +12,12 @@ from atelier_contracts.envelope import Event
 from atelier_contracts.errors import ErrorClass, ErrorInfo
 from atelier_contracts.generation import GenerationFailed, GenerationTask
 from atelier_contracts.jobs import (
-    AssembledPrompt,
     FallbackPlan,
-    JobEnriched,
     JobRequested,
     JobStatus,
 )
-from atelier_contracts.media import MediaItem, MediaLanded
 from atelier_contracts.profiles import ProfileSnapshot
+from atelier_contracts.testing import job_enriched, job_requested, media_landed, profile_snapshot
 from atelier_database import Database
 from atelier_dispatch.repository import TABLES
 from atelier_dispatch.service import DispatchService
@@ -48,27 +45,13 @@ async def service(database_url: str) -> AsyncIterator[tuple[DispatchService, Sen
 
 
 def _profile(pid: str, provider: str, cost: float) -> ProfileSnapshot:
-    return ProfileSnapshot(
-        id=pid,
-        name=f"Profile {pid}",
-        provider=provider,
-        model="m",
-        timeout_s=60,
-        prompt_max_length=1000,
-        max_reference_images=0,
-        credit_cost=cost,
-    )
+    return profile_snapshot(id=pid, name=f"Profile {pid}", provider=provider, credit_cost=cost)
 
 
 def _request(*chain: FallbackPlan) -> JobRequested:
-    return JobRequested(
-        job_id=str(uuid4()),
-        user_id="u1",
-        project="proj",
+    return job_requested(
         profile=_profile("A", "openai", 1),
-        prompt="A lighthouse",
         size="1000x1000",
-        count=1,
         options={"style": "vivid", "quality": "high"},
         fallbacks=list(chain),
     )
@@ -85,42 +68,12 @@ PLAN_C = FallbackPlan(profile=_profile("C", "falai", 3), size="1024x1024")
 
 async def _start(service: DispatchService, request: JobRequested) -> None:
     await service.record_request(request)
-    await service.dispatch_enriched(
-        JobEnriched(
-            job_id=request.job_id,
-            project=request.project,
-            assembled=AssembledPrompt(prompt=request.prompt),
-        )
-    )
+    await service.dispatch_enriched(job_enriched(request))
 
 
 async def _fail(service: DispatchService, task: GenerationTask, error_class: ErrorClass) -> None:
     await service.task_failed(GenerationFailed(task=task, error=ErrorInfo.of(error_class)))
     await service.send_due_retries(datetime(2100, 1, 1, tzinfo=UTC))
-
-
-def _landed(task: GenerationTask) -> MediaLanded:
-    item = MediaItem(
-        id=f"m-{task.task_id}",
-        project=task.project,
-        job_id=task.job_id,
-        task_id=task.task_id,
-        index=0,
-        content_type="image/png",
-        width=8,
-        height=8,
-        size_bytes=1,
-        sha256="ab",
-        original_key="o",
-        thumbnail_key="t",
-        profile_id=task.profile.id,
-        provider=task.profile.provider,
-        model="m",
-        prompt=task.prompt,
-        size=task.size,
-        created_at=datetime.now(UTC),
-    )
-    return MediaLanded(job_id=task.job_id, task_id=task.task_id, project="proj", media=[item])
 
 
 async def test_an_unavailable_provider_falls_back_after_its_retries(
@@ -138,7 +91,7 @@ async def test_an_unavailable_provider_falls_back_after_its_retries(
     assert subject == "gen.stability.requested"
     assert task.profile.id == "B" and task.attempt == 4  # its own event id
     assert task.size == "1024x1024" and task.options == {"quality": "high"}
-    await svc.images_landed(_landed(task))
+    await svc.images_landed(media_landed(task))
 
     job = await svc.get_job(request.job_id)
     assert job is not None and job.status == JobStatus.COMPLETED
@@ -195,7 +148,7 @@ async def test_images_of_the_jobs_own_profile_say_so(
     svc, sent = service
     request = _request(PLAN_B)
     await _start(svc, request)
-    await svc.images_landed(_landed(sent.tasks()[-1][0]))
+    await svc.images_landed(media_landed(sent.tasks()[-1][0]))
     job = await svc.get_job(request.job_id)
     assert job is not None
     [image] = job.images

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from uuid import uuid4
 
 import pytest
 from faststream.nats import NatsBroker, TestNatsBroker
@@ -16,7 +14,6 @@ from faststream.nats import NatsBroker, TestNatsBroker
 from atelier_contracts.errors import ErrorClass, ErrorInfo
 from atelier_contracts.generation import GenerationFailed, GenerationProgress, GenerationTask
 from atelier_contracts.jobs import (
-    AssembledPrompt,
     CancelJobCommand,
     JobEnriched,
     JobListQuery,
@@ -27,9 +24,8 @@ from atelier_contracts.jobs import (
     JobStatus,
     JobStatusChanged,
 )
-from atelier_contracts.media import MediaItem, MediaLanded
-from atelier_contracts.profiles import ProfileSnapshot
 from atelier_contracts.subjects import MAX_DELIVERIES_ADVISORY, Subject, gen_requested
+from atelier_contracts.testing import job_enriched, job_requested, media_landed
 from atelier_dispatch import handlers
 from atelier_dispatch.dead_letter import MaxDeliveriesAdvisory
 from atelier_dispatch.main import create_app
@@ -99,56 +95,11 @@ async def dispatch(tmp_path: Path) -> AsyncIterator[Dispatch]:
 
 
 def _request(count: int = 1) -> JobRequested:
-    return JobRequested(
-        job_id=str(uuid4()),
-        user_id="u1",
-        project=PROJECT,
-        profile=ProfileSnapshot(
-            id="p1",
-            name="Sketch",
-            provider="offline",
-            model="sketch",
-            timeout_s=60,
-            prompt_max_length=1000,
-            max_reference_images=0,
-            credit_cost=1,
-        ),
-        prompt="A lighthouse",
-        size="256x256",
-        count=count,
-    )
+    return job_requested(project=PROJECT, count=count)
 
 
 def _enriched(request: JobRequested) -> JobEnriched:
-    return JobEnriched(
-        job_id=request.job_id,
-        project=request.project,
-        assembled=AssembledPrompt(prompt=request.prompt + "!"),
-    )
-
-
-def _landed(task: GenerationTask) -> MediaLanded:
-    item = MediaItem(
-        id=f"m-{task.task_id}",
-        project=task.project,
-        job_id=task.job_id,
-        task_id=task.task_id,
-        index=task.first_index,
-        content_type="image/png",
-        width=256,
-        height=256,
-        size_bytes=10,
-        sha256="ab",
-        original_key="o",
-        thumbnail_key="t",
-        profile_id="p1",
-        provider="offline",
-        model="sketch",
-        prompt=task.prompt,
-        size=task.size,
-        created_at=datetime.now(UTC),
-    )
-    return MediaLanded(job_id=task.job_id, task_id=task.task_id, project=task.project, media=[item])
+    return job_enriched(request, prompt=request.prompt + "!")
 
 
 async def _generating(dispatch: Dispatch, count: int = 1) -> JobRequested:
@@ -191,7 +142,7 @@ async def test_an_enrichment_ahead_of_its_request_waits_for_it(dispatch: Dispatc
 
 async def test_landed_images_complete_the_job(dispatch: Dispatch) -> None:
     request = await _generating(dispatch)
-    await dispatch.broker.publish(_landed(dispatch.heard.tasks[0]), Subject.MEDIA_LANDED)
+    await dispatch.broker.publish(media_landed(dispatch.heard.tasks[0]), Subject.MEDIA_LANDED)
     [outcome] = dispatch.heard.outcomes
     assert outcome.job.status == JobStatus.COMPLETED
     assert [i.media_id for i in outcome.job.images] == [f"m-{request.job_id}.0"]

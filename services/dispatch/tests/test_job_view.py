@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from uuid import uuid4
 
 import pytest
 
@@ -11,13 +10,12 @@ from atelier_contracts.envelope import Event
 from atelier_contracts.jobs import (
     AssembledPrompt,
     ExcludedImage,
-    JobEnriched,
     JobRequested,
     JobStatusChanged,
     ReferenceImageRef,
     SentReferenceImage,
 )
-from atelier_contracts.profiles import ProfileSnapshot
+from atelier_contracts.testing import job_enriched, job_requested, profile_snapshot
 from atelier_database import Database
 from atelier_dispatch.repository import TABLES
 from atelier_dispatch.service import DispatchService
@@ -37,24 +35,10 @@ async def service(database_url: str) -> AsyncIterator[tuple[DispatchService, lis
 
 
 def _request() -> JobRequested:
-    return JobRequested(
-        job_id=str(uuid4()),
-        user_id="u1",
-        project="proj",
-        profile=ProfileSnapshot(
-            id="p1",
-            name="Refs",
-            provider="openai",
-            model="gpt-image-1",
-            timeout_s=60,
-            prompt_max_length=1000,
-            max_reference_images=1,
-            credit_cost=1,
-        ),
-        prompt="A harbour",
-        size="1024x1024",
-        count=1,
+    refs = profile_snapshot(
+        name="Refs", provider="openai", model="gpt-image-1", max_reference_images=1
     )
+    return job_requested(profile=refs, prompt="A harbour")
 
 
 async def test_the_job_shows_which_reference_images_were_sent_and_which_were_not(
@@ -81,9 +65,7 @@ async def test_the_job_shows_which_reference_images_were_sent_and_which_were_not
     assembled = AssembledPrompt(
         prompt="A harbour. Context: ...", reference_images=[sent], excluded_images=[left_out]
     )
-    await svc.dispatch_enriched(
-        JobEnriched(job_id=request.job_id, project=request.project, assembled=assembled)
-    )
+    await svc.dispatch_enriched(job_enriched(request, assembled=assembled))
 
     job = await svc.get_job(request.job_id)
     assert job is not None

@@ -18,18 +18,22 @@ from atelier_contracts.generation import (
 )
 from atelier_contracts.jobs import (
     SHORT_TEXT_CHARS,
-    AssembledPrompt,
     JobEnriched,
     JobListQuery,
     JobListReply,
     JobRequested,
     JobStatus,
     JobStatusChanged,
-    JobView,
 )
-from atelier_contracts.media import MediaItem, MediaLanded
-from atelier_contracts.profiles import ProfileSnapshot
+from atelier_contracts.media import MediaLanded
 from atelier_contracts.subjects import job_finished
+from atelier_contracts.testing import (
+    job_enriched,
+    job_requested,
+    job_view,
+    media_landed,
+    profile_snapshot,
+)
 from atelier_database import Database
 from atelier_dispatch.handover import task_seed
 from atelier_dispatch.intake import JobNotRecordedYet, split_into_tasks
@@ -65,58 +69,16 @@ async def service(database_url: str) -> AsyncIterator[tuple[DispatchService, Rec
 
 
 def _request(count: int = 2, provider: str = "offline", model: str = "sketch") -> JobRequested:
-    profile = ProfileSnapshot(
-        id="p1",
-        name="Sketch",
-        provider=provider,
-        model=model,
-        timeout_s=60,
-        prompt_max_length=1000,
-        max_reference_images=0,
-        credit_cost=1,
-    )
-    return JobRequested(
-        job_id=str(uuid4()),
-        user_id="u1",
-        project="proj",
-        profile=profile,
-        prompt="A lighthouse",
-        size="256x256",
-        count=count,
-        options={"seed": 7},
-    )
+    profile = profile_snapshot(provider=provider, model=model)
+    return job_requested(project="proj", profile=profile, count=count, options={"seed": 7})
 
 
 def _enriched(request: JobRequested) -> JobEnriched:
-    return JobEnriched(
-        job_id=request.job_id,
-        project=request.project,
-        assembled=AssembledPrompt(prompt=request.prompt + "!"),
-    )
+    return job_enriched(request, prompt=request.prompt + "!")
 
 
 def _landed(task: GenerationTask, index: int) -> MediaLanded:
-    item = MediaItem(
-        id=f"m-{task.task_id}-{index}",
-        project=task.project,
-        job_id=task.job_id,
-        task_id=task.task_id,
-        index=index,
-        content_type="image/png",
-        width=256,
-        height=256,
-        size_bytes=10,
-        sha256="ab",
-        original_key="o",
-        thumbnail_key="t",
-        profile_id="p1",
-        provider="offline",
-        model="sketch",
-        prompt=task.prompt,
-        size=task.size,
-        created_at=datetime.now(UTC),
-    )
-    return MediaLanded(job_id=task.job_id, task_id=task.task_id, project=task.project, media=[item])
+    return media_landed(task, id=f"m-{task.task_id}-{index}", index=index)
 
 
 def test_every_image_gets_its_own_seed() -> None:
@@ -213,24 +175,7 @@ async def test_a_listing_of_long_prompt_jobs_fits_one_nats_message(
 
 
 def test_short_texts_are_left_as_they_are() -> None:
-    view = JobView.model_validate(
-        {
-            "id": "j",
-            "project": "p",
-            "user_id": "u",
-            "profile_id": "p1",
-            "profile_name": "Sketch",
-            "provider": "offline",
-            "model": "sketch",
-            "status": "queued",
-            "prompt": "x" * SHORT_TEXT_CHARS,
-            "size": "256x256",
-            "count": 1,
-            "progress": {"total": 1},
-            "created_at": datetime.now(UTC),
-            "updated_at": datetime.now(UTC),
-        }
-    )
+    view = job_view(prompt="x" * SHORT_TEXT_CHARS)
     assert view.with_short_texts() is view
 
 

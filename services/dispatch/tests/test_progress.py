@@ -4,8 +4,6 @@ every couple of seconds so the job read by id shows it (issue 16, item 4)."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
-from uuid import uuid4
 
 import pytest
 
@@ -16,10 +14,9 @@ from atelier_contracts.generation import (
     GenerationProgress,
     GenerationTask,
 )
-from atelier_contracts.jobs import AssembledPrompt, JobEnriched, JobRequested, JobStatusChanged
-from atelier_contracts.media import MediaItem, MediaLanded
-from atelier_contracts.profiles import ProfileSnapshot
+from atelier_contracts.jobs import JobStatusChanged
 from atelier_contracts.subjects import job_status
+from atelier_contracts.testing import job_enriched, job_requested, media_landed, profile_snapshot
 from atelier_database import Database
 from atelier_dispatch.repository import TABLES
 from atelier_dispatch.service import DispatchService
@@ -52,33 +49,10 @@ async def _generating_job(
     service: DispatchService, published: Published, count: int
 ) -> list[GenerationTask]:
     """A job of `count` one-image tasks, every task started."""
-    profile = ProfileSnapshot(
-        id="p1",
-        name="Queue",
-        provider="falai",
-        model="fal-ai/flux/dev",
-        timeout_s=60,
-        prompt_max_length=1000,
-        max_reference_images=0,
-        credit_cost=1,
-    )
-    request = JobRequested(
-        job_id=str(uuid4()),
-        user_id="u1",
-        project="proj",
-        profile=profile,
-        prompt="A lighthouse",
-        size="512x512",
-        count=count,
-    )
+    profile = profile_snapshot(provider="falai", model="fal-ai/flux/dev")
+    request = job_requested(project="proj", profile=profile, count=count)
     await service.record_request(request)
-    await service.dispatch_enriched(
-        JobEnriched(
-            job_id=request.job_id,
-            project=request.project,
-            assembled=AssembledPrompt(prompt=request.prompt),
-        )
-    )
+    await service.dispatch_enriched(job_enriched(request))
     return published.tasks()
 
 
@@ -148,29 +122,7 @@ async def test_a_job_of_several_tasks_counts_finished_ones_whole(
     assert published.statuses()[-1].job.progress.fraction == 0.25
     assert published.statuses()[-1].job.progress.detail == "image 1 of 2: step 10/20"
     # The first task's image landed: it counts whole.
-    item = MediaItem(
-        id="m-0",
-        project=first.project,
-        job_id=first.job_id,
-        task_id=first.task_id,
-        index=0,
-        content_type="image/png",
-        width=8,
-        height=8,
-        size_bytes=1,
-        sha256="ab",
-        original_key="o",
-        thumbnail_key="t",
-        profile_id="p1",
-        provider="falai",
-        model="flux",
-        prompt=first.prompt,
-        size=first.size,
-        created_at=datetime.now(UTC),
-    )
-    await service.images_landed(
-        MediaLanded(job_id=first.job_id, task_id=first.task_id, project="proj", media=[item])
-    )
+    await service.images_landed(media_landed(first))
     await service.task_progress(_tick(second, 0.5, "step 10/20"))
     assert published.statuses()[-1].job.progress.fraction == 0.75
 

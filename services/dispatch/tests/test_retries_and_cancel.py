@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from uuid import uuid4
 
 import pytest
 
@@ -12,12 +11,10 @@ from atelier_contracts.envelope import Event
 from atelier_contracts.errors import ErrorClass, ErrorInfo
 from atelier_contracts.generation import GenerationFailed, GenerationTask
 from atelier_contracts.jobs import (
-    AssembledPrompt,
-    JobEnriched,
     JobRequested,
     JobStatus,
 )
-from atelier_contracts.profiles import ProfileSnapshot
+from atelier_contracts.testing import job_enriched, job_requested
 from atelier_database import Database
 from atelier_dispatch.dead_letter import MaxDeliveriesAdvisory, handle_max_deliveries
 from atelier_dispatch.repository import TABLES
@@ -61,33 +58,9 @@ class Harness:
         return [e for e, _ in self.events if isinstance(e, GenerationTask)]
 
     async def submit(self, count: int = 1) -> JobRequested:
-        profile = ProfileSnapshot(
-            id="p1",
-            name="P",
-            provider="offline",
-            model="m",
-            timeout_s=60,
-            prompt_max_length=1000,
-            max_reference_images=0,
-            credit_cost=1,
-        )
-        request = JobRequested(
-            job_id=str(uuid4()),
-            user_id="u1",
-            project="proj",
-            profile=profile,
-            prompt="x",
-            size="256x256",
-            count=count,
-        )
+        request = job_requested(count=count)
         await self.service.record_request(request)
-        await self.service.dispatch_enriched(
-            JobEnriched(
-                job_id=request.job_id,
-                project=request.project,
-                assembled=AssembledPrompt(prompt="x"),
-            )
-        )
+        await self.service.dispatch_enriched(job_enriched(request))
         return request
 
 
@@ -194,25 +167,7 @@ async def test_undeliverable_task_fails_through_the_dead_letter_path(harness: Ha
 
 
 async def test_undeliverable_request_fails_the_job(harness: Harness) -> None:
-    profile = ProfileSnapshot(
-        id="p1",
-        name="P",
-        provider="offline",
-        model="m",
-        timeout_s=60,
-        prompt_max_length=1000,
-        max_reference_images=0,
-        credit_cost=1,
-    )
-    request = JobRequested(
-        job_id=str(uuid4()),
-        user_id="u1",
-        project="proj",
-        profile=profile,
-        prompt="x",
-        size="256x256",
-        count=1,
-    )
+    request = job_requested()
     # Not recorded yet: dispatch's own consumer may lag behind context's.
     messages = OneMessage("jobs.requested", request.model_dump_json().encode())
     await handle_max_deliveries(

@@ -21,7 +21,6 @@ from faststream.nats import NatsBroker, TestNatsBroker
 from atelier_contracts.jobs import (
     JobListQuery,
     JobListReply,
-    JobProgress,
     JobQuery,
     JobReply,
     JobRequested,
@@ -54,6 +53,7 @@ from atelier_contracts.staging import (
     InputSlotsRequest,
 )
 from atelier_contracts.subjects import JOBS_STREAM, Subject
+from atelier_contracts.testing import job_view, media_item
 from atelier_gateway.main import create_app
 from atelier_gateway.settings import Settings
 
@@ -88,49 +88,11 @@ def make_profile(**overrides: Any) -> Profile:
 
 
 def make_job(job_id: str, project: str = "alpha", **overrides: Any) -> JobView:
-    fields: dict[str, Any] = {
-        "id": job_id,
-        "project": project,
-        "user_id": "alice",
-        "profile_id": "sketch",
-        "profile_name": "Sketch",
-        "provider": "offline",
-        "model": "offline-sketch",
-        "status": JobStatus.QUEUED,
-        "prompt": "A lighthouse",
-        "size": "1024x1024",
-        "count": 1,
-        "progress": JobProgress(total=1),
-        "created_at": NOW,
-        "updated_at": NOW,
-    }
-    fields.update(overrides)
-    return JobView(**fields)
+    return job_view(id=job_id, project=project, **overrides)
 
 
 def make_media(media_id: str, project: str = "alpha", **overrides: Any) -> MediaItem:
-    fields: dict[str, Any] = {
-        "id": media_id,
-        "project": project,
-        "job_id": "job-1",
-        "task_id": "task-1",
-        "index": 0,
-        "content_type": "image/png",
-        "width": 64,
-        "height": 64,
-        "size_bytes": 8,
-        "sha256": "ab" * 32,
-        "original_key": f"originals/{media_id}.png",
-        "thumbnail_key": f"thumbnails/{media_id}.webp",
-        "profile_id": "sketch",
-        "provider": "offline",
-        "model": "offline-sketch",
-        "prompt": "A lighthouse",
-        "size": "1024x1024",
-        "created_at": NOW,
-    }
-    fields.update(overrides)
-    return MediaItem(**fields)
+    return media_item(id=media_id, project=project, **overrides)
 
 
 def make_token(

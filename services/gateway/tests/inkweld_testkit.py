@@ -157,15 +157,11 @@ def _finish(world: InkweldWorld, event: JobRequested) -> None:
         event.job_id,
         event.project,
         user_id=event.user_id,
+        profile=event.profile,
         prompt=event.prompt,
         size=event.size,
         count=event.count,
         options=event.options,
-        profile_id=event.profile.id,
-        profile_name=event.profile.name,
-        provider=event.profile.provider,
-        model=event.profile.model,
-        progress=JobProgress(total=event.count),
     )
     if world.outcome == "complete":
         images = []

@@ -13,19 +13,17 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 
 import pytest
 from PIL import Image, UnidentifiedImageError
 
 from atelier_contracts.generation import (
     GenerationCompleted,
-    GenerationTask,
     StagedImage,
     generated_image_key,
 )
 from atelier_contracts.media import MediaLanded
-from atelier_contracts.profiles import ProfileSnapshot
+from atelier_contracts.testing import generation_task, profile_snapshot
 from atelier_database import Database
 from atelier_devstack import S3Info, Supervisor, start_seaweed
 from atelier_media.repository import TABLES, MediaRepository
@@ -191,27 +189,16 @@ def _completed(
     job_id: str = "job-1",
     project: str = "proj-1",
 ) -> GenerationCompleted:
-    task = GenerationTask(
+    task = generation_task(
         task_id=task_id or f"task-{uuid.uuid4()}",
         job_id=job_id,
-        user_id="user-1",
         project=project,
-        profile=ProfileSnapshot(
-            id="profile-1",
-            name="Sketch (offline)",
-            provider="offline",
-            model="offline-sketch",
-            timeout_s=60,
-            prompt_max_length=4000,
-            max_reference_images=0,
-            credit_cost=1.0,
-        ),
+        # test_service checks that an image's provenance is the task's.
+        profile=profile_snapshot(id="profile-1", provider="offline", model="offline-sketch"),
         prompt="A lighthouse on a cliff at dusk. Style: ink sketch.",
         size="1024x1024",
         n=max(1, len(images)),
-        first_index=0,
         seed=7,
-        deadline_at=datetime.now(UTC) + timedelta(minutes=5),
     )
     return GenerationCompleted(task=task, images=images)
 

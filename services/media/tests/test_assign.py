@@ -19,11 +19,11 @@ from pydantic import ValidationError
 
 from atelier_contracts.media import (
     MediaAssigned,
-    MediaItem,
     ProjectAssignmentsQuery,
     ProjectAssignmentsReply,
 )
 from atelier_contracts.subjects import Subject
+from atelier_contracts.testing import media_item
 from atelier_database import Database
 from atelier_media.assignments import (
     ASSIGNMENT_TABLES,
@@ -36,29 +36,6 @@ from atelier_media.settings import Settings
 from atelier_messaging import publish_event, query
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
-
-
-def media_item(media_id: str, project: str = "proj-1") -> MediaItem:
-    return MediaItem(
-        id=media_id,
-        project=project,
-        job_id="job-1",
-        task_id="task-1",
-        index=0,
-        content_type="image/png",
-        width=64,
-        height=64,
-        size_bytes=100,
-        sha256="ab" * 32,
-        original_key=f"originals/ab/{media_id}.png",
-        thumbnail_key=f"thumbnails/ab/{media_id}.webp",
-        profile_id="profile-1",
-        provider="offline",
-        model="offline-sketch",
-        prompt="A lighthouse",
-        size="64x64",
-        created_at=T0,
-    )
 
 
 def assigned(media_id: str, at: datetime = T0, **fields: Any) -> MediaAssigned:
@@ -86,9 +63,8 @@ async def db(database_url: str) -> AsyncIterator[Database]:
 @pytest.fixture
 async def assignments(db: Database) -> AssignmentService:
     media = MediaRepository(db)
-    await media.insert_if_absent(
-        [media_item("m1"), media_item("m2"), media_item("m3"), media_item("other", "proj-2")]
-    )
+    items = [media_item(id=media_id, project="proj-1") for media_id in ("m1", "m2", "m3")]
+    await media.insert_if_absent([*items, media_item(id="other", project="proj-2")])
     return AssignmentService(AssignmentRepository(db), media)
 
 
@@ -180,7 +156,9 @@ async def test_handlers_record_the_event_and_answer_the_query(database_url: str)
     )
     db: Database = app.state.db
     await db.create_tables((*TABLES, *ASSIGNMENT_TABLES))
-    await MediaRepository(db).insert_if_absent([media_item("m1"), media_item("m2")])
+    await MediaRepository(db).insert_if_absent(
+        [media_item(id=media_id, project="proj-1") for media_id in ("m1", "m2")]
+    )
     try:
         async with TestNatsBroker(app.state.broker) as broker:
             await publish_event(broker, assigned("m1"), Subject.MEDIA_ASSIGNED)

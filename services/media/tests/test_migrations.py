@@ -8,14 +8,13 @@ revision: add one with `uv run alembic -c services/media/pyproject.toml revision
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from alembic import command
 
-from atelier_contracts.media import MediaItem
+from atelier_contracts.testing import media_item
 from atelier_database import Database, migrate_to_head
 from atelier_database.migrations import alembic_config
 from atelier_media import main
@@ -62,26 +61,7 @@ async def test_a_database_made_before_migrations_is_adopted_with_its_data(
 ) -> None:
     database = Database(database_url)
     repository = MediaRepository(database)
-    item = MediaItem(
-        id="media-1",
-        project="p",
-        job_id="job-1",
-        task_id="task-1",
-        index=0,
-        content_type="image/png",
-        width=64,
-        height=64,
-        size_bytes=100,
-        sha256="ab" * 32,
-        original_key="originals/ab/media-1.png",
-        thumbnail_key="thumbnails/ab/media-1.webp",
-        profile_id="profile-1",
-        provider="offline",
-        model="offline-sketch",
-        prompt="kept",
-        size="64x64",
-        created_at=datetime(2026, 1, 1, tzinfo=UTC),
-    )
+    item = media_item(id="media-1")
     try:
         await database.create_tables(TABLES)  # what start-up did before migrations
         await repository.insert_if_absent([item])
@@ -99,27 +79,7 @@ async def test_a_seed_past_32_bits_is_stored(database_url: str) -> None:
     await migrate_to_head(MIGRATIONS, database_url)
     database = Database(database_url)
     repository = MediaRepository(database)
-    item = MediaItem(
-        id="media-big-seed",
-        project="p",
-        job_id="job-1",
-        task_id="task-1",
-        index=0,
-        content_type="image/png",
-        width=64,
-        height=64,
-        size_bytes=100,
-        sha256="cd" * 32,
-        original_key="originals/cd/x.png",
-        thumbnail_key="thumbnails/cd/x.webp",
-        profile_id="profile-1",
-        provider="stability",
-        model="sd3",
-        prompt="a lighthouse",
-        size="64x64",
-        seed=4_294_967_294,
-        created_at=datetime(2026, 1, 1, tzinfo=UTC),
-    )
+    item = media_item(id="media-big-seed", provider="stability", model="sd3", seed=4_294_967_294)
     try:
         await repository.insert_if_absent([item])
         stored = await repository.get("media-big-seed")

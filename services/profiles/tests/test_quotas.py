@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import event as sqla_event
 
 from atelier_contracts.errors import ErrorClass, ErrorInfo
-from atelier_contracts.jobs import JobImage, JobProgress, JobStatus, JobStatusChanged, JobView
+from atelier_contracts.jobs import JobImage, JobProgress, JobStatus, JobStatusChanged
 from atelier_contracts.profiles import (
     Profile,
     ProfilesChanged,
@@ -26,6 +26,7 @@ from atelier_contracts.profiles import (
     QuotaReserveRequest,
 )
 from atelier_contracts.subjects import Subject
+from atelier_contracts.testing import job_view
 from atelier_database import Database
 from atelier_messaging import query
 from atelier_profiles.governance import GovernanceService, period_bounds
@@ -118,27 +119,22 @@ def final_job(
     finished: datetime = NOON,
     images: list[JobImage] | None = None,
 ) -> JobStatusChanged:
-    return JobStatusChanged(
-        job=JobView(
-            id=job_id,
-            project="alpha",
-            user_id=user_id,
-            profile_id=profile.id,
-            profile_name=profile.name,
-            provider=profile.provider,
-            model=profile.model,
-            status=status,
-            prompt=prompt,
-            assembled_prompt=f"{prompt}. Mara (character): A smuggler.",
-            size="1024x1024",
-            count=count,
-            progress=JobProgress(total=count, landed=landed, failed=count - landed),
-            images=images or [],
-            error=error,
-            created_at=finished - timedelta(seconds=30),
-            updated_at=finished,
-        )
+    view = job_view(
+        id=job_id,
+        project="alpha",
+        user_id=user_id,
+        profile=profile,
+        status=status,
+        prompt=prompt,
+        assembled_prompt=f"{prompt}. Mara (character): A smuggler.",
+        count=count,
+        progress=JobProgress(total=count, landed=landed, failed=count - landed),
+        images=images or [],
+        error=error,
+        created_at=finished - timedelta(seconds=30),
+        updated_at=finished,
     )
+    return JobStatusChanged(job=view)
 
 
 @pytest.mark.parametrize(("limit", "cost", "count"), [(10, 1.0, 1), (3.0, 0.3, 1), (9, 1.5, 2)])

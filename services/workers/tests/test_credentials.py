@@ -4,20 +4,18 @@
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
 from faststream.nats import NatsBroker, TestNatsBroker
 
-from atelier_contracts.generation import GenerationTask
 from atelier_contracts.profiles import (
     CredentialQuery,
     CredentialReply,
     ProfilesChanged,
-    ProfileSnapshot,
 )
 from atelier_contracts.subjects import Subject
+from atelier_contracts.testing import generation_task, profile_snapshot
 from atelier_workers.adapters.base import GenerationOutput, ImageRequest
 from atelier_workers.credentials import (
     ProviderCredentials,
@@ -170,27 +168,8 @@ async def test_each_task_uses_the_current_key() -> None:
             api_key="sk-env-key",
             credentials=credentials,
         )
-        task = GenerationTask(
-            task_id="t1",
-            job_id="j1",
-            user_id="alice",
-            project="alpha",
-            profile=ProfileSnapshot(
-                id="p1",
-                name="OpenAI",
-                provider="openai",
-                model="gpt-image-1",
-                timeout_s=30,
-                prompt_max_length=1000,
-                max_reference_images=0,
-                credit_cost=1,
-            ),
-            prompt="An owl",
-            size="1024x1024",
-            n=1,
-            first_index=0,
-            deadline_at=datetime.now(UTC) + timedelta(minutes=5),
-        )
+        openai = profile_snapshot(name="OpenAI", provider="openai", model="gpt-image-1")
+        task = generation_task(profile=openai, prompt="An owl")
         await service.run_task(task)
         credentials.invalidate()
         profiles.key = None

@@ -6,14 +6,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 
 from atelier_contracts.generation import GenerationCompleted, GenerationTask, generated_image_key
-from atelier_contracts.profiles import ProfileSnapshot
+from atelier_contracts.testing import generation_task
 from atelier_devstack import S3Info, Supervisor, start_seaweed
 from atelier_storage import ObjectStore
 from atelier_workers.adapters import get_adapter
@@ -30,27 +29,8 @@ def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Info]:
 
 
 def _task(task_id: str, n: int) -> GenerationTask:
-    return GenerationTask(
-        task_id=task_id,
-        job_id="job-1",
-        user_id="u1",
-        project="alpha",
-        profile=ProfileSnapshot(
-            id="p1",
-            name="Sketch",
-            provider="offline",
-            model="placeholder",
-            timeout_s=30,
-            prompt_max_length=1000,
-            max_reference_images=0,
-            credit_cost=1,
-        ),
-        prompt="A lighthouse at dusk",
-        size="64x48",
-        n=n,
-        first_index=2,
-        seed=7,
-        deadline_at=datetime.now(UTC) + timedelta(seconds=60),
+    return generation_task(
+        task_id=task_id, job_id="job-1", size="64x48", n=n, first_index=2, seed=7
     )
 
 

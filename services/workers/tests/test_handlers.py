@@ -6,9 +6,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from typing import Any, cast
-from uuid import uuid4
 
 import httpx
 import pytest
@@ -21,8 +19,8 @@ from atelier_contracts.generation import (
     GenerationStarted,
     GenerationTask,
 )
-from atelier_contracts.profiles import ProfileSnapshot
 from atelier_contracts.subjects import Subject, gen_requested
+from atelier_contracts.testing import generation_task
 from atelier_messaging import CancelledJobs, ProviderHandles, stream_for_subject
 from atelier_storage import ObjectStore
 from atelier_workers.adapters import get_adapter
@@ -110,28 +108,7 @@ async def worker() -> AsyncIterator[Worker]:
 
 
 def _task(prompt: str = "A lighthouse at dusk", n: int = 2) -> GenerationTask:
-    return GenerationTask(
-        task_id=f"{uuid4()}.0",
-        job_id=str(uuid4()),
-        user_id="u1",
-        project="alpha",
-        profile=ProfileSnapshot(
-            id="p1",
-            name="Sketch",
-            provider="offline",
-            model="placeholder",
-            timeout_s=30,
-            prompt_max_length=1000,
-            max_reference_images=0,
-            credit_cost=1,
-        ),
-        prompt=prompt,
-        size="64x48",
-        n=n,
-        first_index=0,
-        seed=7,
-        deadline_at=datetime.now(UTC) + timedelta(seconds=60),
-    )
+    return generation_task(prompt=prompt, size="64x48", n=n, seed=7)
 
 
 async def test_a_task_is_made_written_and_reported_completed(worker: Worker) -> None:

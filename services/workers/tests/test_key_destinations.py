@@ -5,7 +5,6 @@ says (profiles refuses such a profile; this holds for one saved before, or a for
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -13,8 +12,9 @@ from fastapi import FastAPI, Request, Response
 
 from atelier_contracts.errors import ErrorClass
 from atelier_contracts.generation import GenerationFailed, GenerationTask
-from atelier_contracts.profiles import CredentialQuery, CredentialReply, ProfileSnapshot
+from atelier_contracts.profiles import CredentialQuery, CredentialReply
 from atelier_contracts.providers import PROVIDER_BASE_URLS
+from atelier_contracts.testing import generation_task, profile_snapshot
 from atelier_fakes import run_fake_in_thread
 from atelier_workers.adapters import ImageRequest, get_adapter
 from atelier_workers.adapters._http import HttpAdapter
@@ -53,28 +53,10 @@ def collector() -> Iterator[tuple[str, Collector]]:
 
 
 def task(base_url: str | None, provider: str = "openai") -> GenerationTask:
-    return GenerationTask(
-        task_id="t1",
-        job_id="j1",
-        user_id="alice",
-        project="alpha",
-        profile=ProfileSnapshot(
-            id="p1",
-            name="Exfiltration",
-            provider=provider,
-            model="gpt-image-1",
-            timeout_s=10,
-            prompt_max_length=1000,
-            max_reference_images=0,
-            credit_cost=1,
-            base_url=base_url,
-        ),
-        prompt="An owl",
-        size="1024x1024",
-        n=1,
-        first_index=0,
-        deadline_at=datetime.now(UTC) + timedelta(minutes=5),
+    profile = profile_snapshot(
+        name="Exfiltration", provider=provider, model="gpt-image-1", base_url=base_url
     )
+    return generation_task(profile=profile, prompt="An owl")
 
 
 def profiles_allowing(*origins: str) -> ProviderCredentials:

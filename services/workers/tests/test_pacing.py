@@ -10,7 +10,7 @@ import pytest
 
 from atelier_contracts.errors import ErrorClass
 from atelier_contracts.generation import GenerationFailed, GenerationTask
-from atelier_contracts.profiles import ProfileSnapshot
+from atelier_contracts.testing import generation_task, profile_snapshot
 from atelier_workers.adapters.base import GenerationOutput, ImageRequest
 from atelier_workers.pacing import ProgressThrottle, TokenBucket
 from atelier_workers.service import WorkerService
@@ -92,25 +92,10 @@ class ProgressingAdapter:
 
 
 def _task(deadline_s: float = 60.0) -> GenerationTask:
-    return GenerationTask(
-        task_id="t1",
-        job_id="j1",
-        user_id="u1",
-        project="alpha",
-        profile=ProfileSnapshot(
-            id="p1",
-            name="Queue",
-            provider="falai",
-            model="fal-ai/flux/dev",
-            timeout_s=30,
-            prompt_max_length=1000,
-            max_reference_images=0,
-            credit_cost=1,
-        ),
+    queue = profile_snapshot(name="Queue", provider="falai", model="fal-ai/flux/dev")
+    return generation_task(
+        profile=queue,
         prompt="An owl",
-        size="512x512",
-        n=1,
-        first_index=0,
         deadline_at=datetime.now(UTC) + timedelta(seconds=deadline_s),
     )
 

@@ -1,4 +1,8 @@
-"""The envelope every event carries (STYLE.md: event id, type, version, time, trace context)."""
+"""The envelope every event carries: event id, type, version and time.
+
+The trace context is not in it: it travels in the message's NATS headers, where FastStream's
+telemetry middleware writes and reads it (ADR 0027).
+"""
 
 from __future__ import annotations
 
@@ -23,11 +27,6 @@ class Event(BaseModel):
     type: str = Field(description="Event type, equal to its subject family")
     version: int = Field(default=1, description="Schema version of this event type")
     occurred_at: datetime = Field(default_factory=utcnow, description="When it happened (UTC)")
-    trace_context: dict[str, str] = Field(
-        default_factory=dict,
-        description="W3C trace context (`traceparent`, `tracestate`) of the publishing span",
-        examples=[{"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}],
-    )
 
 
 def derived_event_id(source: UUID | str, purpose: str) -> UUID:

@@ -4,9 +4,12 @@
   with a byte limit and a discard policy (`atelier_settings.StreamLimits`). An interest stream
   (ATELIER_JOBS, ADR 0015) gets its durable consumers declared with it.
 - Every publish goes through `publish_event`: the event id becomes `Nats-Msg-Id` (JetStream drops
-  duplicates inside the window), the current trace context is copied into the envelope, and the
-  call waits for JetStream's ack, so "published" means "stored". A stream that is full and
-  refuses new messages raises `StreamFull`, an `AtelierError` an HTTP handler answers as is.
+  duplicates inside the window), and the call waits for JetStream's ack, so "published" means
+  "stored". A stream that is full and refuses new messages raises `StreamFull`, an
+  `AtelierError` an HTTP handler answers as is.
+- The trace context travels in every message's headers (`traceparent`), written on publish and
+  read on consume by FastStream's `NatsTelemetryMiddleware`, which every broker carries
+  (`make_broker`; ADR 0027).
 - Every JetStream subscriber is a durable pull consumer with explicit acks (`durable_subscriber`);
   a handler that raises gets its message redelivered later with exponential backoff.
 """
@@ -27,7 +30,6 @@ from faststream.nats.subscriber.usecases import LogicSubscriber
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import APIError, BadRequestError, NotFoundError
-from opentelemetry import propagate
 from pydantic import BaseModel
 
 from atelier_contracts.envelope import Event
@@ -359,10 +361,11 @@ async def _declare_consumers(js: JetStreamContext, spec: StreamSpec) -> None:
 def declare_publishers(broker: NatsBroker, service: Service) -> None:
     """Declare on the broker the events and notices `service` publishes, as the subject registry
     says, so its AsyncAPI document shows them beside its subscriptions. The declarations carry
-    no behaviour: events go out through `publish_event` and notices through `publish_notice`,
-    which add what every message needs (event id, trace context). Requests are not declared
-    here (an in-memory test broker would answer them itself); the document generator adds them
-    from the registry."""
+    no behaviour: events go out through `publish_event` (which adds the event id as
+    `Nats-Msg-Id`) and notices through `publish_notice`, both counted; the broker's telemetry
+    middleware adds the trace context to every message. Requests are not declared here (an
+    in-memory test broker would answer them itself); the document generator adds them from the
+    registry."""
     for channel in published_by(service):
         if channel.kind == "request":
             continue
@@ -377,10 +380,6 @@ def declare_publishers(broker: NatsBroker, service: Service) -> None:
 async def publish_notice(broker: NatsBroker, event: Event, subject: str) -> None:
     """Publish on core NATS only: nothing stored, nobody acks, a subscriber that is not
     listening misses it. For observations nothing durable depends on (`gen.started`)."""
-    carrier: dict[str, str] = {}
-    propagate.inject(carrier)
-    if carrier:
-        event = event.model_copy(update={"trace_context": carrier})
     await broker.publish(event, subject)
     MESSAGES_PUBLISHED.labels(subject=subject_label(subject), kind="notice").inc()
 
@@ -390,10 +389,6 @@ async def publish_event(broker: NatsBroker, event: Event, subject: str) -> None:
 
     A full stream that refuses new messages raises `StreamFull`.
     """
-    carrier: dict[str, str] = {}
-    propagate.inject(carrier)
-    if carrier:
-        event = event.model_copy(update={"trace_context": carrier})
     stream = stream_for_subject(subject).name
     try:
         await broker.publish(
