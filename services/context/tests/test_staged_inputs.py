@@ -145,7 +145,10 @@ def finished(job: JobEnriched) -> JobStatusChanged:
         status=JobStatus.COMPLETED,
         prompt="A harbour at dusk",
         assembled_prompt=job.assembled.prompt,
-        reference_images=[SentReferenceImage.of(r) for r in job.assembled.reference_images],
+        reference_images=[
+            SentReferenceImage.model_validate(r, from_attributes=True)
+            for r in job.assembled.reference_images
+        ],
         excluded_images=job.assembled.excluded_images,
         created_at=job.occurred_at,
         updated_at=job.occurred_at,

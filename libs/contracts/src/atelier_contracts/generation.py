@@ -38,8 +38,9 @@ class GenerationTask(Event):
     attempt: int = Field(default=1, ge=1)
 
 
-class GenerationStarted(Event):
-    type: Literal["gen.started"] = "gen.started"
+class TaskReport(Event):
+    """What a worker says about a task while it runs: which task, and which attempt of it."""
+
     task_id: str
     job_id: str
     project: str
@@ -47,16 +48,15 @@ class GenerationStarted(Event):
     attempt: int = 1
 
 
-class GenerationProgress(Event):
+class GenerationStarted(TaskReport):
+    type: Literal["gen.started"] = "gen.started"
+
+
+class GenerationProgress(TaskReport):
     """How far a running task's provider call is, as the provider reports it (queue position,
     sampling steps, websocket progress); at most about one a second per task."""
 
     type: Literal["gen.progress"] = "gen.progress"
-    task_id: str
-    job_id: str
-    project: str
-    provider: str
-    attempt: int = 1
     fraction: float | None = Field(
         default=None,
         ge=0,

@@ -219,19 +219,6 @@ class SentReferenceImage(BaseModel):
         description="An image of the project's style (ADR 0024), not of an element",
     )
 
-    @classmethod
-    def of(cls, ref: ReferenceImageRef) -> SentReferenceImage:
-        return cls(
-            element_id=ref.element_id,
-            source=ref.source,
-            media_id=ref.media_id,
-            content_type=ref.content_type,
-            width=ref.width,
-            height=ref.height,
-            size_bytes=ref.size_bytes,
-            style=ref.style,
-        )
-
 
 class ExcludedImage(BaseModel):
     """An element image that was not sent, and why."""
@@ -284,20 +271,14 @@ class ContextPreviewQuery(BaseModel):
     )
 
 
-class ReferenceImagePreview(BaseModel):
+class ReferenceImagePreview(SentReferenceImage):
     """A reference image a generation would send, as it would be sent (after downscaling)."""
 
+    # Re-declared: a preview always names the image's element and source. A re-declared field
+    # keeps its place, so the document lists the fields in the same order as before.
     element_id: str
     source: Literal["media", "url", "data_url"]
     media_id: str | None = None
-    content_type: str
-    width: int
-    height: int
-    size_bytes: int
-    style: bool = Field(
-        default=False,
-        description="An image of the project's style (ADR 0024), not of an element",
-    )
 
 
 class ContextPreviewReply(BaseModel):
@@ -397,8 +378,9 @@ class JobProgress(BaseModel):
 SHORT_TEXT_CHARS = 500
 
 
-class JobView(BaseModel):
-    """A job as the gateway shows it."""
+class JobCore(BaseModel):
+    """What every view of a job starts with: whose it is, the profile it runs on, where it stands
+    and what was asked. Dispatch's `JobView` and the gateway's public job both build on it."""
 
     id: str
     project: str
@@ -409,6 +391,11 @@ class JobView(BaseModel):
     model: str
     status: JobStatus
     prompt: str
+
+
+class JobView(JobCore):
+    """A job as the gateway shows it."""
+
     assembled_prompt: str | None = None
     assembly_notes: list[str] = Field(default_factory=list)
     reference_images: list[SentReferenceImage] = Field(

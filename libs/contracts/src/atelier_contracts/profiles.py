@@ -215,21 +215,6 @@ class ProfileSnapshot(BaseModel):
     base_url: str | None = None
     provider_config: dict[str, Any] = Field(default_factory=dict)
 
-    @classmethod
-    def of(cls, profile: Profile) -> ProfileSnapshot:
-        return cls(
-            id=profile.id,
-            name=profile.name,
-            provider=profile.provider,
-            model=profile.model,
-            timeout_s=profile.timeout_s,
-            prompt_max_length=profile.prompt_max_length,
-            max_reference_images=profile.max_reference_images,
-            credit_cost=profile.credit_cost,
-            base_url=profile.base_url,
-            provider_config=profile.provider_config,
-        )
-
 
 class GenerationSettings(BaseModel):
     enabled: StrictBool = Field(description="Global switch: is image generation on")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import asdict
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
@@ -12,6 +13,7 @@ from atelier_contracts.errors import ErrorInfo
 from atelier_contracts.jobs import (
     FINAL_STATUSES,
     AssembledPrompt,
+    JobCore,
     JobImage,
     JobProgress,
     JobStatus,
@@ -30,6 +32,9 @@ from atelier_dispatch.repository import ImageRecord, JobRecord, JobRepository, T
 
 # Each provider's places in line (`admission.line_positions`), by job id.
 Lines = dict[str, dict[str, tuple[int, int]]]
+
+# The job's columns a view shows as they are stored.
+_SHOWN_AS_STORED = (*JobCore.model_fields, "size", "count", "options", "request_digest")
 
 
 def set_status(
@@ -111,14 +116,7 @@ def job_view(
         {t.id: Step.of(t.profile) for t in tasks} if job.fallbacks and images else {}
     )
     job_images = [
-        JobImage(
-            media_id=i.media_id,
-            index=i.index,
-            width=i.width,
-            height=i.height,
-            content_type=i.content_type,
-            **_made_by(job, steps.get(i.task_id)),
-        )
+        JobImage.model_validate({**asdict(i), **_made_by(job, steps.get(i.task_id))})
         for i in images
     ]
     error = ErrorInfo.model_validate(job.error) if job.error else None
@@ -135,24 +133,14 @@ def job_view(
         else None
     )
     return JobView(
-        id=job.id,
-        project=job.project,
-        user_id=job.user_id,
-        profile_id=job.profile_id,
-        profile_name=job.profile_name,
-        provider=job.provider,
-        model=job.model,
-        status=JobStatus(job.status),
-        prompt=job.prompt,
+        **{column: getattr(job, column) for column in _SHOWN_AS_STORED},
         assembled_prompt=assembled.prompt if assembled else None,
         assembly_notes=assembled.notes if assembled else [],
         reference_images=[
-            SentReferenceImage.of(ref) for ref in (assembled.reference_images if assembled else [])
+            SentReferenceImage.model_validate(ref, from_attributes=True)
+            for ref in (assembled.reference_images if assembled else [])
         ],
         excluded_images=assembled.excluded_images if assembled else [],
-        size=job.size,
-        count=job.count,
-        options=job.options,
         target=Target.model_validate(
             {"kind": job.target_kind, "element_id": job.target_element_id}
         ),
@@ -168,7 +156,6 @@ def job_view(
         error=error,
         created_at=as_utc(job.created_at),
         updated_at=as_utc(job.updated_at),
-        request_digest=job.request_digest,
         style=assembled.style if assembled else None,
         receipt=receipt,
     )

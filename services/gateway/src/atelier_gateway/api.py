@@ -140,7 +140,8 @@ async def preview_context(
     """The exact prompt and reference images a generation with this body would send, and
     every image that would not be sent with the reason. Validated like a generation;
     nothing is queued or charged, and pictures staged for it are deleted once answered."""
-    return ContextPreview.of(await service.preview(body, user))
+    reply = await service.preview(body, user)
+    return ContextPreview.model_validate(reply, from_attributes=True)
 
 
 @router.post(

@@ -46,7 +46,10 @@ def plan_fallback(fallback: Profile, resolved: ResolvedRequest) -> FallbackPlan:
             f"{_credits(resolved.profile.credit_cost)}."
         )
     return FallbackPlan(
-        profile=ProfileSnapshot.of(fallback), size=size, options=options, notes=notes
+        profile=ProfileSnapshot.model_validate(fallback, from_attributes=True),
+        size=size,
+        options=options,
+        notes=notes,
     )
 
 

@@ -119,7 +119,7 @@ def resolved_fields(resolved: ResolvedRequest, request: GenerationRequestBody) -
     """What a job and a preview of it both carry: the validated request with the profile's
     defaults filled in, and the request's context, target and style switch as sent."""
     return {
-        "profile": ProfileSnapshot.of(resolved.profile),
+        "profile": ProfileSnapshot.model_validate(resolved.profile, from_attributes=True),
         "prompt": resolved.prompt,
         "size": resolved.size,
         "count": resolved.count,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
+from typing import Literal
 
 from sqlalchemy import BigInteger, Column, DateTime, Index, String, Text, func, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -18,8 +19,11 @@ from atelier_contracts.media import MediaItem
 from atelier_database import Database
 
 
-class MediaRow(SQLModel, table=True):
-    """One landed image and its provenance; mirrors `MediaItem` field for field."""
+class MediaRow(SQLModel, MediaItem, table=True):
+    """One landed image and its provenance: `MediaItem`'s fields, each a column. Re-declared
+    below are those a plain column does not fit (key, index, TEXT, BIGINT, time zone, server
+    default); a re-declared field keeps its place. A field added to `MediaItem` is a new column:
+    `test_head_is_exactly_the_models` fails until a migration adds it."""
 
     __tablename__ = "media_items"
     # The library lists a project's media newest first: one index serves filter and order. An
@@ -30,29 +34,15 @@ class MediaRow(SQLModel, table=True):
     )
 
     id: str = Field(primary_key=True)
-    project: str
     job_id: str = Field(index=True)
-    task_id: str
-    index: int
-    content_type: str
-    width: int
-    height: int
-    size_bytes: int
-    sha256: str
-    original_key: str
-    thumbnail_key: str
-    profile_id: str
-    provider: str
-    model: str
     # Prompts can be long; TEXT avoids a length limit PostgreSQL would enforce on VARCHAR(n).
     prompt: str = Field(sa_column=Column(Text, nullable=False))
-    size: str
     # Providers' seeds go up to 2^32 - 2 (Stability): past a 32-bit INTEGER on PostgreSQL.
     seed: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
     revised_prompt: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
-    # "generated" or "uploaded" (atelier_media.files); rows from before revision 0004 generated.
-    source: str = Field(
+    # Rows from before revision 0004 are generated ones.
+    source: Literal["generated", "uploaded"] = Field(
         default="generated",
         sa_column=Column(String, nullable=False, server_default="generated"),
     )

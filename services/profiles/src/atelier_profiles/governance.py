@@ -446,14 +446,7 @@ def landed_images(job: JobView) -> list[JobImage]:
 def fallback_images(job: JobView) -> list[AuditFallback]:
     """The images a profile other than the job's own made, as the audit records them."""
     return [
-        AuditFallback(
-            index=image.index,
-            media_id=image.media_id,
-            profile_id=image.profile_id,
-            profile_name=image.profile_name,
-            credit_cost=image.credit_cost,
-            reason=image.fallback_reason,
-        )
+        AuditFallback.model_validate({**image.model_dump(), "reason": image.fallback_reason})
         for image in landed_images(job)
         if image.fallback_reason is not None
         or (image.profile_id is not None and image.profile_id != job.profile_id)

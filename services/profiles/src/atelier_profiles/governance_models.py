@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field, field_validator
 
 from atelier_contracts.clock import as_utc
-from atelier_contracts.profiles import JSON_NUMBER, AuditFallback
+from atelier_contracts.profiles import JSON_NUMBER, AuditRecord, AuditRecordError
 from atelier_contracts.receipts import JobReceipt
 from atelier_profiles.money import from_milli
 from atelier_profiles.tables import AuditRow
@@ -143,39 +143,26 @@ class UserQuota(BaseModel):
     resets_at: datetime
 
 
-class AuditError(BaseModel):
+# The audit record's error with the provider's own detail: admins see it, users never do.
+# (Comments, not docstrings, on these two: a docstring would become the document's description.)
+class AuditError(AuditRecordError):
     error_class: str = Field(examples=["content_blocked"])
     stage: str | None = Field(default=None, description="For content blocks: input or output")
-    message: str | None = None
     detail: str | None = Field(default=None, description="The provider's detail, for admins")
 
 
-class AuditEntry(BaseModel):
-    job_id: str
-    user_id: str
-    project: str
-    profile_id: str
-    profile_name: str
-    provider: str
-    model: str
+# The audit record (`atelier_contracts.profiles.AuditRecord`) as the admin API shows it: the
+# error with the provider's detail. The fields re-declared here say more in the admin API's
+# document than in the message; a re-declared field keeps its place.
+class AuditEntry(AuditRecord):
     status: str = Field(examples=["partial"])
     moderated: bool = Field(description="The provider refused the prompt or its result")
     error: AuditError | None
     prompt: str = Field(description="The prompt exactly as sent to the provider")
     user_prompt: str = Field(description="What the user typed")
-    requested: int
-    landed: int
-    failed: int
     cost: float = Field(
         description="Credits charged: each landed image at the price of the profile that made "
         "it (a fallback's may differ from the job's own)"
-    )
-    created_at: datetime
-    finished_at: datetime
-    fallbacks: list[AuditFallback] = Field(
-        default_factory=list,
-        description="The images fallback profiles made, each with its profile and the reason; "
-        "empty when the job's own profile made them all",
     )
     receipt: JobReceipt | None = Field(
         default=None,
@@ -195,27 +182,17 @@ class AuditEntry(BaseModel):
             if row.error_class
             else None
         )
-        return cls(
-            job_id=row.job_id,
-            user_id=row.user_id,
-            project=row.project,
-            profile_id=row.profile_id,
-            profile_name=row.profile_name,
-            provider=row.provider,
-            model=row.model,
-            status=row.status,
-            moderated=row.error_class == "content_blocked",
-            error=error,
-            prompt=row.prompt,
-            user_prompt=row.user_prompt,
-            requested=row.requested,
-            landed=row.landed,
-            failed=row.failed,
-            cost=from_milli(row.cost_milli),
-            created_at=as_utc(row.job_created_at),
-            finished_at=as_utc(row.finished_at),
-            fallbacks=[AuditFallback.model_validate(item) for item in row.fallbacks or []],
-            receipt=JobReceipt.model_validate(row.receipt) if row.receipt else None,
+        # The columns named as the fields are taken as they are; the rest is worked out.
+        return cls.model_validate(
+            {
+                **row.model_dump(),
+                "moderated": row.error_class == "content_blocked",
+                "error": error,
+                "cost": from_milli(row.cost_milli),
+                "created_at": as_utc(row.job_created_at),
+                "finished_at": as_utc(row.finished_at),
+                "fallbacks": row.fallbacks or [],
+            }
         )
 
 

@@ -281,15 +281,13 @@ class WebhookService:
 
     async def _out(self, row: WebhookEndpointRow) -> WebhookEndpointOut:
         counts = await self.repository.counts(row.id)
-        return WebhookEndpointOut(
-            id=row.id,
-            url=row.url,
-            events=row.events,
-            project=row.project,
-            allow_private_origin=row.allow_private,
-            description=row.description,
-            created_at=as_utc(row.created_at),
-            **counts,
+        return WebhookEndpointOut.model_validate(
+            {
+                **row.model_dump(),
+                "allow_private_origin": row.allow_private,
+                "created_at": as_utc(row.created_at),
+                **counts,
+            }
         )
 
     # -- fan-out -----------------------------------------------------------------------------------

@@ -8,11 +8,11 @@ from typing import Any
 
 from pydantic import BaseModel, Field, computed_field
 
-from atelier_contracts.errors import BlockedInput, ErrorClass, ErrorInfo
+from atelier_contracts.errors import BlockedInput, ErrorClass
 from atelier_contracts.jobs import (
     SHORT_TEXT_CHARS,
-    ContextPreviewReply,
     ExcludedImage,
+    JobCore,
     JobImage,
     JobProgress,
     JobStatus,
@@ -60,10 +60,6 @@ class ContextPreview(BaseModel):
         description="Where the project's style would go: its words' place in `prompt` and "
         "which of its images would be sent; null when the project has none",
     )
-
-    @classmethod
-    def of(cls, reply: ContextPreviewReply) -> ContextPreview:
-        return cls.model_validate(reply.model_dump())
 
 
 class FeatureProfile(BaseModel):
@@ -121,10 +117,6 @@ class JobError(BaseModel):
     def class_(self) -> ErrorClass:
         return self.error_class
 
-    @classmethod
-    def of(cls, error: ErrorInfo) -> JobError:
-        return cls(**shown_fields(cls, error))
-
 
 class JobImageOut(JobImage):
     """A job's image with the gateway URLs of its bytes."""
@@ -132,21 +124,8 @@ class JobImageOut(JobImage):
     content_url: str
     thumbnail_url: str
 
-    @classmethod
-    def of(cls, image: JobImage) -> JobImageOut:
-        return cls(**image.model_dump(), **media_urls(image.media_id))
 
-
-class JobOut(BaseModel):
-    id: str
-    project: str
-    user_id: str
-    profile_id: str
-    profile_name: str
-    provider: str
-    model: str
-    status: JobStatus
-    prompt: str
+class JobOut(JobCore):
     assembled_prompt: str | None
     assembly_notes: list[str]
     reference_images: list[SentReferenceImage] = Field(
@@ -183,11 +162,14 @@ class JobOut(BaseModel):
 
     @classmethod
     def of(cls, job: JobView) -> JobOut:
+        # What the public models do not declare (the request digest, the provider's detail of
+        # an error) is left out: validation ignores fields a model does not have.
         return cls.model_validate(
             {
-                **job.model_dump(exclude={"images", "error"}),
-                "images": [JobImageOut.of(image) for image in job.images],
-                "error": JobError.of(job.error) if job.error else None,
+                **job.model_dump(),
+                "images": [
+                    {**image.model_dump(), **media_urls(image.media_id)} for image in job.images
+                ],
                 "links": Links.of_job(job.id),
             }
         )

@@ -104,14 +104,13 @@ class AssignmentAccepted(BaseModel):
 
     @classmethod
     def of(cls, event: MediaAssigned) -> AssignmentAccepted:
-        return cls(
-            media_id=event.media_id,
-            project=event.project,
-            target=event.target,
-            element_id=event.element_id,
-            assigned_at=event.occurred_at,
-            event_id=str(event.event_id),
-            links=AssignmentLinks(assignments=project_assignments_url(event.project)),
+        # The event's own fields as it says them (its id a string), its time as `assigned_at`.
+        return cls.model_validate(
+            {
+                **event.model_dump(mode="json"),
+                "assigned_at": event.occurred_at,
+                "links": AssignmentLinks(assignments=project_assignments_url(event.project)),
+            }
         )
 
 

@@ -76,14 +76,8 @@ def audit_query(
 def audit_receipt(receipt: JobReceipt) -> AuditReceipt:
     return AuditReceipt(
         images=[
-            AuditReceiptLine(
-                index=line.index,
-                charged=line.charged,
-                credits=line.credits,
-                outcome=line.outcome,
-                reason=line.reason,
-                mediaId=line.media_id,
-                errorClass=line.error_class,
+            AuditReceiptLine.model_validate(
+                {**line.model_dump(), "mediaId": line.media_id, "errorClass": line.error_class}
             )
             for line in receipt.images
         ],
