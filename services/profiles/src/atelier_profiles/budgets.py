@@ -13,8 +13,9 @@ from typing import Annotated, Protocol
 
 from pydantic import BaseModel, Field
 
-from atelier_contracts.errors import NotFound, Unavailable
+from atelier_contracts.errors import NotFound
 from atelier_contracts.providers import KNOWN_PROVIDERS
+from atelier_profiles.ports import unavailable_on_failure
 
 log = logging.getLogger("atelier.profiles.budgets")
 
@@ -50,13 +51,12 @@ class BudgetService:
         self._store = store
 
     async def _all(self) -> dict[str, int]:
-        try:
+        with unavailable_on_failure(
+            log,
+            "provider budgets could not be read",
+            "The provider budgets (kept in NATS) cannot be read right now; try again.",
+        ):
             return await self._store.read_all()
-        except Exception as exc:
-            log.exception("provider budgets could not be read")
-            raise Unavailable(
-                "The provider budgets (kept in NATS) cannot be read right now; try again."
-            ) from exc
 
     async def list(self) -> list[ProviderBudget]:
         budgets = await self._all()
@@ -69,14 +69,14 @@ class BudgetService:
 
     async def set(self, provider: str, budget: BudgetInput) -> ProviderBudget:
         _require_known(provider)
-        try:
+        with unavailable_on_failure(
+            log,
+            "a provider budget could not be stored",
+            "The provider budget could not be stored (NATS does not answer); nothing changed. "
+            "Try again.",
+            provider=provider,
+        ):
             await self._store.set(provider, budget.max_concurrent)
-        except Exception as exc:
-            log.exception("a provider budget could not be stored", extra={"provider": provider})
-            raise Unavailable(
-                "The provider budget could not be stored (NATS does not answer); nothing "
-                "changed. Try again."
-            ) from exc
         log.info(
             "provider budget set",
             extra={"provider": provider, "max_concurrent": budget.max_concurrent},
