@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from sqlalchemy import (
@@ -307,25 +308,8 @@ def reserve_in(conn: Connection, dialect: str, r: Reservation) -> ReserveOutcome
     per_image = terms.per_image_milli
     cost = per_image * asked.count
 
-    def answer(
-        outcome: str,
-        cost_milli: int,
-        used: int,
-        retry_after_s: float | None = None,
-        jobs: int = 0,
-        held_bytes: int = 0,
-    ) -> ReserveOutcome:
-        return ReserveOutcome(
-            outcome,
-            cost_milli,
-            used,
-            policy=policy,
-            limit_milli=limit,
-            priced=terms.priced,
-            retry_after_s=retry_after_s,
-            in_flight_jobs=jobs,
-            in_flight_bytes=held_bytes,
-        )
+    # Every answer states the terms it was held to.
+    answer = partial(ReserveOutcome, policy=policy, limit_milli=limit, priced=terms.priced)
 
     period = r.period_key(policy.period)
     lock = _LOCK_USAGE_ROW[dialect]
@@ -353,7 +337,9 @@ def reserve_in(conn: Connection, dialect: str, r: Reservation) -> ReserveOutcome
         return answer("reserved", int(found.held), used)
     if policy.rate_limit_count is not None and found.limiting is not None:
         leaves = as_utc(found.limiting) + timedelta(seconds=policy.rate_limit_window_s)
-        return answer("rate_limited", 0, used, max((leaves - r.now).total_seconds(), 0.001))
+        return answer(
+            "rate_limited", 0, used, retry_after_s=max((leaves - r.now).total_seconds(), 0.001)
+        )
     in_flight = r.in_flight
     if in_flight.max_jobs is not None or in_flight.max_bytes is not None:
         # Still under this user's lock: concurrent submissions see each other's rows.
@@ -363,7 +349,9 @@ def reserve_in(conn: Connection, dialect: str, r: Reservation) -> ReserveOutcome
             in_flight.max_bytes is not None
             and held_bytes + asked.payload_bytes > in_flight.max_bytes
         ):
-            return answer("too_much_in_flight", 0, used, None, jobs, held_bytes)
+            return answer(
+                "too_much_in_flight", 0, used, in_flight_jobs=jobs, in_flight_bytes=held_bytes
+            )
     if limit is not None and used + cost > limit:
         return answer("quota_exceeded", cost, used)
 
