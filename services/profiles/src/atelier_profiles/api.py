@@ -1,25 +1,25 @@
 """The admin API under `/admin/v1`: the global switch, model profiles, provider credentials,
-quotas and the audit.
+quotas, provider budgets and the audit (the webhooks: `webhooks_api.py`).
 
-Every route needs `Authorization: Bearer <admin token>`. Errors have one shape,
-`{"error": {"code", "message"}}` (mapped by `atelier_web`).
+One module-level router; each route names the service it calls in its signature
+(`dependencies.py`). Every route needs `Authorization: Bearer <admin token>`. Errors have one
+shape, `{"error": {"code", "message"}}` (mapped by `atelier_web`).
 """
 
 from __future__ import annotations
 
-import hmac
 import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Response, status
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, BeforeValidator, Field
 
-from atelier_contracts.errors import ErrorClass, Unauthorized
+from atelier_contracts.errors import ErrorClass
 from atelier_contracts.profiles import GenerationSettings, Profile, ProfileFields
 from atelier_contracts.subjects import PROVIDER_PATTERN
-from atelier_profiles.governance import GovernanceService
+from atelier_profiles.budgets import BudgetInput, ProviderBudget
+from atelier_profiles.dependencies import Budgets, Governance, Profiles, require_admin
 from atelier_profiles.governance_models import (
     AuditPage,
     AuditSummary,
@@ -32,7 +32,7 @@ from atelier_profiles.governance_models import (
     UserQuota,
 )
 from atelier_profiles.governance_repository import AuditFilter
-from atelier_profiles.service import ProfilePatch, ProfileService
+from atelier_profiles.service import ProfilePatch
 
 PREFIX = "/admin/v1"
 
@@ -73,129 +73,6 @@ ProfileId = Annotated[
         examples=["4f1c2a9e-3b7d-4c55-9a43-1d2e3f4a5b6c"],
     ),
 ]
-
-
-_bearer = HTTPBearer(
-    auto_error=False,
-    scheme_name="AdminToken",
-    description="The admin token (`ATELIER_PROFILES_ADMIN_TOKEN`)",
-)
-
-
-class AdminGuard:
-    """Dependency admitting only requests that carry the admin token.
-
-    A class at module level rather than a closure: FastAPI resolves the string annotations
-    (`from __future__ import annotations`) in the module's namespace.
-    """
-
-    def __init__(self, admin_token: str) -> None:
-        self._expected = admin_token.encode()
-
-    async def __call__(
-        self, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-    ) -> None:
-        # Missing and wrong tokens get the same answer, so a caller learns nothing from it;
-        # compare_digest keeps the comparison time independent of how much of the token matched.
-        if credentials is None or not hmac.compare_digest(
-            credentials.credentials.encode(), self._expected
-        ):
-            raise Unauthorized(
-                "A valid admin token is required: send 'Authorization: Bearer <admin token>'."
-            )
-
-
-def build_admin_router(service: ProfileService, admin_token: str) -> APIRouter:
-    router = APIRouter(
-        prefix=PREFIX, dependencies=[Depends(AdminGuard(admin_token))], responses=_errors(401)
-    )
-
-    @router.get(
-        "/settings",
-        tags=["settings"],
-        summary="Read the global generation switch",
-    )
-    async def get_settings() -> GenerationSettings:
-        return await service.get_settings()
-
-    @router.put(
-        "/settings",
-        tags=["settings"],
-        summary="Turn image generation on or off for everyone",
-        description="While `enabled` is false, users see `reason` and cannot start generations.",
-        responses=_errors(400, 422),
-    )
-    async def put_settings(settings: GenerationSettings) -> GenerationSettings:
-        return await service.set_settings(settings)
-
-    @router.get(
-        "/profiles",
-        tags=["profiles"],
-        summary="List model profiles",
-        description="Ordered by `sort_order`, then name.",
-        responses=_errors(422),
-    )
-    async def list_profiles(
-        include_disabled: Annotated[
-            bool, Query(description="Also list profiles that are switched off")
-        ] = True,
-    ) -> list[Profile]:
-        return await service.list_profiles(include_disabled=include_disabled)
-
-    @router.post(
-        "/profiles",
-        tags=["profiles"],
-        summary="Create a model profile",
-        status_code=status.HTTP_201_CREATED,
-        responses=_errors(400, 409, 422),
-    )
-    async def create_profile(fields: ProfileFields, response: Response) -> Profile:
-        profile = await service.create_profile(fields)
-        response.headers["Location"] = f"{PREFIX}/profiles/{profile.id}"
-        return profile
-
-    @router.get(
-        "/profiles/{profile_id}",
-        tags=["profiles"],
-        summary="Read one model profile",
-        responses=_errors(404, 422),
-    )
-    async def get_profile(profile_id: ProfileId) -> Profile:
-        return await service.get_profile(profile_id)
-
-    @router.put(
-        "/profiles/{profile_id}",
-        tags=["profiles"],
-        summary="Replace a model profile",
-        description="Every field is set from the body; fields left out take their defaults.",
-        responses=_errors(400, 404, 409, 422),
-    )
-    async def replace_profile(profile_id: ProfileId, fields: ProfileFields) -> Profile:
-        return await service.replace_profile(profile_id, fields)
-
-    @router.patch(
-        "/profiles/{profile_id}",
-        tags=["profiles"],
-        summary="Change some fields of a model profile",
-        description="Only the fields in the body change; the result must still be a valid "
-        "profile (e.g. `default_size` one of `sizes`).",
-        responses=_errors(400, 404, 409, 422),
-    )
-    async def patch_profile(profile_id: ProfileId, patch: ProfilePatch) -> Profile:
-        return await service.patch_profile(profile_id, patch)
-
-    @router.delete(
-        "/profiles/{profile_id}",
-        tags=["profiles"],
-        summary="Delete a model profile",
-        description="Jobs already submitted keep the snapshot they were given.",
-        status_code=status.HTTP_204_NO_CONTENT,
-        responses=_errors(404, 409, 422),
-    )
-    async def delete_profile(profile_id: ProfileId) -> None:
-        await service.delete_profile(profile_id)
-
-    return router
 
 
 ProviderName = Annotated[
@@ -288,117 +165,285 @@ class AuditQuery:
         )
 
 
-def build_governance_router(governance: GovernanceService, admin_token: str) -> APIRouter:
-    """Provider credentials, quotas and the audit, under the same admin token."""
-    router = APIRouter(
-        prefix=PREFIX, dependencies=[Depends(AdminGuard(admin_token))], responses=_errors(401)
-    )
+router = APIRouter(prefix=PREFIX, dependencies=[Depends(require_admin)], responses=_errors(401))
 
-    @router.get(
-        "/providers",
-        tags=["providers"],
-        summary="List providers and whether a credential is stored",
-        description="Known providers, and any named by a profile or a stored credential. Keys "
-        "are never returned: at most their last four characters.",
-    )
-    async def list_providers() -> list[ProviderStatus]:
-        return await governance.list_providers()
 
-    @router.get(
-        "/providers/{name}",
-        tags=["providers"],
-        summary="Read one provider's credential status",
-        responses=described_errors(e404="No such provider", e422="The name is malformed"),
-    )
-    async def get_provider(name: ProviderName) -> ProviderStatus:
-        return await governance.get_provider(name)
+# --- the switch and the profiles ---------------------------------------------------------------
 
-    @router.put(
-        "/providers/{name}/credentials",
-        tags=["providers"],
-        summary="Set or rotate a provider's API key",
-        description="Stored encrypted (AES-GCM); workers pick the new key up at once "
-        "(`profiles.changed`). The answer shows the key masked.",
-        responses=_errors(400)
-        | described_errors(e404="Atelier has no worker for this provider", e422="Bad input"),
-    )
-    async def put_credential(name: ProviderName, credential: CredentialInput) -> ProviderStatus:
-        return await governance.set_credential(name, credential)
 
-    @router.delete(
-        "/providers/{name}/credentials",
-        tags=["providers"],
-        summary="Delete a provider's stored API key",
-        description="Workers fall back to their own `ATELIER_WORKERS_API_KEY`, if any.",
-        status_code=status.HTTP_204_NO_CONTENT,
-        responses=described_errors(e404="No key is stored for this provider", e422="Bad name"),
-    )
-    async def delete_credential(name: ProviderName) -> None:
-        await governance.delete_credential(name)
+@router.get(
+    "/settings",
+    tags=["settings"],
+    summary="Read the global generation switch",
+)
+async def get_settings(service: Profiles) -> GenerationSettings:
+    return await service.get_settings()
 
-    @router.get("/quotas", tags=["quotas"], summary="The default quota and every override")
-    async def get_quotas() -> QuotaOverview:
-        return await governance.overview()
 
-    @router.put(
-        "/quotas",
-        tags=["quotas"],
-        summary="Set the default quota and the submission rate limit",
-        responses=_errors(400, 422),
-    )
-    async def put_quotas(policy: QuotaPolicy) -> QuotaPolicy:
-        return await governance.set_policy(policy)
+@router.put(
+    "/settings",
+    tags=["settings"],
+    summary="Turn image generation on or off for everyone",
+    description="While `enabled` is false, users see `reason` and cannot start generations.",
+    responses=_errors(400, 422),
+)
+async def put_settings(service: Profiles, settings: GenerationSettings) -> GenerationSettings:
+    return await service.set_settings(settings)
 
-    @router.get(
-        "/quotas/users/{user_id}",
-        tags=["quotas"],
-        summary="A user's limit and what they used this period",
-        responses=_errors(422),
-    )
-    async def get_user_quota(user_id: UserIdPath) -> UserQuota:
-        return await governance.user_quota(user_id)
 
-    @router.put(
-        "/quotas/users/{user_id}",
-        tags=["quotas"],
-        summary="Give one user their own credit limit",
-        responses=_errors(400, 422),
-    )
-    async def put_user_quota(user_id: UserIdPath, override: QuotaOverrideInput) -> QuotaOverride:
-        return await governance.set_override(user_id, override)
+@router.get(
+    "/profiles",
+    tags=["profiles"],
+    summary="List model profiles",
+    description="Ordered by `sort_order`, then name.",
+    responses=_errors(422),
+)
+async def list_profiles(
+    service: Profiles,
+    include_disabled: Annotated[
+        bool, Query(description="Also list profiles that are switched off")
+    ] = True,
+) -> list[Profile]:
+    return await service.list_profiles(include_disabled=include_disabled)
 
-    @router.delete(
-        "/quotas/users/{user_id}",
-        tags=["quotas"],
-        summary="Remove a user's override (the default applies again)",
-        status_code=status.HTTP_204_NO_CONTENT,
-        responses=described_errors(e404="The user has no override", e422="Bad user id"),
-    )
-    async def delete_user_quota(user_id: UserIdPath) -> None:
-        await governance.delete_override(user_id)
 
-    @router.get(
-        "/audits",
-        tags=["audit"],
-        summary="Finished jobs: who, what was sent, what it cost, how it ended",
-        description="Newest first. Filters combine (AND).",
-        responses=_errors(422),
-    )
-    async def list_audits(
-        filters: Annotated[AuditQuery, Depends()],
-        limit: Annotated[int, Query(ge=1, le=500)] = 50,
-        offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
-    ) -> AuditPage:
-        return await governance.audits(filters.filter, limit=limit, offset=offset)
+@router.post(
+    "/profiles",
+    tags=["profiles"],
+    summary="Create a model profile",
+    status_code=status.HTTP_201_CREATED,
+    responses=_errors(400, 409, 422),
+)
+async def create_profile(service: Profiles, fields: ProfileFields, response: Response) -> Profile:
+    profile = await service.create_profile(fields)
+    response.headers["Location"] = f"{PREFIX}/profiles/{profile.id}"
+    return profile
 
-    @router.get(
-        "/audits/summary",
-        tags=["audit"],
-        summary="Counts per status and failure class, cost per user and profile",
-        description="Over the jobs the filters select.",
-        responses=_errors(422),
-    )
-    async def audit_summary(filters: Annotated[AuditQuery, Depends()]) -> AuditSummary:
-        return await governance.audit_summary(filters.filter)
 
-    return router
+@router.get(
+    "/profiles/{profile_id}",
+    tags=["profiles"],
+    summary="Read one model profile",
+    responses=_errors(404, 422),
+)
+async def get_profile(service: Profiles, profile_id: ProfileId) -> Profile:
+    return await service.get_profile(profile_id)
+
+
+@router.put(
+    "/profiles/{profile_id}",
+    tags=["profiles"],
+    summary="Replace a model profile",
+    description="Every field is set from the body; fields left out take their defaults.",
+    responses=_errors(400, 404, 409, 422),
+)
+async def replace_profile(
+    service: Profiles, profile_id: ProfileId, fields: ProfileFields
+) -> Profile:
+    return await service.replace_profile(profile_id, fields)
+
+
+@router.patch(
+    "/profiles/{profile_id}",
+    tags=["profiles"],
+    summary="Change some fields of a model profile",
+    description="Only the fields in the body change; the result must still be a valid "
+    "profile (e.g. `default_size` one of `sizes`).",
+    responses=_errors(400, 404, 409, 422),
+)
+async def patch_profile(service: Profiles, profile_id: ProfileId, patch: ProfilePatch) -> Profile:
+    return await service.patch_profile(profile_id, patch)
+
+
+@router.delete(
+    "/profiles/{profile_id}",
+    tags=["profiles"],
+    summary="Delete a model profile",
+    description="Jobs already submitted keep the snapshot they were given.",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=_errors(404, 409, 422),
+)
+async def delete_profile(service: Profiles, profile_id: ProfileId) -> None:
+    await service.delete_profile(profile_id)
+
+
+# --- provider credentials, quotas and the audit ------------------------------------------------
+
+
+@router.get(
+    "/providers",
+    tags=["providers"],
+    summary="List providers and whether a credential is stored",
+    description="Known providers, and any named by a profile or a stored credential. Keys "
+    "are never returned: at most their last four characters.",
+)
+async def list_providers(governance: Governance) -> list[ProviderStatus]:
+    return await governance.list_providers()
+
+
+@router.get(
+    "/providers/{name}",
+    tags=["providers"],
+    summary="Read one provider's credential status",
+    responses=described_errors(e404="No such provider", e422="The name is malformed"),
+)
+async def get_provider(governance: Governance, name: ProviderName) -> ProviderStatus:
+    return await governance.get_provider(name)
+
+
+@router.put(
+    "/providers/{name}/credentials",
+    tags=["providers"],
+    summary="Set or rotate a provider's API key",
+    description="Stored encrypted (AES-GCM); workers pick the new key up at once "
+    "(`profiles.changed`). The answer shows the key masked.",
+    responses=_errors(400)
+    | described_errors(e404="Atelier has no worker for this provider", e422="Bad input"),
+)
+async def put_credential(
+    governance: Governance, name: ProviderName, credential: CredentialInput
+) -> ProviderStatus:
+    return await governance.set_credential(name, credential)
+
+
+@router.delete(
+    "/providers/{name}/credentials",
+    tags=["providers"],
+    summary="Delete a provider's stored API key",
+    description="Workers fall back to their own `ATELIER_WORKERS_API_KEY`, if any.",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=described_errors(e404="No key is stored for this provider", e422="Bad name"),
+)
+async def delete_credential(governance: Governance, name: ProviderName) -> None:
+    await governance.delete_credential(name)
+
+
+@router.get("/quotas", tags=["quotas"], summary="The default quota and every override")
+async def get_quotas(governance: Governance) -> QuotaOverview:
+    return await governance.overview()
+
+
+@router.put(
+    "/quotas",
+    tags=["quotas"],
+    summary="Set the default quota and the submission rate limit",
+    responses=_errors(400, 422),
+)
+async def put_quotas(governance: Governance, policy: QuotaPolicy) -> QuotaPolicy:
+    return await governance.set_policy(policy)
+
+
+@router.get(
+    "/quotas/users/{user_id}",
+    tags=["quotas"],
+    summary="A user's limit and what they used this period",
+    responses=_errors(422),
+)
+async def get_user_quota(governance: Governance, user_id: UserIdPath) -> UserQuota:
+    return await governance.user_quota(user_id)
+
+
+@router.put(
+    "/quotas/users/{user_id}",
+    tags=["quotas"],
+    summary="Give one user their own credit limit",
+    responses=_errors(400, 422),
+)
+async def put_user_quota(
+    governance: Governance, user_id: UserIdPath, override: QuotaOverrideInput
+) -> QuotaOverride:
+    return await governance.set_override(user_id, override)
+
+
+@router.delete(
+    "/quotas/users/{user_id}",
+    tags=["quotas"],
+    summary="Remove a user's override (the default applies again)",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=described_errors(e404="The user has no override", e422="Bad user id"),
+)
+async def delete_user_quota(governance: Governance, user_id: UserIdPath) -> None:
+    await governance.delete_override(user_id)
+
+
+@router.get(
+    "/audits",
+    tags=["audit"],
+    summary="Finished jobs: who, what was sent, what it cost, how it ended",
+    description="Newest first. Filters combine (AND).",
+    responses=_errors(422),
+)
+async def list_audits(
+    governance: Governance,
+    filters: Annotated[AuditQuery, Depends()],
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
+) -> AuditPage:
+    return await governance.audits(filters.filter, limit=limit, offset=offset)
+
+
+@router.get(
+    "/audits/summary",
+    tags=["audit"],
+    summary="Counts per status and failure class, cost per user and profile",
+    description="Over the jobs the filters select.",
+    responses=_errors(422),
+)
+async def audit_summary(
+    governance: Governance, filters: Annotated[AuditQuery, Depends()]
+) -> AuditSummary:
+    return await governance.audit_summary(filters.filter)
+
+
+# --- provider budgets (`budgets.py`) -----------------------------------------------------------
+
+
+@router.get(
+    "/provider-budgets",
+    tags=["providers"],
+    summary="Every provider's budget of calls at once",
+    description="Across every worker replica; `null`: no limit (tasks go to the provider's "
+    "queue at once). With a budget, dispatch holds the rest and hands them over one user "
+    "at a time.",
+    responses=described_errors(e503="The budgets cannot be read (NATS)"),
+)
+async def list_budgets(budgets: Budgets) -> list[ProviderBudget]:
+    return await budgets.list()
+
+
+@router.get(
+    "/providers/{name}/budget",
+    tags=["providers"],
+    summary="Read one provider's budget of calls at once",
+    responses=described_errors(e404="No such provider", e422="The name is malformed", e503="NATS"),
+)
+async def get_budget(budgets: Budgets, name: ProviderName) -> ProviderBudget:
+    return await budgets.get(name)
+
+
+@router.put(
+    "/providers/{name}/budget",
+    tags=["providers"],
+    summary="Set (or with null remove) a provider's budget of calls at once",
+    description="Takes effect within a second: a raised or removed budget lets waiting "
+    "tasks go at once; a lowered one lets calls already running finish.",
+    responses=described_errors(
+        e400="The body is not valid JSON (or not UTF-8)",
+        e404="No such provider",
+        e422="Not 1 to 10,000 or null",
+        e503="Not stored (NATS)",
+    ),
+)
+async def put_budget(budgets: Budgets, name: ProviderName, budget: BudgetInput) -> ProviderBudget:
+    return await budgets.set(name, budget)
+
+
+@router.delete(
+    "/providers/{name}/budget",
+    tags=["providers"],
+    summary="Remove a provider's budget (no limit)",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=described_errors(e404="No such provider", e503="Not stored (NATS)"),
+)
+async def delete_budget(budgets: Budgets, name: ProviderName) -> None:
+    await budgets.set(name, BudgetInput(max_concurrent=None))

@@ -1,6 +1,7 @@
 """Provider budgets: how many calls a provider may run at once across every worker replica
-(providers limit accounts, not processes). Admins set them here; they live in a JetStream
-key-value bucket that dispatch follows and admits tasks within (ADR 0020).
+(providers limit accounts, not processes). Admins set them through the admin API (`api.py`);
+they live in a JetStream key-value bucket that dispatch follows and admits tasks within
+(ADR 0020).
 
 No budget: dispatch hands every task to the provider's queue at once, as before.
 """
@@ -10,12 +11,11 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Protocol
 
-from fastapi import APIRouter, Depends, status
 from pydantic import BaseModel, Field
 
-from atelier_contracts.errors import NotFound, Unavailable
+from atelier_contracts.errors import NotFound
 from atelier_contracts.providers import KNOWN_PROVIDERS
-from atelier_profiles.api import PREFIX, AdminGuard, ProviderName, described_errors
+from atelier_profiles.ports import unavailable_on_failure
 
 log = logging.getLogger("atelier.profiles.budgets")
 
@@ -51,13 +51,12 @@ class BudgetService:
         self._store = store
 
     async def _all(self) -> dict[str, int]:
-        try:
+        with unavailable_on_failure(
+            log,
+            "provider budgets could not be read",
+            "The provider budgets (kept in NATS) cannot be read right now; try again.",
+        ):
             return await self._store.read_all()
-        except Exception as exc:
-            log.exception("provider budgets could not be read")
-            raise Unavailable(
-                "The provider budgets (kept in NATS) cannot be read right now; try again."
-            ) from exc
 
     async def list(self) -> list[ProviderBudget]:
         budgets = await self._all()
@@ -70,14 +69,14 @@ class BudgetService:
 
     async def set(self, provider: str, budget: BudgetInput) -> ProviderBudget:
         _require_known(provider)
-        try:
+        with unavailable_on_failure(
+            log,
+            "a provider budget could not be stored",
+            "The provider budget could not be stored (NATS does not answer); nothing changed. "
+            "Try again.",
+            provider=provider,
+        ):
             await self._store.set(provider, budget.max_concurrent)
-        except Exception as exc:
-            log.exception("a provider budget could not be stored", extra={"provider": provider})
-            raise Unavailable(
-                "The provider budget could not be stored (NATS does not answer); nothing "
-                "changed. Try again."
-            ) from exc
         log.info(
             "provider budget set",
             extra={"provider": provider, "max_concurrent": budget.max_concurrent},
@@ -88,59 +87,3 @@ class BudgetService:
 def _require_known(provider: str) -> None:
     if provider not in KNOWN_PROVIDERS:
         raise NotFound(f"There is no provider {provider!r}; known: {', '.join(KNOWN_PROVIDERS)}.")
-
-
-def build_budget_router(budgets: BudgetService, admin_token: str) -> APIRouter:
-    router = APIRouter(
-        prefix=PREFIX,
-        dependencies=[Depends(AdminGuard(admin_token))],
-        responses=described_errors(e401="The admin token is missing or wrong"),
-        tags=["providers"],
-    )
-
-    @router.get(
-        "/provider-budgets",
-        summary="Every provider's budget of calls at once",
-        description="Across every worker replica; `null`: no limit (tasks go to the provider's "
-        "queue at once). With a budget, dispatch holds the rest and hands them over one user "
-        "at a time.",
-        responses=described_errors(e503="The budgets cannot be read (NATS)"),
-    )
-    async def list_budgets() -> list[ProviderBudget]:
-        return await budgets.list()
-
-    @router.get(
-        "/providers/{name}/budget",
-        summary="Read one provider's budget of calls at once",
-        responses=described_errors(
-            e404="No such provider", e422="The name is malformed", e503="NATS"
-        ),
-    )
-    async def get_budget(name: ProviderName) -> ProviderBudget:
-        return await budgets.get(name)
-
-    @router.put(
-        "/providers/{name}/budget",
-        summary="Set (or with null remove) a provider's budget of calls at once",
-        description="Takes effect within a second: a raised or removed budget lets waiting "
-        "tasks go at once; a lowered one lets calls already running finish.",
-        responses=described_errors(
-            e400="The body is not valid JSON (or not UTF-8)",
-            e404="No such provider",
-            e422="Not 1 to 10,000 or null",
-            e503="Not stored (NATS)",
-        ),
-    )
-    async def put_budget(name: ProviderName, budget: BudgetInput) -> ProviderBudget:
-        return await budgets.set(name, budget)
-
-    @router.delete(
-        "/providers/{name}/budget",
-        summary="Remove a provider's budget (no limit)",
-        status_code=status.HTTP_204_NO_CONTENT,
-        responses=described_errors(e404="No such provider", e503="Not stored (NATS)"),
-    )
-    async def delete_budget(name: ProviderName) -> None:
-        await budgets.set(name, BudgetInput(max_concurrent=None))
-
-    return router

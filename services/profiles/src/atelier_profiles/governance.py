@@ -49,7 +49,7 @@ from atelier_profiles.governance_models import (
 from atelier_profiles.governance_repository import AuditFilter, GovernanceRepository
 from atelier_profiles.money import from_milli, from_milli_or_none, to_milli, to_milli_or_none
 from atelier_profiles.origins import default_origins
-from atelier_profiles.quota_ledger import InFlightLimits, QuotaPolicyValues
+from atelier_profiles.quota_ledger import InFlightLimits, QuotaPolicyValues, Reservation
 from atelier_profiles.service import ProfileService
 from atelier_profiles.tables import AuditRow, QuotaOverrideRow
 from atelier_security import SealBroken, Sealer, mask
@@ -271,16 +271,13 @@ class GovernanceService:
         """
         now = self._now()
         outcome = await self._repo.reserve(
-            job_id=request.job_id,
-            user_id=request.user_id,
-            project=request.project,
-            profile_id=request.profile_id,
-            count=request.count,
-            now=now,
-            default_policy=_DEFAULT_POLICY_VALUES,
-            period_key=lambda period: period_bounds(period, now)[0].date().isoformat(),
-            payload_bytes=request.payload_bytes,
-            in_flight=self._in_flight,
+            Reservation(
+                request,
+                now=now,
+                default_policy=_DEFAULT_POLICY_VALUES,
+                period_key=lambda period: period_bounds(period, now)[0].date().isoformat(),
+                in_flight=self._in_flight,
+            )
         )
         if not outcome.priced:
             # Deleted in the second since the gateway's catalog was read: the job still runs on

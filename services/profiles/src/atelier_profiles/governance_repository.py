@@ -17,7 +17,6 @@ from atelier_profiles.group_commit import DEFAULT_MAX_BATCH, GroupCommit
 from atelier_profiles.quota_ledger import (
     READ_TERMS,
     EstimateOutcome,
-    InFlightLimits,
     QuotaPolicyValues,
     Reservation,
     ReserveOutcome,
@@ -37,8 +36,6 @@ from atelier_profiles.tables import (
     QuotaUsageRow,
     ReservationRow,
 )
-
-_NO_IN_FLIGHT_LIMITS = InFlightLimits()
 
 
 @dataclass(frozen=True)
@@ -193,20 +190,7 @@ class GovernanceRepository:
 
     # Reservations (their statements and their work: `quota_ledger.py`).
 
-    async def reserve(
-        self,
-        *,
-        job_id: str,
-        user_id: str,
-        project: str,
-        profile_id: str,
-        count: int,
-        now: datetime,
-        default_policy: QuotaPolicyValues,
-        period_key: Callable[[str], str],
-        payload_bytes: int = 0,
-        in_flight: InFlightLimits = _NO_IN_FLIGHT_LIMITS,
-    ) -> ReserveOutcome:
+    async def reserve(self, reservation: Reservation) -> ReserveOutcome:
         """Hold credits for a job, atomically: never more than the user's limit in the period.
 
         Reservations asked for while a transaction of them runs are committed together in the
@@ -214,23 +198,11 @@ class GovernanceRepository:
         batch that fails is rolled back whole (nothing reserved) and each of its callers gets
         `BatchFailed`. Within a batch they run one by one, ordered by user, on one connection.
 
-        Each runs as `reserve_in` describes; `period_key(period)` names the usage row of the
-        period holding `now`.
+        Each runs as `reserve_in` describes.
         """
-        reservation = Reservation(
-            job_id=job_id,
-            user_id=user_id,
-            project=project,
-            profile_id=profile_id,
-            count=count,
-            now=now,
-            default_policy=default_policy,
-            period_key=period_key,
-            payload_bytes=payload_bytes,
-            in_flight=in_flight,
-        )
         return await self._quota_writes.submit(
-            lambda conn: reserve_in(conn, self._dialect, reservation), key=user_id
+            lambda conn: reserve_in(conn, self._dialect, reservation),
+            key=reservation.request.user_id,
         )
 
     async def estimate(

@@ -11,8 +11,8 @@ from atelier_contracts.subjects import Subject
 from atelier_contracts.webhooks import WebhookDelivery
 from atelier_database import Database, migrate_to_head, upgrade_to_head
 from atelier_messaging import ProviderBudgets, ensure_streams, make_broker, publish_event
-from atelier_profiles.api import build_admin_router, build_governance_router
-from atelier_profiles.budgets import BudgetService, BudgetStore, build_budget_router
+from atelier_profiles.api import router as admin_router
+from atelier_profiles.budgets import BudgetService, BudgetStore
 from atelier_profiles.governance import GovernanceService
 from atelier_profiles.governance_repository import GovernanceRepository
 from atelier_profiles.handlers import register_handlers, register_webhook_handlers
@@ -23,7 +23,7 @@ from atelier_profiles.repository import ProfileRepository
 from atelier_profiles.service import ProfileService
 from atelier_profiles.settings import Settings
 from atelier_profiles.webhooks import DeliveryPolicy, WebhookService
-from atelier_profiles.webhooks_api import build_webhook_router
+from atelier_profiles.webhooks_api import router as webhook_router
 from atelier_profiles.webhooks_repository import WebhookRepository
 from atelier_security import at_rest_sealer, transport_sealer
 from atelier_web import create_service_app, run_service
@@ -112,15 +112,14 @@ def create_app(
         on_shutdown=[database.dispose],
         description=DESCRIPTION,
     )
-    app.include_router(build_admin_router(service, settings.admin_token))
-    app.include_router(build_governance_router(governance, settings.admin_token))
-    app.include_router(build_budget_router(budgets, settings.admin_token))
-    app.include_router(build_webhook_router(webhooks, settings.admin_token))
+    app.include_router(admin_router)
+    app.include_router(webhook_router)
     app.state.settings = settings
     app.state.broker = broker
     app.state.database = database
     app.state.service = service
     app.state.governance = governance
+    app.state.budgets = budgets
     app.state.webhooks = webhooks
     return app
 

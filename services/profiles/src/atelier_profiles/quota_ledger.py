@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from sqlalchemy import (
@@ -36,6 +37,7 @@ from sqlalchemy.dialects.postgresql import Insert as PostgresInsert
 from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
 
 from atelier_contracts.clock import as_utc, utcnow
+from atelier_contracts.profiles import QuotaReserveRequest
 from atelier_profiles.money import to_milli
 from atelier_profiles.tables import (
     AUDIT_TABLE,
@@ -94,17 +96,14 @@ class EstimateOutcome:
 
 @dataclass(frozen=True)
 class Reservation:
-    """One `GovernanceRepository.reserve` call, waiting for its batch."""
+    """One job's reservation as asked for, with the terms it runs under; waits for its batch
+    (`GovernanceRepository.reserve`). `period_key(period)` names the usage row of the period
+    holding `now`."""
 
-    job_id: str
-    user_id: str
-    project: str
-    profile_id: str
-    count: int
+    request: QuotaReserveRequest
     now: datetime
     default_policy: QuotaPolicyValues
     period_key: Callable[[str], str]
-    payload_bytes: int
     in_flight: InFlightLimits
 
 
@@ -300,50 +299,34 @@ def reserve_in(conn: Connection, dialect: str, r: Reservation) -> ReserveOutcome
     UPDATE as well, so even without that lock it could not overspend. A refusal writes
     nothing but the usage row's touch.
     """
+    asked = r.request
     terms = Terms.of(
-        conn.execute(READ_TERMS, {"user": r.user_id, "profile": r.profile_id}).one(),
+        conn.execute(READ_TERMS, {"user": asked.user_id, "profile": asked.profile_id}).one(),
         r.default_policy,
     )
     policy, limit = terms.policy, terms.limit_milli
     per_image = terms.per_image_milli
-    cost = per_image * r.count
+    cost = per_image * asked.count
 
-    def answer(
-        outcome: str,
-        cost_milli: int,
-        used: int,
-        retry_after_s: float | None = None,
-        jobs: int = 0,
-        held_bytes: int = 0,
-    ) -> ReserveOutcome:
-        return ReserveOutcome(
-            outcome,
-            cost_milli,
-            used,
-            policy=policy,
-            limit_milli=limit,
-            priced=terms.priced,
-            retry_after_s=retry_after_s,
-            in_flight_jobs=jobs,
-            in_flight_bytes=held_bytes,
-        )
+    # Every answer states the terms it was held to.
+    answer = partial(ReserveOutcome, policy=policy, limit_milli=limit, priced=terms.priced)
 
     period = r.period_key(policy.period)
     lock = _LOCK_USAGE_ROW[dialect]
-    row = {"user_id": r.user_id, "period_key": period, "used_milli": 0, "updated_at": r.now}
+    row = {"user_id": asked.user_id, "period_key": period, "used_milli": 0, "updated_at": r.now}
     # Locked from here on: nobody else changes it before this transaction ends.
     used = int(conn.execute(lock, row).scalar_one())
 
     if policy.rate_limit_count is None:
-        found = conn.execute(_CHECK_HELD, {"job": r.job_id}).one()
+        found = conn.execute(_CHECK_HELD, {"job": asked.job_id}).one()
     else:
         window_start = r.now - timedelta(seconds=policy.rate_limit_window_s)
         found = (
             conn.execute(
                 _CHECK_HELD_AND_RATE,
                 {
-                    "job": r.job_id,
-                    "user": r.user_id,
+                    "job": asked.job_id,
+                    "user": asked.user_id,
                     "window_start": window_start,
                     "skip": policy.rate_limit_count - 1,
                 },
@@ -354,20 +337,25 @@ def reserve_in(conn: Connection, dialect: str, r: Reservation) -> ReserveOutcome
         return answer("reserved", int(found.held), used)
     if policy.rate_limit_count is not None and found.limiting is not None:
         leaves = as_utc(found.limiting) + timedelta(seconds=policy.rate_limit_window_s)
-        return answer("rate_limited", 0, used, max((leaves - r.now).total_seconds(), 0.001))
+        return answer(
+            "rate_limited", 0, used, retry_after_s=max((leaves - r.now).total_seconds(), 0.001)
+        )
     in_flight = r.in_flight
     if in_flight.max_jobs is not None or in_flight.max_bytes is not None:
         # Still under this user's lock: concurrent submissions see each other's rows.
-        busy = conn.execute(_IN_FLIGHT, {"user": r.user_id}).one()
+        busy = conn.execute(_IN_FLIGHT, {"user": asked.user_id}).one()
         jobs, held_bytes = int(busy.jobs), int(busy.bytes)
         if (in_flight.max_jobs is not None and jobs >= in_flight.max_jobs) or (
-            in_flight.max_bytes is not None and held_bytes + r.payload_bytes > in_flight.max_bytes
+            in_flight.max_bytes is not None
+            and held_bytes + asked.payload_bytes > in_flight.max_bytes
         ):
-            return answer("too_much_in_flight", 0, used, None, jobs, held_bytes)
+            return answer(
+                "too_much_in_flight", 0, used, in_flight_jobs=jobs, in_flight_bytes=held_bytes
+            )
     if limit is not None and used + cost > limit:
         return answer("quota_exceeded", cost, used)
 
-    where = {"user": r.user_id, "period": period, "cost": cost, "now": r.now}
+    where = {"user": asked.user_id, "period": period, "cost": cost, "now": r.now}
     if limit is None:
         spent = conn.execute(_SPEND, where).scalar_one_or_none()
     else:
@@ -378,15 +366,15 @@ def reserve_in(conn: Connection, dialect: str, r: Reservation) -> ReserveOutcome
     conn.execute(
         _INSERT_RESERVATION,
         {
-            "job_id": r.job_id,
-            "user_id": r.user_id,
-            "project": r.project,
-            "profile_id": r.profile_id,
+            "job_id": asked.job_id,
+            "user_id": asked.user_id,
+            "project": asked.project,
+            "profile_id": asked.profile_id,
             "period_key": period,
-            "count": r.count,
+            "count": asked.count,
             "credits_per_image_milli": per_image,
             "reserved_milli": cost,
-            "payload_bytes": r.payload_bytes,
+            "payload_bytes": asked.payload_bytes,
             "settled": False,
             "refunded_milli": 0,
             "created_at": r.now,

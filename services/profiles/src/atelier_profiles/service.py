@@ -8,14 +8,13 @@ No broker and no HTTP here: the repository is passed in, and publishing is an in
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, StrictBool, ValidationError, field_validator
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import ErrorDetails
 
-from atelier_contracts.errors import Conflict, InvalidInput, NotFound, Unavailable
+from atelier_contracts.errors import Conflict, InvalidInput, NotFound
 from atelier_contracts.profiles import (
     JSON_NUMBER,
     MAX_CREDIT_COST,
@@ -33,12 +32,11 @@ from atelier_contracts.profiles import (
 )
 from atelier_contracts.subjects import PROVIDER_PATTERN
 from atelier_profiles.origins import OriginPolicy
+from atelier_profiles.ports import Publish, unavailable_on_failure
 from atelier_profiles.repository import ProfileRepository
 from atelier_profiles.validation import fallback_problems, validate_profile
 
 log = logging.getLogger("atelier.profiles")
-
-Publish = Callable[[ProfilesChanged], Awaitable[None]]
 
 # A field a patch may leave out but not set to null: `None` means "not given" and the document
 # does not offer null. Constraints sit inside `Annotated` so they never apply to that None.
@@ -125,7 +123,10 @@ def _fields_of(profile: Profile) -> ProfileFields:
 
 class ProfileService:
     def __init__(
-        self, repo: ProfileRepository, publish: Publish, origins: OriginPolicy | None = None
+        self,
+        repo: ProfileRepository,
+        publish: Publish[ProfilesChanged],
+        origins: OriginPolicy | None = None,
     ) -> None:
         self._repo = repo
         self._publish = publish
@@ -149,17 +150,17 @@ class ProfileService:
     ) -> None:
         """Publish `profiles.changed`; call it only after the change is committed: consumers
         that re-read on this event must see the change."""
-        try:
+        # The change is stored; say so, so the admin does not create it twice.
+        with unavailable_on_failure(
+            log,
+            "profiles.changed not published",
+            "The change was saved, but other services could not be told about it (the message "
+            "bus is unreachable). Save it again once the bus is back.",
+            profile_id=profile_id,
+        ):
             await self._publish(
                 ProfilesChanged(action=action, profile_id=profile_id, provider=provider)
             )
-        except Exception as exc:
-            log.exception("profiles.changed not published", extra={"profile_id": profile_id})
-            # The change is stored; say so, so the admin does not create it twice.
-            raise Unavailable(
-                "The change was saved, but other services could not be told about it (the "
-                "message bus is unreachable). Save it again once the bus is back."
-            ) from exc
 
     async def create_profile(self, fields: ProfileFields) -> Profile:
         profile = await self._repo.insert_profile(await self._checked(fields))

@@ -16,7 +16,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -37,6 +37,7 @@ from atelier_contracts.webhooks import (
     WebhookDelivery,
     WebhookEvent,
 )
+from atelier_profiles.ports import Publish
 from atelier_profiles.webhooks_repository import (
     WebhookAttemptRow,
     WebhookEndpointRow,
@@ -54,7 +55,6 @@ from atelier_security.ssrf import (
 
 log = logging.getLogger("atelier.profiles.webhooks")
 
-PublishDelivery = Callable[[WebhookDelivery], Awaitable[None]]
 # Standard Webhooks secrets: `whsec_` and base64 of 24 to about 64 random bytes (whole groups,
 # so the pattern alone guarantees valid base64).
 URL_PATTERN = r"^https?://[A-Za-z0-9.\-]+(?::[0-9]{1,5})?(?:[/?#][!-~]*)?$"
@@ -210,7 +210,7 @@ class WebhookService:
         self,
         repository: WebhookRepository,
         sealer: Sealer,
-        publish: PublishDelivery,
+        publish: Publish[WebhookDelivery],
         policy: DeliveryPolicy,
         *,
         guard: GuardedFetcher | None = None,
