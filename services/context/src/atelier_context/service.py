@@ -49,14 +49,7 @@ class Resolver(Protocol):
 
 
 class Store(Protocol):
-    async def put_bytes(
-        self,
-        bucket: str,
-        key: str,
-        data: bytes,
-        content_type: str,
-        metadata: dict[str, str] | None = None,
-    ) -> None: ...
+    async def put_bytes(self, bucket: str, key: str, data: bytes, content_type: str) -> None: ...
 
     async def remove_prefix(self, bucket: str, prefix: str) -> int: ...
 
