@@ -30,7 +30,10 @@ import certifi
 import httpcore
 import httpx
 
-from atelier_security.addresses import IPAddress, IPNetwork, is_metadata, non_public_kind
+# IPAddress and IPNetwork are part of this module's interface (`Resolver`, `parse_networks`).
+from atelier_security.addresses import IPAddress as IPAddress
+from atelier_security.addresses import IPNetwork as IPNetwork
+from atelier_security.addresses import is_metadata, non_public_kind
 
 Resolver = Callable[[str, int], Awaitable[list[IPAddress]]]
 
