@@ -38,6 +38,7 @@ FRAMEWORK_DECORATORS = [
     "@*.subscriber",
     "@*.publisher",
     "@durable_subscriber",
+    "@job_consumer",  # dispatch: durable_subscriber with the settings of its job consumers
     "@*.after_startup",
     "@*.on_startup",
     "@*.command",

@@ -7,7 +7,7 @@ to HTTP in one exception handler per app (see `atelier_web`).
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -105,10 +105,23 @@ class ErrorInfo(BaseModel):
 
 
 class AtelierError(Exception):
-    """An error with a stable slug, an HTTP status and a message a person can act on."""
+    """An error with a stable slug, an HTTP status and a message a person can act on.
+
+    A kind of error states its status and slug where it is declared:
+    `class UploadMissing(NotFound, code="upload_missing")`; one raise may still override them.
+    """
 
     status_code: int = 400
     code: str = "bad_request"
+
+    def __init_subclass__(
+        cls, *, status_code: int | None = None, code: str | None = None, **kwargs: Any
+    ) -> None:
+        super().__init_subclass__(**kwargs)
+        if status_code is not None:
+            cls.status_code = status_code
+        if code is not None:
+            cls.code = code
 
     def __init__(self, message: str, *, code: str | None = None, status_code: int | None = None):
         super().__init__(message)
@@ -119,31 +132,19 @@ class AtelierError(Exception):
             self.status_code = status_code
 
 
-class InvalidInput(AtelierError):
-    status_code = 422
-    code = "invalid_input"
+class InvalidInput(AtelierError, status_code=422, code="invalid_input"): ...
 
 
-class NotFound(AtelierError):
-    status_code = 404
-    code = "not_found"
+class NotFound(AtelierError, status_code=404, code="not_found"): ...
 
 
-class Unauthorized(AtelierError):
-    status_code = 401
-    code = "unauthorized"
+class Unauthorized(AtelierError, status_code=401, code="unauthorized"): ...
 
 
-class Forbidden(AtelierError):
-    status_code = 403
-    code = "forbidden"
+class Forbidden(AtelierError, status_code=403, code="forbidden"): ...
 
 
-class Conflict(AtelierError):
-    status_code = 409
-    code = "conflict"
+class Conflict(AtelierError, status_code=409, code="conflict"): ...
 
 
-class Unavailable(AtelierError):
-    status_code = 503
-    code = "unavailable"
+class Unavailable(AtelierError, status_code=503, code="unavailable"): ...

@@ -14,21 +14,8 @@ import socket
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+from atelier_security.addresses import IPAddress, embedded_ipv4, non_public_kind
 
-# Instance-metadata services hand out cloud credentials. Most sit in link-local or private space,
-# but Azure's wire server and Alibaba's are outside it, so all are named.
-METADATA_ADDRESSES: frozenset[IPAddress] = frozenset(
-    ipaddress.ip_address(address)
-    for address in (
-        "169.254.169.254",  # AWS, GCP, Azure, OpenStack, DigitalOcean...
-        "169.254.170.2",  # AWS ECS task credentials
-        "169.254.169.253",  # AWS DNS
-        "fd00:ec2::254",  # AWS over IPv6
-        "100.100.100.200",  # Alibaba Cloud
-        "168.63.129.16",  # Azure wire server
-    )
-)
 # Names that mean "this machine", "this cluster" or "the metadata service" wherever they resolve.
 METADATA_NAMES = frozenset(
     {
@@ -51,14 +38,6 @@ _INTERNAL_SUFFIXES = (
     ".cluster.local",
     ".svc",
 )
-# Non-public ranges some Python versions' `ipaddress` flags call global (3.11: site-local IPv6,
-# the documentation range 3fff::/20).
-_OTHER_NON_PUBLIC = (
-    (ipaddress.IPv6Network("fec0::/10"), "a site-local address"),
-    (ipaddress.IPv6Network("3fff::/20"), "a reserved address"),
-)
-_NAT64 = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("64:ff9b:1::/48"))
-_IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -66,51 +45,14 @@ class OriginError(ValueError):
     """Not a usable origin; the message says why, for an admin."""
 
 
-def embedded_ipv4(ip: IPAddress) -> ipaddress.IPv4Address | None:
-    """The IPv4 address an IPv6 one carries (IPv4-mapped, 6to4, NAT64, Teredo, IPv4-compatible):
-    a request to it may well reach that IPv4 address, so it is judged as that address."""
-    if isinstance(ip, ipaddress.IPv4Address):
-        return None
-    if ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    if ip.sixtofour is not None:
-        return ip.sixtofour
-    if ip.teredo is not None:
-        return ip.teredo[1]
-    if any(ip in network for network in _NAT64):
-        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-    if ip in _IPV4_COMPATIBLE and int(ip) > 1:  # `::` and `::1` are IPv6's own
-        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-    return None
-
-
 def address_kind(ip: IPAddress) -> str | None:
-    """What kind of non-public address `ip` is ("a loopback address", ...); None if public."""
-    inner = embedded_ipv4(ip)
-    if inner is not None:
-        # Judged as the IPv4 address it carries, whatever the IPv6 prefix's own class says.
-        kind = address_kind(inner)
-        return None if kind is None else f"{kind} ({inner}, inside {ip})"
-    if ip in METADATA_ADDRESSES:
-        return "a cloud metadata address"
-    for network, kind in _OTHER_NON_PUBLIC:
-        if ip in network:
-            return kind
-    if ip.is_loopback:
-        return "a loopback address"
-    if ip.is_link_local:
-        return "a link-local address"
-    if ip.is_multicast:
-        return "a multicast address"
-    if ip.is_unspecified:
-        return "an unspecified address"
-    if ip.is_reserved:
-        return "a reserved address"
-    if ip.is_private:
-        return "a private address"
-    if not ip.is_global:
-        return "a non-public address"
-    return None
+    """What kind of non-public address `ip` is ("a loopback address", ...); None if public. An
+    IPv6 address that carries a non-public IPv4 one says which, as the message names it."""
+    for inner in embedded_ipv4(ip):
+        kind = non_public_kind(inner)
+        if kind is not None:
+            return f"{kind} ({inner}, inside {ip})"
+    return non_public_kind(ip)
 
 
 def _literal_address(host: str) -> IPAddress | None:

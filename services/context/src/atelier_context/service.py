@@ -49,14 +49,7 @@ class Resolver(Protocol):
 
 
 class Store(Protocol):
-    async def put_bytes(
-        self,
-        bucket: str,
-        key: str,
-        data: bytes,
-        content_type: str,
-        metadata: dict[str, str] | None = None,
-    ) -> None: ...
+    async def put_bytes(self, bucket: str, key: str, data: bytes, content_type: str) -> None: ...
 
     async def remove_prefix(self, bucket: str, prefix: str) -> int: ...
 
@@ -77,6 +70,20 @@ def references_prefix(job_id: str) -> str:
 
 def reference_key(job_id: str, index: int, extension: str) -> str:
     return f"{references_prefix(job_id)}{index}.{extension}"
+
+
+def _preview_of(reference: ResolvedReference) -> ReferenceImagePreview:
+    """A reference image as it is sent: where it came from and its size after downscaling."""
+    return ReferenceImagePreview(
+        element_id=reference.element_id,
+        source=reference.source,
+        media_id=reference.media_id,
+        content_type=reference.image.content_type,
+        width=reference.image.width,
+        height=reference.image.height,
+        size_bytes=reference.image.size_bytes,
+        style=reference.element_id == STYLE_ELEMENT_ID,
+    )
 
 
 @dataclass(frozen=True)
@@ -108,19 +115,8 @@ class ContextService:
             key = reference_key(request.job_id, index, image.extension)
             # Same key on a redelivery: the object is simply written again.
             await self.store.put_bytes(self.staging_bucket, key, image.data, image.content_type)
-            staged.append(
-                ReferenceImageRef(
-                    staging_key=key,
-                    content_type=image.content_type,
-                    width=image.width,
-                    height=image.height,
-                    size_bytes=image.size_bytes,
-                    element_id=reference.element_id,
-                    source=reference.source,
-                    media_id=reference.media_id,
-                    style=reference.element_id == STYLE_ELEMENT_ID,
-                )
-            )
+            # What a preview shows of it, and where it was staged.
+            staged.append(ReferenceImageRef(staging_key=key, **_preview_of(reference).model_dump()))
         assembled = assembly.prompt.model_copy(
             update={"reference_images": staged, "excluded_images": assembly.excluded}
         )
@@ -177,19 +173,7 @@ class ContextService:
             negative_prompt=assembly.prompt.negative_prompt,
             elements_used=assembly.prompt.elements_used,
             notes=assembly.prompt.notes,
-            reference_images=[
-                ReferenceImagePreview(
-                    element_id=reference.element_id,
-                    source=reference.source,
-                    media_id=reference.media_id,
-                    content_type=reference.image.content_type,
-                    width=reference.image.width,
-                    height=reference.image.height,
-                    size_bytes=reference.image.size_bytes,
-                    style=reference.element_id == STYLE_ELEMENT_ID,
-                )
-                for reference in assembly.sent
-            ],
+            reference_images=[_preview_of(reference) for reference in assembly.sent],
             excluded_images=assembly.excluded,
             style=assembly.prompt.style,
         )

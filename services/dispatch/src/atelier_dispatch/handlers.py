@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from typing import Any
 
 from faststream.nats import NatsBroker
 from faststream.nats.annotations import NatsMessage
+from faststream.nats.subscriber.usecases import LogicSubscriber
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
@@ -73,19 +75,17 @@ def register_handlers(broker: NatsBroker, service: DispatchService) -> None:
     # recounted from rows and event ids are derived). A job that still never settles is ended by
     # the deadline sweeper, so nothing waits forever.
 
-    @durable_subscriber(
-        broker,
-        Subject.JOBS_REQUESTED,
-        Durable.DISPATCH_JOBS_REQUESTED,
-        max_workers=8,
-        max_deliver=50,
-    )
+    def job_consumer(
+        subject: Subject, durable: Durable, *, max_deliver: int = 50
+    ) -> LogicSubscriber[Any]:
+        # Every consumer below: eight messages at once per replica, 50 tries unless said otherwise.
+        return durable_subscriber(broker, subject, durable, max_workers=8, max_deliver=max_deliver)
+
+    @job_consumer(Subject.JOBS_REQUESTED, Durable.DISPATCH_JOBS_REQUESTED)
     async def record_requested_job(event: JobRequested) -> None:
         await service.record_request(event)
 
-    @durable_subscriber(
-        broker, Subject.JOBS_ENRICHED, Durable.DISPATCH_JOBS_ENRICHED, max_workers=8, max_deliver=50
-    )
+    @job_consumer(Subject.JOBS_ENRICHED, Durable.DISPATCH_JOBS_ENRICHED)
     async def dispatch_enriched_job(event: JobEnriched, msg: NatsMessage) -> None:
         try:
             await service.dispatch_enriched(event)
@@ -95,30 +95,16 @@ def register_handlers(broker: NatsBroker, service: DispatchService) -> None:
             # it; the dead-letter path ends a job whose request never gets recorded).
             await msg.nack(delay=min(2.0, 0.05 * delivery_attempt(msg)))
 
-    @durable_subscriber(
-        broker,
-        Subject.GEN_FAILED,
-        Durable.DISPATCH_GEN_FAILED,
-        max_workers=8,
-        max_deliver=50,
-    )
+    @job_consumer(Subject.GEN_FAILED, Durable.DISPATCH_GEN_FAILED)
     async def record_task_failed(event: GenerationFailed) -> None:
         await service.task_failed(event)
 
     # Progress is worth little once late: a few tries, then the next tick will do.
-    @durable_subscriber(
-        broker,
-        Subject.GEN_PROGRESS,
-        Durable.DISPATCH_GEN_PROGRESS,
-        max_workers=8,
-        max_deliver=3,
-    )
+    @job_consumer(Subject.GEN_PROGRESS, Durable.DISPATCH_GEN_PROGRESS, max_deliver=3)
     async def announce_task_progress(event: GenerationProgress) -> None:
         await service.task_progress(event)
 
-    @durable_subscriber(
-        broker, Subject.MEDIA_LANDED, Durable.DISPATCH_MEDIA_LANDED, max_workers=8, max_deliver=50
-    )
+    @job_consumer(Subject.MEDIA_LANDED, Durable.DISPATCH_MEDIA_LANDED)
     async def record_landed_images(event: MediaLanded) -> None:
         await service.images_landed(event)
 

@@ -32,6 +32,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.sql.dml import Update
 from sqlmodel import Field, Session, SQLModel
 
 from atelier_contracts.clock import as_utc
@@ -292,39 +293,37 @@ _INSERT_JOB = insert(_JOBS)
 _INSERT_TASKS = insert(_TASKS)
 _INSERT_IMAGES = insert(_IMAGES)
 # What a job transaction may change of a job, and of a task; the rest is fixed at insert.
-_UPDATE_JOB = (
-    update(_JOBS)
-    .where(_JOBS.c.id == bindparam("job_id"))
-    .values(
-        status=bindparam("status"),
-        assembled=bindparam("assembled"),
-        error=bindparam("error"),
-        landed=bindparam("landed"),
-        failed=bindparam("failed"),
-        updated_at=bindparam("updated_at"),
-        deadline_at=bindparam("deadline_at"),
-    )
+_JOB_CHANGES = ("status", "assembled", "error", "landed", "failed", "updated_at", "deadline_at")
+_TASK_CHANGES = (
+    "status",
+    "attempt",
+    "error",
+    "next_attempt_at",
+    "provider",
+    "queued_at",
+    "profile",
+    "fallback_reason",
 )
+
+
+def _update_by_id(table: Table, id_param: str, columns: Sequence[str]) -> Update:
+    """An UPDATE of `columns` of the row whose id is `id_param`; each value is a parameter named
+    as its column."""
+    return (
+        update(table)
+        .where(table.c.id == bindparam(id_param))
+        .values({name: bindparam(name) for name in columns})
+    )
+
+
+_UPDATE_JOB = _update_by_id(_JOBS, "job_id", _JOB_CHANGES)
 # Progress only: no transition writes these columns, so this needs no lock on the job.
 _UPDATE_PROGRESS = (
     update(_JOBS)
     .where(_JOBS.c.id == bindparam("job_id"), _NOT_FINAL)
     .values(progress_fraction=bindparam("fraction"), progress_detail=bindparam("detail"))
 )
-_UPDATE_TASK = (
-    update(_TASKS)
-    .where(_TASKS.c.id == bindparam("task_id"))
-    .values(
-        status=bindparam("status"),
-        attempt=bindparam("attempt"),
-        error=bindparam("error"),
-        next_attempt_at=bindparam("next_attempt_at"),
-        provider=bindparam("provider"),
-        queued_at=bindparam("queued_at"),
-        profile=bindparam("profile"),
-        fallback_reason=bindparam("fallback_reason"),
-    )
-)
+_UPDATE_TASK = _update_by_id(_TASKS, "task_id", _TASK_CHANGES)
 
 
 def _values(record: JobRecord | TaskRecord | ImageRecord) -> dict[str, Any]:
@@ -449,17 +448,7 @@ class JobRepository:
     def save_job(self, job: JobRecord) -> None:
         """Write what a job transaction may change of an existing job."""
         self.connection.execute(
-            _UPDATE_JOB,
-            {
-                "job_id": job.id,
-                "status": job.status,
-                "assembled": job.assembled,
-                "error": job.error,
-                "landed": job.landed,
-                "failed": job.failed,
-                "updated_at": job.updated_at,
-                "deadline_at": job.deadline_at,
-            },
+            _UPDATE_JOB, {"job_id": job.id, **{name: getattr(job, name) for name in _JOB_CHANGES}}
         )
 
     def save_progress(self, job_id: str, fraction: float | None, detail: str | None) -> None:
@@ -476,18 +465,7 @@ class JobRepository:
     def save_tasks(self, tasks: Iterable[TaskRecord]) -> None:
         """Write what a job transaction may change of existing tasks."""
         values = [
-            {
-                "task_id": t.id,
-                "status": t.status,
-                "attempt": t.attempt,
-                "error": t.error,
-                "next_attempt_at": t.next_attempt_at,
-                "provider": t.provider,
-                "queued_at": t.queued_at,
-                "profile": t.profile,
-                "fallback_reason": t.fallback_reason,
-            }
-            for t in tasks
+            {"task_id": t.id, **{name: getattr(t, name) for name in _TASK_CHANGES}} for t in tasks
         ]
         if values:
             self.connection.execute(_UPDATE_TASK, values)

@@ -22,7 +22,7 @@ import mimetypes
 import re
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -94,44 +94,28 @@ for _extension, _type in {
     _TYPES.add_type(_type, _extension)
 
 
-class UploadMissing(NotFound):
+class UploadMissing(NotFound, code="upload_missing"):
     """No object at the staging key: never PUT, expired by the lifecycle rule, or stored already."""
 
-    code = "upload_missing"
 
-
-class UploadMismatch(AtelierError):
+class UploadMismatch(AtelierError, code="upload_mismatch"):
     """The staged object is not the one the command describes (size or sha256 differ)."""
 
-    status_code = 400
-    code = "upload_mismatch"
+
+class InvalidFilename(AtelierError, code="invalid_filename"): ...
 
 
-class InvalidFilename(AtelierError):
-    status_code = 400
-    code = "invalid_filename"
-
-
-class InvalidStagingKey(AtelierError):
+class InvalidStagingKey(AtelierError, code="invalid_staging_key"):
     """Not a key this service handed out for the project: never read, never deleted."""
 
-    status_code = 400
-    code = "invalid_staging_key"
+
+class NotAnImage(AtelierError, code="not_an_image"): ...
 
 
-class NotAnImage(AtelierError):
-    status_code = 400
-    code = "not_an_image"
+class FileTooLarge(AtelierError, status_code=413, code="file_too_large"): ...
 
 
-class FileTooLarge(AtelierError):
-    status_code = 413
-    code = "file_too_large"
-
-
-class ProjectLimitReached(AtelierError):
-    status_code = 413
-    code = "project_files_limit"
+class ProjectLimitReached(AtelierError, status_code=413, code="project_files_limit"): ...
 
 
 class ProjectFileRow(SQLModel, table=True):
@@ -344,33 +328,20 @@ def _verified_cover(data: bytes, size_bytes: int, sha256: str) -> _Cover:
     return _Cover(jpeg, hashlib.sha256(jpeg).hexdigest(), probe_image(jpeg))
 
 
+@dataclass
 class FilesService:
-    def __init__(
-        self,
-        files: FilesRepository,
-        media: MediaRepository,
-        store: ObjectStore,
-        staging_bucket: str,
-        media_bucket: str,
-        *,
-        thumbnail_max_px: int = 256,
-        presign_ttl_s: int = 300,
-        upload_slot_ttl_s: int = 300,
-        upload_max_bytes: int = 50 * 1024 * 1024,
-        project_max_files: int = 10_000,
-        project_max_bytes: int = 5 * 1024**3,
-    ) -> None:
-        self.files = files
-        self.media = media
-        self.store = store
-        self.staging_bucket = staging_bucket
-        self.media_bucket = media_bucket
-        self.thumbnail_max_px = thumbnail_max_px
-        self.presign_ttl_s = presign_ttl_s
-        self.upload_slot_ttl_s = upload_slot_ttl_s
-        self.upload_max_bytes = upload_max_bytes
-        self.project_max_files = project_max_files
-        self.project_max_bytes = project_max_bytes
+    files: FilesRepository
+    media: MediaRepository
+    store: ObjectStore
+    staging_bucket: str
+    media_bucket: str
+    _: KW_ONLY
+    thumbnail_max_px: int = 256
+    presign_ttl_s: int = 300
+    upload_slot_ttl_s: int = 300
+    upload_max_bytes: int = 50 * 1024 * 1024
+    project_max_files: int = 10_000
+    project_max_bytes: int = 5 * 1024**3
 
     @staticmethod
     def _staging_prefix(project: str) -> str:

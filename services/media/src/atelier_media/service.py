@@ -15,7 +15,7 @@ import io
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from datetime import datetime
 
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -67,17 +67,13 @@ _EXIF_ORIENTATION = 0x0112
 PublishLanded = Callable[[MediaLanded], Awaitable[None]]
 
 
-class StagedImageMissing(NotFound):
+class StagedImageMissing(NotFound, code="staged_image_missing"):
     """The worker's object is gone and the image was never landed: nothing we can land."""
 
-    code = "staged_image_missing"
 
-
-class UnusableImage(InvalidInput):
+class UnusableImage(InvalidInput, code="unusable_image"):
     """What a worker reported is not an image we accept: unknown format, too many pixels,
     corrupt, bytes that differ from their reported hash, or a key outside the task's own."""
-
-    code = "unusable_image"
 
 
 @dataclass(frozen=True)
@@ -186,23 +182,15 @@ def _check_key(task: GenerationTask, image: StagedImage) -> None:
         )
 
 
+@dataclass
 class MediaService:
-    def __init__(
-        self,
-        repo: MediaRepository,
-        store: ObjectStore,
-        media_bucket: str,
-        publish: PublishLanded,
-        *,
-        thumbnail_max_px: int = 256,
-        presign_ttl_s: int = 300,
-    ) -> None:
-        self.repo = repo
-        self.store = store
-        self.media_bucket = media_bucket
-        self.publish = publish
-        self.thumbnail_max_px = thumbnail_max_px
-        self.presign_ttl_s = presign_ttl_s
+    repo: MediaRepository
+    store: ObjectStore
+    media_bucket: str
+    publish: PublishLanded
+    _: KW_ONLY
+    thumbnail_max_px: int = 256
+    presign_ttl_s: int = 300
 
     async def land_generated_images(self, event: GenerationCompleted) -> MediaLanded:
         """Verify and thumbnail the images a worker wrote, record them, publish `media.landed`.

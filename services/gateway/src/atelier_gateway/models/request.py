@@ -151,34 +151,33 @@ _EventOnlyStaged = Annotated[SkipJsonSchema[None], Field(exclude=True)]
 _EventOnlyWithheld = Annotated[SkipJsonSchema[Literal[False]], Field(exclude=True)]
 
 
-class MediaImage(ElementImage):
-    """A picture from the project's media library."""
+class _RequestImage(ElementImage):
+    """What the three kinds below share: nothing unknown, and the event-only kinds left empty."""
 
     model_config = ConfigDict(extra="forbid")
+
+    staged: _EventOnlyStaged = None
+    withheld: _EventOnlyWithheld = False
+
+
+class MediaImage(_RequestImage):
+    """A picture from the project's media library."""
 
     media_id: str = Field(min_length=1, max_length=200)
     url: _Unset = None
     data_url: _Unset = None
-    staged: _EventOnlyStaged = None
-    withheld: _EventOnlyWithheld = False
 
 
-class UrlImage(ElementImage):
+class UrlImage(_RequestImage):
     """A picture fetched from a public address (through the SSRF guard)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     media_id: _Unset = None
     url: str = Field(min_length=1, max_length=2048)
     data_url: _Unset = None
-    staged: _EventOnlyStaged = None
-    withheld: _EventOnlyWithheld = False
 
 
-class DataUrlImage(ElementImage):
+class DataUrlImage(_RequestImage):
     """A picture sent in the request: a `data:image/...;base64,` URL."""
-
-    model_config = ConfigDict(extra="forbid")
 
     media_id: _Unset = None
     url: _Unset = None
@@ -189,8 +188,6 @@ class DataUrlImage(ElementImage):
         "`ATELIER_GATEWAY_MAX_DATA_URL_BYTES` (3 MiB). Larger pictures should be uploaded to the "
         "media library and referenced by `media_id`",
     )
-    staged: _EventOnlyStaged = None
-    withheld: _EventOnlyWithheld = False
 
 
 _IMAGE_KINDS = ("media_id", "url", "data_url")

@@ -9,9 +9,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import ValidationError
-from starlette.background import BackgroundTask
 from starlette.datastructures import UploadFile
-from starlette.responses import StreamingResponse
 
 from atelier_contracts.errors import AtelierError, Forbidden, InvalidInput, NotFound
 from atelier_contracts.media import MediaItem, StoreFileCommand, StoreFileReply
@@ -27,6 +25,7 @@ from atelier_gateway.inkweld.models import (
     MessageBody,
     UploadedMedia,
 )
+from atelier_gateway.media_bytes import streamed
 from atelier_gateway.models import AssignBody
 
 # The media service answers at most this many items per request.
@@ -56,22 +55,7 @@ async def _stream_file(ink: Facade, url: str, content_type: str, sha256: str) ->
         "ETag": f'"{sha256}"',
         "X-Content-Type-Options": "nosniff",
     }
-    if "content-length" in upstream.headers and "content-encoding" not in upstream.headers:
-        headers["Content-Length"] = upstream.headers["content-length"]
-
-    async def body() -> AsyncIterator[bytes]:
-        try:
-            async for chunk in upstream.aiter_bytes():
-                yield chunk
-        finally:
-            await upstream.aclose()
-
-    return StreamingResponse(
-        body(),
-        media_type=content_type,
-        headers=headers,
-        background=BackgroundTask(upstream.aclose),
-    )
+    return streamed(upstream, content_type, headers)
 
 
 async def _stream_item(ink: Facade, item: MediaItem, url: str) -> Response:
