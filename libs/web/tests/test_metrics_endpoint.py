@@ -8,6 +8,7 @@ from fastapi import FastAPI
 from faststream.nats import NatsBroker, TestNatsBroker
 from prometheus_client import REGISTRY
 
+from atelier_contracts.testing import QUERY_TIMEOUT_S
 from atelier_messaging import make_broker
 from atelier_web import create_service_app
 
@@ -114,7 +115,7 @@ async def test_handled_messages_are_counted_by_subject_and_outcome(
     error_before = handled("metrics-test.fail", "error")
     timed_before = sample("atelier_message_handler_seconds_count", subject="metrics-test.ok")
     async with TestNatsBroker(broker) as test_broker:
-        reply = await test_broker.request(21, "metrics-test.ok")
+        reply = await test_broker.request(21, "metrics-test.ok", timeout=QUERY_TIMEOUT_S)
         assert await reply.decode() == 42
         with pytest.raises(RuntimeError):
             await test_broker.publish(1, "metrics-test.fail")

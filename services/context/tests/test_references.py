@@ -32,7 +32,7 @@ from atelier_contracts.jobs import (
 from atelier_contracts.media import MediaItem, MediaQuery, MediaReply
 from atelier_contracts.profiles import ProfileSnapshot
 from atelier_contracts.subjects import JOBS_STREAM, Subject
-from atelier_contracts.testing import job_requested, media_item, profile_snapshot
+from atelier_contracts.testing import QUERY_TIMEOUT_S, job_requested, media_item, profile_snapshot
 from atelier_devstack import S3Info
 from atelier_messaging import query
 from atelier_storage import ObjectStore
@@ -356,7 +356,9 @@ async def test_preview_reports_what_would_be_sent_and_stages_nothing(
                 ]
             ),
         )
-        reply = await query(h.broker, Subject.CONTEXT_PREVIEW, preview, ContextPreviewReply)
+        reply = await query(
+            h.broker, Subject.CONTEXT_PREVIEW, preview, ContextPreviewReply, timeout=QUERY_TIMEOUT_S
+        )
         [image] = reply.reference_images
         assert (image.element_id, image.source, image.media_id) == ("e1", "media", media_id)
         assert (image.width, image.height, image.content_type) == (128, 64, "image/png")

@@ -25,7 +25,7 @@ from atelier_contracts.jobs import (
     JobStatusChanged,
 )
 from atelier_contracts.subjects import MAX_DELIVERIES_ADVISORY, Subject, gen_requested
-from atelier_contracts.testing import job_enriched, job_requested, media_landed
+from atelier_contracts.testing import QUERY_TIMEOUT_S, job_enriched, job_requested, media_landed
 from atelier_dispatch import handlers
 from atelier_dispatch.dead_letter import MaxDeliveriesAdvisory
 from atelier_dispatch.main import create_app
@@ -181,7 +181,7 @@ async def test_provider_progress_becomes_a_status_update(dispatch: Dispatch) -> 
 async def test_a_cancel_ends_the_job_and_answers_with_it(dispatch: Dispatch) -> None:
     request = await _generating(dispatch)
     command = CancelJobCommand(job_id=request.job_id, requested_by="u1")
-    response = await dispatch.broker.request(command, Subject.JOBS_CANCEL)
+    response = await dispatch.broker.request(command, Subject.JOBS_CANCEL, timeout=QUERY_TIMEOUT_S)
     reply = JobReply.model_validate_json(response.body)
     assert reply.job is not None and reply.job.status == JobStatus.CANCELLED
     assert [e.job.status for e in dispatch.heard.outcomes] == [JobStatus.CANCELLED]
@@ -190,18 +190,24 @@ async def test_a_cancel_ends_the_job_and_answers_with_it(dispatch: Dispatch) -> 
 
 async def test_a_job_is_answered_by_id(dispatch: Dispatch) -> None:
     request = await _generating(dispatch)
-    response = await dispatch.broker.request(JobQuery(job_id=request.job_id), Subject.JOBS_GET)
+    response = await dispatch.broker.request(
+        JobQuery(job_id=request.job_id), Subject.JOBS_GET, timeout=QUERY_TIMEOUT_S
+    )
     reply = JobReply.model_validate_json(response.body)
     assert reply.job is not None
     assert (reply.job.id, reply.job.status) == (request.job_id, JobStatus.GENERATING)
-    unknown = await dispatch.broker.request(JobQuery(job_id="nobody"), Subject.JOBS_GET)
+    unknown = await dispatch.broker.request(
+        JobQuery(job_id="nobody"), Subject.JOBS_GET, timeout=QUERY_TIMEOUT_S
+    )
     assert JobReply.model_validate_json(unknown.body).job is None
 
 
 async def test_a_project_s_jobs_are_listed(dispatch: Dispatch) -> None:
     first = await _generating(dispatch)
     second = await _generating(dispatch)
-    response = await dispatch.broker.request(JobListQuery(project=PROJECT), Subject.JOBS_LIST)
+    response = await dispatch.broker.request(
+        JobListQuery(project=PROJECT), Subject.JOBS_LIST, timeout=QUERY_TIMEOUT_S
+    )
     listed = JobListReply.model_validate_json(response.body).jobs
     assert {job.id for job in listed} == {first.job_id, second.job_id}
 

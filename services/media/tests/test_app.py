@@ -22,6 +22,7 @@ from nats.js.api import DeliverPolicy
 from atelier_contracts.generation import GenerationCompleted, StagedImage
 from atelier_contracts.media import MediaLanded, MediaQuery, MediaReply
 from atelier_contracts.subjects import MEDIA_STREAM, Subject
+from atelier_contracts.testing import QUERY_TIMEOUT_S
 from atelier_devstack import NatsInfo, S3Info, Supervisor, start_nats
 from atelier_media.main import create_app
 from atelier_media.settings import Settings
@@ -124,7 +125,11 @@ async def test_gen_completed_on_jetstream_lands_and_media_is_queryable(
     landed = await next_landed(settings.nats_url, event.task.task_id, within_s=20)
 
     reply = await query(
-        worker_broker, Subject.MEDIA_GET, MediaQuery(media_id=landed.media[0].id), MediaReply
+        worker_broker,
+        Subject.MEDIA_GET,
+        MediaQuery(media_id=landed.media[0].id),
+        MediaReply,
+        timeout=QUERY_TIMEOUT_S,
     )
     assert reply.media == landed.media[0]
     assert reply.content_url is not None

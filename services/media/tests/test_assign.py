@@ -23,7 +23,7 @@ from atelier_contracts.media import (
     ProjectAssignmentsReply,
 )
 from atelier_contracts.subjects import Subject
-from atelier_contracts.testing import media_item
+from atelier_contracts.testing import QUERY_TIMEOUT_S, media_item
 from atelier_database import Database
 from atelier_media.assignments import (
     ASSIGNMENT_TABLES,
@@ -172,6 +172,7 @@ async def test_handlers_record_the_event_and_answer_the_query(database_url: str)
                 Subject.MEDIA_ASSIGNMENTS,
                 ProjectAssignmentsQuery(project="proj-1"),
                 ProjectAssignmentsReply,
+                timeout=QUERY_TIMEOUT_S,
             )
     finally:
         await db.dispose()

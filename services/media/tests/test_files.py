@@ -34,6 +34,7 @@ from atelier_contracts.media import (
     UploadSlotRequest,
 )
 from atelier_contracts.subjects import Subject
+from atelier_contracts.testing import QUERY_TIMEOUT_S
 from atelier_database import Database
 from atelier_devstack import S3Info
 from atelier_media.files import (
@@ -576,21 +577,33 @@ async def test_the_file_subjects_answer_with_replies_and_refusals(
     data = image_bytes(20, 10)
     async with TestNatsBroker(app.state.broker) as broker:
         slot = await query(
-            broker, Subject.MEDIA_UPLOAD_SLOT, UploadSlotRequest(project=PROJECT), UploadSlotReply
+            broker,
+            Subject.MEDIA_UPLOAD_SLOT,
+            UploadSlotRequest(project=PROJECT),
+            UploadSlotReply,
+            timeout=QUERY_TIMEOUT_S,
         )
         assert slot.staging_key is not None and slot.put_url is not None
         async with httpx.AsyncClient(timeout=10) as client:
             assert (await client.put(slot.put_url, content=data)).status_code == 200
         cmd = command(slot.staging_key, data, filename="a.png")
-        stored = await query(broker, Subject.MEDIA_STORE_FILE, cmd, StoreFileReply)
+        stored = await query(
+            broker, Subject.MEDIA_STORE_FILE, cmd, StoreFileReply, timeout=QUERY_TIMEOUT_S
+        )
         assert stored.error is None and stored.file is not None and stored.media is not None
 
         # A refusal is an answer, not silence: the gateway must not take media for down.
-        again = await query(broker, Subject.MEDIA_STORE_FILE, cmd, StoreFileReply)
+        again = await query(
+            broker, Subject.MEDIA_STORE_FILE, cmd, StoreFileReply, timeout=QUERY_TIMEOUT_S
+        )
         assert again.error is not None and again.error.code == "upload_missing"
 
         listing = await query(
-            broker, Subject.MEDIA_FILES, ProjectFilesQuery(project=PROJECT), ProjectFilesReply
+            broker,
+            Subject.MEDIA_FILES,
+            ProjectFilesQuery(project=PROJECT),
+            ProjectFilesReply,
+            timeout=QUERY_TIMEOUT_S,
         )
         assert listing.files == [stored.file] and listing.total == 1
         one = await query(
@@ -598,6 +611,7 @@ async def test_the_file_subjects_answer_with_replies_and_refusals(
             Subject.MEDIA_FILE,
             ProjectFileQuery(project=PROJECT, filename="a.png"),
             ProjectFileReply,
+            timeout=QUERY_TIMEOUT_S,
         )
         assert one.file == stored.file and one.content_url is not None
         none = await query(
@@ -605,6 +619,7 @@ async def test_the_file_subjects_answer_with_replies_and_refusals(
             Subject.MEDIA_FILE,
             ProjectFileQuery(project=PROJECT, filename="b.png"),
             ProjectFileReply,
+            timeout=QUERY_TIMEOUT_S,
         )
         assert none.file is None and none.content_url is None
         marked = await query(
@@ -612,5 +627,6 @@ async def test_the_file_subjects_answer_with_replies_and_refusals(
             Subject.MEDIA_MARK_DELIVERED,
             MarkDeliveredCommand(project=PROJECT, media_ids=[stored.media.id]),
             MarkDeliveredReply,
+            timeout=QUERY_TIMEOUT_S,
         )
         assert marked.marked == 1

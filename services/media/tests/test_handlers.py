@@ -23,6 +23,7 @@ from atelier_contracts.media import (
     MediaReply,
 )
 from atelier_contracts.subjects import Subject
+from atelier_contracts.testing import QUERY_TIMEOUT_S
 from atelier_devstack import S3Info
 from atelier_media.main import create_app
 from atelier_media.repository import TABLES
@@ -78,18 +79,30 @@ async def test_gen_completed_lands_and_publishes_media_landed_and_queries_answer
         assert [m.index for m in landed.media] == [0, 1]
 
         reply = await query(
-            test_broker, Subject.MEDIA_GET, MediaQuery(media_id=landed.media[0].id), MediaReply
+            test_broker,
+            Subject.MEDIA_GET,
+            MediaQuery(media_id=landed.media[0].id),
+            MediaReply,
+            timeout=QUERY_TIMEOUT_S,
         )
         assert reply.media == landed.media[0]
         assert reply.content_url is not None
 
         missing = await query(
-            test_broker, Subject.MEDIA_GET, MediaQuery(media_id="no-such-id"), MediaReply
+            test_broker,
+            Subject.MEDIA_GET,
+            MediaQuery(media_id="no-such-id"),
+            MediaReply,
+            timeout=QUERY_TIMEOUT_S,
         )
         assert missing.media is None
 
         listing = await query(
-            test_broker, Subject.MEDIA_LIST, MediaListQuery(project="proj-1"), MediaListReply
+            test_broker,
+            Subject.MEDIA_LIST,
+            MediaListQuery(project="proj-1"),
+            MediaListReply,
+            timeout=QUERY_TIMEOUT_S,
         )
         assert listing.total == 2
         assert [m.id for m in listing.items] == [m.id for m in landed.media]

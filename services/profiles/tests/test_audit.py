@@ -10,6 +10,7 @@ from atelier_contracts.errors import ErrorClass, ErrorInfo
 from atelier_contracts.jobs import JobImage, JobStatus
 from atelier_contracts.profiles import AuditListQuery, AuditPageReply
 from atelier_contracts.subjects import Subject, job_finished
+from atelier_contracts.testing import QUERY_TIMEOUT_S
 from atelier_messaging import publish_event, query
 
 from .conftest import RunningApp, profile_fields
@@ -205,6 +206,12 @@ async def test_the_audit_records_which_profile_made_each_image_and_why(
         }
     ]
     # The same over NATS, for the gateway's Inkweld-compatible audit routes.
-    page = await query(running_app.broker, Subject.AUDITS_LIST, AuditListQuery(), AuditPageReply)
+    page = await query(
+        running_app.broker,
+        Subject.AUDITS_LIST,
+        AuditListQuery(),
+        AuditPageReply,
+        timeout=QUERY_TIMEOUT_S,
+    )
     [record] = [item for item in page.items if item.job_id == "fb"]
     assert [(f.profile_name, f.reason) for f in record.fallbacks] == [("Spare", reason)]

@@ -13,6 +13,7 @@ import pytest
 from atelier_contracts.errors import InvalidInput
 from atelier_contracts.profiles import ProfileCommandReply, ProfileCreateCommand, ProfileFields
 from atelier_contracts.subjects import Subject
+from atelier_contracts.testing import QUERY_TIMEOUT_S
 from atelier_messaging import query
 from atelier_profiles.validation import validate_profile, workflow_problems
 
@@ -245,6 +246,7 @@ async def test_the_apps_admin_command_is_refused_the_same_way(running_app: Runni
         Subject.PROFILES_CREATE,
         ProfileCreateCommand(fields=comfyui_profile(node_map=bad), requested_by="admin"),
         ProfileCommandReply,
+        timeout=QUERY_TIMEOUT_S,
     )
     assert reply.profile is None and reply.error is not None
     assert reply.error.status == 422

@@ -18,6 +18,7 @@ from atelier_contracts.profiles import (
 )
 from atelier_contracts.receipts import JobReceipt, ReceiptLine
 from atelier_contracts.subjects import Subject, job_finished
+from atelier_contracts.testing import QUERY_TIMEOUT_S
 from atelier_messaging import publish_event, query
 
 from .conftest import RunningApp, profile_fields
@@ -26,7 +27,7 @@ from .test_quotas import NOON, final_job
 
 
 async def command(app: RunningApp, subject: Subject, body: BaseModel) -> ProfileCommandReply:
-    return await query(app.broker, subject, body, ProfileCommandReply)
+    return await query(app.broker, subject, body, ProfileCommandReply, timeout=QUERY_TIMEOUT_S)
 
 
 async def test_create_replace_delete_announce_like_the_admin_api(running_app: RunningApp) -> None:
@@ -95,6 +96,7 @@ async def test_audit_reads(running_app: RunningApp) -> None:
         Subject.AUDITS_LIST,
         AuditListQuery(profile_id=profiles["paint"].id, limit=2),
         AuditPageReply,
+        timeout=QUERY_TIMEOUT_S,
     )
     assert page.error is None and page.total == 3 and len(page.items) == 2
     blocked = await query(
@@ -102,13 +104,18 @@ async def test_audit_reads(running_app: RunningApp) -> None:
         Subject.AUDITS_LIST,
         AuditListQuery(error_class="content_blocked"),
         AuditPageReply,
+        timeout=QUERY_TIMEOUT_S,
     )
     [entry] = blocked.items
     assert entry.job_id == "j3" and entry.moderated and entry.error is not None
     assert entry.error.stage == "output"
 
     summary = await query(
-        running_app.broker, Subject.AUDITS_SUMMARY, AuditFilterQuery(), AuditSummaryReply
+        running_app.broker,
+        Subject.AUDITS_SUMMARY,
+        AuditFilterQuery(),
+        AuditSummaryReply,
+        timeout=QUERY_TIMEOUT_S,
     )
     assert summary.error is None and summary.total.jobs == 5
     assert summary.by_error_class == {"content_blocked": 1, "timeout": 1}
@@ -118,6 +125,7 @@ async def test_audit_reads(running_app: RunningApp) -> None:
         Subject.AUDITS_LIST,
         AuditListQuery(since=NOON, until=NOON),
         AuditPageReply,
+        timeout=QUERY_TIMEOUT_S,
     )
     assert backwards.error is None and backwards.items == []
 
@@ -150,7 +158,13 @@ async def test_an_audit_read_carries_the_jobs_receipt(running_app: RunningApp) -
     for finished in (event, older):
         await publish_event(running_app.broker, finished, job_finished("alpha", finished.job.id))
 
-    page = await query(running_app.broker, Subject.AUDITS_LIST, AuditListQuery(), AuditPageReply)
+    page = await query(
+        running_app.broker,
+        Subject.AUDITS_LIST,
+        AuditListQuery(),
+        AuditPageReply,
+        timeout=QUERY_TIMEOUT_S,
+    )
     by_job = {entry.job_id: entry for entry in page.items}
     assert by_job["jr"].receipt == receipt
     assert by_job["jo"].receipt is None  # a job without one (recorded before receipts)

@@ -20,6 +20,7 @@ from atelier_contracts.profiles import (
     ProfileReplaceCommand,
 )
 from atelier_contracts.subjects import Subject
+from atelier_contracts.testing import QUERY_TIMEOUT_S
 from atelier_messaging import query
 from atelier_profiles.origins import OriginPolicy
 from atelier_profiles.service import ProfileService
@@ -88,6 +89,7 @@ async def test_the_exfiltration_attempt_over_the_nats_commands_is_refused(
         Subject.PROFILES_CREATE,
         ProfileCreateCommand(fields=fields, requested_by="app-admin"),
         ProfileCommandReply,
+        timeout=QUERY_TIMEOUT_S,
     )
     assert created.profile is None and created.error is not None
     assert created.error.status == 422 and created.error.code == "invalid_input"
@@ -100,6 +102,7 @@ async def test_the_exfiltration_attempt_over_the_nats_commands_is_refused(
             Subject.PROFILES_CREATE,
             ProfileCreateCommand(fields=fields, requested_by="app-admin"),
             ProfileCommandReply,
+            timeout=QUERY_TIMEOUT_S,
         )
         assert created.error is not None and "cloud metadata address" in created.error.message
 
@@ -110,6 +113,7 @@ async def test_the_exfiltration_attempt_over_the_nats_commands_is_refused(
         Subject.PROFILES_CREATE,
         ProfileCreateCommand(fields=fields, requested_by="app-admin"),
         ProfileCommandReply,
+        timeout=QUERY_TIMEOUT_S,
     )
     assert created.profile is not None
     replaced = await query(
@@ -121,6 +125,7 @@ async def test_the_exfiltration_attempt_over_the_nats_commands_is_refused(
             requested_by="app-admin",
         ),
         ProfileCommandReply,
+        timeout=QUERY_TIMEOUT_S,
     )
     assert replaced.error is not None and replaced.error.status == 422
     stored = await running_app.service.get_profile(created.profile.id)
@@ -169,6 +174,7 @@ async def test_an_operator_binds_origins_to_the_key(running_app: RunningApp) -> 
         Subject.PROFILES_CREDENTIALS,
         CredentialQuery(provider="openai"),
         CredentialReply,
+        timeout=QUERY_TIMEOUT_S,
     )
     assert reply.configured and reply.allowed_origins == [LOCAL, "https://proxy.example"]
 

@@ -26,7 +26,7 @@ from atelier_contracts.profiles import (
     QuotaReserveRequest,
 )
 from atelier_contracts.subjects import Subject
-from atelier_contracts.testing import job_view
+from atelier_contracts.testing import QUERY_TIMEOUT_S, job_view
 from atelier_database import Database
 from atelier_messaging import query
 from atelier_profiles.governance import GovernanceService, period_bounds
@@ -559,7 +559,13 @@ async def test_reserve_and_release_over_nats(running_app: RunningApp) -> None:
     )
     batch = QuotaReserveBatch(requests=[request])
     [reply] = (
-        await query(running_app.broker, Subject.QUOTA_RESERVE, batch, QuotaReserveBatchReply)
+        await query(
+            running_app.broker,
+            Subject.QUOTA_RESERVE,
+            batch,
+            QuotaReserveBatchReply,
+            timeout=QUERY_TIMEOUT_S,
+        )
     ).replies
     assert (reply.outcome, reply.cost, reply.remaining, reply.limit) == ("reserved", 3, 1, 4)
     second = request.model_copy(update={"job_id": "job-2"})
@@ -567,7 +573,13 @@ async def test_reserve_and_release_over_nats(running_app: RunningApp) -> None:
     third = request.model_copy(update={"job_id": "job-3"})
     both = QuotaReserveBatch(requests=[second, third])
     refused = (
-        await query(running_app.broker, Subject.QUOTA_RESERVE, both, QuotaReserveBatchReply)
+        await query(
+            running_app.broker,
+            Subject.QUOTA_RESERVE,
+            both,
+            QuotaReserveBatchReply,
+            timeout=QUERY_TIMEOUT_S,
+        )
     ).replies
     assert [r.outcome for r in refused] == ["quota_exceeded", "quota_exceeded"]
     assert refused[0].remaining == 1
@@ -576,6 +588,7 @@ async def test_reserve_and_release_over_nats(running_app: RunningApp) -> None:
         Subject.QUOTA_RELEASE,
         QuotaReleaseRequest(job_id="job-1"),
         QuotaReleaseReply,
+        timeout=QUERY_TIMEOUT_S,
     )
     assert released.released is True
 

@@ -36,6 +36,9 @@ SIZE = "1024x1024"
 # Views and library items carry this time unless a test gives one: objects built apart compare
 # equal, and one read back from a database matches the one written.
 CREATED_AT = datetime(2025, 1, 1, tzinfo=UTC)
+# How long a test waits for a request/reply: a loaded 2-core machine (the suite on two
+# processes, a stack or two beside it) can take longer than production's 3 s deadline.
+QUERY_TIMEOUT_S = 10.0
 
 M = TypeVar("M", bound=BaseModel)
 
