@@ -28,7 +28,6 @@ from atelier_web import Background, create_service_app, every, run_service
 
 SERVICE = "dispatch"
 DESCRIPTION = "Owns generation jobs: state machine, tasks per provider, final outcome."
-SWEEP_FAILED = "sweep failed; trying again next round"
 log = logging.getLogger("atelier.dispatch")
 # Stream usage is read less often than the task queues: a few requests per stream each time.
 STREAMS_REPORT_EVERY_S = 5.0
@@ -106,7 +105,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ]
     background: list[Background] = [
         partial(budgets.watch, budget_changed),
-        every(settings.sweep_interval_s, sweep, failure=SWEEP_FAILED, log=log),
+        every(
+            settings.sweep_interval_s,
+            sweep,
+            failure="sweep failed; trying again next round",
+            log=log,
+        ),
     ]
     return create_service_app(
         "Atelier dispatch",
