@@ -44,11 +44,11 @@ def _discard(default: Discard, stream: str, choices: str = "") -> Any:
 class StreamLimits(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ATELIER_STREAM_", extra="ignore", env_file=".env")
 
-    jobs_max_bytes: int = _max_bytes(
-        1 * GiB,
-        "JOBS",
-        "the jobs context and dispatch have not handled yet: requests with their pictures; "
-        "interest retention",
+    jobs_max_bytes: int = Field(
+        default=1 * GiB,
+        ge=-1,
+        description="Most bytes `ATELIER_JOBS` keeps: the jobs context and dispatch have not "
+        "handled yet, requests with their pictures (interest retention); -1: no limit",
     )
     jobs_discard: Discard = _discard(
         "new",
