@@ -46,6 +46,10 @@ class Migrations:
         own = os.environ.get(f"ATELIER_{self.service.upper()}_DATABASE_URL")
         return own or default_database_url(self.service)
 
+    def upgrade(self, url: str) -> None:
+        """Bring the database at `url` to the newest revision (what `--migrate-only` runs)."""
+        upgrade_to_head(self, url)
+
 
 def alembic_config(migrations: Migrations, url: str) -> Config:
     """A Config built in code: no alembic.ini, nothing read from the working directory."""

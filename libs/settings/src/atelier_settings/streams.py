@@ -17,7 +17,7 @@ event streams whose oldest messages have long been handled.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -26,6 +26,19 @@ MiB = 1024 * 1024
 GiB = 1024 * MiB
 
 Discard = Literal["new", "old"]
+
+
+def _max_bytes(default: int, stream: str, holds: str) -> Any:
+    """The byte limit of stream `ATELIER_<stream>`; -1 lifts it."""
+    description = f"Most bytes `ATELIER_{stream}` keeps ({holds}); -1: no limit"
+    return Field(default=default, ge=-1, description=description)
+
+
+def _discard(default: Discard, stream: str, choices: str = "") -> Any:
+    """What stream `ATELIER_<stream>` does once full; `choices` says what `new` and `old` mean
+    for it."""
+    description = f"When `ATELIER_{stream}` is full" + (f": {choices}" if choices else "")
+    return Field(default=default, description=description)
 
 
 class StreamLimits(BaseSettings):
@@ -37,55 +50,33 @@ class StreamLimits(BaseSettings):
         description="Most bytes `ATELIER_JOBS` keeps: the jobs context and dispatch have not "
         "handled yet, requests with their pictures (interest retention); -1: no limit",
     )
-    jobs_discard: Discard = Field(
-        default="new",
-        description="When `ATELIER_JOBS` is full: `new` refuses new jobs (503 "
-        "`stream_full`), `old` drops the oldest, unhandled as they are",
+    jobs_discard: Discard = _discard(
+        "new",
+        "JOBS",
+        "`new` refuses new jobs (503 `stream_full`), `old` drops the oldest, unhandled as they are",
     )
-    tasks_max_bytes: int = Field(
-        default=512 * MiB,
-        ge=-1,
-        description="Most bytes `ATELIER_TASKS` keeps (provider tasks "
-        "waiting for a worker); -1: no limit",
+    tasks_max_bytes: int = _max_bytes(512 * MiB, "TASKS", "provider tasks waiting for a worker")
+    tasks_discard: Discard = _discard("new", "TASKS")
+    results_max_bytes: int = _max_bytes(
+        256 * MiB, "RESULTS", "started, progress, completed, failed"
     )
-    tasks_discard: Discard = Field(default="new", description="When `ATELIER_TASKS` is full")
-    results_max_bytes: int = Field(
-        default=256 * MiB,
-        ge=-1,
-        description="Most bytes `ATELIER_RESULTS` keeps (started, "
-        "progress, completed, failed); -1: no limit",
+    results_discard: Discard = _discard("old", "RESULTS")
+    media_max_bytes: int = _max_bytes(128 * MiB, "MEDIA", "landed and assigned images' events")
+    media_discard: Discard = _discard("old", "MEDIA")
+    status_max_bytes: int = _max_bytes(
+        384 * MiB, "STATUS", "jobs' updates and outcomes, which settle credits; 7 days"
     )
-    results_discard: Discard = Field(default="old", description="When `ATELIER_RESULTS` is full")
-    media_max_bytes: int = Field(
-        default=128 * MiB,
-        ge=-1,
-        description="Most bytes `ATELIER_MEDIA` keeps (landed and "
-        "assigned images' events); -1: no limit",
+    status_discard: Discard = _discard("old", "STATUS")
+    profiles_max_bytes: int = _max_bytes(64 * MiB, "PROFILES", "profile changes")
+    profiles_discard: Discard = _discard("old", "PROFILES")
+    webhooks_max_bytes: int = _max_bytes(
+        256 * MiB, "WEBHOOKS", "webhook deliveries, each retried for a day; ADR 0025"
     )
-    media_discard: Discard = Field(default="old", description="When `ATELIER_MEDIA` is full")
-    status_max_bytes: int = Field(
-        default=384 * MiB,
-        ge=-1,
-        description="Most bytes `ATELIER_STATUS` keeps (jobs' updates and outcomes, which "
-        "settle credits; 7 days); -1: no limit",
-    )
-    status_discard: Discard = Field(default="old", description="When `ATELIER_STATUS` is full")
-    profiles_max_bytes: int = Field(
-        default=64 * MiB,
-        ge=-1,
-        description="Most bytes `ATELIER_PROFILES` keeps (profile changes); -1: no limit",
-    )
-    profiles_discard: Discard = Field(default="old", description="When `ATELIER_PROFILES` is full")
-    webhooks_max_bytes: int = Field(
-        default=256 * MiB,
-        ge=-1,
-        description="Most bytes `ATELIER_WEBHOOKS` keeps (webhook deliveries, each retried for "
-        "a day; ADR 0025); -1: no limit",
-    )
-    webhooks_discard: Discard = Field(
-        default="new",
-        description="When `ATELIER_WEBHOOKS` is full: `new` refuses new deliveries (the outcome "
-        "that makes them is redelivered until there is room), `old` drops the oldest",
+    webhooks_discard: Discard = _discard(
+        "new",
+        "WEBHOOKS",
+        "`new` refuses new deliveries (the outcome that makes them is redelivered until there is "
+        "room), `old` drops the oldest",
     )
 
     def for_stream(self, stream: str) -> tuple[int, Discard]:

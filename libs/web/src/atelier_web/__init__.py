@@ -7,14 +7,17 @@ from atelier_web.app import (
     error_body,
     serve,
 )
+from atelier_web.background import Background, every
 from atelier_web.runner import Option, run_service
 
 __all__ = [
     "INSTANCE_ID_ENV",
+    "Background",
     "Option",
     "ReadinessCheck",
     "create_service_app",
     "error_body",
+    "every",
     "run_service",
     "serve",
 ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -22,6 +22,7 @@ from starlette.routing import Match
 
 from atelier_contracts.errors import AtelierError
 from atelier_telemetry.metrics import set_ready
+from atelier_web.background import Background
 from atelier_web.metrics import install_metrics
 
 log = logging.getLogger("atelier.web")
@@ -135,12 +136,16 @@ def create_service_app(
     readiness: Sequence[ReadinessCheck] = (),
     on_startup: Sequence[Hook] = (),
     on_shutdown: Sequence[Hook] = (),
-    after_startup: Sequence[Hook] = (),
+    background: Sequence[Background] = (),
+    state: Mapping[str, object] | None = None,
     description: str = "",
     version: str = "0.1.0",
 ) -> FastAPI:
-    """on_startup hooks run before the broker starts consuming (e.g. create tables);
-    after_startup hooks once it is connected (e.g. watch a key-value bucket)."""
+    """on_startup hooks run before the broker starts consuming (declare streams, migrate, make
+    buckets). `background` coroutines (watches of key-value buckets, sweeps) start once it is
+    connected and run until the app stops: they are cancelled, and waited for, after the broker
+    has stopped and before the on_shutdown hooks (dispose of the database, close clients).
+    `state` is set on `app.state`, and so is the broker (tests and the docs reach them there)."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -148,18 +153,22 @@ def create_service_app(
             await hook()
         if broker is not None:
             await broker.start()
-        for hook in after_startup:
-            await hook()
+        tasks = [asyncio.create_task(work()) for work in background]
         try:
             yield
         finally:
             if broker is not None:
                 await broker.stop()
+            await _cancel(tasks)
             for hook in on_shutdown:
                 await hook()
 
     app = FastAPI(title=title, description=description, version=version, lifespan=lifespan)
     install_error_handlers(app)
+    if broker is not None:
+        app.state.broker = broker
+    for name, value in (state or {}).items():
+        setattr(app.state, name, value)
 
     instance_id = os.environ.get(INSTANCE_ID_ENV)
     identity = {"service": title, "instance": instance_id} if instance_id else {}
@@ -184,6 +193,14 @@ def create_service_app(
 
     install_metrics(app, broker, is_ready)
     return app
+
+
+async def _cancel(tasks: Sequence[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    for outcome in await asyncio.gather(*tasks, return_exceptions=True):
+        if isinstance(outcome, Exception):
+            log.error("a background task had failed", exc_info=outcome)
 
 
 async def _bounded(check: ReadinessCheck) -> bool:

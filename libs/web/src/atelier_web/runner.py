@@ -38,25 +38,27 @@ HOST_AND_PORT = (
 
 
 def run_service(
-    *,
-    prog: str,
+    service: str,
     description: str,
     settings_type: type[S],
     create_app: Callable[[S], FastAPI],
-    name: Callable[[S], str],
-    migrate: Callable[[S], None] | None = None,
+    argv: Sequence[str] | None = None,
+    *,
+    name: Callable[[S], str] | None = None,
+    migrate: Callable[[str], None] | None = None,
     options: Sequence[Option] = (),
     http_message_spans: bool = True,
-    argv: Sequence[str] | None = None,
 ) -> None:
-    """Start the service `prog` as its command line says.
+    """Start the service `atelier-<service>` as its command line says.
 
-    `name` is the service's name in logs and traces (a worker's names its provider).
-    `migrate`, when given, is what `--migrate-only` runs, with settings that hold no secret
-    but the database URL's: a migration job is given nothing else. `http_message_spans=False`
-    leaves out the span of every ASGI message (long-lived SSE responses)."""
+    `name` is the service's name in logs and traces when it is not `service` (a worker's names
+    its provider). `migrate`, when given, is what `--migrate-only` runs on the settings'
+    `database_url`, read with settings that hold no secret but that URL's: a migration job is
+    given nothing else. `http_message_spans=False` leaves out the span of every ASGI message
+    (long-lived SSE responses)."""
+    name_of = name or (lambda _: service)
     parser = argparse.ArgumentParser(
-        prog=prog,
+        prog=f"atelier-{service}",
         description=f"{description} Settings come from ATELIER_* environment variables "
         "(see the service's README).",
     )
@@ -73,8 +75,9 @@ def run_service(
 
     if migrate is not None and args.migrate_only:
         settings = _without_secrets(settings_type)()
-        configure_telemetry(name(settings), level=settings.log_level, json_logs=settings.log_json)
-        migrate(settings)
+        level, json_logs = settings.log_level, settings.log_json
+        configure_telemetry(name_of(settings), level=level, json_logs=json_logs)
+        migrate(_database_url(settings))
         return
 
     settings = settings_type()
@@ -86,7 +89,7 @@ def run_service(
     if overrides:
         settings = settings.model_copy(update=overrides)
     configure_telemetry(
-        name(settings),
+        name_of(settings),
         level=settings.log_level,
         json_logs=settings.log_json,
         otlp_endpoint=settings.otlp_endpoint,
@@ -94,6 +97,13 @@ def run_service(
     app = create_app(settings)
     instrument_fastapi(app, send_receive_spans=http_message_spans)
     serve(app, settings.host, settings.port, settings.log_level)
+
+
+def _database_url(settings: BaseServiceSettings) -> str:
+    url = getattr(settings, "database_url", None)
+    if not isinstance(url, str):
+        raise TypeError(f"{type(settings).__name__} has no database_url to migrate")
+    return url
 
 
 def _without_secrets(settings_type: type[S]) -> type[S]:

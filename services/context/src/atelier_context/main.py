@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Sequence
+from functools import partial
 
 import httpx
 from fastapi import FastAPI
@@ -21,7 +20,12 @@ from atelier_contracts.subjects import PROJECT_STYLES_BUCKET
 from atelier_messaging import CancelledJobs, ensure_streams, make_broker
 from atelier_security.ssrf import FetchPolicy, GuardedFetcher, parse_networks
 from atelier_storage import ObjectStore
-from atelier_web import create_service_app, run_service
+from atelier_web import create_service_app, every, run_service
+
+SERVICE = "context"
+DESCRIPTION = (
+    "Assembles worldbuilding context into the prompt and reference images a model is sent."
+)
 
 
 def create_app(
@@ -35,7 +39,7 @@ def create_app(
     (handler tests on FastStream's in-memory broker, which has no JetStream), no project style
     is kept or applied."""
     settings = settings or Settings()
-    broker = make_broker(settings.nats_url, "context")
+    broker = make_broker(settings.nats_url, SERVICE)
     store = ObjectStore.from_settings(settings)
     limits = ImageLimits(
         max_bytes=settings.reference_max_bytes,
@@ -90,56 +94,30 @@ def create_app(
     )
     register_handlers(broker, service, inputs)
 
-    async def prepare() -> None:
-        await ensure_streams(settings.nats_url, settings.stream_replicas)
+    hooks = settings.run_startup_hooks
+    prepare = [
+        partial(ensure_streams, settings.nats_url, settings.stream_replicas),
         # Workers and media create it too; whoever starts first wins, all are idempotent.
-        await store.ensure_bucket(settings.staging_bucket)
-
-    sweeper: list[asyncio.Task[None]] = []
+        partial(store.ensure_bucket, settings.staging_bucket),
+    ]
     # Asked directly (no watch): only jobs with young objects under refs/ at sweep time.
     cancelled = CancelledJobs(broker, settings.stream_replicas)
-
-    async def sweep_stale_staged_objects() -> None:
-        # Every replica sweeps: deletes are idempotent, and one list per hour is cheap.
-        while True:
-            await asyncio.sleep(settings.sweep_interval_s)
-            try:
-                await inputs.sweep(settings.staged_max_age_s, cancelled.is_cancelled)
-            except Exception:  # storage away: the next sweep tries again
-                logging.getLogger("atelier.context").exception("the staging sweep failed")
-
-    async def start_sweeper() -> None:
-        if settings.sweep_interval_s > 0:
-            sweeper.append(asyncio.create_task(sweep_stale_staged_objects()))
-
-    async def close_client() -> None:
-        for task in sweeper:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        await storage_client.aclose()
-
-    app = create_service_app(
-        "Atelier context",
-        broker=broker,
-        on_startup=[prepare] if settings.run_startup_hooks else [],
-        on_shutdown=[close_client],
-        after_startup=[start_sweeper] if settings.run_startup_hooks else [],
-        description="Assembles worldbuilding context into the prompt and reference images a "
-        "model is sent.",
+    # Every replica sweeps: deletes are idempotent, and one list per hour is cheap.
+    sweep = every(
+        settings.sweep_interval_s,
+        partial(inputs.sweep, settings.staged_max_age_s, cancelled.is_cancelled),
+        failure="the staging sweep failed",  # storage away: the next sweep tries again
+        log=logging.getLogger("atelier.context"),
     )
-    app.state.broker = broker
-    app.state.service = service
-    return app
+    return create_service_app(
+        "Atelier context",
+        description=DESCRIPTION,
+        broker=broker,
+        on_startup=prepare if hooks else [],
+        background=[sweep] if hooks else [],
+        on_shutdown=[storage_client.aclose],
+    )
 
 
 def cli(argv: Sequence[str] | None = None) -> None:
-    run_service(
-        prog="atelier-context",
-        description="Atelier context service: jobs.requested → jobs.enriched, "
-        "context.query.preview and context.command.input_slots.",
-        settings_type=Settings,
-        create_app=create_app,
-        name=lambda _: "context",
-        argv=argv,
-    )
+    run_service(SERVICE, DESCRIPTION, Settings, create_app, argv)

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Sequence
+from functools import partial
 
 from fastapi import FastAPI
 
 from atelier_contracts.envelope import Event
 from atelier_contracts.subjects import TASKS_STREAM
-from atelier_database import Database, migrate_to_head, upgrade_to_head
+from atelier_database import Database, migrate_to_head
 from atelier_dispatch.handlers import register_handlers
 from atelier_dispatch.migrations import MIGRATIONS
 from atelier_dispatch.service import DispatchService
@@ -24,8 +24,10 @@ from atelier_messaging import (
     publish_event,
 )
 from atelier_telemetry import set_queue_depth, set_stream_usage
-from atelier_web import create_service_app, run_service
+from atelier_web import Background, create_service_app, every, run_service
 
+SERVICE = "dispatch"
+DESCRIPTION = "Owns generation jobs: state machine, tasks per provider, final outcome."
 log = logging.getLogger("atelier.dispatch")
 # Stream usage is read less often than the task queues: a few requests per stream each time.
 STREAMS_REPORT_EVERY_S = 5.0
@@ -33,7 +35,7 @@ STREAMS_REPORT_EVERY_S = 5.0
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    broker = make_broker(settings.nats_url, "dispatch")
+    broker = make_broker(settings.nats_url, SERVICE)
     db = Database(settings.database_url)
 
     async def publish(event: Event, subject: str) -> None:
@@ -51,7 +53,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         budgets=budgets.known,
     )
     register_handlers(broker, service)
-    background: list[asyncio.Task[None]] = []
 
     async def report_queue_depth() -> None:
         """Tasks waiting per provider queue, for the metrics endpoint (and autoscaling)."""
@@ -77,21 +78,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 if consumer.config.durable_name:
                     set_queue_depth(name, consumer.name, consumer.num_pending or 0)
 
-    async def sweep_forever() -> None:
-        streams_reported = -STREAMS_REPORT_EVERY_S
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(settings.sweep_interval_s)
-            try:
-                await service.end_overdue_jobs()
-                await service.send_due_retries()
-                await service.admit_waiting()
-                await report_queue_depth()
-                if loop.time() - streams_reported >= STREAMS_REPORT_EVERY_S:
-                    streams_reported = loop.time()
-                    await report_streams()
-            except Exception:
-                log.exception("sweep failed; trying again next round")
+    streams_reported = -STREAMS_REPORT_EVERY_S
+
+    async def sweep() -> None:
+        nonlocal streams_reported
+        await service.end_overdue_jobs()
+        await service.send_due_retries()
+        await service.admit_waiting()
+        await report_queue_depth()
+        now = asyncio.get_running_loop().time()
+        if now - streams_reported >= STREAMS_REPORT_EVERY_S:
+            streams_reported = now
+            await report_streams()
 
     async def budget_changed(provider: str) -> None:
         """A budget raised or removed lets waiting tasks go now, not at the next sweep."""
@@ -100,40 +98,31 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except Exception:
             log.exception("admission after a budget change failed; the sweeper will retry")
 
-    async def prepare() -> None:
-        await ensure_streams(settings.nats_url, settings.stream_replicas)
-        await migrate_to_head(MIGRATIONS, db.url)
-        background.append(asyncio.create_task(budgets.watch(budget_changed)))
-        background.append(asyncio.create_task(sweep_forever()))
-
-    async def stop() -> None:
-        for task in background:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        await db.dispose()
-
-    app = create_service_app(
+    hooks = settings.run_startup_hooks
+    prepare = [
+        partial(ensure_streams, settings.nats_url, settings.stream_replicas),
+        partial(migrate_to_head, MIGRATIONS, db.url),
+    ]
+    background: list[Background] = [
+        partial(budgets.watch, budget_changed),
+        every(
+            settings.sweep_interval_s,
+            sweep,
+            failure="sweep failed; trying again next round",
+            log=log,
+        ),
+    ]
+    return create_service_app(
         "Atelier dispatch",
+        description=DESCRIPTION,
         broker=broker,
         readiness=[db.ping],
-        on_startup=[prepare] if settings.run_startup_hooks else [],
-        on_shutdown=[stop],
-        description="Owns generation jobs: state machine, tasks per provider, final outcome.",
+        on_startup=prepare if hooks else [],
+        background=background if hooks else [],
+        on_shutdown=[db.dispose],
+        state={"service": service, "db": db},
     )
-    app.state.broker = broker
-    app.state.service = service
-    app.state.db = db
-    return app
 
 
 def cli(argv: Sequence[str] | None = None) -> None:
-    run_service(
-        prog="atelier-dispatch",
-        description="Atelier dispatch service: owns jobs and their state machine.",
-        settings_type=Settings,
-        create_app=create_app,
-        name=lambda _: "dispatch",
-        migrate=lambda settings: upgrade_to_head(MIGRATIONS, settings.database_url),
-        argv=argv,
-    )
+    run_service(SERVICE, DESCRIPTION, Settings, create_app, argv, migrate=MIGRATIONS.upgrade)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 import httpx
 from fastapi import FastAPI
@@ -27,6 +28,7 @@ from atelier_messaging import ensure_streams, make_broker
 from atelier_web import create_service_app, run_service
 
 SERVICE = "gateway"
+DESCRIPTION = "The app frontend's API: features, generations, their progress, media."
 
 
 def create_app(
@@ -68,16 +70,22 @@ def create_app(
         cache_size=inkweld.app_cache_size,
     )
 
-    async def declare_streams() -> None:
-        # jobs.requested must have its stream before the first 202 promises it was stored.
-        await ensure_streams(settings.nats_url, settings.stream_replicas)
-
+    # jobs.requested must have its stream before the first 202 promises it was stored.
+    declare_streams = partial(ensure_streams, settings.nats_url, settings.stream_replicas)
     app = create_service_app(
         "Atelier gateway",
-        description="The app frontend's API: features, generations, their progress, media.",
+        description=DESCRIPTION,
         broker=broker,
         on_startup=[*([declare_streams] if settings.run_startup_hooks else []), fetcher.start],
         on_shutdown=[fetcher.stop, app_backend.stop],
+        state={
+            "service": service,
+            "settings": settings,
+            "backends": backends,
+            # What the module-level routers' dependencies read (`dependencies.py`).
+            "fetcher": fetcher,
+            "authenticator": Authenticator.from_settings(settings),
+        },
     )
     install_auth_error_handler(app)
     install_quota_error_handler(app)
@@ -91,26 +99,11 @@ def create_app(
     # OpenAI's images API, mapped onto the same service (docs/openai-compat.md).
     app.include_router(openai_router)
     install_web_page(app)
-    app.state.broker = broker
-    app.state.service = service
-    app.state.settings = settings
-    app.state.backends = backends
-    # What the module-level routers' dependencies read (`dependencies.py`).
-    app.state.fetcher = fetcher
-    app.state.authenticator = Authenticator.from_settings(settings)
     return app
 
 
 def cli(argv: Sequence[str] | None = None) -> None:
-    run_service(
-        prog="atelier-gateway",
-        description="Atelier gateway: the app frontend's public API.",
-        settings_type=Settings,
-        create_app=create_app,
-        name=lambda _: SERVICE,
-        # No span per SSE event and ping: with a thousand streams open, starting them
-        # (unrecorded, without an OTLP endpoint) was 7% of the gateway's CPU while events
-        # flowed, and recorded they would be a span per stream every 15 s (issue 17).
-        http_message_spans=False,
-        argv=argv,
-    )
+    # No span per SSE event and ping: with a thousand streams open, starting them (unrecorded,
+    # without an OTLP endpoint) was 7% of the gateway's CPU while events flowed, and recorded
+    # they would be a span per stream every 15 s (issue 17).
+    run_service(SERVICE, DESCRIPTION, Settings, create_app, argv, http_message_spans=False)

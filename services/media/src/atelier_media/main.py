@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Sequence
+from functools import partial
 
 from fastapi import FastAPI
 
-from atelier_database import Database, migrate_to_head, upgrade_to_head
+from atelier_database import Database, migrate_to_head
 from atelier_media.assignments import AssignmentRepository, AssignmentService
 from atelier_media.files import FilesRepository, FilesService
 from atelier_media.handlers import (
@@ -25,9 +24,10 @@ from atelier_media.settings import Settings
 from atelier_media.sweep import UnlandedSweeper
 from atelier_messaging import CancelledJobs, ensure_streams, make_broker
 from atelier_storage import ObjectStore
-from atelier_web import create_service_app, run_service
+from atelier_web import create_service_app, every, run_service
 
 SERVICE = "media"
+DESCRIPTION = "Lands generated images: originals, thumbnails, provenance, presigned URLs."
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -66,67 +66,39 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     register_file_handlers(broker, files)
 
     sweeper = UnlandedSweeper(repo, store, settings.media_bucket, settings.staging_bucket)
-    background: list[asyncio.Task[None]] = []
-
-    async def prepare() -> None:
-        await ensure_streams(settings.nats_url, settings.stream_replicas)
-        await migrate_to_head(MIGRATIONS, db.url)
+    hooks = settings.run_startup_hooks
+    prepare = [
+        partial(ensure_streams, settings.nats_url, settings.stream_replicas),
+        partial(migrate_to_head, MIGRATIONS, db.url),
         # Staging holds uploads; workers write generated images to the media bucket. Workers
         # create both too: whoever starts first wins, every call is idempotent.
-        await store.ensure_bucket(settings.staging_bucket)
-        await store.ensure_bucket(settings.media_bucket)
-
-    async def watch_cancellations() -> None:
-        # After the broker is up: a local copy of the marks answers "was this job cancelled?"
-        # for every landing without a request to NATS.
-        background.append(asyncio.create_task(cancelled.watch()))
-
-    async def start_sweeper() -> None:
-        if settings.sweep_interval_s > 0:
-            background.append(asyncio.create_task(sweep_unlanded()))
-
-    async def sweep_unlanded() -> None:
+        partial(store.ensure_bucket, settings.staging_bucket),
+        partial(store.ensure_bucket, settings.media_bucket),
+    ]
+    background = [
+        # A local copy of the marks answers "was this job cancelled?" for every landing without
+        # a request to NATS.
+        cancelled.watch,
         # Every replica sweeps: deletes are idempotent, and a row is never removed.
-        while True:
-            await asyncio.sleep(settings.sweep_interval_s)
-            try:
-                await sweeper.sweep(settings.unlanded_max_age_s)
-            except Exception:  # storage or the database away: the next sweep tries again
-                logging.getLogger("atelier.media").exception("the unlanded sweep failed")
-
-    async def stop() -> None:
-        for task in background:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        await db.dispose()
-
-    app = create_service_app(
+        every(
+            settings.sweep_interval_s,
+            partial(sweeper.sweep, settings.unlanded_max_age_s),
+            failure="the unlanded sweep failed",  # storage or the database away
+            log=logging.getLogger("atelier.media"),
+        ),
+    ]
+    return create_service_app(
         "Atelier media",
-        description="Lands generated images: originals, thumbnails, provenance, presigned URLs.",
+        description=DESCRIPTION,
         broker=broker,
         readiness=[db.ping, store.ping],
-        on_startup=[prepare] if settings.run_startup_hooks else [],
-        after_startup=[watch_cancellations, start_sweeper] if settings.run_startup_hooks else [],
-        on_shutdown=[stop],
+        on_startup=prepare if hooks else [],
+        background=background if hooks else [],
+        on_shutdown=[db.dispose],
+        # For tests: the in-memory broker wraps the broker; fixtures prepare the tables.
+        state={"db": db},
     )
-    # For tests: the in-memory broker wraps this broker; fixtures prepare tables and buckets.
-    app.state.broker = broker
-    app.state.service = service
-    app.state.assignments = assignments
-    app.state.files = files
-    app.state.db = db
-    app.state.sweeper = sweeper
-    return app
 
 
 def cli(argv: Sequence[str] | None = None) -> None:
-    run_service(
-        prog="atelier-media",
-        description="Atelier media service: lands generated images.",
-        settings_type=Settings,
-        create_app=create_app,
-        name=lambda _: SERVICE,
-        migrate=lambda settings: upgrade_to_head(MIGRATIONS, settings.database_url),
-        argv=argv,
-    )
+    run_service(SERVICE, DESCRIPTION, Settings, create_app, argv, migrate=MIGRATIONS.upgrade)

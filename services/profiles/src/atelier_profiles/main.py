@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
+from functools import partial
 
 from fastapi import FastAPI
 
 from atelier_contracts.profiles import ProfilesChanged
 from atelier_contracts.subjects import Subject
 from atelier_contracts.webhooks import WebhookDelivery
-from atelier_database import Database, migrate_to_head, upgrade_to_head
+from atelier_database import Database, migrate_to_head
 from atelier_messaging import ProviderBudgets, ensure_streams, make_broker, publish_event
 from atelier_profiles.api import router as admin_router
 from atelier_profiles.budgets import BudgetService, BudgetStore
@@ -93,44 +94,29 @@ def create_app(
     register_handlers(broker, service, governance, webhooks)
     register_webhook_handlers(broker, webhooks)
 
-    async def declare_streams() -> None:
-        await ensure_streams(settings.nats_url, settings.stream_replicas)
-
-    async def migrate() -> None:
-        await migrate_to_head(MIGRATIONS, database.url)
-
-    on_startup: list[Callable[[], Awaitable[None]]] = []
+    # Migrations always run; streams not where an init job declares them.
+    prepare = [partial(migrate_to_head, MIGRATIONS, database.url)]
     if settings.declare_streams:
-        on_startup.append(declare_streams)
-    on_startup.append(migrate)
-
+        prepare.insert(0, partial(ensure_streams, settings.nats_url, settings.stream_replicas))
     app = create_service_app(
         "Atelier profiles",
+        description=DESCRIPTION,
         broker=broker,
         readiness=[database.ping],
-        on_startup=on_startup,
+        on_startup=prepare,
         on_shutdown=[database.dispose],
-        description=DESCRIPTION,
+        state={
+            "settings": settings,
+            "service": service,
+            "governance": governance,
+            "budgets": budgets,
+            "webhooks": webhooks,
+        },
     )
     app.include_router(admin_router)
     app.include_router(webhook_router)
-    app.state.settings = settings
-    app.state.broker = broker
-    app.state.database = database
-    app.state.service = service
-    app.state.governance = governance
-    app.state.budgets = budgets
-    app.state.webhooks = webhooks
     return app
 
 
 def cli(argv: Sequence[str] | None = None) -> None:
-    run_service(
-        prog="atelier-profiles",
-        description="Atelier profiles service: admin API and profile lookups over NATS.",
-        settings_type=Settings,
-        create_app=create_app,
-        name=lambda _: SERVICE,
-        migrate=lambda settings: upgrade_to_head(MIGRATIONS, settings.database_url),
-        argv=argv,
-    )
+    run_service(SERVICE, DESCRIPTION, Settings, create_app, argv, migrate=MIGRATIONS.upgrade)

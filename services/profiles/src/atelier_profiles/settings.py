@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AfterValidator, AliasChoices, Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from atelier_contracts.providers import KNOWN_PROVIDERS
-from atelier_security.origins import OriginError, parse_origin
+from atelier_security.origins import parse_origin
 from atelier_settings import BaseServiceSettings, default_database_url
 from atelier_settings.base import LOCAL_ONLY_SECRET
+
+# An origin an operator allows, normalized; one with a path is refused (OriginError).
+Origin = Annotated[str, AfterValidator(parse_origin)]
 
 
 class Settings(BaseServiceSettings):
@@ -67,7 +70,7 @@ class Settings(BaseServiceSettings):
         description="Most bytes of requests (reference images included) one user may have queued "
         "or running at once, so one user cannot fill the shared job stream (null: no limit)",
     )
-    allowed_base_url_origins: dict[str, list[str]] = Field(
+    allowed_base_url_origins: dict[str, list[Origin]] = Field(
         default_factory=dict,
         description="Origins (`scheme://host[:port]`) a provider's key may be sent to besides "
         "its own endpoint, for every credential of that provider, including a worker's own "
@@ -107,16 +110,11 @@ class Settings(BaseServiceSettings):
 
     @field_validator("allowed_base_url_origins")
     @classmethod
-    def _origins(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
-        normalized: dict[str, list[str]] = {}
-        for provider, origins in value.items():
+    def _providers(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for provider in value:
             if provider != "*" and provider not in KNOWN_PROVIDERS:
                 raise ValueError(
                     f"{provider!r} is not a provider; use one of {', '.join(KNOWN_PROVIDERS)} "
                     "or * for every provider"
                 )
-            try:
-                normalized[provider] = [parse_origin(origin) for origin in origins]
-            except OriginError as exc:
-                raise ValueError(str(exc)) from exc
-        return normalized
+        return value

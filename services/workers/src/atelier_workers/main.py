@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
+from functools import partial
 
 import httpx
 from fastapi import FastAPI
@@ -74,46 +74,33 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     register_handlers(
         broker, service, settings, cancelled=cancelled, handles=handles, inflight=inflight
     )
-    background: list[asyncio.Task[None]] = []
-
-    async def prepare() -> None:
-        await ensure_streams(settings.nats_url, settings.stream_replicas)
+    prepare = [
+        partial(ensure_streams, settings.nats_url, settings.stream_replicas),
         # References are read from staging; generated images are written to the media bucket.
-        await store.ensure_bucket(settings.staging_bucket)
-        await store.ensure_bucket(settings.media_bucket)
-
-    async def watch_cancellations() -> None:
-        # After the broker is up: abandon provider calls of jobs the writer cancelled.
-        background.append(asyncio.create_task(cancelled.watch(inflight.cancel_job)))
-
-    async def close_client() -> None:
-        for task in background:
-            task.cancel()
-        await client.aclose()
-
-    app = create_service_app(
+        partial(store.ensure_bucket, settings.staging_bucket),
+        partial(store.ensure_bucket, settings.media_bucket),
+    ]
+    # Abandon provider calls of jobs the writer cancelled.
+    watch_cancellations = partial(cancelled.watch, inflight.cancel_job)
+    return create_service_app(
         f"Atelier worker ({settings.provider})",
+        description=f"Runs generation tasks on the {settings.provider} provider.",
         broker=broker,
         readiness=[store.ping],
-        on_startup=[prepare] if settings.run_startup_hooks else [],
-        after_startup=[watch_cancellations] if settings.run_startup_hooks else [],
-        on_shutdown=[close_client],
-        description=f"Runs generation tasks on the {settings.provider} provider.",
+        on_startup=prepare if settings.run_startup_hooks else [],
+        background=[watch_cancellations] if settings.run_startup_hooks else [],
+        on_shutdown=[client.aclose],
     )
-    app.state.broker = broker
-    app.state.service = service
-    return app
 
 
 def cli(argv: Sequence[str] | None = None) -> None:
     run_service(
-        prog="atelier-workers",
-        description="Atelier provider worker: takes tasks from gen.<provider>.requested, calls "
-        "the provider, writes the images to the media bucket, publishes gen.completed / "
-        "gen.failed.",
-        settings_type=Settings,
-        create_app=create_app,
+        "workers",
+        "Atelier provider worker: takes tasks from gen.<provider>.requested, calls the provider, "
+        "writes the images to the media bucket, publishes gen.completed / gen.failed.",
+        Settings,
+        create_app,
+        argv,
         name=lambda settings: f"worker-{settings.provider}",
         options=[Option("--provider", "provider", "provider to serve (ATELIER_WORKERS_PROVIDER)")],
-        argv=argv,
     )

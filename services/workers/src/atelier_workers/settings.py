@@ -1,11 +1,14 @@
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AfterValidator, AliasChoices, Field
 from pydantic_settings import SettingsConfigDict
 
-from atelier_security.origins import OriginError, parse_origin
+from atelier_security.origins import parse_origin
 from atelier_settings import BaseServiceSettings
 from atelier_settings.base import LOCAL_ONLY_SECRET
+
+# An origin an operator allows, normalized; one with a path is refused (OriginError).
+Origin = Annotated[str, AfterValidator(parse_origin)]
 
 
 class Settings(BaseServiceSettings):
@@ -45,7 +48,7 @@ class Settings(BaseServiceSettings):
         description="The provider's API key (from a Secret); used while no key is stored in "
         "profiles (`/admin/v1/providers/{name}/credentials`) or profiles does not answer",
     )
-    allowed_base_url_origins: list[str] = Field(
+    allowed_base_url_origins: list[Origin] = Field(
         default_factory=list,
         description="Origins (`scheme://host[:port]`, JSON list) this worker may send a key to "
         "besides the provider's own endpoint, added to those profiles names with the key; for "
@@ -70,11 +73,3 @@ class Settings(BaseServiceSettings):
     ack_wait_s: float = Field(default=30.0, gt=0)
     max_deliver: int = Field(default=5, ge=1)
     run_startup_hooks: bool = True
-
-    @field_validator("allowed_base_url_origins")
-    @classmethod
-    def _origins(cls, origins: list[str]) -> list[str]:
-        try:
-            return [parse_origin(origin) for origin in origins]
-        except OriginError as exc:
-            raise ValueError(str(exc)) from exc
