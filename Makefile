@@ -40,11 +40,12 @@ chaos: deps  ## crash every process in turn while 200 jobs run; prints jobs, kil
 chaos-cluster: deps  ## 500 jobs on the cluster (make cluster's shape) while a NATS leader, replicas and storage fail; needs ATELIER_TEST_DATABASE_URL or DATABASE_URL (PostgreSQL)
 	ATELIER_CHAOS_CLUSTER_JOBS=500 $(UV) run pytest -s tests/reliability/test_chaos_cluster.py
 
-lint: deps  ## ruff lint and format check, the dependency direction (import-linter), dead code (vulture)
+lint: deps  ## ruff lint and format check, the dependency direction (import-linter), dead code (vulture), code written twice (pylint)
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
 	$(UV) run lint-imports
 	$(UV) run python scripts/dead_code.py
+	$(UV) run pylint services/*/src/atelier_* libs/*/src/atelier_*
 
 fmt: deps  ## format the code
 	$(UV) run ruff check --fix .
