@@ -45,9 +45,10 @@ PROJECTS = 10
 STREAMS_PER_JOB = 5
 JOBS = max(1, JOB_STREAMS // STREAMS_PER_JOB)
 # Every job runs at once (the worker's concurrency) and takes this long at the provider: long
-# enough for every stream to be open before the first job ends (opening a thousand takes the
-# gateway 2-4 s on two busy cores).
-DELAY_S = 8.0
+# enough for every stream to be open before the first job ends. Opening a thousand takes the
+# gateway 2-4 s on two busy cores, after 160 submissions that the first jobs do not wait for: at
+# 8 s a clean-clone run once saw the first jobs end with 945 of 1,000 streams open.
+DELAY_S = 15.0
 ROUND_TIMEOUT_S = 90.0
 STAGE = {"queued": 0, "enriching": 1, "dispatched": 2, "generating": 3, "landing": 4}
 STAGE.update(dict.fromkeys(FINAL, 5))
