@@ -21,6 +21,7 @@ from atelier_contracts.jobs import (
     JobEnriched,
     JobListQuery,
     JobListReply,
+    JobReply,
     JobRequested,
     JobStatus,
     JobStatusChanged,
@@ -133,9 +134,9 @@ async def test_happy_path_walks_every_stage(service: tuple[DispatchService, Reco
 async def test_long_texts_are_shortened_in_updates_and_listings_whole_elsewhere(
     service: tuple[DispatchService, Recorder],
 ) -> None:
-    """A 32,000-character prompt would make every update and listing entry over 64 KiB (the
-    assembled prompt is as long): they carry the start; the job by id and its outcome (which the
-    audit keeps) carry the whole texts."""
+    """A 32,000-character prompt would make every update, listing entry and outcome over 64 KiB
+    (the assembled prompt is as long): they carry the start; the job by id has the whole texts,
+    and its reply sends the assembled prompt as what follows the prompt (ADR 0018 addendum)."""
     svc, rec = service
     request = _request(count=1).model_copy(update={"prompt": "a" * 32_000})
     await svc.record_request(request)
@@ -152,11 +153,17 @@ async def test_long_texts_are_shortened_in_updates_and_listings_whole_elsewhere(
     whole = await svc.get_job(request.job_id)
     assert whole is not None and not whole.texts_shortened
     assert whole.prompt == request.prompt and whole.assembled_prompt == request.prompt + "!"
+    reply = JobReply.compact(whole)
+    assert reply.job is not None and reply.job.assembled_prompt is None
+    assert reply.assembled_after_prompt == "!"
+    assert len(reply.model_dump_json()) < 40 * 1024
+    assert JobReply.model_validate_json(reply.model_dump_json()).whole_job() == whole
 
     await svc.images_landed(_landed(rec.tasks()[0], 0))
     outcome = rec.status_events()[-1]
     assert outcome.job.status == JobStatus.COMPLETED
-    assert not outcome.job.texts_shortened and outcome.job.prompt == request.prompt
+    assert outcome.job.texts_shortened and outcome.job.prompt == "a" * SHORT_TEXT_CHARS
+    assert len(outcome.model_dump_json()) < 8 * 1024
 
 
 async def test_a_listing_of_long_prompt_jobs_fits_one_nats_message(

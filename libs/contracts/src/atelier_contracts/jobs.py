@@ -469,7 +469,34 @@ class JobQuery(BaseModel):
 
 
 class JobReply(BaseModel):
+    """One job read by id, its texts whole. The assembled prompt always begins with the prompt
+    (context appends to it), so a long one is sent as what follows the prompt: a job with the
+    largest texts stays one small message (ADR 0018 addendum). Read it with `whole_job()`."""
+
     job: JobView | None
+    assembled_after_prompt: str | None = Field(
+        default=None,
+        description="When set, `job.assembled_prompt` is left out: it is `job.prompt` (without "
+        "its outer blanks) followed by this",
+    )
+
+    @classmethod
+    def compact(cls, job: JobView | None) -> JobReply:
+        if job is None or job.assembled_prompt is None:
+            return cls(job=job)
+        head = job.prompt.strip()
+        if len(head) <= SHORT_TEXT_CHARS or not job.assembled_prompt.startswith(head):
+            return cls(job=job)
+        return cls(
+            job=job.model_copy(update={"assembled_prompt": None}),
+            assembled_after_prompt=job.assembled_prompt[len(head) :],
+        )
+
+    def whole_job(self) -> JobView | None:
+        if self.job is None or self.assembled_after_prompt is None:
+            return self.job
+        assembled = self.job.prompt.strip() + self.assembled_after_prompt
+        return self.job.model_copy(update={"assembled_prompt": assembled})
 
 
 class CancelJobCommand(BaseModel):

@@ -319,9 +319,10 @@ CHANNELS: tuple[Channel, ...] = (
         Subject.JOBS_GET,
         jobs.JobQuery,
         jobs.JobReply,
-        ("gateway",),
+        ("gateway", "profiles"),
         "dispatch",
-        "One job as the writer sees it.",
+        "One job as the writer sees it, its texts whole (profiles: for the audit of an outcome "
+        "whose texts were shortened).",
     ),
     _request(
         Subject.JOBS_LIST,

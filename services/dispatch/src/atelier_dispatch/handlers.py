@@ -124,12 +124,12 @@ def register_handlers(broker: NatsBroker, service: DispatchService) -> None:
     async def cancel_job(command: CancelJobCommand) -> JobReply:
         job = await service.cancel(command.job_id)
         log.info("job cancel", extra={"job_id": command.job_id, "by": command.requested_by})
-        return JobReply(job=job)
+        return JobReply.compact(job)
 
     # Queries (core NATS request/reply, queue group: any replica answers).
     @broker.subscriber(Subject.JOBS_GET, queue="dispatch")
     async def get_job(query: JobQuery) -> JobReply:
-        return JobReply(job=await service.get_job(query.job_id))
+        return JobReply.compact(await service.get_job(query.job_id))
 
     @broker.subscriber(Subject.JOBS_LIST, queue="dispatch")
     async def list_jobs(query: JobListQuery) -> JobListReply:

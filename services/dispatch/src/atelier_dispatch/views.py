@@ -88,10 +88,9 @@ def announce(
     # watchers follow both subjects (`job_feed`).
     final = view.status in FINAL_STATUSES
     subject = (job_finished if final else job_status)(job.project, job.id)
-    # Updates carry the start of long texts; the outcome carries them whole, as the audit
-    # keeps them (ADR 0018 addendum).
-    shown = view if final else view.with_short_texts()
-    outbox.add(JobStatusChanged(event_id=event_id, job=shown), subject)
+    # Updates and the outcome carry the start of long texts; whoever needs them whole (the
+    # audit, a job's own stream) reads the job by id (ADR 0018 addendum).
+    outbox.add(JobStatusChanged(event_id=event_id, job=view.with_short_texts()), subject)
     return view
 
 

@@ -201,12 +201,12 @@ class NatsBackends:
 
     async def job(self, job_id: str) -> JobView | None:
         reply = await self._ask("dispatch", Subject.JOBS_GET, JobQuery(job_id=job_id), JobReply)
-        return reply.job
+        return reply.whole_job()
 
     async def cancel_job(self, job_id: str, user_id: str) -> JobView | None:
         command = CancelJobCommand(job_id=job_id, requested_by=user_id)
         reply = await self._ask("dispatch", Subject.JOBS_CANCEL, command, JobReply)
-        return reply.job
+        return reply.whole_job()
 
     async def jobs(self, query: JobListQuery) -> list[JobView]:
         reply = await self._ask("dispatch", Subject.JOBS_LIST, query, JobListReply)

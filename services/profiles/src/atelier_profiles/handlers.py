@@ -14,7 +14,7 @@ from collections.abc import Awaitable
 from faststream.nats import NatsBroker, NatsMessage
 
 from atelier_contracts.errors import AtelierError
-from atelier_contracts.jobs import JobStatusChanged
+from atelier_contracts.jobs import JobQuery, JobReply, JobStatusChanged
 from atelier_contracts.media import MediaAssigned
 from atelier_contracts.profiles import (
     AuditFilterQuery,
@@ -42,7 +42,7 @@ from atelier_contracts.profiles import (
 )
 from atelier_contracts.subjects import JOB_FINISHED_ALL, Durable, Subject
 from atelier_contracts.webhooks import WebhookDelivery
-from atelier_messaging import declare_publishers, delivery_attempt, durable_subscriber
+from atelier_messaging import declare_publishers, delivery_attempt, durable_subscriber, query
 from atelier_profiles.governance import GovernanceService
 from atelier_profiles.governance_repository import AuditFilter
 from atelier_profiles.service import ProfileService
@@ -54,6 +54,9 @@ QUEUE = "profiles"
 # and joins the next group commit (`GovernanceRepository.reserve`), so the bound only caps the
 # requests held in memory; past it they wait in the NATS subscription.
 QUOTA_WORKERS = 512
+# Deliveries of an outcome that wait for dispatch to give its whole texts (about a minute of
+# backoff) before the audit settles for their start.
+WHOLE_TEXTS_TRIES = 8
 
 log = logging.getLogger("atelier.profiles.handlers")
 
@@ -143,12 +146,35 @@ def register_handlers(
     # on the job id); a database error raises and the event is redelivered with backoff.
     # Non-final statuses are acked at once.
     @durable_subscriber(broker, JOB_FINISHED_ALL, Durable.PROFILES_JOB_OUTCOMES, max_deliver=20)
-    async def record_job_outcome(event: JobStatusChanged) -> None:
-        await governance.record_job_outcome(event)
+    async def record_job_outcome(event: JobStatusChanged, msg: NatsMessage) -> None:
+        insist = delivery_attempt(msg) < WHOLE_TEXTS_TRIES
+        await governance.record_job_outcome(await _with_whole_texts(broker, event, insist))
         if webhooks is not None:
             # The outcome's webhooks ride on this delivery (no hop of their own, ADR 0025);
             # both steps are idempotent, so a redelivery after either is harmless.
             await webhooks.job_finished(event)
+
+
+async def _with_whole_texts(
+    broker: NatsBroker, event: JobStatusChanged, insist: bool
+) -> JobStatusChanged:
+    """An outcome carries the start of long texts (ADR 0018 addendum); the audit keeps them
+    whole, read from dispatch. While `insist`, dispatch not answering fails the delivery (it is
+    naked and comes back); past that the audit keeps the start rather than hold the settlement."""
+    job = event.job
+    if not job.texts_shortened:
+        return event
+    try:
+        reply = await query(broker, Subject.JOBS_GET, JobQuery(job_id=job.id), JobReply)
+    except Exception:
+        if insist:
+            raise
+        log.warning("audit keeps shortened texts: dispatch did not answer", extra={"job": job.id})
+        return event
+    whole = reply.whole_job()
+    if whole is None or whole.texts_shortened:
+        return event
+    return event.model_copy(update={"job": job.with_texts_of(whole)})
 
 
 async def _command_reply(change: Awaitable[Profile | None]) -> ProfileCommandReply:
