@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -32,6 +32,14 @@ def default_database_url(service: str) -> str:
     if shared:
         return shared
     return f"sqlite+aiosqlite:///{repo_var_dir() / f'{service}.db'}"
+
+
+def database_url_field(service: str) -> Any:
+    """A service's `database_url` setting: `default_database_url(service)` unless it is set."""
+    return Field(
+        default_factory=lambda: default_database_url(service),
+        description="SQLAlchemy URL; a SQLite file under var/ unless DATABASE_URL is set",
+    )
 
 
 class BaseServiceSettings(BaseSettings):

@@ -5,17 +5,14 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from atelier_settings import BaseServiceSettings, default_database_url
+from atelier_settings import BaseServiceSettings, database_url_field
 
 
 class Settings(BaseServiceSettings):
     model_config = SettingsConfigDict(env_prefix="ATELIER_MEDIA_", extra="ignore")
 
     port: int = 8084
-    database_url: str = Field(
-        default_factory=lambda: default_database_url("media"),
-        description="SQLAlchemy URL; a SQLite file under var/ unless DATABASE_URL is set",
-    )
+    database_url: str = database_url_field("media")
     thumbnail_max_px: int = Field(
         default=256, ge=16, le=4096, description="Longest side of a thumbnail, in pixels"
     )

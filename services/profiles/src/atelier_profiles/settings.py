@@ -9,7 +9,7 @@ from pydantic_settings import SettingsConfigDict
 
 from atelier_contracts.providers import KNOWN_PROVIDERS
 from atelier_security.origins import parse_origin
-from atelier_settings import BaseServiceSettings, default_database_url
+from atelier_settings import BaseServiceSettings, database_url_field
 from atelier_settings.base import LOCAL_ONLY_SECRET
 
 # An origin an operator allows, normalized; one with a path is refused (OriginError).
@@ -30,10 +30,7 @@ class Settings(BaseServiceSettings):
     )
 
     port: int = 8081
-    database_url: str = Field(
-        default_factory=lambda: default_database_url("profiles"),
-        description="SQLAlchemy URL; a SQLite file under var/ unless DATABASE_URL is set",
-    )
+    database_url: str = database_url_field("profiles")
     admin_token: str = Field(
         default=LOCAL_ONLY_SECRET,
         min_length=1,
