@@ -28,7 +28,6 @@ from typing import Any
 
 from PIL import Image, ImageOps
 from sqlalchemy import BigInteger, Column, DateTime, delete, func
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Field, SQLModel, col, select
 
 from atelier_contracts.clock import utcnow
@@ -48,7 +47,7 @@ from atelier_contracts.media import (
 )
 from atelier_contracts.profiles import RemoteError
 from atelier_database import Database
-from atelier_media.repository import MediaRepository
+from atelier_media.repository import MediaRepository, dialect_insert
 from atelier_media.service import (
     MEDIA_NAMESPACE,
     ImageInfo,
@@ -210,14 +209,7 @@ class FilesRepository:
         values: dict[str, Any] = file.model_dump()
         values["object_key"] = object_key
         values["uploaded_at"] = file.uploaded_at.astimezone(UTC)
-        dialect = self.db.engine.dialect.name
-        if dialect == "postgresql":
-            insert: Any = postgresql.insert(ProjectFileRow)
-        elif dialect == "sqlite":
-            insert = sqlite.insert(ProjectFileRow)
-        else:  # pragma: no cover - we deploy on SQLite and PostgreSQL only
-            raise RuntimeError(f"upsert is not implemented for {dialect}")
-        stmt = insert.values(values)
+        stmt = dialect_insert(self.db, ProjectFileRow).values(values)
         stmt = stmt.on_conflict_do_update(
             index_elements=["project", "filename"],
             set_={
