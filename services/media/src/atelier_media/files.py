@@ -50,6 +50,7 @@ from atelier_database import Database
 from atelier_media.repository import MediaRepository, dialect_insert
 from atelier_media.service import (
     MEDIA_NAMESPACE,
+    PIXEL_DATA_ERRORS,
     ImageInfo,
     UnusableImage,
     make_thumbnail,
@@ -276,7 +277,7 @@ def _probe_if_image(data: bytes) -> ImageInfo | None:
     PNG, a corrupt header) are kept as a plain file, never refused (the app's sync would stop)."""
     try:
         return probe_image(data)
-    except (UnusableImage, OSError, SyntaxError, ValueError):
+    except (UnusableImage, *PIXEL_DATA_ERRORS):
         return None
 
 
@@ -303,7 +304,7 @@ def encode_cover(data: bytes) -> bytes:
             return out.getvalue()
     except UnusableImage as exc:
         raise NotAnImage(f"a cover must be an image: {exc.message}") from exc
-    except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt pixel data
+    except PIXEL_DATA_ERRORS as exc:
         raise NotAnImage(f"the cover image could not be decoded: {exc}") from exc
 
 
