@@ -19,13 +19,12 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Column, DateTime, and_, or_
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Field, SQLModel, select
 
 from atelier_contracts.clock import as_utc
 from atelier_contracts.media import MediaAssigned, ProjectAssignmentsReply
 from atelier_database import Database
-from atelier_media.repository import MediaRepository
+from atelier_media.repository import MediaRepository, dialect_insert
 
 log = logging.getLogger("atelier.media.assignments")
 
@@ -72,16 +71,9 @@ class AssignmentRepository:
             "assigned_at": as_utc(event.occurred_at),
             "event_id": str(event.event_id),
         }
-        dialect = self.db.engine.dialect.name
-        if dialect == "postgresql":
-            insert: Any = postgresql.insert(AssignmentRow)
-        elif dialect == "sqlite":
-            insert = sqlite.insert(AssignmentRow)
-        else:  # pragma: no cover - we deploy on SQLite and PostgreSQL only
-            raise RuntimeError(f"conditional upsert is not implemented for {dialect}")
-        stmt = insert.values(values)
+        insert = dialect_insert(self.db, AssignmentRow).values(values)
         table: Any = AssignmentRow.__table__  # type: ignore[attr-defined]
-        current, incoming = table.c, stmt.excluded
+        current, incoming = table.c, insert.excluded
         newer = or_(
             current.assigned_at < incoming.assigned_at,
             and_(
@@ -89,7 +81,7 @@ class AssignmentRepository:
                 current.event_id < incoming.event_id,
             ),
         )
-        stmt = stmt.on_conflict_do_update(
+        stmt = insert.on_conflict_do_update(
             index_elements=["project", "target", "element_id"],
             set_={
                 "media_id": incoming.media_id,

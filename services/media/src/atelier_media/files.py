@@ -28,7 +28,6 @@ from typing import Any
 
 from PIL import Image, ImageOps
 from sqlalchemy import BigInteger, Column, DateTime, delete, func
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Field, SQLModel, col, select
 
 from atelier_contracts.clock import utcnow
@@ -48,9 +47,10 @@ from atelier_contracts.media import (
 )
 from atelier_contracts.profiles import RemoteError
 from atelier_database import Database
-from atelier_media.repository import MediaRepository
+from atelier_media.repository import MediaRepository, dialect_insert
 from atelier_media.service import (
     MEDIA_NAMESPACE,
+    PIXEL_DATA_ERRORS,
     ImageInfo,
     UnusableImage,
     make_thumbnail,
@@ -210,14 +210,7 @@ class FilesRepository:
         values: dict[str, Any] = file.model_dump()
         values["object_key"] = object_key
         values["uploaded_at"] = file.uploaded_at.astimezone(UTC)
-        dialect = self.db.engine.dialect.name
-        if dialect == "postgresql":
-            insert: Any = postgresql.insert(ProjectFileRow)
-        elif dialect == "sqlite":
-            insert = sqlite.insert(ProjectFileRow)
-        else:  # pragma: no cover - we deploy on SQLite and PostgreSQL only
-            raise RuntimeError(f"upsert is not implemented for {dialect}")
-        stmt = insert.values(values)
+        stmt = dialect_insert(self.db, ProjectFileRow).values(values)
         stmt = stmt.on_conflict_do_update(
             index_elements=["project", "filename"],
             set_={
@@ -284,7 +277,7 @@ def _probe_if_image(data: bytes) -> ImageInfo | None:
     PNG, a corrupt header) are kept as a plain file, never refused (the app's sync would stop)."""
     try:
         return probe_image(data)
-    except (UnusableImage, OSError, SyntaxError, ValueError):
+    except (UnusableImage, *PIXEL_DATA_ERRORS):
         return None
 
 
@@ -311,7 +304,7 @@ def encode_cover(data: bytes) -> bytes:
             return out.getvalue()
     except UnusableImage as exc:
         raise NotAnImage(f"a cover must be an image: {exc.message}") from exc
-    except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt pixel data
+    except PIXEL_DATA_ERRORS as exc:
         raise NotAnImage(f"the cover image could not be decoded: {exc}") from exc
 
 

@@ -12,7 +12,6 @@ from typing import Literal
 
 from sqlalchemy import BigInteger, Column, DateTime, Index, String, Text, func, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.sql.expression import Executable
 from sqlmodel import Field, SQLModel, col, select
 
 from atelier_contracts.media import MediaItem
@@ -53,6 +52,17 @@ class MediaRow(SQLModel, MediaItem, table=True):
 
 # What `Database.create_tables` creates for media: its own table and nothing else.
 TABLES = (MediaRow,)
+
+
+def dialect_insert(db: Database, table: type[SQLModel]) -> postgresql.Insert | sqlite.Insert:
+    """An INSERT that can take `ON CONFLICT` clauses: the two dialects spell them alike, in
+    classes of their own."""
+    dialect = db.engine.dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(table)
+    if dialect != "sqlite":  # pragma: no cover - we deploy on SQLite and PostgreSQL only
+        raise RuntimeError(f"INSERT ... ON CONFLICT is not implemented for {dialect}")
+    return sqlite.insert(table)
 
 
 def _to_item(row: MediaRow) -> MediaItem:
@@ -111,25 +121,14 @@ class MediaRepository:
         if not items:
             return []
         values = [item.model_dump() for item in items]
-        dialect = self.db.engine.dialect.name
-        stmt: Executable
         # The rows go as parameters, not `.values(rows)`: a statement with literal rows cannot be
         # cached, and compiling it anew was ~10% of media's CPU per image (bench/README.md).
         # SQLAlchemy still sends them as one multi-row INSERT ("insertmanyvalues").
-        if dialect == "postgresql":
-            stmt = (
-                postgresql.insert(MediaRow)
-                .on_conflict_do_nothing(index_elements=["id"])
-                .returning(col(MediaRow.id))
-            )
-        elif dialect == "sqlite":
-            stmt = (
-                sqlite.insert(MediaRow)
-                .on_conflict_do_nothing(index_elements=["id"])
-                .returning(col(MediaRow.id))
-            )
-        else:  # pragma: no cover - we deploy on SQLite and PostgreSQL only
-            raise RuntimeError(f"insert-if-absent is not implemented for {dialect}")
+        stmt = (
+            dialect_insert(self.db, MediaRow)
+            .on_conflict_do_nothing(index_elements=["id"])
+            .returning(col(MediaRow.id))
+        )
         # A Core statement: a connection in a transaction is all it needs, no ORM session.
         async with self.db.engine.begin() as conn:
             inserted = set((await conn.execute(stmt, values)).scalars())

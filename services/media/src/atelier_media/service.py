@@ -14,7 +14,8 @@ import hashlib
 import io
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import KW_ONLY, dataclass
 from datetime import datetime
 
@@ -63,6 +64,8 @@ _FORMATS: dict[str, tuple[str, str]] = {
 # EXIF orientations that swap width and height (rotations by 90° or 270°).
 _TRANSPOSED_ORIENTATIONS = {5, 6, 7, 8}
 _EXIF_ORIENTATION = 0x0112
+# What Pillow raises on truncated or corrupt pixel data, met only once it decodes past the header.
+PIXEL_DATA_ERRORS = (OSError, SyntaxError, ValueError)
 
 PublishLanded = Callable[[MediaLanded], Awaitable[None]]
 
@@ -144,13 +147,20 @@ def probe_image(data: bytes) -> ImageInfo:
         return _probe(image)
 
 
-def make_thumbnail(data: bytes, max_px: int) -> bytes:
-    """A WebP no larger than `max_px` on its longest side, aspect kept, never upscaled."""
+@contextmanager
+def decoded_image(data: bytes) -> Iterator[Image.Image]:
+    """`open_image`, and truncated or corrupt pixel data found while decoding it refused."""
     try:
         with open_image(data) as image:
-            return _thumbnail(image, max_px)
-    except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt pixel data
+            yield image
+    except PIXEL_DATA_ERRORS as exc:
         raise UnusableImage(f"image could not be decoded: {exc}") from exc
+
+
+def make_thumbnail(data: bytes, max_px: int) -> bytes:
+    """A WebP no larger than `max_px` on its longest side, aspect kept, never upscaled."""
+    with decoded_image(data) as image:
+        return _thumbnail(image, max_px)
 
 
 @dataclass(frozen=True)
@@ -162,12 +172,9 @@ class AnalysedImage:
 
 def analyse_image(data: bytes, max_px: int) -> AnalysedImage:
     """Hash, probe and thumbnail in one go: the bytes are parsed once, in one worker thread."""
-    try:
-        with open_image(data) as image:
-            info = _probe(image)
-            thumbnail = _thumbnail(image, max_px)
-    except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt pixel data
-        raise UnusableImage(f"image could not be decoded: {exc}") from exc
+    with decoded_image(data) as image:
+        info = _probe(image)
+        thumbnail = _thumbnail(image, max_px)
     return AnalysedImage(hashlib.sha256(data).hexdigest(), info, thumbnail)
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import AsyncIterator
+from typing import TypedDict
 
 from faststream.nats import NatsBroker
 from faststream.nats.annotations import NatsMessage
@@ -42,6 +44,28 @@ from atelier_workers.service import WorkerService
 from atelier_workers.settings import Settings
 
 log = logging.getLogger("atelier.workers")
+
+
+class _ReportFields(TypedDict):
+    event_id: uuid.UUID
+    task_id: str
+    job_id: str
+    project: str
+    provider: str
+    attempt: int
+
+
+def _report_fields(task: GenerationTask, provider: str, event_key: str) -> _ReportFields:
+    """What every `TaskReport` about `task` says: the task, its attempt, and an event id derived
+    from the task's own with `event_key` (the same report of a delivery keeps the same id)."""
+    return _ReportFields(
+        event_id=derived_event_id(task.event_id, event_key),
+        task_id=task.task_id,
+        job_id=task.job_id,
+        project=task.project,
+        provider=provider,
+        attempt=task.attempt,
+    )
 
 
 class InFlight:
@@ -111,12 +135,7 @@ def register_handlers(
             nonlocal sent
             sent += 1
             event = GenerationProgress(
-                event_id=derived_event_id(task.event_id, f"progress:{attempt}:{sent}"),
-                task_id=task.task_id,
-                job_id=task.job_id,
-                project=task.project,
-                provider=provider,
-                attempt=task.attempt,
+                **_report_fields(task, provider, f"progress:{attempt}:{sent}"),
                 fraction=fraction,
                 detail=detail[:200] if detail else None,
             )
@@ -163,14 +182,7 @@ def register_handlers(
         # An observation, not a step of the job: core NATS, nothing waits for it (ADR 0018).
         await publish_notice(
             broker,
-            GenerationStarted(
-                event_id=derived_event_id(task.event_id, f"started:{attempt}"),
-                task_id=task.task_id,
-                job_id=task.job_id,
-                project=task.project,
-                provider=provider,
-                attempt=task.attempt,
-            ),
+            GenerationStarted(**_report_fields(task, provider, f"started:{attempt}")),
             Subject.GEN_STARTED,
         )
         progress = progress_reporter(task, attempt)

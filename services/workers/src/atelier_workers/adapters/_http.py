@@ -13,6 +13,7 @@ import binascii
 import contextlib
 import email.utils
 import json
+import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
@@ -352,6 +353,43 @@ def saved_handle(
 class JobGone(Exception):
     """The provider no longer knows the job a saved handle names (an unknown id, or a result
     already expired): only a fresh submission can still deliver the image."""
+
+
+async def resume_or_submit(
+    request: ImageRequest,
+    provider: str,
+    keys: tuple[str, ...],
+    *,
+    job: str,
+    log: logging.Logger,
+    submit: Callable[[], Awaitable[tuple[dict[str, Any], T | None]]],
+    follow: Callable[[dict[str, Any], T | None], Awaitable[GenerationOutput]],
+) -> GenerationOutput:
+    """Follow the job whose handle was saved for this task, else submit one and follow that.
+
+    On a timeout the handle stays saved: a retry resumes the job instead of paying for another.
+    `keys` are the handle's string fields, the first one the job's id; `job` names it in logs
+    and errors ("fal request"). `submit` answers the new handle and, when it has one, the job's
+    first state, which `follow` gets instead of polling for it (None when resuming)."""
+    saved = saved_handle(await request.resume.load(), provider, keys)
+    if saved is not None:
+        try:
+            return await follow(saved, None)
+        except JobGone:
+            log.info(
+                f"saved {job} is gone; submitting again",
+                extra={"provider": provider, "provider_job_id": saved[keys[0]]},
+            )
+    handle, first = await submit()
+    # Saved before waiting: a worker killed from here on resumes this very job.
+    await request.resume.save(handle)
+    try:
+        return await follow(handle, first)
+    except JobGone as exc:
+        raise ProviderError.of(
+            ErrorClass.PROVIDER_UNAVAILABLE,
+            f"{job} {handle[keys[0]]} was gone right after it was submitted",
+        ) from exc
 
 
 async def call_saved_url(

@@ -82,26 +82,21 @@ class FalAdapter(_http.HttpAdapter):
         return body
 
     async def _generate(self, request: ImageRequest, client: httpx.AsyncClient) -> GenerationOutput:
-        # On a timeout the handle stays saved: a retry resumes this request instead of paying again.
-        saved = _http.saved_handle(await request.resume.load(), self.name, _HANDLE_KEYS)
-        if saved is not None:
-            try:
-                return await self._finish(request, saved, client)
-            except _http.JobGone:
-                log.info(
-                    "saved fal request is gone; submitting again",
-                    extra={"request_id": saved["request_id"]},
-                )
-        handle = await self._submit(request, self.build_body(request), client)
-        # Saved before waiting: a worker killed from here on resumes this very request.
-        await request.resume.save(handle)
-        try:
+        async def submit() -> tuple[dict[str, Any], None]:
+            return await self._submit(request, self.build_body(request), client), None
+
+        async def finish(handle: dict[str, Any], _: None) -> GenerationOutput:
             return await self._finish(request, handle, client)
-        except _http.JobGone as exc:
-            raise ProviderError.of(
-                ErrorClass.PROVIDER_UNAVAILABLE,
-                f"fal lost request {handle['request_id']} right after accepting it",
-            ) from exc
+
+        return await _http.resume_or_submit(
+            request,
+            self.name,
+            _HANDLE_KEYS,
+            job="fal request",
+            log=log,
+            submit=submit,
+            follow=finish,
+        )
 
     async def _submit(
         self, request: ImageRequest, body: dict[str, Any], client: httpx.AsyncClient

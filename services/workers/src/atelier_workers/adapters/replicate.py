@@ -105,33 +105,31 @@ class ReplicateAdapter(_http.HttpAdapter):
         return f"{base}/models/{parts[0]}/{parts[1]}/predictions", body
 
     async def _generate(self, request: ImageRequest, client: httpx.AsyncClient) -> GenerationOutput:
-        # On a timeout the handle stays saved: a retry resumes this prediction, not paying again.
-        saved = _http.saved_handle(await request.resume.load(), self.name, _HANDLE_KEYS)
-        if saved is not None:
-            try:
-                return await self._settle(request, saved, None, client)
-            except _http.JobGone:
-                log.info(
-                    "saved Replicate prediction is gone; creating it again",
-                    extra={"prediction_id": saved["id"]},
-                )
-        url, body = self.build_call(request)
-        prediction = await self._create(request, url, body, client)
-        handle = {
-            "provider": self.name,
-            "id": prediction["id"],
-            "get_url": prediction["urls"]["get"],
-            "cancel_url": prediction["urls"]["cancel"],
-        }
-        # Saved before polling or downloading: a worker killed from here on resumes it.
-        await request.resume.save(handle)
-        try:
+        async def create() -> tuple[dict[str, Any], dict[str, Any]]:
+            url, body = self.build_call(request)
+            prediction = await self._create(request, url, body, client)
+            handle = {
+                "provider": self.name,
+                "id": prediction["id"],
+                "get_url": prediction["urls"]["get"],
+                "cancel_url": prediction["urls"]["cancel"],
+            }
+            return handle, prediction
+
+        async def settle(
+            handle: dict[str, Any], prediction: dict[str, Any] | None
+        ) -> GenerationOutput:
             return await self._settle(request, handle, prediction, client)
-        except _http.JobGone as exc:
-            raise ProviderError.of(
-                ErrorClass.PROVIDER_UNAVAILABLE,
-                f"Replicate lost prediction {handle['id']} right after creating it",
-            ) from exc
+
+        return await _http.resume_or_submit(
+            request,
+            self.name,
+            _HANDLE_KEYS,
+            job="Replicate prediction",
+            log=log,
+            submit=create,
+            follow=settle,
+        )
 
     async def _create(
         self, request: ImageRequest, url: str, body: dict[str, Any], client: httpx.AsyncClient
