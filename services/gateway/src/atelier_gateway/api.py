@@ -85,19 +85,24 @@ _LAST_EVENT_ID = Header(
 )
 
 
-router = APIRouter(prefix="/v1", responses=_ERRORS)
+# One router per group of routes, each declaring its tag (and the answers all its routes share)
+# once; the module's `router` includes them under /v1, in this order, which is the document's.
+submit_routes = APIRouter(tags=["generation"])
+style_routes = APIRouter(tags=["style"])
+# A job, a project or an image the token does not grant is not found, the same as a missing one.
+job_routes = APIRouter(tags=["generation"], responses=_NOT_FOUND)
+media_routes = APIRouter(tags=["media"], responses=_NOT_FOUND)
 
 
-@router.get("/features", tags=["generation"])
+@submit_routes.get("/features")
 async def get_features(user: CurrentUser, service: Service) -> Features:
     """Is generation on, and which profiles (sizes, counts, options) may be used."""
     return await service.features()
 
 
-@router.post(
+@submit_routes.post(
     "/generations",
     status_code=status.HTTP_202_ACCEPTED,
-    tags=["generation"],
     responses={
         **_BODY_ERRORS,
         200: {"description": "Idempotency-Key seen before: the job it made"},
@@ -129,9 +134,8 @@ async def create_generation(
     return submission.response
 
 
-@router.post(
+@submit_routes.post(
     "/context/preview",
-    tags=["generation"],
     responses=_CHECKED_LIKE_A_SUBMISSION,
 )
 async def preview_context(
@@ -144,9 +148,8 @@ async def preview_context(
     return ContextPreview.model_validate(reply, from_attributes=True)
 
 
-@router.post(
+@submit_routes.post(
     "/generations/estimate",
-    tags=["generation"],
     responses=_CHECKED_LIKE_A_SUBMISSION,
 )
 async def estimate_generation(
@@ -158,9 +161,8 @@ async def estimate_generation(
     return await service.estimate(body, user)
 
 
-@router.get(
+@style_routes.get(
     "/projects/{project}/style",
-    tags=["style"],
     responses={
         **_NOT_FOUND,
         422: {"description": "`invalid_input`: the project id is not a valid id"},
@@ -175,9 +177,8 @@ async def get_project_style(
     return await service.project_style(user, project)
 
 
-@router.put(
+@style_routes.put(
     "/projects/{project}/style",
-    tags=["style"],
     responses={
         **_BODY_ERRORS,
         403: {"description": "`project_not_granted`"},
@@ -196,15 +197,13 @@ async def put_project_style(
     return await service.put_project_style(user, project, body)
 
 
-@router.get("/generations/{job_id}", tags=["generation"], responses=_NOT_FOUND)
+@job_routes.get("/generations/{job_id}")
 async def get_generation(job_id: str, user: CurrentUser, service: Service) -> JobOut:
     return JobOut.of(await service.job(user, job_id))
 
 
-@router.post(
+@job_routes.post(
     "/generations/{job_id}/cancel",
-    tags=["generation"],
-    responses=_NOT_FOUND,
     summary="Cancel a generation",
     description="Ends the job as `cancelled`: provider calls in flight are abandoned (and "
     "cancelled at the provider where it can), results arriving later are not landed. "
@@ -214,11 +213,9 @@ async def cancel_generation(job_id: str, user: CurrentUser, service: Service) ->
     return JobOut.of(await service.cancel(user, job_id))
 
 
-@router.get(
+@job_routes.get(
     "/generations/{job_id}/events",
-    tags=["generation"],
     responses={
-        **_NOT_FOUND,
         204: {"description": "Resumed after the job's final event: nothing more will come"},
     },
     response_class=EventSourceResponse,
@@ -242,7 +239,7 @@ async def generation_events(
     return _event_stream(stream, settings.sse_ping_s)
 
 
-@router.get("/projects/{project}/generations", tags=["generation"], responses=_NOT_FOUND)
+@job_routes.get("/projects/{project}/generations")
 async def list_generations(
     project: str,
     user: CurrentUser,
@@ -253,10 +250,8 @@ async def list_generations(
     return JobList(jobs=[JobOut.of(job) for job in jobs])
 
 
-@router.get(
+@job_routes.get(
     "/projects/{project}/generations/events",
-    tags=["generation"],
-    responses=_NOT_FOUND,
     response_class=EventSourceResponse,
 )
 async def project_generation_events(
@@ -275,7 +270,7 @@ async def project_generation_events(
     return _event_stream(stream, settings.sse_ping_s)
 
 
-@router.get("/projects/{project}/media", tags=["media"], responses=_NOT_FOUND)
+@media_routes.get("/projects/{project}/media")
 async def list_media(
     project: str,
     user: CurrentUser,
@@ -287,36 +282,28 @@ async def list_media(
     return MediaPage(items=[MediaOut.of(item) for item in page.items], total=page.total)
 
 
-@router.get("/media/{media_id}", tags=["media"], responses=_NOT_FOUND)
+@media_routes.get("/media/{media_id}")
 async def get_media(media_id: str, user: CurrentUser, service: Service) -> MediaOut:
     reply = await service.media(user, media_id)
     assert reply.media is not None  # service.media raised otherwise
     return MediaOut.of(reply.media)
 
 
-_IMAGE_ROUTE: dict[str, Any] = {
-    "tags": ["media"],
-    "responses": _NOT_FOUND,
-    "response_class": StreamingResponse,
-}
-
-
-@router.get("/media/{media_id}/content", **_IMAGE_ROUTE)
+@media_routes.get("/media/{media_id}/content", response_class=StreamingResponse)
 async def media_content(media_id: str, image: MediaBytes) -> Response:
     """The original image, byte for byte."""
     return await image.response(media_id, "content")
 
 
-@router.get("/media/{media_id}/thumbnail", **_IMAGE_ROUTE)
+@media_routes.get("/media/{media_id}/thumbnail", response_class=StreamingResponse)
 async def media_thumbnail(media_id: str, image: MediaBytes) -> Response:
     return await image.response(media_id, "thumbnail")
 
 
-@router.post(
+@media_routes.post(
     "/media/{media_id}/assign",
     status_code=status.HTTP_202_ACCEPTED,
-    tags=["media"],
-    responses={**_NOT_FOUND, **_BODY_ERRORS},
+    responses=_BODY_ERRORS,
     summary="Use this image as the project's cover or an element's image",
 )
 async def use_media(
@@ -329,12 +316,17 @@ async def use_media(
     return accepted
 
 
-@router.get("/projects/{project}/assignments", tags=["media"], responses=_NOT_FOUND)
+@media_routes.get("/projects/{project}/assignments")
 async def get_project_assignments(
     project: str, user: CurrentUser, service: Service
 ) -> ProjectAssignments:
     """The project's cover and the image of each element that has one."""
     return ProjectAssignments.of(project, await project_assignments(service, user, project))
+
+
+router = APIRouter(prefix="/v1", responses=_ERRORS)
+for group in (submit_routes, style_routes, job_routes, media_routes):
+    router.include_router(group)
 
 
 def _event_stream(stream: JobStream, ping_s: float) -> EventSourceResponse:
