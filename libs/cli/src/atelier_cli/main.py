@@ -55,6 +55,11 @@ class Context:
     def admin(self) -> Api:
         return Api(*self.connection.need_admin())
 
+    def admin_request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """One request to the admin API, on a client opened for it and closed after."""
+        with self.admin() as api:
+            return api.request(method, path, **kwargs)
+
     def project(self, given: str | None) -> str:
         project = given or self.connection.project
         if not project:
@@ -81,8 +86,11 @@ def _plain_errors() -> Iterator[None]:
         raise SystemExit(2) from None
 
 
+pass_context = click.make_pass_decorator(Context)
+
+
 def handled(function: F) -> F:
-    """Run a command inside `_plain_errors`."""
+    """Pass a command its `Context` (first argument) and run it inside `_plain_errors`."""
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         with _plain_errors():
@@ -90,10 +98,7 @@ def handled(function: F) -> F:
 
     wrapper.__name__ = function.__name__
     wrapper.__doc__ = function.__doc__
-    return wrapper  # type: ignore[return-value]
-
-
-pass_context = click.make_pass_decorator(Context)
+    return pass_context(wrapper)  # type: ignore[return-value]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -206,7 +211,6 @@ def _extension(content_type: str) -> str:
     metavar="NAME=VALUE",
     help="A profile option, e.g. seed=7 or delay_s=2 (repeatable)",
 )
-@pass_context
 @handled
 def generate(
     ctx: Context,
@@ -254,7 +258,6 @@ def generate(
 @cli.command()
 @click.option("--project", help="Project (default: run.json's user project)")
 @click.option("--all", "everything", is_flag=True, help="Finished jobs too, not only active ones")
-@pass_context
 @handled
 def jobs(ctx: Context, project: str | None, everything: bool) -> None:
     """List a project's jobs (the active ones unless --all)."""
@@ -280,7 +283,6 @@ def jobs(ctx: Context, project: str | None, everything: bool) -> None:
 
 @cli.command()
 @click.argument("job_id")
-@pass_context
 @handled
 def cancel(ctx: Context, job_id: str) -> None:
     """Cancel the job JOB_ID (images that already landed stay)."""
@@ -290,7 +292,6 @@ def cancel(ctx: Context, job_id: str) -> None:
 
 
 @cli.command()
-@pass_context
 @handled
 def profiles(ctx: Context) -> None:
     """List the profiles a user may generate with, and whether generation is on."""
@@ -326,16 +327,14 @@ def _print_json(value: Any) -> None:
 @admin.command()
 @click.argument("state", type=click.Choice(["on", "off"]), required=False)
 @click.option("--reason", help="Shown to users while generation is off")
-@pass_context
 @handled
 def switch(ctx: Context, state: str | None, reason: str | None) -> None:
     """Show the generation switch, or turn it on or off for everyone."""
-    with ctx.admin() as api:
-        if state is None:
-            current = api.get("/admin/v1/settings")
-        else:
-            body = {"enabled": state == "on", "reason": reason if state == "off" else None}
-            current = api.request("PUT", "/admin/v1/settings", json=body)
+    if state is None:
+        current = ctx.admin_request("GET", "/admin/v1/settings")
+    else:
+        body = {"enabled": state == "on", "reason": reason if state == "off" else None}
+        current = ctx.admin_request("PUT", "/admin/v1/settings", json=body)
     line = "on" if current["enabled"] else f"off ({current.get('reason') or 'no reason given'})"
     console.print(f"generation is {line}")
 
@@ -364,12 +363,10 @@ FILE_ARGUMENT = click.argument("file", type=click.Path(exists=True, dir_okay=Fal
 
 @admin_profiles.command(name="list")
 @click.option("--json", "as_json", is_flag=True, help="Every field, as the API gives it")
-@pass_context
 @handled
 def admin_profiles_list(ctx: Context, as_json: bool) -> None:
     """List every profile, disabled ones included."""
-    with ctx.admin() as api:
-        listed = api.get("/admin/v1/profiles")
+    listed = ctx.admin_request("GET", "/admin/v1/profiles")
     if as_json:
         _print_json(listed)
         return
@@ -387,36 +384,30 @@ def admin_profiles_list(ctx: Context, as_json: bool) -> None:
 
 @admin_profiles.command(name="create")
 @FILE_ARGUMENT
-@pass_context
 @handled
 def admin_profiles_create(ctx: Context, file: Path) -> None:
     """Create a profile from FILE (JSON or YAML, the API's profile fields)."""
-    with ctx.admin() as api:
-        created = api.request("POST", "/admin/v1/profiles", json=_read_profile_file(file))
+    created = ctx.admin_request("POST", "/admin/v1/profiles", json=_read_profile_file(file))
     console.print(f"created profile {created['name']!r}: {created['id']}", highlight=False)
 
 
 @admin_profiles.command(name="update")
 @click.argument("profile_id")
 @FILE_ARGUMENT
-@pass_context
 @handled
 def admin_profiles_update(ctx: Context, profile_id: str, file: Path) -> None:
     """Change the fields FILE (JSON or YAML) names on profile PROFILE_ID; the others stay."""
-    with ctx.admin() as api:
-        path = f"/admin/v1/profiles/{profile_id}"
-        updated = api.request("PATCH", path, json=_read_profile_file(file))
+    path = f"/admin/v1/profiles/{profile_id}"
+    updated = ctx.admin_request("PATCH", path, json=_read_profile_file(file))
     console.print(f"updated profile {updated['name']!r}: {updated['id']}", highlight=False)
 
 
 @admin_profiles.command(name="delete")
 @click.argument("profile_id")
-@pass_context
 @handled
 def admin_profiles_delete(ctx: Context, profile_id: str) -> None:
     """Delete profile PROFILE_ID (jobs already submitted keep their snapshot)."""
-    with ctx.admin() as api:
-        api.request("DELETE", f"/admin/v1/profiles/{profile_id}")
+    ctx.admin_request("DELETE", f"/admin/v1/profiles/{profile_id}")
     console.print(f"deleted profile {profile_id}")
 
 
@@ -427,12 +418,10 @@ def admin_keys() -> None:
 
 
 @admin_keys.command(name="list")
-@pass_context
 @handled
 def admin_keys_list(ctx: Context) -> None:
     """Every provider and whether a key is stored (at most its last four characters)."""
-    with ctx.admin() as api:
-        listed = api.get("/admin/v1/providers")
+    listed = ctx.admin_request("GET", "/admin/v1/providers")
     table = Table("provider", "key", "allowed origins", box=None)
     for provider in listed:
         stored = provider.get("credential_masked") or "set"
@@ -466,23 +455,19 @@ def _read_key() -> str:
     metavar="ORIGIN",
     help="Another origin the key may be sent to (a proxy, a self-hosted server)",
 )
-@pass_context
 @handled
 def admin_keys_set(ctx: Context, provider: str, origins: tuple[str, ...]) -> None:
     """Set or rotate PROVIDER's API key, read from a hidden prompt or standard input."""
     key = _read_key()
-    with ctx.admin() as api:
-        body = {"api_key": key, "allowed_origins": list(origins)}
-        api.request("PUT", f"/admin/v1/providers/{provider}/credentials", json=body)
+    body = {"api_key": key, "allowed_origins": list(origins)}
+    ctx.admin_request("PUT", f"/admin/v1/providers/{provider}/credentials", json=body)
     console.print(f"stored {provider}'s key (encrypted; it is never shown again)")
 
 
 @admin_keys.command(name="delete")
 @click.argument("provider")
-@pass_context
 @handled
 def admin_keys_delete(ctx: Context, provider: str) -> None:
     """Delete PROVIDER's stored key."""
-    with ctx.admin() as api:
-        api.request("DELETE", f"/admin/v1/providers/{provider}/credentials")
+    ctx.admin_request("DELETE", f"/admin/v1/providers/{provider}/credentials")
     console.print(f"deleted {provider}'s key")

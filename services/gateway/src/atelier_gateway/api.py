@@ -52,31 +52,33 @@ from atelier_gateway.service import QuotaRefused
 from atelier_gateway.streams import JobStream
 from atelier_web import error_body
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"description": "No, expired or invalid bearer token"},
-    503: {"description": "A service the gateway asks is not answering"},
-}
+
+def _answers(**meanings: str) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the answers other than the usual success, each with its meaning
+    (`e404="Unknown"`)."""
+    return {
+        int(code.removeprefix("e")): {"description": meaning} for code, meaning in meanings.items()
+    }
+
+
+_ERRORS = _answers(
+    e401="No, expired or invalid bearer token",
+    e503="A service the gateway asks is not answering",
+)
 # Every route that takes a JSON body (issue 15: 400 was missing from the document).
-_BODY_ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"description": "`malformed_json`: the body is not JSON (or not UTF-8)"},
-    413: {
-        "description": "`request_too_large`: the body is over `ATELIER_GATEWAY_MAX_REQUEST_BYTES` "
-        "(or, queued, over the job queue's payload limit)"
-    },
-    422: {"description": "`invalid_input`: the body does not fit the schema (field named)"},
-}
+_BODY_ERRORS = _answers(
+    e400="`malformed_json`: the body is not JSON (or not UTF-8)",
+    e413="`request_too_large`: the body is over `ATELIER_GATEWAY_MAX_REQUEST_BYTES` "
+    "(or, queued, over the job queue's payload limit)",
+    e422="`invalid_input`: the body does not fit the schema (field named)",
+)
 # The routes that validate a body as a submission would, without submitting it.
-_CHECKED_LIKE_A_SUBMISSION: dict[int | str, dict[str, Any]] = {
-    **_BODY_ERRORS,
-    403: {"description": "`project_not_granted` or `generation_disabled`"},
-    422: {
-        "description": "The body does not fit the schema or its limits (`invalid_input`), "
-        "or the request does not fit the profile"
-    },
-}
-_NOT_FOUND: dict[int | str, dict[str, Any]] = {
-    404: {"description": "Unknown, or in a project the token does not grant"}
-}
+_CHECKED_LIKE_A_SUBMISSION = _BODY_ERRORS | _answers(
+    e403="`project_not_granted` or `generation_disabled`",
+    e422="The body does not fit the schema or its limits (`invalid_input`), "
+    "or the request does not fit the profile",
+)
+_NOT_FOUND = _answers(e404="Unknown, or in a project the token does not grant")
 ProjectId = Annotated[str, Path(pattern=PROJECT_ID_PATTERN)]
 _LAST_EVENT_ID = Header(
     alias="Last-Event-ID",
@@ -85,34 +87,35 @@ _LAST_EVENT_ID = Header(
 )
 
 
-router = APIRouter(prefix="/v1", responses=_ERRORS)
+# One router per group of routes, each declaring its tag (and the answers all its routes share)
+# once; the module's `router` includes them under /v1, in this order, which is the document's.
+submit_routes = APIRouter(tags=["generation"])
+style_routes = APIRouter(tags=["style"])
+# A job, a project or an image the token does not grant is not found, the same as a missing one.
+job_routes = APIRouter(tags=["generation"], responses=_NOT_FOUND)
+media_routes = APIRouter(tags=["media"], responses=_NOT_FOUND)
 
 
-@router.get("/features", tags=["generation"])
+@submit_routes.get("/features")
 async def get_features(user: CurrentUser, service: Service) -> Features:
     """Is generation on, and which profiles (sizes, counts, options) may be used."""
     return await service.features()
 
 
-@router.post(
+@submit_routes.post(
     "/generations",
     status_code=status.HTTP_202_ACCEPTED,
-    tags=["generation"],
-    responses={
-        **_BODY_ERRORS,
-        200: {"description": "Idempotency-Key seen before: the job it made"},
-        403: {"description": "`project_not_granted` or `generation_disabled`"},
-        429: {
-            "description": "`quota_exceeded` (with `remaining`, `resets_at`) or "
-            "`rate_limited` (with `Retry-After`)"
-        },
-        422: {
-            "description": "The body does not fit the schema or its limits (`invalid_input`), "
-            "the request does not fit the profile (`too_many_reference_images`, "
-            "`reference_image_too_large`, `size_not_allowed`...), or "
-            "`idempotency_key_reused` with a different request"
-        },
-    },
+    responses=_BODY_ERRORS
+    | _answers(
+        e200="Idempotency-Key seen before: the job it made",
+        e403="`project_not_granted` or `generation_disabled`",
+        e429="`quota_exceeded` (with `remaining`, `resets_at`) or "
+        "`rate_limited` (with `Retry-After`)",
+        e422="The body does not fit the schema or its limits (`invalid_input`), "
+        "the request does not fit the profile (`too_many_reference_images`, "
+        "`reference_image_too_large`, `size_not_allowed`...), or "
+        "`idempotency_key_reused` with a different request",
+    ),
 )
 async def create_generation(
     body: GenerationRequestBody,
@@ -129,9 +132,8 @@ async def create_generation(
     return submission.response
 
 
-@router.post(
+@submit_routes.post(
     "/context/preview",
-    tags=["generation"],
     responses=_CHECKED_LIKE_A_SUBMISSION,
 )
 async def preview_context(
@@ -144,9 +146,8 @@ async def preview_context(
     return ContextPreview.model_validate(reply, from_attributes=True)
 
 
-@router.post(
+@submit_routes.post(
     "/generations/estimate",
-    tags=["generation"],
     responses=_CHECKED_LIKE_A_SUBMISSION,
 )
 async def estimate_generation(
@@ -158,13 +159,9 @@ async def estimate_generation(
     return await service.estimate(body, user)
 
 
-@router.get(
+@style_routes.get(
     "/projects/{project}/style",
-    tags=["style"],
-    responses={
-        **_NOT_FOUND,
-        422: {"description": "`invalid_input`: the project id is not a valid id"},
-    },
+    responses=_NOT_FOUND | _answers(e422="`invalid_input`: the project id is not a valid id"),
 )
 async def get_project_style(
     project: ProjectId, user: CurrentUser, service: Service
@@ -175,18 +172,15 @@ async def get_project_style(
     return await service.project_style(user, project)
 
 
-@router.put(
+@style_routes.put(
     "/projects/{project}/style",
-    tags=["style"],
-    responses={
-        **_BODY_ERRORS,
-        403: {"description": "`project_not_granted`"},
-        409: {"description": "`style_version_stale`: it was changed since `version`"},
-        422: {
-            "description": "`invalid_input` (field named), or `style_image_unknown`: an "
-            "image that is not in this project's media library"
-        },
-    },
+    responses=_BODY_ERRORS
+    | _answers(
+        e403="`project_not_granted`",
+        e409="`style_version_stale`: it was changed since `version`",
+        e422="`invalid_input` (field named), or `style_image_unknown`: an "
+        "image that is not in this project's media library",
+    ),
 )
 async def put_project_style(
     project: ProjectId, body: StyleBody, user: CurrentUser, service: Service
@@ -196,15 +190,13 @@ async def put_project_style(
     return await service.put_project_style(user, project, body)
 
 
-@router.get("/generations/{job_id}", tags=["generation"], responses=_NOT_FOUND)
+@job_routes.get("/generations/{job_id}")
 async def get_generation(job_id: str, user: CurrentUser, service: Service) -> JobOut:
     return JobOut.of(await service.job(user, job_id))
 
 
-@router.post(
+@job_routes.post(
     "/generations/{job_id}/cancel",
-    tags=["generation"],
-    responses=_NOT_FOUND,
     summary="Cancel a generation",
     description="Ends the job as `cancelled`: provider calls in flight are abandoned (and "
     "cancelled at the provider where it can), results arriving later are not landed. "
@@ -214,13 +206,9 @@ async def cancel_generation(job_id: str, user: CurrentUser, service: Service) ->
     return JobOut.of(await service.cancel(user, job_id))
 
 
-@router.get(
+@job_routes.get(
     "/generations/{job_id}/events",
-    tags=["generation"],
-    responses={
-        **_NOT_FOUND,
-        204: {"description": "Resumed after the job's final event: nothing more will come"},
-    },
+    responses=_answers(e204="Resumed after the job's final event: nothing more will come"),
     response_class=EventSourceResponse,
 )
 async def generation_events(
@@ -242,7 +230,7 @@ async def generation_events(
     return _event_stream(stream, settings.sse_ping_s)
 
 
-@router.get("/projects/{project}/generations", tags=["generation"], responses=_NOT_FOUND)
+@job_routes.get("/projects/{project}/generations")
 async def list_generations(
     project: str,
     user: CurrentUser,
@@ -253,10 +241,8 @@ async def list_generations(
     return JobList(jobs=[JobOut.of(job) for job in jobs])
 
 
-@router.get(
+@job_routes.get(
     "/projects/{project}/generations/events",
-    tags=["generation"],
-    responses=_NOT_FOUND,
     response_class=EventSourceResponse,
 )
 async def project_generation_events(
@@ -275,7 +261,7 @@ async def project_generation_events(
     return _event_stream(stream, settings.sse_ping_s)
 
 
-@router.get("/projects/{project}/media", tags=["media"], responses=_NOT_FOUND)
+@media_routes.get("/projects/{project}/media")
 async def list_media(
     project: str,
     user: CurrentUser,
@@ -287,36 +273,28 @@ async def list_media(
     return MediaPage(items=[MediaOut.of(item) for item in page.items], total=page.total)
 
 
-@router.get("/media/{media_id}", tags=["media"], responses=_NOT_FOUND)
+@media_routes.get("/media/{media_id}")
 async def get_media(media_id: str, user: CurrentUser, service: Service) -> MediaOut:
     reply = await service.media(user, media_id)
     assert reply.media is not None  # service.media raised otherwise
     return MediaOut.of(reply.media)
 
 
-_IMAGE_ROUTE: dict[str, Any] = {
-    "tags": ["media"],
-    "responses": _NOT_FOUND,
-    "response_class": StreamingResponse,
-}
-
-
-@router.get("/media/{media_id}/content", **_IMAGE_ROUTE)
+@media_routes.get("/media/{media_id}/content", response_class=StreamingResponse)
 async def media_content(media_id: str, image: MediaBytes) -> Response:
     """The original image, byte for byte."""
     return await image.response(media_id, "content")
 
 
-@router.get("/media/{media_id}/thumbnail", **_IMAGE_ROUTE)
+@media_routes.get("/media/{media_id}/thumbnail", response_class=StreamingResponse)
 async def media_thumbnail(media_id: str, image: MediaBytes) -> Response:
     return await image.response(media_id, "thumbnail")
 
 
-@router.post(
+@media_routes.post(
     "/media/{media_id}/assign",
     status_code=status.HTTP_202_ACCEPTED,
-    tags=["media"],
-    responses={**_NOT_FOUND, **_BODY_ERRORS},
+    responses=_BODY_ERRORS,
     summary="Use this image as the project's cover or an element's image",
 )
 async def use_media(
@@ -329,12 +307,17 @@ async def use_media(
     return accepted
 
 
-@router.get("/projects/{project}/assignments", tags=["media"], responses=_NOT_FOUND)
+@media_routes.get("/projects/{project}/assignments")
 async def get_project_assignments(
     project: str, user: CurrentUser, service: Service
 ) -> ProjectAssignments:
     """The project's cover and the image of each element that has one."""
     return ProjectAssignments.of(project, await project_assignments(service, user, project))
+
+
+router = APIRouter(prefix="/v1", responses=_ERRORS)
+for group in (submit_routes, style_routes, job_routes, media_routes):
+    router.include_router(group)
 
 
 def _event_stream(stream: JobStream, ping_s: float) -> EventSourceResponse:

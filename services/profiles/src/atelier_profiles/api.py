@@ -1,9 +1,9 @@
 """The admin API under `/admin/v1`: the global switch, model profiles, provider credentials,
 quotas, provider budgets and the audit (the webhooks: `webhooks_api.py`).
 
-One module-level router; each route names the service it calls in its signature
-(`dependencies.py`). Every route needs `Authorization: Bearer <admin token>`. Errors have one
-shape, `{"error": {"code", "message"}}` (mapped by `atelier_web`).
+One router per tag, all included by the module's `router`; each route names the service it calls
+in its signature (`dependencies.py`). Every route needs `Authorization: Bearer <admin token>`.
+Errors have one shape, `{"error": {"code", "message"}}` (mapped by `atelier_web`).
 """
 
 from __future__ import annotations
@@ -98,6 +98,8 @@ def described_errors(**meanings: str) -> dict[int | str, dict[str, Any]]:
     }
 
 
+_UNKNOWN_PROVIDER = described_errors(e404="No such provider", e422="The name is malformed")
+
 # No NUL in a filter: PostgreSQL text cannot hold one, and no user id, profile id or prompt has.
 NO_NUL = r"^[^\x00]*$"
 
@@ -165,24 +167,26 @@ class AuditQuery:
         )
 
 
-router = APIRouter(prefix=PREFIX, dependencies=[Depends(require_admin)], responses=_errors(401))
+# One router per tag (the tag is declared once, on it); the module's `router` includes them all
+# under the prefix and the admin token, in this order, which is also the document's.
+settings_routes = APIRouter(tags=["settings"])
+profile_routes = APIRouter(tags=["profiles"])
+provider_routes = APIRouter(tags=["providers"])
+quota_routes = APIRouter(tags=["quotas"])
+audit_routes = APIRouter(tags=["audit"], responses=_errors(422))
+budget_routes = APIRouter(tags=["providers"])
 
 
 # --- the switch and the profiles ---------------------------------------------------------------
 
 
-@router.get(
-    "/settings",
-    tags=["settings"],
-    summary="Read the global generation switch",
-)
+@settings_routes.get("/settings", summary="Read the global generation switch")
 async def get_settings(service: Profiles) -> GenerationSettings:
     return await service.get_settings()
 
 
-@router.put(
+@settings_routes.put(
     "/settings",
-    tags=["settings"],
     summary="Turn image generation on or off for everyone",
     description="While `enabled` is false, users see `reason` and cannot start generations.",
     responses=_errors(400, 422),
@@ -191,9 +195,8 @@ async def put_settings(service: Profiles, settings: GenerationSettings) -> Gener
     return await service.set_settings(settings)
 
 
-@router.get(
+@profile_routes.get(
     "/profiles",
-    tags=["profiles"],
     summary="List model profiles",
     description="Ordered by `sort_order`, then name.",
     responses=_errors(422),
@@ -207,9 +210,8 @@ async def list_profiles(
     return await service.list_profiles(include_disabled=include_disabled)
 
 
-@router.post(
+@profile_routes.post(
     "/profiles",
-    tags=["profiles"],
     summary="Create a model profile",
     status_code=status.HTTP_201_CREATED,
     responses=_errors(400, 409, 422),
@@ -220,9 +222,8 @@ async def create_profile(service: Profiles, fields: ProfileFields, response: Res
     return profile
 
 
-@router.get(
+@profile_routes.get(
     "/profiles/{profile_id}",
-    tags=["profiles"],
     summary="Read one model profile",
     responses=_errors(404, 422),
 )
@@ -230,9 +231,8 @@ async def get_profile(service: Profiles, profile_id: ProfileId) -> Profile:
     return await service.get_profile(profile_id)
 
 
-@router.put(
+@profile_routes.put(
     "/profiles/{profile_id}",
-    tags=["profiles"],
     summary="Replace a model profile",
     description="Every field is set from the body; fields left out take their defaults.",
     responses=_errors(400, 404, 409, 422),
@@ -243,9 +243,8 @@ async def replace_profile(
     return await service.replace_profile(profile_id, fields)
 
 
-@router.patch(
+@profile_routes.patch(
     "/profiles/{profile_id}",
-    tags=["profiles"],
     summary="Change some fields of a model profile",
     description="Only the fields in the body change; the result must still be a valid "
     "profile (e.g. `default_size` one of `sizes`).",
@@ -255,9 +254,8 @@ async def patch_profile(service: Profiles, profile_id: ProfileId, patch: Profile
     return await service.patch_profile(profile_id, patch)
 
 
-@router.delete(
+@profile_routes.delete(
     "/profiles/{profile_id}",
-    tags=["profiles"],
     summary="Delete a model profile",
     description="Jobs already submitted keep the snapshot they were given.",
     status_code=status.HTTP_204_NO_CONTENT,
@@ -270,9 +268,8 @@ async def delete_profile(service: Profiles, profile_id: ProfileId) -> None:
 # --- provider credentials, quotas and the audit ------------------------------------------------
 
 
-@router.get(
+@provider_routes.get(
     "/providers",
-    tags=["providers"],
     summary="List providers and whether a credential is stored",
     description="Known providers, and any named by a profile or a stored credential. Keys "
     "are never returned: at most their last four characters.",
@@ -281,19 +278,17 @@ async def list_providers(governance: Governance) -> list[ProviderStatus]:
     return await governance.list_providers()
 
 
-@router.get(
+@provider_routes.get(
     "/providers/{name}",
-    tags=["providers"],
     summary="Read one provider's credential status",
-    responses=described_errors(e404="No such provider", e422="The name is malformed"),
+    responses=_UNKNOWN_PROVIDER,
 )
 async def get_provider(governance: Governance, name: ProviderName) -> ProviderStatus:
     return await governance.get_provider(name)
 
 
-@router.put(
+@provider_routes.put(
     "/providers/{name}/credentials",
-    tags=["providers"],
     summary="Set or rotate a provider's API key",
     description="Stored encrypted (AES-GCM); workers pick the new key up at once "
     "(`profiles.changed`). The answer shows the key masked.",
@@ -306,9 +301,8 @@ async def put_credential(
     return await governance.set_credential(name, credential)
 
 
-@router.delete(
+@provider_routes.delete(
     "/providers/{name}/credentials",
-    tags=["providers"],
     summary="Delete a provider's stored API key",
     description="Workers fall back to their own `ATELIER_WORKERS_API_KEY`, if any.",
     status_code=status.HTTP_204_NO_CONTENT,
@@ -318,14 +312,13 @@ async def delete_credential(governance: Governance, name: ProviderName) -> None:
     await governance.delete_credential(name)
 
 
-@router.get("/quotas", tags=["quotas"], summary="The default quota and every override")
+@quota_routes.get("/quotas", summary="The default quota and every override")
 async def get_quotas(governance: Governance) -> QuotaOverview:
     return await governance.overview()
 
 
-@router.put(
+@quota_routes.put(
     "/quotas",
-    tags=["quotas"],
     summary="Set the default quota and the submission rate limit",
     responses=_errors(400, 422),
 )
@@ -333,9 +326,8 @@ async def put_quotas(governance: Governance, policy: QuotaPolicy) -> QuotaPolicy
     return await governance.set_policy(policy)
 
 
-@router.get(
+@quota_routes.get(
     "/quotas/users/{user_id}",
-    tags=["quotas"],
     summary="A user's limit and what they used this period",
     responses=_errors(422),
 )
@@ -343,9 +335,8 @@ async def get_user_quota(governance: Governance, user_id: UserIdPath) -> UserQuo
     return await governance.user_quota(user_id)
 
 
-@router.put(
+@quota_routes.put(
     "/quotas/users/{user_id}",
-    tags=["quotas"],
     summary="Give one user their own credit limit",
     responses=_errors(400, 422),
 )
@@ -355,9 +346,8 @@ async def put_user_quota(
     return await governance.set_override(user_id, override)
 
 
-@router.delete(
+@quota_routes.delete(
     "/quotas/users/{user_id}",
-    tags=["quotas"],
     summary="Remove a user's override (the default applies again)",
     status_code=status.HTTP_204_NO_CONTENT,
     responses=described_errors(e404="The user has no override", e422="Bad user id"),
@@ -366,12 +356,10 @@ async def delete_user_quota(governance: Governance, user_id: UserIdPath) -> None
     await governance.delete_override(user_id)
 
 
-@router.get(
+@audit_routes.get(
     "/audits",
-    tags=["audit"],
     summary="Finished jobs: who, what was sent, what it cost, how it ended",
     description="Newest first. Filters combine (AND).",
-    responses=_errors(422),
 )
 async def list_audits(
     governance: Governance,
@@ -382,12 +370,10 @@ async def list_audits(
     return await governance.audits(filters.filter, limit=limit, offset=offset)
 
 
-@router.get(
+@audit_routes.get(
     "/audits/summary",
-    tags=["audit"],
     summary="Counts per status and failure class, cost per user and profile",
     description="Over the jobs the filters select.",
-    responses=_errors(422),
 )
 async def audit_summary(
     governance: Governance, filters: Annotated[AuditQuery, Depends()]
@@ -398,9 +384,8 @@ async def audit_summary(
 # --- provider budgets (`budgets.py`) -----------------------------------------------------------
 
 
-@router.get(
+@budget_routes.get(
     "/provider-budgets",
-    tags=["providers"],
     summary="Every provider's budget of calls at once",
     description="Across every worker replica; `null`: no limit (tasks go to the provider's "
     "queue at once). With a budget, dispatch holds the rest and hands them over one user "
@@ -411,19 +396,17 @@ async def list_budgets(budgets: Budgets) -> list[ProviderBudget]:
     return await budgets.list()
 
 
-@router.get(
+@budget_routes.get(
     "/providers/{name}/budget",
-    tags=["providers"],
     summary="Read one provider's budget of calls at once",
-    responses=described_errors(e404="No such provider", e422="The name is malformed", e503="NATS"),
+    responses=_UNKNOWN_PROVIDER | described_errors(e503="NATS"),
 )
 async def get_budget(budgets: Budgets, name: ProviderName) -> ProviderBudget:
     return await budgets.get(name)
 
 
-@router.put(
+@budget_routes.put(
     "/providers/{name}/budget",
-    tags=["providers"],
     summary="Set (or with null remove) a provider's budget of calls at once",
     description="Takes effect within a second: a raised or removed budget lets waiting "
     "tasks go at once; a lowered one lets calls already running finish.",
@@ -438,12 +421,23 @@ async def put_budget(budgets: Budgets, name: ProviderName, budget: BudgetInput) 
     return await budgets.set(name, budget)
 
 
-@router.delete(
+@budget_routes.delete(
     "/providers/{name}/budget",
-    tags=["providers"],
     summary="Remove a provider's budget (no limit)",
     status_code=status.HTTP_204_NO_CONTENT,
     responses=described_errors(e404="No such provider", e503="Not stored (NATS)"),
 )
 async def delete_budget(budgets: Budgets, name: ProviderName) -> None:
     await budgets.set(name, BudgetInput(max_concurrent=None))
+
+
+router = APIRouter(prefix=PREFIX, dependencies=[Depends(require_admin)], responses=_errors(401))
+for tagged in (
+    settings_routes,
+    profile_routes,
+    provider_routes,
+    quota_routes,
+    audit_routes,
+    budget_routes,
+):
+    router.include_router(tagged)

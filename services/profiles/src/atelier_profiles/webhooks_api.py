@@ -18,6 +18,7 @@ EndpointId = Annotated[
     str,
     Path(pattern=r"^we_[0-9a-f]{1,40}$", description="The endpoint's id", examples=["we_3f2a"]),
 ]
+_UNKNOWN_ENDPOINT = described_errors(e404="No such endpoint", e422="The id is malformed")
 
 router = APIRouter(
     prefix=f"{PREFIX}/webhooks",
@@ -54,7 +55,7 @@ async def list_endpoints(webhooks: Webhooks) -> list[WebhookEndpointOut]:
 @router.get(
     "/{endpoint_id}",
     summary="One webhook endpoint, with how many events it accepted, awaits and missed",
-    responses=described_errors(e404="No such endpoint", e422="The id is malformed"),
+    responses=_UNKNOWN_ENDPOINT,
 )
 async def get_endpoint(webhooks: Webhooks, endpoint_id: EndpointId) -> WebhookEndpointOut:
     return await webhooks.get_endpoint(endpoint_id)
@@ -64,7 +65,7 @@ async def get_endpoint(webhooks: Webhooks, endpoint_id: EndpointId) -> WebhookEn
     "/{endpoint_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Remove a webhook endpoint; deliveries still waiting for it are dropped",
-    responses=described_errors(e404="No such endpoint", e422="The id is malformed"),
+    responses=_UNKNOWN_ENDPOINT,
 )
 async def delete_endpoint(webhooks: Webhooks, endpoint_id: EndpointId) -> Response:
     await webhooks.delete_endpoint(endpoint_id)
