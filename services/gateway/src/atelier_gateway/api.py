@@ -52,33 +52,31 @@ from atelier_gateway.service import QuotaRefused
 from atelier_gateway.streams import JobStream
 from atelier_web import error_body
 
-
-def _answers(**meanings: str) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI entries for the answers other than the usual success, each with its meaning
-    (`e404="Unknown"`)."""
-    return {
-        int(code.removeprefix("e")): {"description": meaning} for code, meaning in meanings.items()
-    }
-
-
-_ERRORS = _answers(
-    e401="No, expired or invalid bearer token",
-    e503="A service the gateway asks is not answering",
-)
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "No, expired or invalid bearer token"},
+    503: {"description": "A service the gateway asks is not answering"},
+}
 # Every route that takes a JSON body (issue 15: 400 was missing from the document).
-_BODY_ERRORS = _answers(
-    e400="`malformed_json`: the body is not JSON (or not UTF-8)",
-    e413="`request_too_large`: the body is over `ATELIER_GATEWAY_MAX_REQUEST_BYTES` "
-    "(or, queued, over the job queue's payload limit)",
-    e422="`invalid_input`: the body does not fit the schema (field named)",
-)
+_BODY_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "`malformed_json`: the body is not JSON (or not UTF-8)"},
+    413: {
+        "description": "`request_too_large`: the body is over `ATELIER_GATEWAY_MAX_REQUEST_BYTES` "
+        "(or, queued, over the job queue's payload limit)"
+    },
+    422: {"description": "`invalid_input`: the body does not fit the schema (field named)"},
+}
 # The routes that validate a body as a submission would, without submitting it.
-_CHECKED_LIKE_A_SUBMISSION = _BODY_ERRORS | _answers(
-    e403="`project_not_granted` or `generation_disabled`",
-    e422="The body does not fit the schema or its limits (`invalid_input`), "
-    "or the request does not fit the profile",
-)
-_NOT_FOUND = _answers(e404="Unknown, or in a project the token does not grant")
+_CHECKED_LIKE_A_SUBMISSION: dict[int | str, dict[str, Any]] = {
+    **_BODY_ERRORS,
+    403: {"description": "`project_not_granted` or `generation_disabled`"},
+    422: {
+        "description": "The body does not fit the schema or its limits (`invalid_input`), "
+        "or the request does not fit the profile"
+    },
+}
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"description": "Unknown, or in a project the token does not grant"}
+}
 ProjectId = Annotated[str, Path(pattern=PROJECT_ID_PATTERN)]
 _LAST_EVENT_ID = Header(
     alias="Last-Event-ID",
@@ -105,17 +103,21 @@ async def get_features(user: CurrentUser, service: Service) -> Features:
 @submit_routes.post(
     "/generations",
     status_code=status.HTTP_202_ACCEPTED,
-    responses=_BODY_ERRORS
-    | _answers(
-        e200="Idempotency-Key seen before: the job it made",
-        e403="`project_not_granted` or `generation_disabled`",
-        e429="`quota_exceeded` (with `remaining`, `resets_at`) or "
-        "`rate_limited` (with `Retry-After`)",
-        e422="The body does not fit the schema or its limits (`invalid_input`), "
-        "the request does not fit the profile (`too_many_reference_images`, "
-        "`reference_image_too_large`, `size_not_allowed`...), or "
-        "`idempotency_key_reused` with a different request",
-    ),
+    responses={
+        **_BODY_ERRORS,
+        200: {"description": "Idempotency-Key seen before: the job it made"},
+        403: {"description": "`project_not_granted` or `generation_disabled`"},
+        429: {
+            "description": "`quota_exceeded` (with `remaining`, `resets_at`) or "
+            "`rate_limited` (with `Retry-After`)"
+        },
+        422: {
+            "description": "The body does not fit the schema or its limits (`invalid_input`), "
+            "the request does not fit the profile (`too_many_reference_images`, "
+            "`reference_image_too_large`, `size_not_allowed`...), or "
+            "`idempotency_key_reused` with a different request"
+        },
+    },
 )
 async def create_generation(
     body: GenerationRequestBody,
@@ -161,7 +163,10 @@ async def estimate_generation(
 
 @style_routes.get(
     "/projects/{project}/style",
-    responses=_NOT_FOUND | _answers(e422="`invalid_input`: the project id is not a valid id"),
+    responses={
+        **_NOT_FOUND,
+        422: {"description": "`invalid_input`: the project id is not a valid id"},
+    },
 )
 async def get_project_style(
     project: ProjectId, user: CurrentUser, service: Service
@@ -174,13 +179,15 @@ async def get_project_style(
 
 @style_routes.put(
     "/projects/{project}/style",
-    responses=_BODY_ERRORS
-    | _answers(
-        e403="`project_not_granted`",
-        e409="`style_version_stale`: it was changed since `version`",
-        e422="`invalid_input` (field named), or `style_image_unknown`: an "
-        "image that is not in this project's media library",
-    ),
+    responses={
+        **_BODY_ERRORS,
+        403: {"description": "`project_not_granted`"},
+        409: {"description": "`style_version_stale`: it was changed since `version`"},
+        422: {
+            "description": "`invalid_input` (field named), or `style_image_unknown`: an "
+            "image that is not in this project's media library"
+        },
+    },
 )
 async def put_project_style(
     project: ProjectId, body: StyleBody, user: CurrentUser, service: Service
@@ -208,7 +215,9 @@ async def cancel_generation(job_id: str, user: CurrentUser, service: Service) ->
 
 @job_routes.get(
     "/generations/{job_id}/events",
-    responses=_answers(e204="Resumed after the job's final event: nothing more will come"),
+    responses={
+        204: {"description": "Resumed after the job's final event: nothing more will come"},
+    },
     response_class=EventSourceResponse,
 )
 async def generation_events(
