@@ -85,24 +85,19 @@ _LAST_EVENT_ID = Header(
 )
 
 
-# One router per group of routes, each declaring its tag (and the answers all its routes share)
-# once; the module's `router` includes them under /v1, in this order, which is the document's.
-submit_routes = APIRouter(tags=["generation"])
-style_routes = APIRouter(tags=["style"])
-# A job, a project or an image the token does not grant is not found, the same as a missing one.
-job_routes = APIRouter(tags=["generation"], responses=_NOT_FOUND)
-media_routes = APIRouter(tags=["media"], responses=_NOT_FOUND)
+router = APIRouter(prefix="/v1", responses=_ERRORS)
 
 
-@submit_routes.get("/features")
+@router.get("/features", tags=["generation"])
 async def get_features(user: CurrentUser, service: Service) -> Features:
     """Is generation on, and which profiles (sizes, counts, options) may be used."""
     return await service.features()
 
 
-@submit_routes.post(
+@router.post(
     "/generations",
     status_code=status.HTTP_202_ACCEPTED,
+    tags=["generation"],
     responses={
         **_BODY_ERRORS,
         200: {"description": "Idempotency-Key seen before: the job it made"},
@@ -134,8 +129,9 @@ async def create_generation(
     return submission.response
 
 
-@submit_routes.post(
+@router.post(
     "/context/preview",
+    tags=["generation"],
     responses=_CHECKED_LIKE_A_SUBMISSION,
 )
 async def preview_context(
@@ -148,8 +144,9 @@ async def preview_context(
     return ContextPreview.model_validate(reply, from_attributes=True)
 
 
-@submit_routes.post(
+@router.post(
     "/generations/estimate",
+    tags=["generation"],
     responses=_CHECKED_LIKE_A_SUBMISSION,
 )
 async def estimate_generation(
@@ -161,8 +158,9 @@ async def estimate_generation(
     return await service.estimate(body, user)
 
 
-@style_routes.get(
+@router.get(
     "/projects/{project}/style",
+    tags=["style"],
     responses={
         **_NOT_FOUND,
         422: {"description": "`invalid_input`: the project id is not a valid id"},
@@ -177,8 +175,9 @@ async def get_project_style(
     return await service.project_style(user, project)
 
 
-@style_routes.put(
+@router.put(
     "/projects/{project}/style",
+    tags=["style"],
     responses={
         **_BODY_ERRORS,
         403: {"description": "`project_not_granted`"},
@@ -197,13 +196,15 @@ async def put_project_style(
     return await service.put_project_style(user, project, body)
 
 
-@job_routes.get("/generations/{job_id}")
+@router.get("/generations/{job_id}", tags=["generation"], responses=_NOT_FOUND)
 async def get_generation(job_id: str, user: CurrentUser, service: Service) -> JobOut:
     return JobOut.of(await service.job(user, job_id))
 
 
-@job_routes.post(
+@router.post(
     "/generations/{job_id}/cancel",
+    tags=["generation"],
+    responses=_NOT_FOUND,
     summary="Cancel a generation",
     description="Ends the job as `cancelled`: provider calls in flight are abandoned (and "
     "cancelled at the provider where it can), results arriving later are not landed. "
@@ -213,9 +214,11 @@ async def cancel_generation(job_id: str, user: CurrentUser, service: Service) ->
     return JobOut.of(await service.cancel(user, job_id))
 
 
-@job_routes.get(
+@router.get(
     "/generations/{job_id}/events",
+    tags=["generation"],
     responses={
+        **_NOT_FOUND,
         204: {"description": "Resumed after the job's final event: nothing more will come"},
     },
     response_class=EventSourceResponse,
@@ -239,7 +242,7 @@ async def generation_events(
     return _event_stream(stream, settings.sse_ping_s)
 
 
-@job_routes.get("/projects/{project}/generations")
+@router.get("/projects/{project}/generations", tags=["generation"], responses=_NOT_FOUND)
 async def list_generations(
     project: str,
     user: CurrentUser,
@@ -250,8 +253,10 @@ async def list_generations(
     return JobList(jobs=[JobOut.of(job) for job in jobs])
 
 
-@job_routes.get(
+@router.get(
     "/projects/{project}/generations/events",
+    tags=["generation"],
+    responses=_NOT_FOUND,
     response_class=EventSourceResponse,
 )
 async def project_generation_events(
@@ -270,7 +275,7 @@ async def project_generation_events(
     return _event_stream(stream, settings.sse_ping_s)
 
 
-@media_routes.get("/projects/{project}/media")
+@router.get("/projects/{project}/media", tags=["media"], responses=_NOT_FOUND)
 async def list_media(
     project: str,
     user: CurrentUser,
@@ -282,28 +287,36 @@ async def list_media(
     return MediaPage(items=[MediaOut.of(item) for item in page.items], total=page.total)
 
 
-@media_routes.get("/media/{media_id}")
+@router.get("/media/{media_id}", tags=["media"], responses=_NOT_FOUND)
 async def get_media(media_id: str, user: CurrentUser, service: Service) -> MediaOut:
     reply = await service.media(user, media_id)
     assert reply.media is not None  # service.media raised otherwise
     return MediaOut.of(reply.media)
 
 
-@media_routes.get("/media/{media_id}/content", response_class=StreamingResponse)
+_IMAGE_ROUTE: dict[str, Any] = {
+    "tags": ["media"],
+    "responses": _NOT_FOUND,
+    "response_class": StreamingResponse,
+}
+
+
+@router.get("/media/{media_id}/content", **_IMAGE_ROUTE)
 async def media_content(media_id: str, image: MediaBytes) -> Response:
     """The original image, byte for byte."""
     return await image.response(media_id, "content")
 
 
-@media_routes.get("/media/{media_id}/thumbnail", response_class=StreamingResponse)
+@router.get("/media/{media_id}/thumbnail", **_IMAGE_ROUTE)
 async def media_thumbnail(media_id: str, image: MediaBytes) -> Response:
     return await image.response(media_id, "thumbnail")
 
 
-@media_routes.post(
+@router.post(
     "/media/{media_id}/assign",
     status_code=status.HTTP_202_ACCEPTED,
-    responses=_BODY_ERRORS,
+    tags=["media"],
+    responses={**_NOT_FOUND, **_BODY_ERRORS},
     summary="Use this image as the project's cover or an element's image",
 )
 async def use_media(
@@ -316,17 +329,12 @@ async def use_media(
     return accepted
 
 
-@media_routes.get("/projects/{project}/assignments")
+@router.get("/projects/{project}/assignments", tags=["media"], responses=_NOT_FOUND)
 async def get_project_assignments(
     project: str, user: CurrentUser, service: Service
 ) -> ProjectAssignments:
     """The project's cover and the image of each element that has one."""
     return ProjectAssignments.of(project, await project_assignments(service, user, project))
-
-
-router = APIRouter(prefix="/v1", responses=_ERRORS)
-for group in (submit_routes, style_routes, job_routes, media_routes):
-    router.include_router(group)
 
 
 def _event_stream(stream: JobStream, ping_s: float) -> EventSourceResponse:
