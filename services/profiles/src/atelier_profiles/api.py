@@ -98,8 +98,6 @@ def described_errors(**meanings: str) -> dict[int | str, dict[str, Any]]:
     }
 
 
-_UNKNOWN_PROVIDER = described_errors(e404="No such provider", e422="The name is malformed")
-
 # No NUL in a filter: PostgreSQL text cannot hold one, and no user id, profile id or prompt has.
 NO_NUL = r"^[^\x00]*$"
 
@@ -281,7 +279,7 @@ async def list_providers(governance: Governance) -> list[ProviderStatus]:
 @provider_routes.get(
     "/providers/{name}",
     summary="Read one provider's credential status",
-    responses=_UNKNOWN_PROVIDER,
+    responses=described_errors(e404="No such provider", e422="The name is malformed"),
 )
 async def get_provider(governance: Governance, name: ProviderName) -> ProviderStatus:
     return await governance.get_provider(name)
@@ -399,7 +397,7 @@ async def list_budgets(budgets: Budgets) -> list[ProviderBudget]:
 @budget_routes.get(
     "/providers/{name}/budget",
     summary="Read one provider's budget of calls at once",
-    responses=_UNKNOWN_PROVIDER | described_errors(e503="NATS"),
+    responses=described_errors(e404="No such provider", e422="The name is malformed", e503="NATS"),
 )
 async def get_budget(budgets: Budgets, name: ProviderName) -> ProviderBudget:
     return await budgets.get(name)

@@ -18,7 +18,6 @@ EndpointId = Annotated[
     str,
     Path(pattern=r"^we_[0-9a-f]{1,40}$", description="The endpoint's id", examples=["we_3f2a"]),
 ]
-_UNKNOWN_ENDPOINT = described_errors(e404="No such endpoint", e422="The id is malformed")
 
 router = APIRouter(
     prefix=f"{PREFIX}/webhooks",
@@ -55,7 +54,7 @@ async def list_endpoints(webhooks: Webhooks) -> list[WebhookEndpointOut]:
 @router.get(
     "/{endpoint_id}",
     summary="One webhook endpoint, with how many events it accepted, awaits and missed",
-    responses=_UNKNOWN_ENDPOINT,
+    responses=described_errors(e404="No such endpoint", e422="The id is malformed"),
 )
 async def get_endpoint(webhooks: Webhooks, endpoint_id: EndpointId) -> WebhookEndpointOut:
     return await webhooks.get_endpoint(endpoint_id)
@@ -65,7 +64,7 @@ async def get_endpoint(webhooks: Webhooks, endpoint_id: EndpointId) -> WebhookEn
     "/{endpoint_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Remove a webhook endpoint; deliveries still waiting for it are dropped",
-    responses=_UNKNOWN_ENDPOINT,
+    responses=described_errors(e404="No such endpoint", e422="The id is malformed"),
 )
 async def delete_endpoint(webhooks: Webhooks, endpoint_id: EndpointId) -> Response:
     await webhooks.delete_endpoint(endpoint_id)
