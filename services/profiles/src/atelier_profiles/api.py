@@ -1,9 +1,9 @@
 """The admin API under `/admin/v1`: the global switch, model profiles, provider credentials,
 quotas, provider budgets and the audit (the webhooks: `webhooks_api.py`).
 
-One router per tag, all included by the module's `router`; each route names the service it calls
-in its signature (`dependencies.py`). Every route needs `Authorization: Bearer <admin token>`.
-Errors have one shape, `{"error": {"code", "message"}}` (mapped by `atelier_web`).
+One module-level router; each route names the service it calls in its signature
+(`dependencies.py`). Every route needs `Authorization: Bearer <admin token>`. Errors have one
+shape, `{"error": {"code", "message"}}` (mapped by `atelier_web`).
 """
 
 from __future__ import annotations
@@ -165,26 +165,24 @@ class AuditQuery:
         )
 
 
-# One router per tag (the tag is declared once, on it); the module's `router` includes them all
-# under the prefix and the admin token, in this order, which is also the document's.
-settings_routes = APIRouter(tags=["settings"])
-profile_routes = APIRouter(tags=["profiles"])
-provider_routes = APIRouter(tags=["providers"])
-quota_routes = APIRouter(tags=["quotas"])
-audit_routes = APIRouter(tags=["audit"], responses=_errors(422))
-budget_routes = APIRouter(tags=["providers"])
+router = APIRouter(prefix=PREFIX, dependencies=[Depends(require_admin)], responses=_errors(401))
 
 
 # --- the switch and the profiles ---------------------------------------------------------------
 
 
-@settings_routes.get("/settings", summary="Read the global generation switch")
+@router.get(
+    "/settings",
+    tags=["settings"],
+    summary="Read the global generation switch",
+)
 async def get_settings(service: Profiles) -> GenerationSettings:
     return await service.get_settings()
 
 
-@settings_routes.put(
+@router.put(
     "/settings",
+    tags=["settings"],
     summary="Turn image generation on or off for everyone",
     description="While `enabled` is false, users see `reason` and cannot start generations.",
     responses=_errors(400, 422),
@@ -193,8 +191,9 @@ async def put_settings(service: Profiles, settings: GenerationSettings) -> Gener
     return await service.set_settings(settings)
 
 
-@profile_routes.get(
+@router.get(
     "/profiles",
+    tags=["profiles"],
     summary="List model profiles",
     description="Ordered by `sort_order`, then name.",
     responses=_errors(422),
@@ -208,8 +207,9 @@ async def list_profiles(
     return await service.list_profiles(include_disabled=include_disabled)
 
 
-@profile_routes.post(
+@router.post(
     "/profiles",
+    tags=["profiles"],
     summary="Create a model profile",
     status_code=status.HTTP_201_CREATED,
     responses=_errors(400, 409, 422),
@@ -220,8 +220,9 @@ async def create_profile(service: Profiles, fields: ProfileFields, response: Res
     return profile
 
 
-@profile_routes.get(
+@router.get(
     "/profiles/{profile_id}",
+    tags=["profiles"],
     summary="Read one model profile",
     responses=_errors(404, 422),
 )
@@ -229,8 +230,9 @@ async def get_profile(service: Profiles, profile_id: ProfileId) -> Profile:
     return await service.get_profile(profile_id)
 
 
-@profile_routes.put(
+@router.put(
     "/profiles/{profile_id}",
+    tags=["profiles"],
     summary="Replace a model profile",
     description="Every field is set from the body; fields left out take their defaults.",
     responses=_errors(400, 404, 409, 422),
@@ -241,8 +243,9 @@ async def replace_profile(
     return await service.replace_profile(profile_id, fields)
 
 
-@profile_routes.patch(
+@router.patch(
     "/profiles/{profile_id}",
+    tags=["profiles"],
     summary="Change some fields of a model profile",
     description="Only the fields in the body change; the result must still be a valid "
     "profile (e.g. `default_size` one of `sizes`).",
@@ -252,8 +255,9 @@ async def patch_profile(service: Profiles, profile_id: ProfileId, patch: Profile
     return await service.patch_profile(profile_id, patch)
 
 
-@profile_routes.delete(
+@router.delete(
     "/profiles/{profile_id}",
+    tags=["profiles"],
     summary="Delete a model profile",
     description="Jobs already submitted keep the snapshot they were given.",
     status_code=status.HTTP_204_NO_CONTENT,
@@ -266,8 +270,9 @@ async def delete_profile(service: Profiles, profile_id: ProfileId) -> None:
 # --- provider credentials, quotas and the audit ------------------------------------------------
 
 
-@provider_routes.get(
+@router.get(
     "/providers",
+    tags=["providers"],
     summary="List providers and whether a credential is stored",
     description="Known providers, and any named by a profile or a stored credential. Keys "
     "are never returned: at most their last four characters.",
@@ -276,8 +281,9 @@ async def list_providers(governance: Governance) -> list[ProviderStatus]:
     return await governance.list_providers()
 
 
-@provider_routes.get(
+@router.get(
     "/providers/{name}",
+    tags=["providers"],
     summary="Read one provider's credential status",
     responses=described_errors(e404="No such provider", e422="The name is malformed"),
 )
@@ -285,8 +291,9 @@ async def get_provider(governance: Governance, name: ProviderName) -> ProviderSt
     return await governance.get_provider(name)
 
 
-@provider_routes.put(
+@router.put(
     "/providers/{name}/credentials",
+    tags=["providers"],
     summary="Set or rotate a provider's API key",
     description="Stored encrypted (AES-GCM); workers pick the new key up at once "
     "(`profiles.changed`). The answer shows the key masked.",
@@ -299,8 +306,9 @@ async def put_credential(
     return await governance.set_credential(name, credential)
 
 
-@provider_routes.delete(
+@router.delete(
     "/providers/{name}/credentials",
+    tags=["providers"],
     summary="Delete a provider's stored API key",
     description="Workers fall back to their own `ATELIER_WORKERS_API_KEY`, if any.",
     status_code=status.HTTP_204_NO_CONTENT,
@@ -310,13 +318,14 @@ async def delete_credential(governance: Governance, name: ProviderName) -> None:
     await governance.delete_credential(name)
 
 
-@quota_routes.get("/quotas", summary="The default quota and every override")
+@router.get("/quotas", tags=["quotas"], summary="The default quota and every override")
 async def get_quotas(governance: Governance) -> QuotaOverview:
     return await governance.overview()
 
 
-@quota_routes.put(
+@router.put(
     "/quotas",
+    tags=["quotas"],
     summary="Set the default quota and the submission rate limit",
     responses=_errors(400, 422),
 )
@@ -324,8 +333,9 @@ async def put_quotas(governance: Governance, policy: QuotaPolicy) -> QuotaPolicy
     return await governance.set_policy(policy)
 
 
-@quota_routes.get(
+@router.get(
     "/quotas/users/{user_id}",
+    tags=["quotas"],
     summary="A user's limit and what they used this period",
     responses=_errors(422),
 )
@@ -333,8 +343,9 @@ async def get_user_quota(governance: Governance, user_id: UserIdPath) -> UserQuo
     return await governance.user_quota(user_id)
 
 
-@quota_routes.put(
+@router.put(
     "/quotas/users/{user_id}",
+    tags=["quotas"],
     summary="Give one user their own credit limit",
     responses=_errors(400, 422),
 )
@@ -344,8 +355,9 @@ async def put_user_quota(
     return await governance.set_override(user_id, override)
 
 
-@quota_routes.delete(
+@router.delete(
     "/quotas/users/{user_id}",
+    tags=["quotas"],
     summary="Remove a user's override (the default applies again)",
     status_code=status.HTTP_204_NO_CONTENT,
     responses=described_errors(e404="The user has no override", e422="Bad user id"),
@@ -354,10 +366,12 @@ async def delete_user_quota(governance: Governance, user_id: UserIdPath) -> None
     await governance.delete_override(user_id)
 
 
-@audit_routes.get(
+@router.get(
     "/audits",
+    tags=["audit"],
     summary="Finished jobs: who, what was sent, what it cost, how it ended",
     description="Newest first. Filters combine (AND).",
+    responses=_errors(422),
 )
 async def list_audits(
     governance: Governance,
@@ -368,10 +382,12 @@ async def list_audits(
     return await governance.audits(filters.filter, limit=limit, offset=offset)
 
 
-@audit_routes.get(
+@router.get(
     "/audits/summary",
+    tags=["audit"],
     summary="Counts per status and failure class, cost per user and profile",
     description="Over the jobs the filters select.",
+    responses=_errors(422),
 )
 async def audit_summary(
     governance: Governance, filters: Annotated[AuditQuery, Depends()]
@@ -382,8 +398,9 @@ async def audit_summary(
 # --- provider budgets (`budgets.py`) -----------------------------------------------------------
 
 
-@budget_routes.get(
+@router.get(
     "/provider-budgets",
+    tags=["providers"],
     summary="Every provider's budget of calls at once",
     description="Across every worker replica; `null`: no limit (tasks go to the provider's "
     "queue at once). With a budget, dispatch holds the rest and hands them over one user "
@@ -394,8 +411,9 @@ async def list_budgets(budgets: Budgets) -> list[ProviderBudget]:
     return await budgets.list()
 
 
-@budget_routes.get(
+@router.get(
     "/providers/{name}/budget",
+    tags=["providers"],
     summary="Read one provider's budget of calls at once",
     responses=described_errors(e404="No such provider", e422="The name is malformed", e503="NATS"),
 )
@@ -403,8 +421,9 @@ async def get_budget(budgets: Budgets, name: ProviderName) -> ProviderBudget:
     return await budgets.get(name)
 
 
-@budget_routes.put(
+@router.put(
     "/providers/{name}/budget",
+    tags=["providers"],
     summary="Set (or with null remove) a provider's budget of calls at once",
     description="Takes effect within a second: a raised or removed budget lets waiting "
     "tasks go at once; a lowered one lets calls already running finish.",
@@ -419,23 +438,12 @@ async def put_budget(budgets: Budgets, name: ProviderName, budget: BudgetInput) 
     return await budgets.set(name, budget)
 
 
-@budget_routes.delete(
+@router.delete(
     "/providers/{name}/budget",
+    tags=["providers"],
     summary="Remove a provider's budget (no limit)",
     status_code=status.HTTP_204_NO_CONTENT,
     responses=described_errors(e404="No such provider", e503="Not stored (NATS)"),
 )
 async def delete_budget(budgets: Budgets, name: ProviderName) -> None:
     await budgets.set(name, BudgetInput(max_concurrent=None))
-
-
-router = APIRouter(prefix=PREFIX, dependencies=[Depends(require_admin)], responses=_errors(401))
-for tagged in (
-    settings_routes,
-    profile_routes,
-    provider_routes,
-    quota_routes,
-    audit_routes,
-    budget_routes,
-):
-    router.include_router(tagged)
