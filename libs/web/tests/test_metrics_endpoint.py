@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from faststream.nats import NatsBroker, TestNatsBroker
 from prometheus_client import REGISTRY
 
@@ -133,3 +133,25 @@ def test_the_message_middleware_is_installed_once_per_broker() -> None:
     names = [getattr(m, "__name__", type(m).__name__) for m in broker.config.broker_middlewares]
     assert names.count("MessageMetricsMiddleware") == 1
     assert names[0] == "MessageMetricsMiddleware"  # outermost: sees the final outcome
+
+
+async def test_routes_of_included_routers_are_labelled_by_their_whole_template() -> None:
+    """A prefix given when a router is included (`include_router(prefix=...)`, as the app's
+    routes under `/api/v1`) is part of the label, as in the OpenAPI document; ids still not."""
+    app = create_service_app("metrics test")
+    inner = APIRouter(prefix="/projects/{project}")
+
+    @inner.get("/files/{name}")
+    async def file(project: str, name: str) -> dict[str, str]:
+        return {"name": name}
+
+    outer = APIRouter()
+    outer.include_router(inner)
+    app.include_router(outer, prefix="/api/v1")
+    template = "/api/v1/projects/{project}/files/{name}"
+    assert template in app.openapi()["paths"]
+    before = http_count(template, "200")
+    async with client(app) as http:
+        assert (await http.get("/api/v1/projects/alpha/files/a.png")).status_code == 200
+        assert (await http.get("/api/v1/projects/beta/files/b.png")).status_code == 200
+    assert http_count(template, "200") == before + 2

@@ -43,9 +43,9 @@ class HttpMetricsMiddleware:
             if recorded:
                 return
             recorded = True
-            # The router stores the matched route in the scope it was given (this one).
-            route = getattr(scope.get("route"), "path", None) or UNMATCHED_ROUTE
-            observe_http_request(scope["method"], route, status, time.perf_counter() - start)
+            observe_http_request(
+                scope["method"], route_template(scope), status, time.perf_counter() - start
+            )
 
         async def send_and_time(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -57,6 +57,28 @@ class HttpMetricsMiddleware:
         except Exception:
             record(500)
             raise
+
+
+def route_template(scope: Scope) -> str:
+    """The matched route's whole template, as the OpenAPI document names it.
+
+    The router stores the matched route in the scope it was given (this one). Its `path` has
+    the prefix of the router that declared it, not a prefix given when a router is included in
+    another (`include_router(prefix=...)`, e.g. the app's routes under `/api/v1`): that part is
+    the request path's start before where the route's pattern matches. Prefixes given at
+    inclusion are constant, so this never puts an id into the label."""
+    route = scope.get("route")
+    template = getattr(route, "path", None)
+    if not template:
+        return UNMATCHED_ROUTE
+    pattern = getattr(route, "path_regex", None)
+    path: str = scope["path"]
+    if pattern is None or pattern.match(path):
+        return str(template)
+    for at in range(1, len(path)):
+        if path[at] == "/" and pattern.match(path[at:]):
+            return path[:at] + str(template)
+    return str(template)
 
 
 def install_metrics(
