@@ -249,7 +249,10 @@ async def one_round(stack: Stack, round_no: int) -> dict[str, Any]:
     assert info is not None and info.profile_id is not None
     projects = [f"watch-{round_no}-{p}" for p in range(PROJECTS)]
     tokens = {p: stack.mint_token(f"watcher-{round_no}-{i}", [p]) for i, p in enumerate(projects)}
-    unbounded = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+    # A connection of its own for every request: a kept-alive one that the gateway closed after
+    # its idle timeout (5 s; the test's own loop is busy with a thousand streams) would fail the
+    # next request sent on it ("Server disconnected without sending a response").
+    unbounded = httpx.Limits(max_connections=None, max_keepalive_connections=0)
     clients = {
         p: httpx.AsyncClient(
             base_url=info.gateway_url,
