@@ -72,12 +72,12 @@ async def test_a_message_whose_process_died_comes_back_after_one_ack_wait(
     # The first process takes the message and never answers (as if killed): its connection is
     # closed under the handler, so no ack and no in-progress ack can reach the server.
     first = make_broker(nats_server.url, "test-first")
-    taken = asyncio.Event()
+    taken, gone = asyncio.Event(), asyncio.Event()
 
     @durable_subscriber(first, Subject.MEDIA_ASSIGNED, durable, ack_wait_s=ACK_WAIT_S)
     async def dies(body: dict[str, Any]) -> None:
         taken.set()
-        await asyncio.sleep(3600)
+        await gone.wait()  # ends once its connection is gone, so stopping waits for nothing
 
     second = make_broker(nats_server.url, "test-second")
     again: asyncio.Future[int] = asyncio.get_running_loop().create_future()
@@ -92,6 +92,7 @@ async def test_a_message_whose_process_died_comes_back_after_one_ack_wait(
         await first.publish({"n": 2}, Subject.MEDIA_ASSIGNED, stream=MEDIA_STREAM.name)
         await asyncio.wait_for(taken.wait(), timeout=30)
         await first.connection.close()  # the process is gone
+        gone.set()
     finally:
         with contextlib.suppress(Exception):
             await first.stop()
