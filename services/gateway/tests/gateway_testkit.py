@@ -151,6 +151,16 @@ class World:
     )
     reservations: list[QuotaReserveRequest] = field(default_factory=list)
     releases: list[str] = field(default_factory=list)
+    held: set[str] = field(default_factory=set)  # job ids holding a reservation
+
+    def reserve(self, request: QuotaReserveRequest) -> QuotaReserveReply:
+        """As profiles answers: a job id that holds a reservation says so (a keyed retry)."""
+        if request.job_id in self.held:
+            return QuotaReserveReply(outcome="reserved", message="Credits reserved.", repeated=True)
+        if self.quota_reply.outcome == "reserved":
+            self.held.add(request.job_id)
+        return self.quota_reply
+
     # The fake context's slots asked for, and what was PUT to the staging bucket, by key.
     slot_requests: list[InputSlotsRequest] = field(default_factory=list)
     staged: dict[str, tuple[bytes, str]] = field(default_factory=dict)
@@ -173,11 +183,12 @@ def register_fakes(
         @broker.subscriber(Subject.QUOTA_RESERVE, queue="profiles")
         async def reserve_quota(batch: QuotaReserveBatch) -> QuotaReserveBatchReply:
             world.reservations.extend(batch.requests)
-            return QuotaReserveBatchReply(replies=[world.quota_reply] * len(batch.requests))
+            return QuotaReserveBatchReply(replies=[world.reserve(r) for r in batch.requests])
 
         @broker.subscriber(Subject.QUOTA_RELEASE, queue="profiles")
         async def release_quota(request: QuotaReleaseRequest) -> QuotaReleaseReply:
             world.releases.append(request.job_id)
+            world.held.discard(request.job_id)
             return QuotaReleaseReply(released=True)
 
     if "dispatch" in services:

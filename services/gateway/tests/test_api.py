@@ -250,6 +250,36 @@ async def test_the_same_idempotency_key_gives_the_same_job(gateway: Harness) -> 
     assert bob.status_code == 202 and bob.json()["id"] != first.json()["id"]
 
 
+async def test_a_keyed_submission_asks_dispatch_only_when_it_is_a_retry(gateway: Harness) -> None:
+    # Profiles' reservation tells a retry from a first submission (issue 14): a first one costs
+    # no lookup in dispatch, the busiest service under a burst.
+    headers = {**auth(), "Idempotency-Key": "dialog-7"}
+    first = await gateway.client.post("/v1/generations", json=VALID, headers=headers)
+    assert first.status_code == 202
+    assert gateway.world.job_queries == 0
+    again = await gateway.client.post("/v1/generations", json=VALID, headers=headers)
+    assert (again.status_code, again.json()["id"]) == (200, first.json()["id"])
+    assert gateway.world.job_queries == 1
+    assert len(gateway.world.published) == 1
+
+
+async def test_a_keyed_retry_gets_its_job_after_the_profile_was_disabled(
+    gateway: Harness,
+) -> None:
+    headers = {**auth(), "Idempotency-Key": "dialog-8"}
+    first = await gateway.client.post("/v1/generations", json=VALID, headers=headers)
+    gateway.world.profiles = [
+        p.model_copy(update={"enabled": False}) for p in gateway.world.profiles
+    ]
+    gateway.app.state.service.forget_profiles()
+    again = await gateway.client.post("/v1/generations", json=VALID, headers=headers)
+    assert (again.status_code, again.json()["id"]) == (200, first.json()["id"])
+    fresh = await gateway.client.post(
+        "/v1/generations", json=VALID, headers={**auth(), "Idempotency-Key": "dialog-9"}
+    )
+    assert fresh.status_code >= 400  # a new key meets the disabled profile
+
+
 async def test_an_idempotency_key_reused_for_another_request_is_422(gateway: Harness) -> None:
     headers = {**auth(), "Idempotency-Key": "k"}
     await gateway.client.post("/v1/generations", json=VALID, headers=headers)

@@ -407,6 +407,25 @@ async def test_reserving_and_settling_take_one_transaction_of_few_statements(
     assert await governed.used() == 2
 
 
+async def test_a_job_reserved_again_says_it_was_repeated_and_holds_nothing_more(
+    governed: Governed,
+) -> None:
+    # The gateway asks dispatch for a keyed job only when its reservation says `repeated`.
+    await governed.governance.set_policy(QuotaPolicy(credits_per_period=10, rate_limit_count=1))
+    profile = await governed.profile(2)
+    first = await governed.reserve("job", profile, count=2)
+    again = await governed.reserve("job", profile, count=2)  # even past the rate limit
+    assert (first.outcome, first.repeated) == ("reserved", False)
+    assert (again.outcome, again.repeated, again.cost) == ("reserved", True, 4)
+    assert await governed.used() == 4
+    settled = final_job("job", JobStatus.COMPLETED, count=2, landed=2, profile=profile)
+    assert await governed.governance.record_job_outcome(settled) is True
+    after = await governed.reserve("job", profile, count=2)  # a retry after the job ended
+    assert (after.outcome, after.repeated) == ("reserved", True)
+    assert await governed.used() == 4
+    assert (await governed.reserve("other", profile)).outcome == "rate_limited"
+
+
 async def test_jobs_are_charged_the_price_they_reserved_at(governed: Governed) -> None:
     await governed.governance.set_policy(QuotaPolicy(credits_per_period=100))
     profile = await governed.profile(2)

@@ -305,6 +305,13 @@ class QuotaReserveReply(BaseModel):
     retry_after_s: float | None = Field(
         default=None, description="For `rate_limited`: when the next submission is accepted"
     )
+    repeated: bool = Field(
+        default=False,
+        description=(
+            "The job already held a reservation (an Idempotency-Key retry): nothing more was "
+            "held, and the gateway asks dispatch for the job it made"
+        ),
+    )
 
 
 class Money(BaseModel):

@@ -213,8 +213,9 @@ class GatewayService:
     async def features(self) -> Features:
         return features_of(await self.catalog())
 
-    async def _reserve_credits(self, event: JobRequested) -> None:
-        """Hold the job's credits before it is queued; 429 when the user may not submit it."""
+    async def _reserve_credits(self, event: JobRequested) -> QuotaReserveReply:
+        """Hold the job's credits before it is queued; 429 when the user may not submit it.
+        The reply says `repeated` when the job held them already (a keyed retry)."""
         reply = await self.backends.reserve_quota(
             QuotaReserveRequest(
                 job_id=event.job_id,
@@ -228,31 +229,32 @@ class GatewayService:
         )
         if reply.outcome != "reserved":
             raise QuotaRefused(reply)
+        return reply
 
     async def submit(
         self, request: GenerationRequestBody, user: User, idempotency_key: str | None
     ) -> Submission:
-        """Validate, then publish `jobs.requested`; nothing is published for a bad request."""
+        """Validate, reserve, then publish `jobs.requested`; nothing is published for a bad
+        request.
+
+        A keyed retry is known by its reservation (profiles holds one per job id, and the id
+        comes from the key), so a first submission asks dispatch nothing; a retry, or a keyed
+        request that fails validation, looks up the job its key made.
+        """
         self._require_grant(user, request.project)
         job_id = self.job_ids.new(user.id, idempotency_key)
-
-        if idempotency_key is not None:
-            # Checked before validation: a retry must get the job it made even if the profile
-            # was disabled in between.
-            existing = await self._recorded_job(job_id)
-            if existing is not None:
-                if not same_request(existing, request):
-                    raise InvalidInput(
-                        "This Idempotency-Key was already used for a different request; use a "
-                        "new key for a new generation.",
-                        code="idempotency_key_reused",
-                    )
-                return Submission(accepted(job_id, existing.project, existing.status), False)
-
-        # One query gives the switch and the profile, disabled ones included, so an unknown
-        # profile and a disabled one get different answers.
-        catalog = await self.catalog()
-        resolved = self._validated(request, catalog)
+        try:
+            # One query gives the switch and the profile, disabled ones included, so an unknown
+            # profile and a disabled one get different answers.
+            catalog = await self.catalog()
+            resolved = self._validated(request, catalog)
+        except AtelierError:
+            # A retry gets the job it made even if the profile was disabled in between.
+            if idempotency_key is not None:
+                existing = await self._recorded_job(job_id)
+                if existing is not None:
+                    return self._made_before(existing, request)
+            raise
         event = build_job_requested(
             resolved,
             request,
@@ -261,7 +263,14 @@ class GatewayService:
             idempotency_key=idempotency_key,
             fallbacks=plan_fallbacks(resolved, catalog.profiles),
         )
-        await self._reserve_credits(event)
+        reservation = await self._reserve_credits(event)
+        if reservation.repeated:
+            existing = await self._recorded_job(job_id)
+            if existing is not None:
+                return self._made_before(existing, request)
+            # Reserved before and perhaps published, not recorded yet (or dispatch is away):
+            # publishing again is safe, the same job id gives the same event id, which
+            # JetStream and dispatch both take once.
         # Everything after the reservation either queues the job or gives the credits back:
         # a failure of any kind (staging the pictures, a payload over the queue's limit, an
         # event that cannot be serialized, a bug) must never keep what the user was charged for
@@ -283,6 +292,17 @@ class GatewayService:
                 await self._release_credits(job_id)
             raise
         return Submission(accepted(job_id, request.project, JobStatus.QUEUED), True)
+
+    @staticmethod
+    def _made_before(existing: JobView, request: GenerationRequestBody) -> Submission:
+        """A keyed retry's answer: the job its key made, if this is the same request."""
+        if not same_request(existing, request):
+            raise InvalidInput(
+                "This Idempotency-Key was already used for a different request; use a new key "
+                "for a new generation.",
+                code="idempotency_key_reused",
+            )
+        return Submission(accepted(existing.id, existing.project, existing.status), False)
 
     async def estimate(self, request: GenerationRequestBody, user: User) -> GenerationEstimate:
         """What submitting `request` would reserve now, reserving nothing (ADR 0024): validated

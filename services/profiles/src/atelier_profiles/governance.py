@@ -294,6 +294,7 @@ class GovernanceService:
             limit=from_milli_or_none(limit),
             remaining=remaining,
             resets_at=end,
+            repeated=outcome.repeated,
         )
         if outcome.outcome == "rate_limited":
             wait = math.ceil(outcome.retry_after_s or 1)

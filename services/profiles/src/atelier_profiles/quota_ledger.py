@@ -79,6 +79,7 @@ class ReserveOutcome:
     retry_after_s: float | None = None
     in_flight_jobs: int = 0  # for "too_much_in_flight": what the user already has in flight
     in_flight_bytes: int = 0
+    repeated: bool = False  # the job held a reservation already: nothing more was held
 
 
 @dataclass(frozen=True)
@@ -334,7 +335,7 @@ def reserve_in(conn: Connection, dialect: str, r: Reservation) -> ReserveOutcome
         ).one()
     if found.held is not None:
         # The same job asked again (an Idempotency-Key retry): it already holds credits.
-        return answer("reserved", int(found.held), used)
+        return answer("reserved", int(found.held), used, repeated=True)
     if policy.rate_limit_count is not None and found.limiting is not None:
         leaves = as_utc(found.limiting) + timedelta(seconds=policy.rate_limit_window_s)
         return answer(
