@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from atelier_contracts.profiles import Profile
+from atelier_profiles.main import create_app
+from atelier_profiles.settings import Settings
+from atelier_web.dependencies import threaded_calls
 
 from .conftest import RunningApp, profile_fields
 
@@ -208,3 +212,13 @@ async def test_openapi_documents_the_admin_api(running_app: RunningApp) -> None:
     assert create["security"] == [{"AdminToken": []}]
     fields = spec["components"]["schemas"]["ProfileFields"]["properties"]
     assert fields["name"]["examples"] == ["Sketch (offline)"]
+
+
+def test_every_route_runs_on_the_event_loop(tmp_path: Path) -> None:
+    # A plain `def` dependency (or a class given to Depends()) costs a thread hop per request.
+    settings = Settings(
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'profiles.db'}",
+        admin_token="t" * 32,
+        declare_streams=False,
+    )
+    assert threaded_calls(create_app(settings)) == []

@@ -34,17 +34,17 @@ async def _current_user(
     return await authenticate_request(request, credentials)
 
 
-def _service(request: Request) -> GatewayService:
+async def _service(request: Request) -> GatewayService:
     service: GatewayService = request.app.state.service
     return service
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def _fetcher(request: Request) -> MediaFetcher:
+async def _fetcher(request: Request) -> MediaFetcher:
     fetcher: MediaFetcher = request.app.state.fetcher
     return fetcher
 

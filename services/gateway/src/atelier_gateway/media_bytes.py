@@ -13,6 +13,7 @@ from starlette.background import BackgroundTask
 from starlette.responses import StreamingResponse
 
 from atelier_gateway.dependencies import AppSettings, CurrentUser, Fetcher, Service
+from atelier_web.dependencies import on_the_loop
 
 
 def streamed(upstream: httpx.Response, media_type: str, headers: dict[str, str]) -> Response:
@@ -73,4 +74,4 @@ class _MediaBytes:
         return streamed(upstream, media_type, headers)
 
 
-MediaBytes = Annotated[_MediaBytes, Depends()]
+MediaBytes = Annotated[_MediaBytes, Depends(on_the_loop(_MediaBytes))]

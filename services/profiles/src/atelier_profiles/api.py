@@ -33,6 +33,7 @@ from atelier_profiles.governance_models import (
 )
 from atelier_profiles.governance_repository import AuditFilter
 from atelier_profiles.service import ProfilePatch
+from atelier_web.dependencies import on_the_loop
 
 PREFIX = "/admin/v1"
 
@@ -164,6 +165,8 @@ class AuditQuery:
             text=q or None,
         )
 
+
+AuditFilters = Annotated[AuditQuery, Depends(on_the_loop(AuditQuery))]
 
 router = APIRouter(prefix=PREFIX, dependencies=[Depends(require_admin)], responses=_errors(401))
 
@@ -375,7 +378,7 @@ async def delete_user_quota(governance: Governance, user_id: UserIdPath) -> None
 )
 async def list_audits(
     governance: Governance,
-    filters: Annotated[AuditQuery, Depends()],
+    filters: AuditFilters,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
 ) -> AuditPage:
@@ -389,9 +392,7 @@ async def list_audits(
     description="Over the jobs the filters select.",
     responses=_errors(422),
 )
-async def audit_summary(
-    governance: Governance, filters: Annotated[AuditQuery, Depends()]
-) -> AuditSummary:
+async def audit_summary(governance: Governance, filters: AuditFilters) -> AuditSummary:
     return await governance.audit_summary(filters.filter)
 
 

@@ -8,7 +8,7 @@ signature instead of being built inside a factory that closes over the service.
 
 # No `from __future__ import annotations`: FastAPI reads these annotations at run time.
 import hmac
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated, TypeVar
 
 from fastapi import Depends, Request
@@ -46,10 +46,10 @@ async def require_admin(
         )
 
 
-def _app_state(name: str, kind: type[T]) -> Callable[[Request], T]:
+def _app_state(name: str, kind: type[T]) -> Callable[[Request], Awaitable[T]]:
     """A dependency giving what `main` put on `app.state` under `name` (of type `kind`)."""
 
-    def read(request: Request) -> T:
+    async def read(request: Request) -> T:
         value: T = getattr(request.app.state, name)
         return value
 

@@ -37,7 +37,7 @@ class Facade:
     files: ProjectFiles
     admin: ProfilesAdmin
 
-    def bind(self, request: Request) -> None:
+    async def bind(self, request: Request) -> None:
         """The router's own dependency: it runs before any route's (FastAPI solves a router's
         dependencies first), so `facade` below finds this one."""
         setattr(request.state, _STATE_KEY, self)
@@ -58,7 +58,7 @@ class Facade:
         return profile, provider
 
 
-def facade(request: Request) -> Facade:
+async def facade(request: Request) -> Facade:
     bound: Facade = getattr(request.state, _STATE_KEY)
     return bound
 

@@ -36,6 +36,7 @@ from atelier_gateway.openai_compat.models import (
     ResponseFormat,
 )
 from atelier_gateway.waiting import wait_for_final
+from atelier_web.dependencies import on_the_loop
 
 log = logging.getLogger("atelier.gateway.openai")
 
@@ -141,7 +142,7 @@ class _ImagesCall:
             await upstream.aclose()
 
 
-ImagesCall = Annotated[_ImagesCall, Depends()]
+ImagesCall = Annotated[_ImagesCall, Depends(on_the_loop(_ImagesCall))]
 
 
 @router.post("/generations")
