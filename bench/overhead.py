@@ -49,9 +49,16 @@ async def direct_adapter_latencies(n: int, size: str) -> list[float]:
 
 
 async def stack_latencies(
-    submitter: Submitter, n: int, size: str, in_flight: int, warmup: int
+    submitter: Submitter,
+    n: int,
+    size: str,
+    in_flight: int,
+    warmup: int,
+    accepted_by_index: dict[int, float] | None = None,
 ) -> tuple[list[float], list[float], int]:
-    """(submit→landed, submit→202) of `n` jobs kept `in_flight` at a time; failures counted."""
+    """(submit→landed, submit→202) of `n` jobs kept `in_flight` at a time; failures counted.
+    `accepted_by_index` gets every job's submit→202 by its place in the run, warm-up included
+    (the first `in_flight` are the opening burst: they are all sent at once)."""
     landed: list[float] = []
     accepted: list[float] = []
     failed = 0
@@ -65,6 +72,8 @@ async def stack_latencies(
             i = queue.get_nowait()
             _, record = await submitter.submit(size=size)
             ok = await wait_landed(record, 120)
+            if accepted_by_index is not None and record.accepted_at and record.submitted_at:
+                accepted_by_index[i] = record.accepted_at - record.submitted_at
             if not ok or record.status != "completed":
                 failed += 1
                 continue
