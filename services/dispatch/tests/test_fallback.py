@@ -12,9 +12,11 @@ from atelier_contracts.envelope import Event
 from atelier_contracts.errors import ErrorClass, ErrorInfo
 from atelier_contracts.generation import GenerationFailed, GenerationTask
 from atelier_contracts.jobs import (
+    AssembledPrompt,
     FallbackPlan,
     JobRequested,
     JobStatus,
+    ReferenceImageRef,
 )
 from atelier_contracts.profiles import ProfileSnapshot
 from atelier_contracts.testing import job_enriched, job_requested, media_landed, profile_snapshot
@@ -153,3 +155,38 @@ async def test_images_of_the_jobs_own_profile_say_so(
     assert job is not None
     [image] = job.images
     assert (image.profile_id, image.credit_cost, image.fallback_reason) == ("A", 1, None)
+
+
+async def test_reference_images_past_the_fallbacks_maximum_are_left_out_with_a_reason(
+    service: tuple[DispatchService, Sent],
+) -> None:
+    # Nothing is dropped without a word: the job's assembly sent three pictures to A; B takes one.
+    svc, sent = service
+    plan = PLAN_B.model_copy(
+        update={"profile": PLAN_B.profile.model_copy(update={"max_reference_images": 1})}
+    )
+    request = _request(plan)
+    references = [
+        ReferenceImageRef(
+            staging_key=f"refs/{n}.png", content_type="image/png", width=8, height=8, size_bytes=9
+        )
+        for n in range(3)
+    ]
+    await svc.record_request(request)
+    await svc.dispatch_enriched(
+        job_enriched(request, assembled=AssembledPrompt(prompt="A", reference_images=references))
+    )
+    assert len(sent.tasks()[-1][0].reference_images) == 3
+    await _fail(svc, sent.tasks()[-1][0], ErrorClass.AUTH)  # falls back at once
+    task, _ = sent.tasks()[-1]
+    assert task.profile.id == "B"
+    assert [r.staging_key for r in task.reference_images] == ["refs/0.png"]
+    await svc.images_landed(media_landed(task))
+    job = await svc.get_job(request.job_id)
+    assert job is not None
+    [image] = job.images
+    assert image.fallback_reason is not None
+    assert (
+        "Profile 'Profile B' takes at most 1 reference image: 2 of the 3 sent with this request "
+        "were left out." in image.fallback_reason
+    )

@@ -60,10 +60,13 @@ def next_step(
     running_on: ProfileSnapshot,
     attempt: int,
     error: ErrorInfo,
+    *,
+    references: int = 0,
 ) -> Step | None:
     """The step after `current` (None: the job's own profile) for a task whose `attempt` failed
     with `error` and will not be retried on `running_on`; None when it must not fall back or the
-    chain has ended."""
+    chain has ended. `references`: how many reference images the job's assembly sends; those
+    past the fallback profile's maximum are left out, and its reason says so."""
     if error.error_class not in FALLS_BACK:
         return None
     index = 0 if current is None else current.index + 1
@@ -76,6 +79,17 @@ def next_step(
         f"{running_on.name!r} ({running_on.provider}) failed after {said}: "
         f"{error.error_class.value} ({error.message})"
     )
-    if plan.notes:
-        reason += " " + " ".join(plan.notes)
+    notes = list(plan.notes)
+    most = plan.profile.max_reference_images
+    if references > most:
+        if most == 0:
+            takes = "no reference images"
+        else:
+            takes = f"at most {most} reference image{'s' if most != 1 else ''}"
+        notes.append(
+            f"Profile {plan.profile.name!r} takes {takes}: {references - most} of the "
+            f"{references} sent with this request were left out."
+        )
+    if notes:
+        reason += " " + " ".join(notes)
     return Step(index=index, first_attempt=attempt + 1, plan=plan, reason=reason[:1000])

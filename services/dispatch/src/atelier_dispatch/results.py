@@ -165,7 +165,8 @@ def _fall_back(
     when the failure is the provider's (`fallback.FALLS_BACK`); False when it must fail."""
     current = Step.of(task.profile)
     running_on = current.plan.profile if current else ProfileSnapshot.model_validate(job.profile)
-    step = next_step(job.fallbacks, current, running_on, task.attempt, error)
+    references = len((job.assembled or {}).get("reference_images") or [])
+    step = next_step(job.fallbacks, current, running_on, task.attempt, error, references=references)
     if step is None:
         return False
     task.profile = step.stored()
