@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from atelier_contracts.clock import as_utc, utcnow
@@ -14,8 +14,8 @@ from atelier_contracts.profiles import ProfileSnapshot
 from atelier_contracts.subjects import gen_requested
 from atelier_dispatch.admission import UNLIMITED_BATCH, allot, line_positions, turn_order
 from atelier_dispatch.fallback import Step
-from atelier_dispatch.outbox import Outbox
-from atelier_dispatch.repository import JobRecord, JobRepository, TaskRecord
+from atelier_dispatch.outbox import Txn
+from atelier_dispatch.repository import JobRecord, TaskRecord
 from atelier_dispatch.views import announce, job_uuid
 
 # After an admission, the jobs this near the front of the line hear their new position in a
@@ -69,44 +69,37 @@ def task_event(job: JobRecord, task: TaskRecord) -> GenerationTask:
     )
 
 
-def hand_over(
-    budgets: Mapping[str, int],
-    repo: JobRepository,
-    outbox: Outbox,
-    job: JobRecord,
-    tasks: list[TaskRecord],
-    *,
-    new: bool = False,
-) -> None:
+def hand_over(txn: Txn, job: JobRecord, tasks: list[TaskRecord], *, new: bool = False) -> None:
     """Tasks of the locked `job`, ready to run (`new` ones not yet written, or a retry
     that is due): straight to their provider's queue when it has no budget, else they wait
     their turn."""
     now = utcnow()
     waiting: set[str] = set()
     for task in tasks:
-        if task.provider in budgets:
+        if task.provider in txn.budgets:
             task.status = "queued"
             task.queued_at = now
             waiting.add(task.provider)
         else:
             task.status = "pending"
-            outbox.add(task_event(job, task), gen_requested(task.provider))
+            txn.outbox.add(task_event(job, task), gen_requested(task.provider))
     if new:
-        repo.insert_tasks(tasks)
+        txn.repo.insert_tasks(tasks)
     else:
-        repo.save_tasks(tasks)
+        txn.repo.save_tasks(tasks)
     for provider in sorted(waiting):
-        if admit(budgets, repo, outbox, provider) == 0:
+        if admit(txn, provider) == 0:
             # Newcomers may go before jobs already waiting (fair share): those near the
             # front hear their place again. The job itself is announced by its caller.
-            _announce_line(budgets, repo, outbox, provider, {job.id})
+            _announce_line(txn, provider, {job.id})
 
 
-def admit(budgets: Mapping[str, int], repo: JobRepository, outbox: Outbox, provider: str) -> int:
+def admit(txn: Txn, provider: str) -> int:
     """Hand `provider`'s waiting tasks to its queue while its budget has room, one user at
     a time (`admission`); returns how many went. Any job's tasks: their rows are locked
     (skipping those another transaction holds), their jobs only read."""
-    budget = budgets.get(provider)
+    repo, outbox = txn.repo, txn.outbox
+    budget = txn.budgets.get(provider)
     if budget is None:
         free = UNLIMITED_BATCH
     else:
@@ -139,32 +132,22 @@ def admit(budgets: Mapping[str, int], repo: JobRepository, outbox: Outbox, provi
     repo.save_turns(provider, served)
     admitted = sum(1 for task in handed if task.status == "pending")
     if budget is not None and admitted:
-        _announce_line(budgets, repo, outbox, provider, {t.job_id for t in handed})
+        _announce_line(txn, provider, {t.job_id for t in handed})
     return admitted
 
 
-def freed(
-    budgets: Mapping[str, int],
-    repo: JobRepository,
-    outbox: Outbox,
-    was_running: Iterable[TaskRecord],
-) -> None:
+def freed(txn: Txn, was_running: Iterable[TaskRecord]) -> None:
     """Tasks that left their provider's queue (done, failed, waiting to retry, cancelled):
     their calls are free for the next waiting tasks of a provider with a budget."""
     for provider in sorted({t.provider for t in was_running}):
-        if provider in budgets:
-            admit(budgets, repo, outbox, provider)
+        if provider in txn.budgets:
+            admit(txn, provider)
 
 
-def _announce_line(
-    budgets: Mapping[str, int],
-    repo: JobRepository,
-    outbox: Outbox,
-    provider: str,
-    admitted: set[str],
-) -> None:
+def _announce_line(txn: Txn, provider: str, admitted: set[str]) -> None:
     """After tasks left `provider`'s line, the jobs near its front hear their new place
     (status events; the jobs just admitted already changed)."""
+    repo = txn.repo
     positions = line_positions(repo.line(provider), repo.turns(provider))
     near = sorted(
         (place[0], job_id)
@@ -175,4 +158,4 @@ def _announce_line(
     for _, job_id in near:
         job = repo.get_job(job_id)
         if job is not None and JobStatus(job.status) == JobStatus.GENERATING:
-            announce(budgets, repo, outbox, job, lines=lines)
+            announce(txn, job, lines=lines)

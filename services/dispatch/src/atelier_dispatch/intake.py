@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 from atelier_contracts.clock import as_utc, utcnow
@@ -9,8 +10,8 @@ from atelier_contracts.jobs import FINAL_STATUSES, JobEnriched, JobRequested, Jo
 from atelier_contracts.providers import images_per_call
 from atelier_contracts.subjects import gen_requested
 from atelier_dispatch.handover import hand_over, task_event
-from atelier_dispatch.outbox import Outbox, Rules
-from atelier_dispatch.repository import JobRecord, JobRepository, TaskRecord
+from atelier_dispatch.outbox import Outbox, Txn
+from atelier_dispatch.repository import JobRecord, TaskRecord
 from atelier_dispatch.views import announce
 from atelier_telemetry import observe_stage_latency
 
@@ -29,15 +30,14 @@ def split_into_tasks(count: int, per_call: int) -> list[tuple[int, int]]:
     return [(first, min(per_call, count - first)) for first in range(0, count, per_call)]
 
 
-def record_request(
-    rules: Rules, request: JobRequested, repo: JobRepository, outbox: Outbox
-) -> None:
+def record_request(request: JobRequested, txn: Txn) -> None:
     """jobs.requested: the job exists from now on; context is enriching it."""
+    repo = txn.repo
     job = repo.get_job(request.job_id, for_update=True)
     if job is None:
         # Queued and handed to context in one step. No status event: nobody sees a
         # difference between "queued" (the gateway's 202) and "enriching".
-        job = _new_job(request, rules.deadline_slack_s)
+        job = _new_job(request, txn.rules.deadline_slack_s)
         job.status = JobStatus.ENRICHING.value
         repo.insert_job(job)
     elif JobStatus(job.status) == JobStatus.QUEUED:
@@ -46,10 +46,9 @@ def record_request(
         repo.save_job(job)
 
 
-def dispatch_enriched(
-    rules: Rules, event: JobEnriched, repo: JobRepository, outbox: Outbox
-) -> None:
+def dispatch_enriched(event: JobEnriched, txn: Txn) -> None:
     """jobs.enriched: split into tasks and hand them to the provider's queue."""
+    repo = txn.repo
     job = repo.get_job(event.job_id, for_update=True)
     if job is None:
         # Enriched overtook requested (two consumers of one stream): redelivered with
@@ -87,8 +86,8 @@ def dispatch_enriched(
         job.status = JobStatus.GENERATING.value
         job.updated_at = utcnow()
         repo.save_job(job)
-        hand_over(rules.budgets, repo, handed, job, tasks, new=True)
-        announce(rules.budgets, repo, outbox, job)
+        hand_over(replace(txn, outbox=handed), job, tasks, new=True)
+        announce(txn, job)
     else:
         # A redelivery: re-send tasks handed over but not yet picked up (same ids:
         # deduplicated); waiting ones wait for their turn.
@@ -96,7 +95,7 @@ def dispatch_enriched(
         for task in pending:
             handed.add(task_event(job, task), gen_requested(task.provider))
     # Tasks go out before the status that announces them.
-    outbox.events[0:0] = handed.events
+    txn.outbox.events[0:0] = handed.events
 
 
 def _new_job(request: JobRequested, deadline_slack_s: float) -> JobRecord:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from atelier_contracts.envelope import Event
+from atelier_dispatch.repository import JobRepository
 
 Publish = Callable[[Event, str], Awaitable[None]]
 
@@ -36,3 +37,18 @@ class Rules(Protocol):
 
     @property
     def retry_base_s(self) -> float: ...
+
+
+@dataclass
+class Txn:
+    """One job transaction: the service's rules, the repository on its session, and what it
+    will publish once it commits. Budgets are read from the rules where they are used, so a
+    change counts from the next transaction."""
+
+    rules: Rules
+    repo: JobRepository
+    outbox: Outbox = field(default_factory=Outbox)
+
+    @property
+    def budgets(self) -> Mapping[str, int]:
+        return self.rules.budgets

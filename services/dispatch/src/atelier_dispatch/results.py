@@ -15,8 +15,8 @@ from atelier_contracts.media import MediaLanded
 from atelier_contracts.profiles import ProfileSnapshot
 from atelier_dispatch.fallback import Step, next_step
 from atelier_dispatch.handover import freed, hand_over
-from atelier_dispatch.outbox import Outbox, Rules
-from atelier_dispatch.repository import ImageRecord, JobRecord, JobRepository, TaskRecord
+from atelier_dispatch.outbox import Rules, Txn
+from atelier_dispatch.repository import ImageRecord, JobRecord, TaskRecord
 from atelier_dispatch.settlement import DONE_TASK_STATUSES, settle
 from atelier_dispatch.views import announce_outcome_again
 
@@ -33,7 +33,8 @@ def find_task(tasks: list[TaskRecord], task_id: str) -> TaskRecord | None:
     return next((t for t in tasks if t.id == task_id), None)
 
 
-def images_landed(rules: Rules, event: MediaLanded, repo: JobRepository, outbox: Outbox) -> None:
+def images_landed(event: MediaLanded, txn: Txn) -> None:
+    repo = txn.repo
     job = repo.get_job(event.job_id, for_update=True)
     if job is None:
         return
@@ -68,18 +69,19 @@ def images_landed(rules: Rules, event: MediaLanded, repo: JobRepository, outbox:
     if JobStatus(job.status) not in FINAL_STATUSES:
         if new:
             images = sorted(images + new, key=_by_index)  # as `images_of` orders them
-        settle(rules.budgets, repo, outbox, job, tasks, images)
+        settle(txn, job, tasks, images)
     else:
-        announce_outcome_again(rules.budgets, repo, outbox, job)
-    freed(rules.budgets, repo, outbox, was_running)
+        announce_outcome_again(txn, job)
+    freed(txn, was_running)
 
 
-def task_failed(rules: Rules, event: GenerationFailed, repo: JobRepository, outbox: Outbox) -> None:
+def task_failed(event: GenerationFailed, txn: Txn) -> None:
+    repo = txn.repo
     job = repo.get_job(event.task.job_id, for_update=True)
     if job is None:
         return
     if JobStatus(job.status) in FINAL_STATUSES:
-        announce_outcome_again(rules.budgets, repo, outbox, job)
+        announce_outcome_again(txn, job)
         return
     # All of them: settling the job below counts them.
     tasks = repo.tasks_of(job.id)
@@ -90,13 +92,13 @@ def task_failed(rules: Rules, event: GenerationFailed, repo: JobRepository, outb
         return  # already settled, or a stale report of an attempt we moved past
     was_running = [task] if task.status == "pending" else []
     task.error = event.error.model_dump(mode="json")
-    retry_at = _retry_time(rules, job, task, event.error)
+    retry_at = _retry_time(txn.rules, job, task, event.error)
     if retry_at is not None:
         task.status = "retry_wait"
         task.attempt += 1
         task.next_attempt_at = retry_at
         repo.save_tasks([task])
-        freed(rules.budgets, repo, outbox, was_running)
+        freed(txn, was_running)
         log.info(
             "task will be retried",
             extra={
@@ -108,27 +110,25 @@ def task_failed(rules: Rules, event: GenerationFailed, repo: JobRepository, outb
             },
         )
         return
-    if _fall_back(rules, repo, outbox, job, task, event.error):
-        freed(rules.budgets, repo, outbox, was_running)
+    if _fall_back(txn, job, task, event.error):
+        freed(txn, was_running)
         return
     task.status = "failed"
     repo.save_tasks([task])
-    settle(rules.budgets, repo, outbox, job, tasks, repo.images_of(job.id))
-    freed(rules.budgets, repo, outbox, was_running)
+    settle(txn, job, tasks, repo.images_of(job.id))
+    freed(txn, was_running)
 
 
-def resend_task(
-    rules: Rules, job_id: str, task_id: str, repo: JobRepository, outbox: Outbox
-) -> None:
+def resend_task(job_id: str, task_id: str, txn: Txn) -> None:
     """A task whose backoff ran out goes back to its provider."""
-    job = repo.get_job(job_id, for_update=True)
-    task = repo.get_task(task_id)
+    job = txn.repo.get_job(job_id, for_update=True)
+    task = txn.repo.get_task(task_id)
     if job is None or task is None or task.status != "retry_wait":
         return
     if JobStatus(job.status) in FINAL_STATUSES:
         return
     task.next_attempt_at = None
-    hand_over(rules.budgets, repo, outbox, job, [task])
+    hand_over(txn, job, [task])
 
 
 def _retry_time(
@@ -153,14 +153,7 @@ def _retry_time(
     return at
 
 
-def _fall_back(
-    rules: Rules,
-    repo: JobRepository,
-    outbox: Outbox,
-    job: JobRecord,
-    task: TaskRecord,
-    error: ErrorInfo,
-) -> bool:
+def _fall_back(txn: Txn, job: JobRecord, task: TaskRecord, error: ErrorInfo) -> bool:
     """Move a task that will not be retried to the next profile of its job's fallback chain,
     when the failure is the provider's (`fallback.FALLS_BACK`); False when it must fail."""
     current = Step.of(task.profile)
@@ -176,10 +169,11 @@ def _fall_back(
     task.next_attempt_at = None
     if job.deadline_at is not None:
         # The fallback gets its own profile's time, as the job's profile had.
-        own = utcnow() + timedelta(seconds=step.plan.profile.timeout_s * 3 + rules.deadline_slack_s)
+        slack_s = txn.rules.deadline_slack_s
+        own = utcnow() + timedelta(seconds=step.plan.profile.timeout_s * 3 + slack_s)
         job.deadline_at = max(as_utc(job.deadline_at), own)
-        repo.save_job(job)
-    hand_over(rules.budgets, repo, outbox, job, [task])
+        txn.repo.save_job(job)
+    hand_over(txn, job, [task])
     log.warning(
         "task falls back to the next profile of its chain",
         extra={

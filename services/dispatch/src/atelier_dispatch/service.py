@@ -50,7 +50,7 @@ from atelier_database import Database
 from atelier_dispatch import intake, results, settlement
 from atelier_dispatch.admission import UNLIMITED_BATCH
 from atelier_dispatch.handover import admit
-from atelier_dispatch.outbox import Outbox, Publish
+from atelier_dispatch.outbox import Outbox, Publish, Txn
 from atelier_dispatch.progress import ProgressTracker
 from atelier_dispatch.repository import JobRepository, TaskRecord
 from atelier_dispatch.views import job_view, queue_of
@@ -96,20 +96,18 @@ class DispatchService:
             lock = self._locks[job_id] = asyncio.Lock()
         return lock
 
-    async def _in_job_transaction(
-        self, job_id: str, work: Callable[[JobRepository, Outbox], T]
-    ) -> T:
+    async def _in_job_transaction(self, job_id: str, work: Callable[[Txn], T]) -> T:
         """Run `work` as one transaction on the job (one at a time per job in this process; row
         locks across replicas on PostgreSQL), then publish what it put in the outbox."""
         async with self._lock_of(job_id):
             return await self._commit_then_publish(work)
 
-    async def _commit_then_publish(self, work: Callable[[JobRepository, Outbox], T]) -> T:
+    async def _commit_then_publish(self, work: Callable[[Txn], T]) -> T:
         outbox = Outbox()
         lock_rows = not self.db.is_sqlite
 
         def transaction(session: Session) -> T:
-            return work(JobRepository(session, lock_rows=lock_rows), outbox)
+            return work(Txn(self, JobRepository(session, lock_rows=lock_rows), outbox))
 
         result = await self.db.run_sync(transaction)
         for event, subject in outbox.events:
@@ -124,13 +122,11 @@ class DispatchService:
 
     async def record_request(self, request: JobRequested) -> None:
         """jobs.requested: the job exists from now on; context is enriching it."""
-        await self._in_job_transaction(
-            request.job_id, partial(intake.record_request, self, request)
-        )
+        await self._in_job_transaction(request.job_id, partial(intake.record_request, request))
 
     async def dispatch_enriched(self, event: JobEnriched) -> None:
         """jobs.enriched: split into tasks and hand them to the provider's queue."""
-        await self._in_job_transaction(event.job_id, partial(intake.dispatch_enriched, self, event))
+        await self._in_job_transaction(event.job_id, partial(intake.dispatch_enriched, event))
 
     async def task_progress(self, event: GenerationProgress) -> None:
         """gen.progress: a status event with how far the job is. Nothing is written (see
@@ -179,10 +175,10 @@ class DispatchService:
             )
 
     async def task_failed(self, event: GenerationFailed) -> None:
-        await self._in_job_transaction(event.task.job_id, partial(results.task_failed, self, event))
+        await self._in_job_transaction(event.task.job_id, partial(results.task_failed, event))
 
     async def images_landed(self, event: MediaLanded) -> None:
-        await self._in_job_transaction(event.job_id, partial(results.images_landed, self, event))
+        await self._in_job_transaction(event.job_id, partial(results.images_landed, event))
 
     async def cancel(self, job_id: str) -> JobView | None:
         """The writer cancelled: end the job now; workers and media see the mark and stop."""
@@ -192,15 +188,11 @@ class DispatchService:
                 # Marked before the commit: a worker that checks after this sees it, and if the
                 # commit fails the mark only stops work on a job the writer wanted stopped.
                 await self.mark_cancelled(job_id)
-        return await self._in_job_transaction(
-            job_id, partial(settlement.cancel_job, self.budgets, job_id)
-        )
+        return await self._in_job_transaction(job_id, partial(settlement.cancel_job, job_id))
 
     async def fail_job(self, job_id: str, error: ErrorInfo) -> None:
         """End a job now: images that landed stay; everything unfinished fails with `error`."""
-        await self._in_job_transaction(
-            job_id, partial(settlement.fail_job, self.budgets, job_id, error)
-        )
+        await self._in_job_transaction(job_id, partial(settlement.fail_job, job_id, error))
 
     # -- the sweeper ---------------------------------------------------------------------------
 
@@ -218,9 +210,7 @@ class DispatchService:
         at = now or utcnow()
         due = await self._read(lambda repo: [(t.job_id, t.id) for t in repo.due_retries(at)])
         for job_id, task_id in due:
-            await self._in_job_transaction(
-                job_id, partial(results.resend_task, self, job_id, task_id)
-            )
+            await self._in_job_transaction(job_id, partial(results.resend_task, job_id, task_id))
         return len(due)
 
     async def admit_waiting(self, provider: str | None = None) -> int:
@@ -234,7 +224,7 @@ class DispatchService:
         admitted = 0
         for name in providers:
             while True:  # a provider without a budget takes its waiting tasks a batch at a time
-                batch = await self._commit_then_publish(partial(_admit, self.budgets, name))
+                batch = await self._commit_then_publish(partial(_admit, name))
                 admitted += batch
                 if name in self.budgets or batch < UNLIMITED_BATCH:
                     break
@@ -261,8 +251,8 @@ class DispatchService:
         return await self._read(read)
 
 
-def _admit(budgets: Mapping[str, int], provider: str, repo: JobRepository, outbox: Outbox) -> int:
-    return admit(budgets, repo, outbox, provider)
+def _admit(provider: str, txn: Txn) -> int:
+    return admit(txn, provider)
 
 
 def _is_active(job_id: str, repo: JobRepository) -> bool:

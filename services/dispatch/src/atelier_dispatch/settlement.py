@@ -3,15 +3,14 @@ a deadline, a message that ran out of deliveries)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from atelier_contracts.clock import as_utc, utcnow
 from atelier_contracts.errors import ErrorClass, ErrorInfo
 from atelier_contracts.jobs import FINAL_STATUSES, JobStatus, JobView
 from atelier_dispatch.handover import freed
-from atelier_dispatch.outbox import Outbox
-from atelier_dispatch.repository import ImageRecord, JobRecord, JobRepository, TaskRecord
+from atelier_dispatch.outbox import Txn
+from atelier_dispatch.repository import ImageRecord, JobRecord, TaskRecord
 from atelier_dispatch.views import announce, announce_outcome_again, job_view, set_status
 from atelier_telemetry import observe_stage_latency, record_generation_cost, record_job_finished
 
@@ -19,9 +18,7 @@ DONE_TASK_STATUSES = ("landed", "failed", "cancelled")
 
 
 def settle(
-    budgets: Mapping[str, int],
-    repo: JobRepository,
-    outbox: Outbox,
+    txn: Txn,
     job: JobRecord,
     tasks: list[TaskRecord],
     images: list[ImageRecord],
@@ -50,8 +47,8 @@ def settle(
     if not (done or force_final):
         if JobStatus(job.status) not in FINAL_STATUSES:
             job.updated_at = utcnow()
-            announce(budgets, repo, outbox, job, images)
-        repo.save_job(job)
+            announce(txn, job, images)
+        txn.repo.save_job(job)
         return
     if landed >= job.count:
         final = JobStatus.COMPLETED
@@ -70,19 +67,18 @@ def settle(
         None if final == JobStatus.COMPLETED else (job.error or {}).get("error_class"),
         landed,
     )
-    set_status(budgets, repo, outbox, job, final, images, tasks)
-    repo.save_job(job)
+    set_status(txn, job, final, images, tasks)
+    txn.repo.save_job(job)
 
 
-def cancel_job(
-    budgets: Mapping[str, int], job_id: str, repo: JobRepository, outbox: Outbox
-) -> JobView | None:
+def cancel_job(job_id: str, txn: Txn) -> JobView | None:
     """The writer cancelled: the job ends now, whatever landed stays."""
+    repo = txn.repo
     job = repo.get_job(job_id, for_update=True)
     if job is None:
         return None
     if JobStatus(job.status) in FINAL_STATUSES:
-        announce_outcome_again(budgets, repo, outbox, job)
+        announce_outcome_again(txn, job)
         return job_view(repo, job)
     unfinished = [t for t in repo.tasks_of(job_id) if t.status not in DONE_TASK_STATUSES]
     was_running = [t for t in unfinished if t.status == "pending"]
@@ -92,26 +88,21 @@ def cancel_job(
     repo.save_tasks(unfinished)
     job.error = ErrorInfo.of(ErrorClass.CANCELLED).model_dump(mode="json")
     job.deadline_at = None
-    view = set_status(budgets, repo, outbox, job, JobStatus.CANCELLED)
+    view = set_status(txn, job, JobStatus.CANCELLED)
     repo.save_job(job)
     record_job_finished(job.provider, JobStatus.CANCELLED.value, ErrorClass.CANCELLED, 0)
-    freed(budgets, repo, outbox, was_running)
+    freed(txn, was_running)
     return view
 
 
-def fail_job(
-    budgets: Mapping[str, int],
-    job_id: str,
-    error: ErrorInfo,
-    repo: JobRepository,
-    outbox: Outbox,
-) -> None:
+def fail_job(job_id: str, error: ErrorInfo, txn: Txn) -> None:
     """End a job now: images that landed stay; everything unfinished fails with `error`."""
+    repo = txn.repo
     job = repo.get_job(job_id, for_update=True)
     if job is None:
         return
     if JobStatus(job.status) in FINAL_STATUSES:
-        announce_outcome_again(budgets, repo, outbox, job)
+        announce_outcome_again(txn, job)
         return
     tasks = repo.tasks_of(job_id)
     unfinished = [t for t in tasks if t.status not in DONE_TASK_STATUSES]
@@ -123,5 +114,5 @@ def fail_job(
     if not tasks:
         job.error = error.model_dump(mode="json")
     images = repo.images_of(job_id)
-    settle(budgets, repo, outbox, job, tasks, images, force_final=True)
-    freed(budgets, repo, outbox, was_running)
+    settle(txn, job, tasks, images, force_final=True)
+    freed(txn, was_running)

@@ -26,7 +26,7 @@ from atelier_contracts.jobs import (
 from atelier_contracts.subjects import job_finished, job_status
 from atelier_dispatch.admission import line_positions
 from atelier_dispatch.fallback import Step
-from atelier_dispatch.outbox import Outbox
+from atelier_dispatch.outbox import Txn
 from atelier_dispatch.receipt import TaskOutcome, build_receipt
 from atelier_dispatch.repository import ImageRecord, JobRecord, JobRepository, TaskRecord
 
@@ -38,9 +38,7 @@ _SHOWN_AS_STORED = (*JobCore.model_fields, "size", "count", "options", "request_
 
 
 def set_status(
-    budgets: Mapping[str, int],
-    repo: JobRepository,
-    outbox: Outbox,
+    txn: Txn,
     job: JobRecord,
     status: JobStatus,
     images: list[ImageRecord] | None = None,
@@ -49,31 +47,27 @@ def set_status(
     """Move the job (in memory: the caller writes it) and announce it."""
     job.status = status.value
     job.updated_at = utcnow()
-    return announce(budgets, repo, outbox, job, images, tasks)
+    return announce(txn, job, images, tasks)
 
 
-def announce_outcome_again(
-    budgets: Mapping[str, int], repo: JobRepository, outbox: Outbox, job: JobRecord
-) -> None:
+def announce_outcome_again(txn: Txn, job: JobRecord) -> None:
     """A message about a job that is already final may be the redelivery of the one that ended
     it, after its transaction committed and the outcome's publish failed (a NATS node went away
     in between): without this, the outcome would never go out and the job never be settled. The
     event's id is derived from what it says, so JetStream keeps one copy within its duplicate
     window, and settlement is idempotent past it."""
-    announce(budgets, repo, outbox, job)
+    announce(txn, job)
 
 
 def announce(
-    budgets: Mapping[str, int],
-    repo: JobRepository,
-    outbox: Outbox,
+    txn: Txn,
     job: JobRecord,
     images: list[ImageRecord] | None = None,
     tasks: list[TaskRecord] | None = None,
     lines: Lines | None = None,
 ) -> JobView:
-    view = job_view(repo, job, images, tasks)
-    queue = queue_of(budgets, repo, job, lines)
+    view = job_view(txn.repo, job, images, tasks)
+    queue = queue_of(txn.budgets, txn.repo, job, lines)
     if queue is not None:
         view.progress.queue = queue
     if lines is not None:
@@ -90,7 +84,7 @@ def announce(
     subject = (job_finished if final else job_status)(job.project, job.id)
     # Updates and the outcome carry the start of long texts; whoever needs them whole (the
     # audit, a job's own stream) reads the job by id (ADR 0018 addendum).
-    outbox.add(JobStatusChanged(event_id=event_id, job=view.with_short_texts()), subject)
+    txn.outbox.add(JobStatusChanged(event_id=event_id, job=view.with_short_texts()), subject)
     return view
 
 
